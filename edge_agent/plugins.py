@@ -1,0 +1,11 @@
+"""The agent's built-in inputs, one line each. Third-party inputs come from entry points."""
+
+from __future__ import annotations
+
+from .tail import TailInput
+
+__all__ = ["INPUTS"]
+
+INPUTS: list[type] = [
+    TailInput,
+]

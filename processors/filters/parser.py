@@ -1,0 +1,123 @@
+"""The ``parser`` filter: parse one field of each record with one or more named parsers.
+
+As in Fluent Bit: ``key_name`` (alias ``key``) names the field; parsers are tried in
+order and the first that matches wins; ``reserve_data`` keeps the record's other fields
+(otherwise only the parsed ones remain, plus ``time`` and the reserved ``_id``/``_tag``);
+``preserve_key`` keeps the parsed field itself. A record no parser matches is kept
+unchanged (``unmatched: keep``, optionally marked with ``error_key``) or dead-lettered
+(``unmatched: dead_letter``), and counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import AliasChoices, Field, field_validator
+
+from tailrace.config import Config
+from tailrace.options import FilterOptions
+from tailrace.outcome import FilterResult, Rejection
+from tailrace.plugins import Record
+
+from ..context import FilterContext
+from ..parsers.base import BoundParser, ParseFailure
+from ..stock import STOCK_PARSERS
+
+__all__ = ["ParserFilter", "ParserFilterOptions"]
+
+
+class ParserFilterOptions(FilterOptions):
+    key_name: str = Field(
+        "log", validation_alias=AliasChoices("key_name", "key"),
+        description="Field to parse (alias `key`).",
+    )
+    parser: list[str] = Field(description="Parser name, or a list tried in order.")
+    reserve_data: bool = Field(False, description="Keep the record's other fields.")
+    preserve_key: bool = Field(False, description="Keep the parsed field in the record.")
+    unmatched: Literal["keep", "dead_letter"] = Field(
+        "keep", description="What happens to a record no parser matches."
+    )
+    error_key: str | None = Field(
+        None, description="With `unmatched: keep`, store the reason under this key."
+    )
+
+    @field_validator("parser", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+_KEEP = ("_id", "_tag", "time")
+
+
+class ParserFilter:
+    name: ClassVar[str] = "parser"
+    description: ClassVar[str] = "Parse a field with named parsers (regex, json, logfmt, ...)."
+    Options: ClassVar[type[ParserFilterOptions]] = ParserFilterOptions
+
+    def __init__(self, options: ParserFilterOptions, ctx: FilterContext) -> None:
+        self.o = options
+        self.parsers: list[BoundParser] = [ctx.parsers[n] for n in options.parser]
+        self.unmatched = 0
+
+    @staticmethod
+    def check_config(options: ParserFilterOptions, config: Config) -> list[tuple[tuple[str | int, ...], str]]:  # noqa: E501
+        known = set(config.parsers) | {p["name"] for p in STOCK_PARSERS}
+        return [
+            (("parser",), f"unknown parser {name!r}; define it under parsers: or use a stock "
+             f"one ({', '.join(sorted(known))})")
+            for name in options.parser if name not in known
+        ]
+
+    def process(self, records: list[Record]) -> FilterResult:
+        o = self.o
+        key = o.key_name
+        out: list[Record] = []
+        rejected: list[Rejection] = []
+        parsers = self.parsers
+        single = parsers[0] if len(parsers) == 1 else None
+        for r in records:
+            value = r.get(key)
+            if not isinstance(value, str):
+                out.append(r)  # nothing to parse: pass through, as Fluent Bit does
+                continue
+            try:
+                if single is not None:
+                    fields, t = single.parse(value)
+                else:
+                    fields, t = _first_match(parsers, value)
+            except ParseFailure as exc:
+                self.unmatched += 1
+                if o.unmatched == "dead_letter":
+                    rejected.append(Rejection(r, str(exc)))
+                    continue
+                if o.error_key:
+                    r[o.error_key] = str(exc)
+                out.append(r)
+                continue
+            rid, rtag = r["_id"], r["_tag"]
+            if o.reserve_data:
+                if not o.preserve_key:
+                    del r[key]
+                r.update(fields)
+                new = r
+            else:
+                new = {k: r[k] for k in _KEEP if k in r}
+                if o.preserve_key:
+                    new[key] = value
+                new.update(fields)
+            if t is not None:
+                new["time"] = t
+            new["_id"], new["_tag"] = rid, rtag  # parsed fields never replace these
+            out.append(new)
+        return FilterResult(out, rejected)
+
+
+def _first_match(parsers: list[BoundParser], value: str) -> tuple[dict[str, Any], float | None]:
+    reasons = []
+    for p in parsers:
+        try:
+            return p.parse(value)
+        except ParseFailure as exc:
+            reasons.append(str(exc))
+    raise ParseFailure("; ".join(reasons))

@@ -1,0 +1,90 @@
+"""A processor worker: the ``processors`` group on ``raw``, the filter chain, fenced commits.
+
+Each raw entry becomes one processed entry on the partition's ``out`` stream (so output
+order follows input order); records a filter rejects and entries that do not decode go to
+the partition's dead-letter stream with the reason. All of it is committed with the input
+acks in one script (:data:`tailrace.scripts.COMMIT`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import msgpack
+
+from tailrace.broker import DeadLetter
+from tailrace.config import Config
+from tailrace.consumer import Entry, HandleResult, LeaseGuard, StreamConsumer
+from tailrace.errors import RecordError
+from tailrace.keys import PROCESSORS_GROUP
+from tailrace.lifecycle import ThreadRecord
+from tailrace.logs import RateLimiter, event
+from tailrace.runtime import Runtime
+from tailrace.wire import decode_raw, encode_records
+
+from .chain import Chain
+
+__all__ = ["ProcessorHandler", "run_processor"]
+
+log = logging.getLogger(__name__)
+STAGE = "processor"
+
+
+class ProcessorHandler:
+    """Raw entries -> processed entries (+ dead letters). Pure: no broker access."""
+
+    def __init__(self, config: Config, record: ThreadRecord) -> None:
+        self.chain = Chain(config)
+        self.record = record
+        self._limiter = RateLimiter()
+
+    def on_acquire(self, partition: int, checkpoints: list[Mapping[bytes, bytes]]) -> None:
+        return None  # processors keep no state outside Redis
+
+    def handle(self, partition: int, entries: list[Entry], guard: LeaseGuard) -> HandleResult:
+        res = HandleResult()
+        for entry_id, fields in entries:
+            if not fields:
+                continue  # trimmed while pending: nothing left to do
+            try:
+                batch = decode_raw(fields)
+            except RecordError as exc:
+                res.dead_letters.append(DeadLetter(
+                    "raw", fields.get(b"b", b"") or b"", STAGE, "wire",
+                    f"malformed raw entry: {exc}", entry_id.decode()))
+                if self._limiter.allow("decode"):
+                    event(log, logging.ERROR, "processor_entry_decode_error",
+                          f"entry {entry_id.decode()} of partition {partition} does not decode "
+                          f"({exc}); dead-lettered", partition=partition)
+                continue
+            result = self.chain.run(batch)
+            res.lines_in += len(batch.lines)
+            res.bytes_in += batch.end - batch.start
+            if result.invalid_utf8:
+                self.record.add("invalid_utf8_lines", result.invalid_utf8)
+            if result.records:
+                res.outputs.append(encode_records(result.records))
+                res.lines_out += len(result.records)
+            for fid, rej in result.rejected:
+                res.dead_letters.append(DeadLetter(
+                    "records", msgpack.packb([rej.record], use_bin_type=True), STAGE, fid,
+                    rej.reason, entry_id.decode()))
+        return res
+
+    def close(self) -> None:
+        return None
+
+
+def run_processor(config: Config, *, broker: str | None = None) -> None:
+    """Run one processor worker until SIGTERM/SIGINT; exits after draining."""
+    rt = Runtime(config, "processor", broker=broker)
+    rt.install_signals()
+    try:
+        client = rt.connect()
+        handler = ProcessorHandler(config, rt.lifecycle.thread("consumer"))
+        consumer = StreamConsumer(client, rt.keys, config.service, PROCESSORS_GROUP, handler,
+                                  rt.lifecycle, stage_in="raw", stage_out="out", kind="raw")
+        consumer.run(rt.stop)
+    finally:
+        rt.close()

@@ -1,0 +1,13 @@
+"""The sinks' built-in outputs, one line each. Third-party outputs come from entry points."""
+
+from __future__ import annotations
+
+from .file import FileOutput
+from .stdout import StdoutOutput
+
+__all__ = ["OUTPUTS"]
+
+OUTPUTS: list[type] = [
+    FileOutput,
+    StdoutOutput,
+]

@@ -1,0 +1,146 @@
+"""A sink worker: the ``sink:<output>`` group on ``out``, delivery, fenced acks.
+
+Records are decoded, selected by the output's ``match``, and handed to the output. Its
+outcome decides: ``Delivered`` -> ack (rejected records to the dead-letter stream first);
+``Retry`` -> back off and retry only what failed, as long as the lease is safe (a long
+outage holds the entries pending: backpressure, never loss); ``Rejected`` -> dead-letter
+the batch. The ack and the output's checkpoint go in one fenced script.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+
+from tailrace.broker import DeadLetter
+from tailrace.config import Config, PluginConfig
+from tailrace.consumer import BatchAbandoned, Entry, HandleResult, LeaseGuard, StreamConsumer
+from tailrace.errors import RecordError
+from tailrace.keys import sink_group
+from tailrace.lifecycle import ThreadRecord
+from tailrace.logs import RateLimiter, event
+from tailrace.outcome import Delivered, Rejected, Retry
+from tailrace.retry import Backoff
+from tailrace.runtime import Runtime
+from tailrace.tags import TagMatcher
+from tailrace.wire import decode_records
+
+from .context import OutputContext
+
+__all__ = ["SinkHandler", "build_output", "run_sink"]
+
+log = logging.getLogger(__name__)
+
+
+def build_output(config: Config, pc: PluginConfig) -> Any:
+    ctx = OutputContext(pc.id, config.data_dir / "sinks" / pc.id, config.resolve_path)
+    return pc.plugin(pc.options, ctx)
+
+
+class SinkHandler:
+    """Delivers one output's records; the consumer loop owns the broker."""
+
+    def __init__(self, config: Config, pc: PluginConfig, record: ThreadRecord) -> None:
+        self.pc = pc
+        self.group = sink_group(pc.id)
+        self.output = build_output(config, pc)
+        self.matcher = TagMatcher(pc.options.match, pc.options.match_regex)
+        self.record = record
+        self._limiter = RateLimiter()
+
+    def on_acquire(self, partition: int, checkpoints: list[Mapping[bytes, bytes]]) -> None:
+        recover = getattr(self.output, "recover", None)
+        if recover is not None:
+            recover(checkpoints)
+
+    def _dead(self, records: list[dict[str, Any]], reason: str, source: str) -> DeadLetter:
+        payload = msgpack.packb(records, use_bin_type=True, default=str)
+        return DeadLetter("records", payload, self.group, self.pc.id, reason, source)
+
+    def handle(self, partition: int, entries: list[Entry], guard: LeaseGuard) -> HandleResult:
+        res = HandleResult()
+        records: list[dict[str, Any]] = []
+        last_id = entries[-1][0].decode()
+        for entry_id, fields in entries:
+            if not fields:
+                continue
+            try:
+                batch = decode_records(fields)
+            except RecordError as exc:
+                res.dead_letters.append(DeadLetter(
+                    "records", fields.get(b"b", b"") or b"", self.group, "wire",
+                    f"malformed processed entry: {exc}", entry_id.decode()))
+                continue
+            res.lines_in += len(batch)
+            if self.matcher.matches_all:
+                records.extend(batch)
+            else:
+                records.extend(r for r in batch if self.matcher(r["_tag"]))
+        backoff = Backoff(base_s=0.2, cap_s=10.0)
+        while records:
+            guard.check()  # never write without a lease that surely holds
+            outcome = self.output.write_batch(records)
+            if isinstance(outcome, Delivered):
+                for rej in outcome.rejected:
+                    res.dead_letters.append(self._dead([rej.record], rej.reason, last_id))
+                res.lines_out += len(records) - len(outcome.rejected)
+                break
+            if isinstance(outcome, Rejected):
+                res.dead_letters.append(self._dead(records, outcome.reason, last_id))
+                break
+            assert isinstance(outcome, Retry)
+            for rej in outcome.rejected:
+                res.dead_letters.append(self._dead([rej.record], rej.reason, last_id))
+            res.lines_out += len(records) - len(outcome.records) - len(outcome.rejected)
+            records = outcome.records
+            self.record.set_state("throttled", f"retrying {len(records)} records: "
+                                  f"{outcome.reason}")
+            self.record.add("retries")
+            if self._limiter.allow("retry"):
+                event(log, logging.WARNING, "sink_delivery_retry",
+                      f"{len(records)} records not delivered ({outcome.reason}); retrying",
+                      output=self.pc.id, partition=partition)
+            if guard.stop.wait(backoff.next_delay()):
+                raise BatchAbandoned("stop requested while retrying")
+        ckpt = getattr(self.output, "checkpoint", None)
+        if ckpt is not None:
+            res.checkpoint = ckpt()
+        return res
+
+    def close(self) -> None:
+        self.output.close()
+
+
+def _consumer(config: Config, rt: Runtime, pc: PluginConfig, client: Any) -> StreamConsumer:
+    handler = SinkHandler(config, pc, rt.lifecycle.thread(f"sink:{pc.id}"))
+    return StreamConsumer(
+        client, rt.keys, config.service, sink_group(pc.id), handler, rt.lifecycle,
+        stage_in="out", stage_out="out", kind="records", backlog_limit=0,
+        single_writer=bool(getattr(pc.plugin, "single_writer", False)),
+    )
+
+
+def run_sink(config: Config, *, output: str | None = None, broker: str | None = None) -> None:
+    """Run a sink worker for one output (or every output, one thread each) until stopped."""
+    outputs = [config.output(output)] if output else list(config.outputs)
+    rt = Runtime(config, "sink", broker=broker)
+    rt.install_signals()
+    try:
+        client = rt.connect()
+        consumers = [_consumer(config, rt, pc, client) for pc in outputs]
+        threads = [threading.Thread(target=c.run, args=(rt.stop,), name=f"sink-{pc.id}")
+                   for c, pc in zip(consumers, outputs, strict=True)]
+        for t in threads:
+            t.start()
+        # The main thread waits for the stop signal; the consumers drain and release.
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.5)
+        for c in consumers:
+            c.handler.close()
+    finally:
+        rt.close()

@@ -1,0 +1,78 @@
+"""Helpers every command shares: loading the config with readable errors, logging."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from ..config import Config, load_config
+from ..errors import ConfigError, PipelineError
+from ..logs import setup_logging
+from .registry import build_registry
+
+__all__ = ["EXIT_CONFIG", "broker_option", "config_option", "fail", "load", "log_options"]
+
+EXIT_CONFIG = 2
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"tailrace: {message}", err=True)
+    sys.exit(code)
+
+
+def load(path: str) -> Config:
+    """Load and validate the config; on error print every problem and exit 2."""
+    try:
+        return load_config(path, build_registry())
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        n = len(exc.problems)
+        click.echo(f"tailrace: {n} problem{'s' if n != 1 else ''} in {path}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def config_option(f: F) -> F:
+    return click.option(
+        "-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+        envvar="TAILRACE_CONFIG", help="Pipeline config (YAML).",
+    )(f)
+
+
+def broker_option(f: F) -> F:
+    return click.option(
+        "--broker", envvar="TAILRACE_BROKER", default=None,
+        help="Redis URL; overrides service.broker (env TAILRACE_BROKER).",
+    )(f)
+
+
+def log_options(f: F) -> F:
+    f = click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+                     default=None, help="Overrides service.log_level.")(f)
+    f = click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+                     help="Overrides service.log_format.")(f)
+    return f
+
+
+def init_logging(config: Config, role: str, level: str | None, fmt: str | None) -> None:
+    setup_logging(level or config.service.log_level, fmt or config.service.log_format, role)
+
+
+def run_role(fn: Callable[[], None]) -> None:
+    """Run a role's main function; turn tailrace errors into a message and exit code 1."""
+    try:
+        fn()
+    except PipelineError as exc:
+        fail(str(exc))
+
+
+def child_env(broker: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if broker:
+        env["TAILRACE_BROKER"] = broker
+    return env

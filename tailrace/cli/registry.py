@@ -1,0 +1,25 @@
+"""Composing the plugin registry: each role's explicit list plus entry points.
+
+Only the CLI layer calls this (the core never imports a role package on its own).
+"""
+
+from __future__ import annotations
+
+from ..plugins import Registry
+
+__all__ = ["build_registry"]
+
+
+def build_registry(*, entry_points: bool = True) -> Registry:
+    from edge_agent.plugins import INPUTS
+    from processors.plugins import FILTERS, PARSERS
+    from sinks.plugins import OUTPUTS
+
+    reg = Registry()
+    reg.add("inputs", INPUTS)
+    reg.add("filters", FILTERS)
+    reg.add("parsers", PARSERS)
+    reg.add("outputs", OUTPUTS)
+    if entry_points:
+        reg.load_entry_points()
+    return reg

@@ -1,0 +1,161 @@
+"""Long-running commands: run, agent, processor, sink."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+import click
+
+from ..config import Config
+from ..embedded import EmbeddedRedis
+from ..runtime import broker_url
+from ..supervise import Child, Supervisor
+from .common import (
+    broker_option,
+    child_env,
+    config_option,
+    init_logging,
+    load,
+    log_options,
+    run_role,
+)
+
+__all__ = ["agent", "processor", "run", "sink"]
+
+log = logging.getLogger(__name__)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    count = [0]
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        count[0] += 1
+        if count[0] > 1:
+            sys.exit(128 + signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def _child_args(config: Config, role: str, *extra: str) -> list[str]:
+    return [role, "-c", config.file, *extra]
+
+
+def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
+    """Run children against ``broker`` (or an embedded server started here)."""
+    stop = _stop_on_signals()
+    url = broker_url(config, broker)
+    embedded = None
+    if url is None:
+        embedded = EmbeddedRedis(config.data_dir, config.service.embedded.appendfsync).start()
+        url = embedded.url
+    try:
+        sup = Supervisor(children, shutdown_timeout_s=config.service.shutdown_timeout_s,
+                         env=child_env(url))
+        return sup.run(stop)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+@click.command()
+@config_option
+@broker_option
+@click.option("--processors", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Processor worker processes.")
+@log_options
+def run(config_path: str, broker: str | None, processors: int, log_level: str | None,
+        log_format: str | None) -> None:
+    """Run every role on this machine (embedded Redis when no broker is set)."""
+    config = load(config_path)
+    init_logging(config, "run", log_level, log_format)
+    extra = [a for a in ("--log-level", log_level, "--log-format", log_format) if a]
+    children = [Child("agent", _child_args(config, "agent", *extra))]
+    children += [Child(f"processor-{i}", _child_args(config, "processor", *extra))
+                 for i in range(processors)]
+    if config.outputs:
+        children.append(Child("sink", _child_args(config, "sink", *extra)))
+    sys.exit(supervise(config, broker, children))
+
+
+@click.command()
+@config_option
+@broker_option
+@log_options
+def agent(config_path: str, broker: str | None, log_level: str | None,
+          log_format: str | None) -> None:
+    """Tail this node's files into the raw streams."""
+    from edge_agent import Agent
+
+    from ..runtime import Runtime
+
+    config = load(config_path)
+    init_logging(config, "agent", log_level, log_format)
+
+    def main() -> None:
+        rt = Runtime(config, "agent", broker=broker)
+        rt.install_signals()
+        try:
+            Agent(config, rt).run()
+        finally:
+            rt.close()
+
+    run_role(main)
+
+
+@click.command()
+@config_option
+@broker_option
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Worker processes on this machine.")
+@log_options
+def processor(config_path: str, broker: str | None, workers: int, log_level: str | None,
+              log_format: str | None) -> None:
+    """Parse and filter raw batches (scale out with --workers and more hosts)."""
+    from processors import run_processor
+
+    config = load(config_path)
+    init_logging(config, "processor", log_level, log_format)
+    if workers > 1:
+        extra = [a for a in ("--log-level", log_level, "--log-format", log_format) if a]
+        children = [Child(f"processor-{i}", _child_args(config, "processor", *extra))
+                    for i in range(workers)]
+        sys.exit(supervise(config, broker, children))
+    run_role(lambda: run_processor(config, broker=broker))
+
+
+@click.command()
+@config_option
+@broker_option
+@click.option("--output", "output", default=None, help="Deliver only this output (its alias "
+              "or <plugin>.<n>); default: all outputs.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Worker processes on this machine.")
+@log_options
+def sink(config_path: str, broker: str | None, output: str | None, workers: int,
+         log_level: str | None, log_format: str | None) -> None:
+    """Deliver processed records to the outputs."""
+    from sinks import run_sink
+
+    config = load(config_path)
+    init_logging(config, "sink", log_level, log_format)
+    if output is not None:
+        try:
+            config.output(output)
+        except KeyError as exc:
+            raise click.BadParameter(str(exc.args[0]), param_hint="--output") from None
+    if workers > 1:
+        extra = [a for a in ("--log-level", log_level, "--log-format", log_format) if a]
+        if output:
+            extra += ["--output", output]
+        children = [Child(f"sink-{i}", _child_args(config, "sink", *extra))
+                    for i in range(workers)]
+        sys.exit(supervise(config, broker, children))
+    run_role(lambda: run_sink(config, output=output, broker=broker))

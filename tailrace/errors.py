@@ -1,0 +1,109 @@
+"""The exceptions tailrace raises, grouped by what the caller should do.
+
+::
+
+    PipelineError                  root: anything tailrace itself raises
+    ├── ConfigError                fix the config file (carries every problem found)
+    ├── BrokerUnavailable          Redis cannot be reached: retry with backoff
+    ├── Fenced                     this worker lost a partition lease: drop the batch
+    ├── DeliveryError              an output failed; ``retryable`` says retry or dead-letter
+    └── RecordError                one record or entry is bad: dead-letter it, keep going
+
+Messages say what failed, where (file, key, partition, entry id) and what to do next.
+Context is attached on the way up with :func:`context`, not rebuilt at every raise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+__all__ = [
+    "BrokerUnavailable",
+    "ConfigError",
+    "ConfigProblem",
+    "DeliveryError",
+    "Fenced",
+    "PipelineError",
+    "RecordError",
+    "context",
+]
+
+
+class PipelineError(Exception):
+    """Root of every error tailrace raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.notes: list[str] = []
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        if not self.notes:
+            return base
+        return " ".join([*reversed(self.notes), base])
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in a config file, located by file, 1-based line and column."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(PipelineError):
+    """The configuration is invalid; ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class BrokerUnavailable(PipelineError):
+    """Redis cannot be reached or refused the connection; retry with backoff."""
+
+
+class Fenced(PipelineError):
+    """The worker's lease on a partition is gone: another worker owns it now.
+
+    The batch in hand must be dropped; the new owner redoes it.
+    """
+
+    def __init__(self, group: str, partition: int) -> None:
+        super().__init__(
+            f"lease of group {group!r} on partition {partition} was taken over by another "
+            "worker; dropping the uncommitted batch (the new owner redoes it)"
+        )
+        self.group = group
+        self.partition = partition
+
+
+class DeliveryError(PipelineError):
+    """An output could not deliver; ``retryable`` says whether to retry or dead-letter."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class RecordError(PipelineError):
+    """One record or stream entry is bad: it goes to the dead-letter stream with this reason."""
+
+
+@contextlib.contextmanager
+def context(note: str) -> Iterator[None]:
+    """Prefix ``note`` (e.g. ``"partition 3:"``) to any :class:`PipelineError` raised inside."""
+    try:
+        yield
+    except PipelineError as exc:
+        exc.notes.append(note)
+        raise

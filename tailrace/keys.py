@@ -1,0 +1,121 @@
+"""Every Redis key name tailrace uses, built (and parsed) here and nowhere else.
+
+All keys of one partition share the Redis Cluster hash tag ``{pN}``, so a Lua script can
+touch a partition's streams, offsets, leases and checkpoints in one slot::
+
+    tr:{p3}:raw              stream: raw line batches from agents
+    tr:{p3}:out              stream: processed record batches for the sinks
+    tr:{p3}:dlq              stream: dead letters (any stage)
+    tr:{p3}:offsets          hash:   file identity -> committed byte offset (agent producer)
+    tr:{p3}:lease:GROUP      string: "worker:token", PX ttl
+    tr:{p3}:epoch:GROUP      int:    fencing token counter, only grows
+    tr:{p3}:ckpt:GROUP       hash:   sink checkpoint (e.g. file path -> committed size)
+
+Keys that span partitions carry no partition tag::
+
+    tr:members:GROUP         zset:   worker id -> last heartbeat (ms)
+    tr:outlease:GROUP        string: single-writer output lease ("worker:token")
+    tr:worker:ID             string: published lifecycle record of one worker (TTL)
+    tr:meta                  hash:   pipeline facts (partition count)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "PROCESSORS_GROUP",
+    "Keys",
+    "sink_group",
+    "sink_output_name",
+]
+
+DEFAULT_PREFIX = "tr"
+PROCESSORS_GROUP = "processors"
+_SINK_GROUP_PREFIX = "sink:"
+_PARTITION_RE = re.compile(r"\{p(\d+)\}")
+
+
+def sink_group(output_name: str) -> str:
+    """Consumer group name of the sink that delivers output ``output_name``."""
+    return _SINK_GROUP_PREFIX + output_name
+
+
+def sink_output_name(group: str) -> str | None:
+    """Inverse of :func:`sink_group`; ``None`` for a group that is not a sink's."""
+    if group.startswith(_SINK_GROUP_PREFIX):
+        return group[len(_SINK_GROUP_PREFIX) :]
+    return None
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builder for one pipeline (one prefix)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    # -- per partition (hash-tagged) -------------------------------------------------
+    def _p(self, partition: int, kind: str) -> str:
+        return f"{self.prefix}:{{p{partition}}}:{kind}"
+
+    def raw(self, partition: int) -> str:
+        return self._p(partition, "raw")
+
+    def out(self, partition: int) -> str:
+        return self._p(partition, "out")
+
+    def dlq(self, partition: int) -> str:
+        return self._p(partition, "dlq")
+
+    def offsets(self, partition: int) -> str:
+        return self._p(partition, "offsets")
+
+    def lease(self, partition: int, group: str) -> str:
+        return self._p(partition, f"lease:{group}")
+
+    def epoch(self, partition: int, group: str) -> str:
+        return self._p(partition, f"epoch:{group}")
+
+    def checkpoint(self, partition: int, group: str) -> str:
+        return self._p(partition, f"ckpt:{group}")
+
+    def stream(self, stage: str, partition: int) -> str:
+        """The stream a consumer of ``stage`` (``raw`` or ``out``) reads."""
+        if stage not in ("raw", "out", "dlq"):
+            raise ValueError(f"unknown stream stage {stage!r}")
+        return self._p(partition, stage)
+
+    # -- pipeline-wide ----------------------------------------------------------------
+    def members(self, group: str) -> str:
+        return f"{self.prefix}:members:{group}"
+
+    def output_lease(self, group: str) -> str:
+        return f"{self.prefix}:outlease:{group}"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"
+
+    def worker_pattern(self) -> str:
+        return f"{self.prefix}:worker:*"
+
+    def meta(self) -> str:
+        return f"{self.prefix}:meta"
+
+    # -- parsers ----------------------------------------------------------------------
+    def partition_of(self, key: str | bytes) -> int:
+        """The partition number of a per-partition key (``tr:{p3}:raw`` -> 3)."""
+        text = key.decode() if isinstance(key, bytes) else key
+        m = _PARTITION_RE.search(text)
+        if m is None or not text.startswith(self.prefix + ":"):
+            raise ValueError(f"{text!r} is not a per-partition key of prefix {self.prefix!r}")
+        return int(m.group(1))
+
+    def worker_id_of(self, key: str | bytes) -> str:
+        """Inverse of :meth:`worker`."""
+        text = key.decode() if isinstance(key, bytes) else key
+        head = f"{self.prefix}:worker:"
+        if not text.startswith(head):
+            raise ValueError(f"{text!r} is not a worker key of prefix {self.prefix!r}")
+        return text[len(head) :]

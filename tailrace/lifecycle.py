@@ -1,0 +1,161 @@
+"""Lifecycle records: every thread of every worker says what it is doing, with counters.
+
+Each thread registers a :class:`ThreadRecord` in its process's :class:`Lifecycle`; a
+publisher thread writes the whole process record to Redis every few seconds under a key
+with a TTL (``tr:worker:ID``), so ``tailrace status`` sees live workers and a dead one
+disappears. Counters are bumped per batch (``+= len(batch)``), never per line.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis
+
+__all__ = ["STATES", "Lifecycle", "Publisher", "ThreadRecord", "new_worker_id"]
+
+STATES = ("starting", "active", "idle", "throttled", "broker_down", "draining", "stopped",
+          "failed")
+# The state a process shows is its most urgent thread state, in this order.
+_URGENCY = ("failed", "broker_down", "throttled", "draining", "starting", "active", "idle",
+            "stopped")
+
+
+def new_worker_id(role: str) -> str:
+    """A worker id unique to this process life: role, host, pid and a random suffix."""
+    return f"{role}-{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+@dataclass
+class ThreadRecord:
+    """What one thread is doing. Written by its thread; read by the publisher."""
+
+    name: str
+    role: str
+    state: str = "starting"
+    detail: str = ""
+    since: float = field(default_factory=time.time)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def set_state(self, state: str, detail: str = "") -> None:
+        if state not in STATES:
+            raise ValueError(f"unknown lifecycle state {state!r}")
+        if state != self.state or detail != self.detail:
+            self.state, self.detail, self.since = state, detail, time.time()
+
+    def add(self, counter: str, n: int = 1) -> None:
+        self.counters[counter] = self.counters.get(counter, 0) + n
+
+
+class Lifecycle:
+    """The lifecycle registry of one process."""
+
+    def __init__(self, role: str, worker_id: str | None = None) -> None:
+        self.role = role
+        self.id = worker_id or new_worker_id(role)
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.started = time.time()
+        self.threads: dict[str, ThreadRecord] = {}
+        self.partitions: dict[str, list[int]] = {}
+        self.extra: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._last_counters: dict[str, int] = {}
+        self._last_time = time.monotonic()
+
+    def thread(self, name: str) -> ThreadRecord:
+        with self._lock:
+            rec = self.threads.get(name)
+            if rec is None:
+                rec = self.threads[name] = ThreadRecord(name=name, role=self.role)
+            return rec
+
+    @property
+    def state(self) -> str:
+        states = {t.state for t in list(self.threads.values())}
+        for s in _URGENCY:
+            if s in states:
+                return s
+        return "starting"
+
+    def counters(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for t in list(self.threads.values()):
+            for k, v in list(t.counters.items()):
+                total[k] = total.get(k, 0) + v
+        return total
+
+    def snapshot(self) -> dict[str, Any]:
+        """The record published to Redis and served on /api/v1/status."""
+        now = time.monotonic()
+        counters = self.counters()
+        dt = max(now - self._last_time, 1e-6)
+        rates = {
+            f"{k}_per_s": round((v - self._last_counters.get(k, 0)) / dt, 1)
+            for k, v in counters.items()
+            if k.startswith("lines")
+        }
+        self._last_counters, self._last_time = counters, now
+        return {
+            "id": self.id,
+            "role": self.role,
+            "host": self.host,
+            "pid": self.pid,
+            "state": self.state,
+            "started": self.started,
+            "updated": time.time(),
+            "partitions": {g: sorted(p) for g, p in self.partitions.items()},
+            "counters": counters,
+            "rates": rates,
+            "threads": [
+                {"name": t.name, "state": t.state, "detail": t.detail, "since": t.since,
+                 "counters": dict(t.counters)}
+                for t in list(self.threads.values())
+            ],
+            **self.extra,
+        }
+
+
+class Publisher(threading.Thread):
+    """Publishes a process's lifecycle record to ``key`` every ``interval_s`` (TTL 3x)."""
+
+    def __init__(self, lifecycle: Lifecycle, client: redis.Redis, key: str,
+                 interval_s: float) -> None:
+        super().__init__(name="lifecycle-publisher", daemon=True)
+        self.lifecycle = lifecycle
+        self.client = client
+        self.key = key
+        self.interval_s = interval_s
+        self.stop_event = threading.Event()
+
+    def publish(self) -> None:
+        body = orjson.dumps(self.lifecycle.snapshot())
+        self.client.set(self.key, body, px=int(self.interval_s * 3000))
+
+    def run(self) -> None:
+        rec = self.lifecycle.thread("publisher")
+        rec.set_state("active")
+        first = True
+        while first or not self.stop_event.wait(self.interval_s):
+            first = False
+            try:
+                self.publish()
+                rec.set_state("active")
+            except (redis.exceptions.RedisError, OSError) as exc:
+                rec.set_state("broker_down", str(exc))
+        rec.set_state("stopped")
+
+    def stop(self, final: bool = True) -> None:
+        """Stop publishing; with ``final`` publish the last state once (e.g. ``stopped``)."""
+        self.stop_event.set()
+        if final:
+            try:
+                self.publish()
+            except (redis.exceptions.RedisError, OSError):
+                pass  # the broker is gone; the key expires on its own

@@ -1,0 +1,82 @@
+"""Logging setup: text or JSON lines, one event name per kind of event, rate limiting.
+
+Events are named ``<component>_<noun>_<verb>[_error]`` (``file_checkpointed``,
+``es_bulk_item_error``) and logged with structured fields through :func:`event`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import orjson
+
+__all__ = ["RateLimiter", "event", "setup_logging"]
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            doc.update(fields)
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc, default=str).decode()
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = super().format(record)
+        fields = getattr(record, "fields", None)
+        if fields:
+            base += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+        return base
+
+
+def setup_logging(level: str = "info", fmt: str = "text", role: str = "") -> None:
+    """Configure the root logger once per process (stderr)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        prefix = f"[{role}] " if role else ""
+        handler.setFormatter(
+            _TextFormatter(f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def event(logger: logging.Logger, level: int, name: str, message: str, **fields: Any) -> None:
+    """Log event ``name`` with a human message and structured fields."""
+    if logger.isEnabledFor(level):
+        logger.log(level, "%s: %s", name, message, extra={"fields": fields})
+
+
+class RateLimiter:
+    """Lets an event through at most once per ``interval_s`` per key; counts the rest."""
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self.suppressed: dict[str, int] = {}
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) >= self.interval_s:
+            self._last[key] = now
+            return True
+        self.suppressed[key] = self.suppressed.get(key, 0) + 1
+        return False
+
+    def take_suppressed(self, key: str) -> int:
+        return self.suppressed.pop(key, 0)

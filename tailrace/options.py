@@ -1,0 +1,109 @@
+"""Typed option models: the base every plugin's ``Options`` extends, and shared field types.
+
+Every option is declared once, as a pydantic field with its type, default, unit (in the
+name: ``flush_ms``, ``max_line_bytes``) and help text (``description``); that declaration
+drives parsing, defaults, error messages, the JSON Schema and the reference docs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+__all__ = [
+    "ByteSize",
+    "FilterOptions",
+    "InputOptions",
+    "Options",
+    "OutputOptions",
+    "ParserOptions",
+    "parse_byte_size",
+]
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
+_SIZE_POW = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def parse_byte_size(value: Any) -> Any:
+    """``1048576``, ``"1MiB"``, ``"1M"``, ``"512k"``, ``"2GB"`` -> bytes (KB = 1000, KiB = 1024).
+
+    A bare ``k``/``m``/``g`` suffix means binary units, as in Fluent Bit (``32k``).
+    """
+    if isinstance(value, bool) or not isinstance(value, str):
+        return value
+    m = _SIZE_RE.match(value)
+    if not m:
+        raise ValueError(f"expected a size like 65536, '64KiB', '10MB' or '1g', got {value!r}")
+    number, unit, binary = float(m.group(1)), m.group(2).lower(), m.group(3)
+    decimal = value.strip().lower().endswith("b") and not binary
+    base = 1000 if decimal else 1024
+    return int(number * base ** _SIZE_POW[unit])
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_byte_size), Field(ge=0)]
+
+
+class Options(BaseModel):
+    """Base of every options model: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class InputOptions(Options):
+    """Keys every input has."""
+
+    name: str = Field(description="Plugin name, e.g. `tail`.")
+    tag: str | None = Field(
+        None,
+        description="Tag of the records; `*` expands to the file path with `/` turned into `.`. "
+        "Default: the input's alias or plugin name.",
+    )
+    alias: str | None = Field(None, description="Name of this input in status and metrics.")
+
+
+class FilterOptions(Options):
+    """Keys every filter has."""
+
+    name: str = Field(description="Plugin name, e.g. `grep`.")
+    match: str | None = Field("*", description="Tag pattern with `*` wildcards.")
+    match_regex: str | None = Field(
+        None, description="Regular expression over the tag, instead of `match`."
+    )
+    alias: str | None = Field(None, description="Name of this filter in status and metrics.")
+
+
+class OutputOptions(Options):
+    """Keys every output has."""
+
+    name: str = Field(description="Plugin name, e.g. `file`.")
+    match: str | None = Field("*", description="Tag pattern with `*` wildcards.")
+    match_regex: str | None = Field(
+        None, description="Regular expression over the tag, instead of `match`."
+    )
+    alias: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Name of this output: its consumer group is `sink:<alias>`. "
+        "Default: `<plugin>.<n>` (n counts outputs of the same plugin from 0).",
+    )
+
+
+class ParserOptions(Options):
+    """Keys every parser has (the `parsers:` section)."""
+
+    name: str = Field(description="Name filters refer to this parser by.")
+    format: str = Field(description="Parser plugin: `regex`, `json`, `logfmt`, ...")
+    time_key: str | None = Field(None, description="Field holding the record's time.")
+    time_format: str | None = Field(
+        None, description="strptime format of `time_key` (`%L` = fraction of a second)."
+    )
+    time_keep: bool = Field(False, description="Keep `time_key` in the record after parsing it.")
+    time_offset: str | None = Field(
+        None, description="Zone offset like `+0200` for times without one (default UTC)."
+    )
+    types: dict[str, str] = Field(
+        default_factory=dict,
+        description="Field conversions: `integer`, `float`, `bool`, `string`, `hex`.",
+    )

@@ -1,0 +1,221 @@
+"""Every Lua script tailrace runs, in one place.
+
+Each script changes shared state in one atomic step, so a process may die between any two
+scripts without leaving a half-done change. A script touches only the keys passed in
+``KEYS``, and every key of one call shares one partition hash tag (Redis Cluster safe).
+Scripts are registered once per client (EVALSHA, reloaded on NOSCRIPT) by
+:class:`tailrace.broker.Scripts`, which also turns their return codes into results.
+Floor version: Redis 6.2 (XAUTOCLAIM, XTRIM MINID); no Redis 7 functions are used.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACQUIRE",
+    "COMMIT",
+    "DEAD_LETTER_PENDING",
+    "PRODUCE",
+    "RELEASE",
+    "RENEW",
+    "TRIM",
+    "CODE_BACKPRESSURE",
+    "CODE_ALREADY",
+    "CODE_CONFLICT",
+    "CODE_FENCED",
+    "CODE_OK",
+]
+
+CODE_CONFLICT = 0
+CODE_OK = 1
+CODE_BACKPRESSURE = 2
+CODE_FENCED = 0
+CODE_ALREADY = 3
+
+# Idempotent producer: append a batch only if the file's committed offset is its start.
+# KEYS[1] offsets hash   KEYS[2] raw stream
+# ARGV[1] file identity  ARGV[2] batch start  ARGV[3] batch end
+# ARGV[4] payload ("" = move the offset only, e.g. a run of skipped lines)
+# ARGV[5] backlog limit in entries (0 = none)
+# returns {1, entry id | ""}   appended (offset moved to end)
+#         {0, stored offset}   CONFLICT: the stored offset differs, seek there and go on
+#         {2, stream length}   BACKPRESSURE: backlog over the limit, nothing written
+PRODUCE = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and cur ~= ARGV[2] then
+  return {0, cur}
+end
+local limit = tonumber(ARGV[5])
+if ARGV[4] ~= '' and limit > 0 then
+  local len = redis.call('XLEN', KEYS[2])
+  if len >= limit then
+    return {2, tostring(len)}
+  end
+end
+local id = ''
+if ARGV[4] ~= '' then
+  id = redis.call('XADD', KEYS[2], '*', 'v', '1', 'b', ARGV[4])
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return {1, id}
+"""
+
+# Take a free partition lease with a fencing token that only grows.
+# KEYS[1] lease key   KEYS[2] epoch counter
+# ARGV[1] worker id   ARGV[2] ttl ms
+# returns token (> 0) when acquired (or already held by this worker: a retried call whose
+# first reply was lost), 0 when another worker holds it
+ACQUIRE = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local prefix = ARGV[1] .. ':'
+  if string.sub(cur, 1, #prefix) == prefix then
+    return tonumber(string.sub(cur, #prefix + 1))
+  end
+  return 0
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
+return token
+"""
+
+# Extend a lease this worker still holds.
+# KEYS[1] lease key   ARGV[1] "worker:token"   ARGV[2] ttl ms
+# returns 1 renewed, 0 lost (expired or taken over)
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# Give a lease back.
+# KEYS[1] lease key   ARGV[1] "worker:token"
+# returns 1 released, 0 not held
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+# Fenced commit of one partition's batch, for processors and sinks alike.
+# KEYS[1] lease key   KEYS[2] input stream   KEYS[3] output stream   KEYS[4] dlq stream
+# KEYS[5] checkpoint hash
+# ARGV[1] group   ARGV[2] "worker:token"   ARGV[3] dlq max length (0 = unbounded)
+# then: n_ids, ids...; n_out, payloads...; n_dlq, 7 fields each
+#       (kind, payload, stage, plugin, error, source id, time ms); n_ckpt, field/value pairs
+# returns {1, output stream length} committed, {0} FENCED (nothing written),
+#         {3, 0} already committed: the first id is no longer pending (a retried call whose
+#         first reply was lost), so nothing is written twice
+COMMIT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then
+  return {0}
+end
+local i = 4
+local n_ids = tonumber(ARGV[i]); i = i + 1
+local ids_at = i; i = i + n_ids
+if n_ids > 0 then
+  local first = ARGV[ids_at]
+  if #redis.call('XPENDING', KEYS[2], ARGV[1], first, first, 1) == 0 then
+    return {3, 0}
+  end
+end
+local n_out = tonumber(ARGV[i]); i = i + 1
+for j = 0, n_out - 1 do
+  redis.call('XADD', KEYS[3], '*', 'v', '1', 'b', ARGV[i + j])
+end
+i = i + n_out
+local n_dlq = tonumber(ARGV[i]); i = i + 1
+local cap = tonumber(ARGV[3])
+for j = 0, n_dlq - 1 do
+  local k = i + j * 7
+  local fields = {'v', '1', 'kind', ARGV[k], 'b', ARGV[k + 1], 'stage', ARGV[k + 2],
+                  'plugin', ARGV[k + 3], 'error', ARGV[k + 4], 'source', ARGV[k + 5],
+                  'time', ARGV[k + 6]}
+  if cap > 0 then
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', cap, '*', unpack(fields))
+  else
+    redis.call('XADD', KEYS[4], '*', unpack(fields))
+  end
+end
+i = i + n_dlq * 7
+local n_ckpt = tonumber(ARGV[i]); i = i + 1
+for j = 0, n_ckpt - 1 do
+  redis.call('HSET', KEYS[5], ARGV[i + 2 * j], ARGV[i + 2 * j + 1])
+end
+if n_ids > 0 then
+  redis.call('XACK', KEYS[2], ARGV[1], unpack(ARGV, ids_at, ids_at + n_ids - 1))
+end
+local len = 0
+if n_out > 0 then
+  len = redis.call('XLEN', KEYS[3])
+end
+return {1, len}
+"""
+
+# Dead-letter pending entries that were delivered too often (poison), then ack them.
+# KEYS[1] lease key   KEYS[2] input stream   KEYS[3] dlq stream
+# ARGV[1] group   ARGV[2] "worker:token"   ARGV[3] kind   ARGV[4] stage   ARGV[5] reason
+# ARGV[6] time ms   ARGV[7..] entry ids
+# returns number of entries dead-lettered, or -1 when FENCED
+DEAD_LETTER_PENDING = """
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then
+  return -1
+end
+local n = 0
+for i = 7, #ARGV do
+  local e = redis.call('XRANGE', KEYS[2], ARGV[i], ARGV[i])
+  local payload = ''
+  if e[1] then
+    local f = e[1][2]
+    for j = 1, #f, 2 do
+      if f[j] == 'b' then payload = f[j + 1] end
+    end
+  end
+  redis.call('XADD', KEYS[3], '*', 'v', '1', 'kind', ARGV[3], 'b', payload, 'stage', ARGV[4],
+             'plugin', '', 'error', ARGV[5], 'source', ARGV[i], 'time', ARGV[6])
+  redis.call('XACK', KEYS[2], ARGV[1], ARGV[i])
+  n = n + 1
+end
+return n
+"""
+
+# Trim a stream below what every consumer group has acknowledged.
+# KEYS[1] stream
+# returns {entries trimmed, min id kept}; {0, ''} when the stream has no group
+# A group's safe point is its oldest pending id, or (none pending) the id right after its
+# last-delivered id. Entries at or above the minimum over all groups are kept.
+TRIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {0, ''}
+end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then
+  return {0, ''}
+end
+local best_ms, best_seq = nil, nil
+for _, g in ipairs(groups) do
+  local name, last
+  for j = 1, #g, 2 do
+    if g[j] == 'name' then name = g[j + 1] end
+    if g[j] == 'last-delivered-id' then last = g[j + 1] end
+  end
+  local pend = redis.call('XPENDING', KEYS[1], name)
+  local ms, seq
+  if tonumber(pend[1]) > 0 then
+    local a, b = string.match(pend[2], '^(%d+)-(%d+)$')
+    ms, seq = tonumber(a), tonumber(b)
+  else
+    local a, b = string.match(last, '^(%d+)-(%d+)$')
+    ms, seq = tonumber(a), tonumber(b) + 1
+  end
+  if best_ms == nil or ms < best_ms or (ms == best_ms and seq < best_seq) then
+    best_ms, best_seq = ms, seq
+  end
+end
+local minid = string.format('%d-%d', best_ms, best_seq)
+local n = redis.call('XTRIM', KEYS[1], 'MINID', minid)
+return {n, minid}
+"""

@@ -1,0 +1,99 @@
+"""Running roles as child processes: ``tailrace run`` and ``--workers N``.
+
+Each child is ``python -m tailrace <role> ...``; a child that dies unexpectedly is
+restarted with backoff (its work is safe in Redis: the new one resumes from there). On
+stop every child gets SIGTERM, drains and exits; stragglers are killed after the timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .logs import event
+from .retry import Backoff
+
+__all__ = ["Child", "Supervisor"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.5, cap_s=10.0))
+    started_at: float = 0.0
+
+
+class Supervisor:
+    """Starts children, restarts the ones that crash, stops them all on request."""
+
+    def __init__(self, children: list[Child], *, shutdown_timeout_s: float = 20.0,
+                 env: dict[str, str] | None = None) -> None:
+        self.children = children
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.env = env
+
+    def _spawn(self, child: Child) -> None:
+        cmd = [sys.executable, "-m", "tailrace", *child.args]
+        child.proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL)
+        child.started_at = time.monotonic()
+        event(log, logging.INFO, "supervisor_child_started",
+              f"started {child.name} (pid {child.proc.pid})", child=child.name)
+
+    def run(self, stop: threading.Event) -> int:
+        """Supervise until ``stop`` is set; returns 0 after a clean stop."""
+        for c in self.children:
+            self._spawn(c)
+        while not stop.wait(0.2):
+            now = time.monotonic()
+            for c in self.children:
+                if c.proc is not None and c.proc.poll() is not None:
+                    code = c.proc.returncode
+                    if now - c.started_at > 30:
+                        c.backoff.reset()
+                    delay = c.backoff.next_delay()
+                    event(log, logging.WARNING, "supervisor_child_exited",
+                          f"{c.name} exited with {code}; restarting in {delay:.1f}s",
+                          child=c.name, code=code)
+                    c.proc = None
+                    c.restarts += 1
+                    c.next_start = now + delay
+                if c.proc is None and now >= c.next_start:
+                    self._spawn(c)
+        return self.stop_all()
+
+    def stop_all(self) -> int:
+        live = [c for c in self.children if c.proc is not None and c.proc.poll() is None]
+        for c in live:
+            assert c.proc is not None
+            c.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.shutdown_timeout_s
+        worst = 0
+        for c in live:
+            assert c.proc is not None
+            try:
+                code = c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                event(log, logging.ERROR, "supervisor_child_killed",
+                      f"{c.name} did not stop in {self.shutdown_timeout_s:.0f}s; killing it",
+                      child=c.name)
+                c.proc.kill()
+                code = c.proc.wait()
+            worst = worst or (code if code not in (0, -signal.SIGTERM) else 0)
+        return 0 if worst == 0 else 1
+
+    def pids(self) -> dict[str, int]:
+        return {c.name: c.proc.pid for c in self.children
+                if c.proc is not None and c.proc.poll() is None}
+
+
