@@ -21,6 +21,7 @@ from .retry import Backoff
 __all__ = ["Child", "Supervisor"]
 
 log = logging.getLogger(__name__)
+EXIT_USAGE = 2
 
 
 @dataclass
@@ -59,6 +60,14 @@ class Supervisor:
             for c in self.children:
                 if c.proc is not None and c.proc.poll() is not None:
                     code = c.proc.returncode
+                    if code == EXIT_USAGE:
+                        # A usage or config error does not heal by restarting.
+                        event(log, logging.ERROR, "supervisor_child_failed",
+                              f"{c.name} exited with {code} (usage or config error); stopping",
+                              child=c.name, code=code)
+                        c.proc = None
+                        self.stop_all()
+                        return EXIT_USAGE
                     if now - c.started_at > 30:
                         c.backoff.reset()
                     delay = c.backoff.next_delay()

@@ -48,6 +48,15 @@ def _child_args(config: Config, role: str, *extra: str) -> list[str]:
     return [role, "-c", config.file, *extra]
 
 
+def _log_args(log_level: str | None, log_format: str | None) -> list[str]:
+    args = []
+    if log_level:
+        args += ["--log-level", log_level]
+    if log_format:
+        args += ["--log-format", log_format]
+    return args
+
+
 def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
     """Run children against ``broker`` (or an embedded server started here)."""
     stop = _stop_on_signals()
@@ -76,7 +85,7 @@ def run(config_path: str, broker: str | None, processors: int, log_level: str | 
     """Run every role on this machine (embedded Redis when no broker is set)."""
     config = load(config_path)
     init_logging(config, "run", log_level, log_format)
-    extra = [a for a in ("--log-level", log_level, "--log-format", log_format) if a]
+    extra = _log_args(log_level, log_format)
     children = [Child("agent", _child_args(config, "agent", *extra))]
     children += [Child(f"processor-{i}", _child_args(config, "processor", *extra))
                  for i in range(processors)]
@@ -124,7 +133,7 @@ def processor(config_path: str, broker: str | None, workers: int, log_level: str
     config = load(config_path)
     init_logging(config, "processor", log_level, log_format)
     if workers > 1:
-        extra = [a for a in ("--log-level", log_level, "--log-format", log_format) if a]
+        extra = _log_args(log_level, log_format)
         children = [Child(f"processor-{i}", _child_args(config, "processor", *extra))
                     for i in range(workers)]
         sys.exit(supervise(config, broker, children))
@@ -152,7 +161,7 @@ def sink(config_path: str, broker: str | None, output: str | None, workers: int,
         except KeyError as exc:
             raise click.BadParameter(str(exc.args[0]), param_hint="--output") from None
     if workers > 1:
-        extra = [a for a in ("--log-level", log_level, "--log-format", log_format) if a]
+        extra = _log_args(log_level, log_format)
         if output:
             extra += ["--output", output]
         children = [Child(f"sink-{i}", _child_args(config, "sink", *extra))
