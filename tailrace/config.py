@@ -342,10 +342,9 @@ def parse_config(
             col.add(("pipeline", "outputs", out.index, "alias"),
                     f"output name {out.id!r} is used twice (also output {seen_ids[out.id]})")
         seen_ids[out.id] = out.index
-    if service is None:
-        raise ConfigError(col.problems)
-    config = Config(filename, service, tuple(inputs), tuple(filters), tuple(outputs),
-                    parsers, registry)
+    # Cross checks run even when the service section is invalid, so every problem shows.
+    config = Config(filename, service or ServiceConfig(), tuple(inputs), tuple(filters),
+                    tuple(outputs), parsers, registry)
     # Cross references (a filter naming a parser, ...) are checked by the plugins themselves.
     for pc in (*inputs, *filters, *outputs):
         check = getattr(pc.plugin, "check_config", None)
