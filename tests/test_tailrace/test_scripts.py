@@ -1,0 +1,150 @@
+"""The Lua scripts against a real Redis: producer, leases, fenced commit, trimming."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from tailrace.broker import DeadLetter, ProduceResult, Scripts, ensure_groups
+from tailrace.errors import Fenced
+from tailrace.keys import PROCESSORS_GROUP, Keys
+
+
+@pytest.fixture
+def setup(r: redis.Redis, prefix: str) -> tuple[Scripts, Keys]:
+    keys = Keys(prefix)
+    ensure_groups(r, keys, 2, ["sink:a", "sink:b"])
+    return Scripts(r, keys), keys
+
+
+def produce(s: Scripts, start: int, end: int, payload: bytes = b"x", limit: int = 0,
+            file_id: str = "f1") -> ProduceResult:
+    return ProduceResult.parse(s.produce(0, file_id, start, end, payload, limit))
+
+
+def test_produce_appends_once_and_a_resent_batch_conflicts(setup: tuple[Scripts, Keys],
+                                                           r: redis.Redis) -> None:
+    s, k = setup
+    first = produce(s, 0, 100)
+    assert first.status == "ok" and first.entry_id
+    again = produce(s, 0, 100)
+    assert again == ProduceResult("conflict", offset=100)
+    assert produce(s, 100, 150).status == "ok"
+    assert r.xlen(k.raw(0)) == 2
+    assert r.hget(k.offsets(0), "f1") == b"150"
+
+
+def test_produce_accepts_a_start_from_the_local_checkpoint_when_redis_has_none(
+        setup: tuple[Scripts, Keys], r: redis.Redis) -> None:
+    s, k = setup
+    assert produce(s, 5000, 5100).status == "ok"
+    assert r.hget(k.offsets(0), "f1") == b"5100"
+
+
+def test_produce_without_payload_only_moves_the_offset(setup: tuple[Scripts, Keys],
+                                                       r: redis.Redis) -> None:
+    s, k = setup
+    res = produce(s, 0, 70_000, payload=b"")
+    assert res.status == "ok" and res.entry_id == ""
+    assert r.xlen(k.raw(0)) == 0
+    assert r.hget(k.offsets(0), "f1") == b"70000"
+
+
+def test_produce_refuses_over_the_backlog_limit_and_writes_nothing(
+        setup: tuple[Scripts, Keys], r: redis.Redis) -> None:
+    s, k = setup
+    produce(s, 0, 10, limit=2)
+    produce(s, 10, 20, limit=2)
+    res = produce(s, 20, 30, limit=2)
+    assert res == ProduceResult("backpressure", backlog=2)
+    assert r.hget(k.offsets(0), "f1") == b"20"
+
+
+def test_a_lease_token_grows_on_every_acquisition(setup: tuple[Scripts, Keys]) -> None:
+    s, _ = setup
+    t1 = s.acquire(0, "g", "w1", 10_000)
+    assert t1 > 0
+    assert s.acquire(0, "g", "w2", 10_000) == 0, "held by w1"
+    assert s.acquire(0, "g", "w1", 10_000) == t1, "a retried acquire returns the same token"
+    assert s.release(0, "g", f"w1:{t1}") == 1
+    t2 = s.acquire(0, "g", "w2", 10_000)
+    assert t2 > t1
+    assert s.renew(0, "g", f"w1:{t1}", 10_000) == 0, "an old owner cannot renew"
+    assert s.renew(0, "g", f"w2:{t2}", 10_000) == 1
+
+
+def _read(r: redis.Redis, k: Keys, consumer: str, n: int = 10) -> list[bytes]:
+    resp = r.xreadgroup(PROCESSORS_GROUP, consumer, {k.raw(0): ">"}, count=n)
+    return [e[0] for e in resp[0][1]] if resp else []
+
+
+def test_commit_is_fenced_when_the_lease_changed_hands(setup: tuple[Scripts, Keys],
+                                                      r: redis.Redis) -> None:
+    s, k = setup
+    produce(s, 0, 10)
+    ids = _read(r, k, "w1")
+    t1 = s.acquire(0, PROCESSORS_GROUP, "w1", 10_000)
+    s.release(0, PROCESSORS_GROUP, f"w1:{t1}")
+    t2 = s.acquire(0, PROCESSORS_GROUP, "w2", 10_000)
+    with pytest.raises(Fenced):
+        s.commit(0, PROCESSORS_GROUP, f"w1:{t1}", stage_in="raw", ids=ids, outputs=[b"o"])
+    assert r.xlen(k.out(0)) == 0, "a fenced commit writes nothing"
+    assert r.xpending(k.raw(0), PROCESSORS_GROUP)["pending"] == 1
+    n = s.commit(0, PROCESSORS_GROUP, f"w2:{t2}", stage_in="raw", ids=ids, outputs=[b"o"],
+                 dead_letters=[DeadLetter("records", b"r", "processor", "grep", "bad", "1-1")])
+    assert n == 1
+    assert r.xpending(k.raw(0), PROCESSORS_GROUP)["pending"] == 0
+    dlq = r.xrange(k.dlq(0))
+    assert dlq[0][1][b"error"] == b"bad" and dlq[0][1][b"plugin"] == b"grep"
+
+
+def test_a_retried_commit_writes_nothing_twice(setup: tuple[Scripts, Keys],
+                                               r: redis.Redis) -> None:
+    s, k = setup
+    produce(s, 0, 10)
+    ids = _read(r, k, "w1")
+    t = s.acquire(0, PROCESSORS_GROUP, "w1", 10_000)
+    owner = f"w1:{t}"
+    s.commit(0, PROCESSORS_GROUP, owner, stage_in="raw", ids=ids, outputs=[b"o"],
+             checkpoint={"a": 1})
+    s.commit(0, PROCESSORS_GROUP, owner, stage_in="raw", ids=ids, outputs=[b"o"],
+             checkpoint={"a": 1})
+    assert r.xlen(k.out(0)) == 1
+
+
+def test_trim_keeps_everything_a_group_has_not_acknowledged(setup: tuple[Scripts, Keys],
+                                                            r: redis.Redis) -> None:
+    s, k = setup
+    ids = [r.xadd(k.out(0), {"v": "1", "b": str(i)}) for i in range(5)]
+    # sink:a reads and acks 3; sink:b reads 2 and acks 1 (one still pending).
+    a = r.xreadgroup("sink:a", "c", {k.out(0): ">"}, count=3)[0][1]
+    r.xack(k.out(0), "sink:a", *[e[0] for e in a])
+    b = r.xreadgroup("sink:b", "c", {k.out(0): ">"}, count=2)[0][1]
+    r.xack(k.out(0), "sink:b", b[0][0])
+    trimmed, minid = s.trim(k.out(0))
+    assert trimmed == 1, "only the entry both groups acknowledged goes"
+    assert minid == b[1][0].decode()
+    assert [e[0] for e in r.xrange(k.out(0))] == ids[1:]
+
+
+def test_trim_of_a_stream_without_groups_removes_nothing(r: redis.Redis, prefix: str) -> None:
+    keys = Keys(prefix)
+    s = Scripts(r, keys)
+    r.xadd(keys.dlq(0), {"v": "1"})
+    assert s.trim(keys.dlq(0)) == (0, "")
+    assert r.xlen(keys.dlq(0)) == 1
+
+
+def test_dead_letter_pending_moves_poison_to_the_dlq_and_acks(setup: tuple[Scripts, Keys],
+                                                              r: redis.Redis) -> None:
+    s, k = setup
+    produce(s, 0, 10, payload=b"poison")
+    ids = _read(r, k, "w1")
+    t = s.acquire(0, PROCESSORS_GROUP, "w1", 10_000)
+    n = s.dead_letter_pending(0, PROCESSORS_GROUP, f"w1:{t}", stage_in="raw", kind="raw",
+                              stage="processors", reason="delivered too often", ids=ids)
+    assert n == 1
+    entry = r.xrange(k.dlq(0))[0][1]
+    assert entry[b"b"] == b"poison" and entry[b"kind"] == b"raw"
+    assert entry[b"source"] == ids[0]
+    assert r.xpending(k.raw(0), PROCESSORS_GROUP)["pending"] == 0
