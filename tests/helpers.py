@@ -20,6 +20,7 @@ from tailrace.config import Config, parse_config
 
 __all__ = [
     "Role",
+    "count_lines",
     "load_test_config",
     "read_json_lines",
     "wait_for",
@@ -50,6 +51,15 @@ def wait_for(cond: Callable[[], Any], timeout: float = 30.0, interval: float = 0
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+def count_lines(path: Path) -> int:
+    """Complete lines in ``path`` so far (tolerates a write in progress); 0 if missing."""
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.endswith(b"\n"))
+    except FileNotFoundError:
+        return 0
 
 
 def read_json_lines(path: Path) -> list[dict[str, Any]]:

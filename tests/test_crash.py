@@ -7,21 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import Role, read_json_lines, wait_for
+from helpers import Role, count_lines, read_json_lines, wait_for
 from redis_server import RedisServer
 from test_e2e import assert_exactly_once, pipeline_config
 
 from tailrace.generate import Generator
 
 pytestmark = pytest.mark.slow
-
-
-def _count(path: Path) -> int:
-    try:
-        with open(path, "rb") as f:
-            return sum(1 for _ in f)
-    except FileNotFoundError:
-        return 0
 
 
 def test_sigkill_of_agent_processor_sink_and_redis_loses_and_duplicates_nothing(
@@ -41,27 +33,27 @@ def test_sigkill_of_agent_processor_sink_and_redis_loses_and_duplicates_nothing(
     gen_thread.start()
     try:
         def progressed(n: int) -> None:
-            wait_for(lambda: _count(out) >= n, timeout=90, interval=0.1,
+            wait_for(lambda: count_lines(out) >= n, timeout=90, interval=0.1,
                      message=f"{n} records delivered")
 
         progressed(3_000)
         agent.kill()
         agent = Role("agent", cfg, url).start()
         roles.append(agent)
-        progressed(_count(out) + 3_000)
+        progressed(count_lines(out) + 3_000)
         procs[1].kill()
         roles.append(Role("processor", cfg, url).start())
-        progressed(_count(out) + 3_000)
+        progressed(count_lines(out) + 3_000)
         sink.kill()
         sink = Role("sink", cfg, url).start()
         roles.append(sink)
-        progressed(_count(out) + 3_000)
+        progressed(count_lines(out) + 3_000)
         fresh_redis.kill()
         time.sleep(1.0)  # every role sees the broker down for a while
         fresh_redis.start()
         gen_thread.join(timeout=60)
         assert gen.written == total
-        wait_for(lambda: _count(out) >= total, timeout=180, interval=0.25,
+        wait_for(lambda: count_lines(out) >= total, timeout=180, interval=0.25,
                  message=f"all {total} records after the crashes")
         time.sleep(2.0)  # anything duplicated late would show up now
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from helpers import Role, read_json_lines, wait_for, write_config
+from helpers import Role, count_lines, read_json_lines, wait_for, write_config
 
 from tailrace.generate import Generator
 
@@ -45,8 +45,7 @@ def test_200k_lines_through_run_arrive_exactly_once(tmp_path: Path, redis_url: s
     run = Role("run", cfg, redis_url).start()
     try:
         out = tmp_path / "out" / "all.log"
-        wait_for(lambda: out.exists() and out.stat().st_size and
-                 sum(1 for _ in open(out, "rb")) >= 200_000,
+        wait_for(lambda: count_lines(out) >= 200_000,
                  timeout=240, interval=0.5, message="200,000 records in the output")
     finally:
         code = run.stop()
@@ -63,7 +62,7 @@ def test_run_with_embedded_redis_delivers_and_stops_cleanly(tmp_path: Path) -> N
     run.env.pop("TAILRACE_BROKER", None)
     out = tmp_path / "out" / "all.log"
     try:
-        wait_for(lambda: len(read_json_lines(out)) >= 5_000 if out.exists() else False,
+        wait_for(lambda: count_lines(out) >= 5_000,
                  timeout=120, interval=0.5, message="5,000 records via the embedded Redis")
     finally:
         code = run.stop()
