@@ -44,7 +44,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Entry = tuple[bytes, Mapping[bytes, bytes] | None]
-DEFAULT_READ_COUNT = 8
+DEFAULT_READ_COUNT = 2  # entries per partition per read: each holds thousands of lines
 DEFAULT_BLOCK_MS = 1000
 DEFAULT_TRIM_INTERVAL_S = 2.0
 _PAUSE_RECHECK_S = 0.2
