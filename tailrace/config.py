@@ -106,6 +106,10 @@ class ServiceConfig(Options):
         ge=1,
         description="An entry delivered more often (it keeps killing workers) is dead-lettered.",
     )
+    health_max_errors_per_min: int = Field(
+        100, ge=0, description="/health answers 503 when a process logs more errors than this "
+        "in a minute (0 = never for errors alone).",
+    )
     dlq_max_entries: int = Field(
         0, ge=0, description="Cap per dead-letter stream (0 = keep all; `tailrace dlq purge`)."
     )

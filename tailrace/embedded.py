@@ -59,6 +59,14 @@ class EmbeddedRedis:
         self.socket = self.dir / "redis.sock"
         self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None
+        self.adopted_pid: int | None = None  # a server started by this process before a reload
+
+    @property
+    def owned_pid(self) -> int | None:
+        """Pid of the server this process owns (and stops on exit), if any."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self.proc.pid
+        return self.adopted_pid
 
     @property
     def url(self) -> str:
@@ -78,8 +86,13 @@ class EmbeddedRedis:
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
             return False
 
-    def start(self, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> EmbeddedRedis:
+    def start(self, timeout_s: float = DEFAULT_START_TIMEOUT_S,
+              adopt: str | None = None) -> EmbeddedRedis:
         """Start the server, or join the one already serving this data dir.
+
+        Args:
+            adopt: pid of a server this process started before re-executing itself (a
+                reload): it is owned again, so it still stops when this process exits.
 
         Raises:
             BrokerUnavailable: it did not answer within ``timeout_s``; see ``redis.log``.
@@ -88,6 +101,8 @@ class EmbeddedRedis:
         with open(self.dir / "start.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one starter at a time per data dir
             if self._answers():
+                if adopt and adopt.isdigit():
+                    self.adopted_pid = int(adopt)
                 return self
             if self.socket.exists():
                 self.socket.unlink()  # stale socket of a killed server
@@ -122,6 +137,10 @@ class EmbeddedRedis:
     def stop(self) -> None:
         """Stop the server if this process started it (flushes the append-only file)."""
         proc, self.proc = self.proc, None
+        adopted, self.adopted_pid = self.adopted_pid, None
+        if proc is None and adopted is not None:
+            self._shutdown_adopted(adopted)
+            return
         if proc is None or proc.poll() is not None:
             return
         try:
@@ -134,6 +153,20 @@ class EmbeddedRedis:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+    def _shutdown_adopted(self, pid: int) -> None:
+        try:
+            client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=10)
+            client.shutdown(nosave=False)
+        except (redis.exceptions.RedisError, OSError):
+            return
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()

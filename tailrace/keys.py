@@ -17,6 +17,12 @@ Keys that span partitions carry no partition tag::
     tr:outlease:GROUP        string: single-writer output lease ("worker:token")
     tr:worker:ID             string: published lifecycle record of one worker (TTL)
     tr:meta                  hash:   pipeline facts (partition count)
+    tr:reload                int:    reload generation (``tailrace reload`` bumps it)
+
+Keys shared by every worker of a filter (one hash tag per filter, so one script call can
+touch all of a filter's subjects)::
+
+    tr:{throttle:FILTER}:SUBJECT  hash: window pane -> records let through, "first" pane
 """
 
 from __future__ import annotations
@@ -102,6 +108,14 @@ class Keys:
 
     def meta(self) -> str:
         return f"{self.prefix}:meta"
+
+    def reload(self) -> str:
+        """Generation counter bumped by ``tailrace reload``; workers reload when it moves."""
+        return f"{self.prefix}:reload"
+
+    def throttle(self, scope: str, subject: str) -> str:
+        """Shared rate-limit window of ``subject`` (a tag or key value) in filter ``scope``."""
+        return f"{self.prefix}:{{throttle:{scope}}}:{subject}"
 
     # -- parsers ----------------------------------------------------------------------
     def partition_of(self, key: str | bytes) -> int:

@@ -68,6 +68,7 @@ class Lifecycle:
         self._lock = threading.Lock()
         self._last_counters: dict[str, int] = {}
         self._last_time = time.monotonic()
+        self._rates: dict[str, float] = {}
 
     def thread(self, name: str) -> ThreadRecord:
         with self._lock:
@@ -91,17 +92,23 @@ class Lifecycle:
                 total[k] = total.get(k, 0) + v
         return total
 
-    def snapshot(self) -> dict[str, Any]:
-        """The record published to Redis and served on /api/v1/status."""
+    def snapshot(self, *, update_rates: bool = False) -> dict[str, Any]:
+        """The record published to Redis and served on /api/v1/status.
+
+        ``rates`` are lines per second since the previous ``update_rates=True`` call (the
+        publisher's), so other readers do not disturb them.
+        """
         now = time.monotonic()
         counters = self.counters()
-        dt = max(now - self._last_time, 1e-6)
-        rates = {
-            f"{k}_per_s": round((v - self._last_counters.get(k, 0)) / dt, 1)
-            for k, v in counters.items()
-            if k.startswith("lines")
-        }
-        self._last_counters, self._last_time = counters, now
+        if update_rates:
+            dt = max(now - self._last_time, 1e-6)
+            self._rates = {
+                f"{k}_per_s": round((v - self._last_counters.get(k, 0)) / dt, 1)
+                for k, v in counters.items()
+                if k.startswith("lines")
+            }
+            self._last_counters, self._last_time = counters, now
+        rates = dict(self._rates)
         return {
             "id": self.id,
             "role": self.role,
@@ -135,7 +142,7 @@ class Publisher(threading.Thread):
         self.stop_event = threading.Event()
 
     def publish(self) -> None:
-        body = orjson.dumps(self.lifecycle.snapshot())
+        body = orjson.dumps(self.lifecycle.snapshot(update_rates=True))
         self.client.set(self.key, body, px=int(self.interval_s * 3000))
 
     def run(self) -> None:

@@ -1,9 +1,18 @@
-"""What every long-running role process sets up: broker connection, signals, lifecycle.
+"""What every long-running role process sets up: broker connection, signals, lifecycle,
+the HTTP endpoint, and reload.
 
-A role (agent, processor, sink) builds a :class:`Runtime` from its config, which resolves
-the broker (``--broker`` / ``TAILRACE_BROKER`` / ``service.broker`` / embedded), waits for
-it with backoff, creates the pipeline's groups, publishes the lifecycle record and turns
-SIGTERM/SIGINT into a stop event (a second signal exits at once).
+A role (agent, processor, sink) builds a :class:`Runtime` from its config. It resolves the
+broker (``--broker`` / ``TAILRACE_BROKER`` / ``service.broker`` / embedded), waits for it
+with backoff, creates the pipeline's groups, publishes the lifecycle record, serves
+``service.http``, and turns signals into actions:
+
+- SIGTERM/SIGINT: stop (the role drains, commits, releases its leases); a second signal
+  exits at once, and a drain longer than ``shutdown_timeout_s`` is cut short. Either way
+  nothing is corrupted: uncommitted work stays pending in Redis and is redone.
+- SIGHUP, or ``tailrace reload`` (a generation counter in Redis): re-read the config; if it
+  is valid, drain like a stop and re-execute the same command line in place (same pid), so
+  the new config takes effect with no line lost or repeated; if not, log every problem and
+  keep running the old one.
 """
 
 from __future__ import annotations
@@ -11,24 +20,32 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import redis
 
 from .broker import BROKER_ERRORS, connect, ensure_groups, ensure_partition_count, redact_url
-from .config import Config
+from .config import Config, load_config
 from .embedded import EmbeddedRedis
-from .errors import BrokerUnavailable
+from .errors import BrokerUnavailable, ConfigError
+from .httpserver import StatusServer
 from .keys import Keys, sink_group
 from .lifecycle import Lifecycle, Publisher
 from .logs import event
 from .retry import Backoff
 
-__all__ = ["Runtime", "broker_url"]
+__all__ = ["NO_HTTP_ENV", "Runtime", "broker_url"]
 
 log = logging.getLogger(__name__)
 BROKER_ENV = "TAILRACE_BROKER"
+NO_HTTP_ENV = "TAILRACE_NO_HTTP"  # set by supervisors: the parent serves service.http
+ADOPT_ENV = "TAILRACE_ADOPT_REDIS"  # a reloaded process keeps owning its embedded Redis
+RELOAD_POLL_S = 1.0
+EXIT_DRAIN_TIMEOUT = 1
 
 
 def broker_url(config: Config, override: str | None = None) -> str | None:
@@ -37,14 +54,24 @@ def broker_url(config: Config, override: str | None = None) -> str | None:
 
 
 class Runtime:
-    """Process-level plumbing shared by every role."""
+    """Process-level plumbing shared by every role.
+
+    Args:
+        config: the validated config.
+        role: ``agent``, ``processor`` or ``sink``.
+        broker: a URL overriding the config (the ``--broker`` option).
+        reload_check: validates the config file again on reload (raises ConfigError).
+    """
 
     def __init__(self, config: Config, role: str, *, broker: str | None = None,
-                 worker_id: str | None = None) -> None:
+                 worker_id: str | None = None,
+                 reload_check: Callable[[], Config] | None = None) -> None:
         self.config = config
         self.keys = Keys(config.service.prefix)
         self.lifecycle = Lifecycle(role, worker_id)
         self.stop = threading.Event()
+        self.reloading = False
+        self.reload_check = reload_check or (lambda: load_config(config.file, config.registry))
         self.embedded: EmbeddedRedis | None = None
         url = broker_url(config, broker)
         if url is None:
@@ -52,31 +79,94 @@ class Runtime:
         self.url = url
         self.client: redis.Redis | None = None
         self.publisher: Publisher | None = None
+        self.http: StatusServer | None = None
         self._signals = 0
+        self._reload_gen: Any = None
+        self._hup = threading.Event()
 
     # -- signals ------------------------------------------------------------------------
     def install_signals(self) -> None:
-        """SIGTERM/SIGINT: stop cleanly; a second one exits at once (state is in Redis)."""
+        """SIGTERM/SIGINT stop, a second one exits at once; SIGHUP reloads."""
         if threading.current_thread() is not threading.main_thread():
             return
 
-        def handler(signum: int, _frame: FrameType | None) -> None:
+        def on_stop(signum: int, _frame: FrameType | None) -> None:
             self._signals += 1
             if self._signals > 1:
                 os._exit(128 + signum)
             event(log, logging.INFO, "runtime_stop_requested",
                   f"{signal.Signals(signum).name} received: draining (again to exit at once)",
                   role=self.lifecycle.role)
-            self.stop.set()
+            self.request_stop()
 
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, lambda _s, _f: self._hup.set())
+        threading.Thread(target=self._watch_reload, name="reload-watch", daemon=True).start()
+
+    def request_stop(self) -> None:
+        """Stop draining; cut the drain short after ``shutdown_timeout_s``."""
+        if self.stop.is_set():
+            return
+        self.stop.set()
+        timeout = self.config.service.shutdown_timeout_s
+
+        def cut() -> None:
+            event(log, logging.ERROR, "runtime_drain_timeout",
+                  f"did not drain within shutdown_timeout_s={timeout}; exiting now (work in "
+                  "flight stays pending in Redis and is redone)", role=self.lifecycle.role)
+            os._exit(EXIT_DRAIN_TIMEOUT)
+
+        timer = threading.Timer(timeout, cut)
+        timer.daemon = True
+        timer.start()
+
+    def _watch_reload(self) -> None:
+        while not self.stop.is_set():
+            asked = self._hup.wait(RELOAD_POLL_S)
+            self._hup.clear()
+            if not asked and not self._reload_published():
+                continue
+            self._try_reload()
+
+    def _reload_published(self) -> bool:
+        client = self.client
+        if client is None:
+            return False
+        try:
+            gen = client.get(self.keys.reload())
+        except BROKER_ERRORS:
+            return False
+        if self._reload_gen is None:
+            self._reload_gen = gen or b"0"
+            return False
+        if (gen or b"0") != self._reload_gen:
+            self._reload_gen = gen or b"0"
+            return True
+        return False
+
+    def _try_reload(self) -> None:
+        if self.reload_check is None:
+            return
+        try:
+            self.reload_check()
+        except ConfigError as exc:
+            event(log, logging.ERROR, "runtime_reload_rejected",
+                  f"config {self.config.file} is invalid; keeping the running one:\n{exc}",
+                  role=self.lifecycle.role)
+            return
+        event(log, logging.INFO, "runtime_reload",
+              f"config {self.config.file} is valid: draining and restarting with it",
+              role=self.lifecycle.role)
+        self.reloading = True
+        self.request_stop()
 
     # -- broker -------------------------------------------------------------------------
     def connect(self) -> redis.Redis:
         """Connect (starting the embedded server if needed), waiting out a broker outage."""
+        self._start_http()
         if self.embedded is not None:
-            self.embedded.start()
+            self.embedded.start(adopt=os.environ.pop(ADOPT_ENV, None))
             self.url = self.embedded.url
         assert self.url is not None
         client = connect(self.url, name=f"tailrace-{self.lifecycle.role}")
@@ -89,6 +179,7 @@ class Runtime:
                 client.ping()
                 ensure_partition_count(client, self.keys, service.partitions)
                 ensure_groups(client, self.keys, service.partitions, outputs)
+                self._reload_gen = client.get(self.keys.reload()) or b"0"
                 break
             except BROKER_ERRORS as exc:
                 if isinstance(exc, BrokerUnavailable) and "partitions" in str(exc):
@@ -105,12 +196,47 @@ class Runtime:
         self.publisher.start()
         return client
 
+    def _start_http(self) -> None:
+        address = self.config.service.http
+        if not address or os.environ.get(NO_HTTP_ENV) or self.http is not None:
+            return
+        try:
+            self.http = StatusServer(
+                address, lambda: [self.lifecycle.snapshot()],
+                max_errors_per_min=self.config.service.health_max_errors_per_min,
+            ).start()
+        except OSError as exc:
+            event(log, logging.ERROR, "http_bind_error",
+                  f"cannot serve service.http on {address}: {exc.strerror}; continuing without "
+                  "the endpoint (is another process using the port?)")
+
     def close(self) -> None:
-        """Publish the final state, close the client, stop an embedded server we started."""
+        """Publish the final state, close the client, stop an embedded server we started.
+
+        When a reload was requested, re-execute the same command line in place instead of
+        returning.
+        """
         self.lifecycle.thread("main").set_state("stopped")
         if self.publisher is not None:
             self.publisher.stop(final=True)
         if self.client is not None:
             self.client.close()
+        if self.http is not None:
+            self.http.stop()
+        if self.reloading:
+            env = dict(os.environ)
+            if self.embedded is not None and self.embedded.owned_pid:
+                env[ADOPT_ENV] = str(self.embedded.owned_pid)
+            logging.shutdown()
+            os.execve(sys.executable, _reexec_argv(), env)
         if self.embedded is not None:
             self.embedded.stop()
+
+    def status_records(self) -> list[dict[str, Any]]:
+        return [self.lifecycle.snapshot()]
+
+
+def _reexec_argv() -> list[str]:
+    argv = list(getattr(sys, "orig_argv", []) or [sys.executable, *sys.argv])
+    argv[0] = sys.executable
+    return argv

@@ -101,6 +101,12 @@ class Supervisor:
             worst = worst or (code if code not in (0, -signal.SIGTERM) else 0)
         return 0 if worst == 0 else 1
 
+    def signal_all(self, signum: int) -> None:
+        """Send ``signum`` to every live child (e.g. SIGHUP: reload)."""
+        for c in self.children:
+            if c.proc is not None and c.proc.poll() is None:
+                c.proc.send_signal(signum)
+
     def pids(self) -> dict[str, int]:
         return {c.name: c.proc.pid for c in self.children
                 if c.proc is not None and c.proc.poll() is None}

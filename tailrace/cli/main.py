@@ -6,6 +6,7 @@ import click
 
 from .. import __version__
 from .demo import demo
+from .ops import reload, status
 from .roles import agent, processor, run, sink
 from .tools import config_group, generate, parse
 
@@ -18,7 +19,8 @@ def cli() -> None:
     """tailrace: a log pipeline on Redis Streams with exactly-once delivery."""
 
 
-for command in (run, agent, processor, sink, config_group, parse, generate, demo):
+for command in (run, agent, processor, sink, config_group, parse, generate, demo, status,
+                reload):
     cli.add_command(command)
 
 

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 import click
 
-from ..config import Config
+from ..broker import connect
+from ..config import Config, load_config
 from ..embedded import EmbeddedRedis
-from ..runtime import broker_url
+from ..errors import ConfigError
+from ..httpserver import StatusServer
+from ..keys import Keys
+from ..logs import event
+from ..runtime import NO_HTTP_ENV, broker_url
 from ..supervise import Child, Supervisor
 from .common import (
     broker_option,
@@ -23,24 +30,26 @@ from .common import (
     log_options,
     run_role,
 )
+from .supervisor_http import children_records
 
 __all__ = ["agent", "processor", "run", "sink"]
 
 log = logging.getLogger(__name__)
 
 
-def _stop_on_signals() -> threading.Event:
+def _stop_on_signals(on_hup: Callable[[], None]) -> threading.Event:
     stop = threading.Event()
     count = [0]
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         count[0] += 1
         if count[0] > 1:
-            sys.exit(128 + signum)
+            os._exit(128 + signum)
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGHUP, lambda _s, _f: threading.Thread(target=on_hup).start())
     return stop
 
 
@@ -58,18 +67,46 @@ def _log_args(log_level: str | None, log_format: str | None) -> list[str]:
 
 
 def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
-    """Run children against ``broker`` (or an embedded server started here)."""
-    stop = _stop_on_signals()
+    """Run children against ``broker`` (or an embedded server started here).
+
+    SIGHUP validates the config and, when it is valid, forwards the signal: every child
+    drains and re-executes itself with the new config. The children do not serve
+    ``service.http``; this process serves it for all of them.
+    """
+    env = child_env(None)
+    env[NO_HTTP_ENV] = "1"
+    sup = Supervisor(children, shutdown_timeout_s=config.service.shutdown_timeout_s, env=env)
+
+    def on_hup() -> None:
+        try:
+            load_config(config.file, config.registry)
+        except ConfigError as exc:
+            event(log, logging.ERROR, "supervisor_reload_rejected",
+                  f"config {config.file} is invalid; children keep the running one:\n{exc}")
+            return
+        sup.signal_all(signal.SIGHUP)
+
+    stop = _stop_on_signals(on_hup)
     url = broker_url(config, broker)
     embedded = None
     if url is None:
         embedded = EmbeddedRedis(config.data_dir, config.service.embedded.appendfsync).start()
         url = embedded.url
+    env["TAILRACE_BROKER"] = url
+    http = None
+    client = connect(url, name="tailrace-supervisor")
     try:
-        sup = Supervisor(children, shutdown_timeout_s=config.service.shutdown_timeout_s,
-                         env=child_env(url))
+        if config.service.http:
+            keys = Keys(config.service.prefix)
+            http = StatusServer(
+                config.service.http, children_records(client, keys, sup.pids),
+                max_errors_per_min=config.service.health_max_errors_per_min,
+            ).start()
         return sup.run(stop)
     finally:
+        if http is not None:
+            http.stop()
+        client.close()
         if embedded is not None:
             embedded.stop()
 

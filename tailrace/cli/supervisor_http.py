@@ -1,0 +1,44 @@
+"""A supervisor's view for ``service.http``: the lifecycle records of its children.
+
+Children of ``tailrace run`` and ``--workers N`` do not bind the port themselves; the
+parent serves ``/health``, ``/metrics`` and ``/api/v1/status`` for all of them from the
+records they publish to Redis.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import redis
+
+from ..keys import Keys
+
+__all__ = ["children_records"]
+
+
+def children_records(client: redis.Redis, keys: Keys, pids: Callable[[], dict[str, int]],
+                     ) -> Callable[[], list[dict[str, Any]]]:
+    host = socket.gethostname()
+
+    def records() -> list[dict[str, Any]]:
+        wanted = set(pids().values())
+        try:
+            names = list(client.scan_iter(match=keys.worker_pattern(), count=500))
+            raws = client.mget(names) if names else []
+        except (redis.exceptions.RedisError, OSError) as exc:
+            return [{"id": "supervisor", "role": "supervisor", "host": host,
+                     "state": "broker_down",
+                     "threads": [{"name": "main", "state": "broker_down", "detail": str(exc)}]}]
+        out = []
+        for raw in raws:
+            if not raw:
+                continue
+            rec = orjson.loads(raw)
+            if rec.get("host") == host and rec.get("pid") in wanted:
+                out.append(rec)
+        return out
+
+    return records
