@@ -140,6 +140,7 @@ class LeaseKeeper(threading.Thread):
 
     # -- keeper thread ------------------------------------------------------------------
     def run(self) -> None:
+        self.record.set_state("active")
         while not self.stop_event.is_set():
             try:
                 self.tick()
@@ -155,6 +156,7 @@ class LeaseKeeper(threading.Thread):
                         self._deadline.pop(p, None)
             self.wake.wait(self.heartbeat_s)
             self.wake.clear()
+        self.record.set_state("stopped")
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -124,6 +124,8 @@ def status(config_path: str, broker: str | None, as_json: bool, watch: bool,
         sys.stdout.buffer.write(orjson.dumps(snapshot(), option=orjson.OPT_INDENT_2) + b"\n")
         return
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # piped or captured: do not squeeze the tables to 80
     if not watch:
         console.print(render(snapshot()))
         return
