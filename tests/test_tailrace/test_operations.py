@@ -1,0 +1,173 @@
+"""Operating a pipeline: heartbeats, status, /health, /metrics, reload."""
+
+from __future__ import annotations
+
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+import yaml
+from click.testing import CliRunner
+from helpers import Role, count_lines, read_json_lines, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+from redis_server import RedisServer, free_port
+from test_e2e import assert_exactly_once, pipeline_config
+
+from tailrace.cli import cli
+from tailrace.generate import Generator
+from tailrace.keys import Keys
+from tailrace.status import collect
+
+pytestmark = pytest.mark.slow
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except (urllib.error.URLError, ConnectionError):
+        return 0, ""
+
+
+def workers(r: redis.Redis, prefix: str) -> list[dict[str, object]]:
+    keys = list(r.scan_iter(match=Keys(prefix).worker_pattern()))
+    return [orjson.loads(v) for v in r.mget(keys) if v] if keys else []
+
+
+def test_heartbeats_appear_and_expire_after_a_kill(tmp_path: Path, redis_url: str,
+                                                   prefix: str, r: redis.Redis) -> None:
+    cfg = pipeline_config(tmp_path, prefix)
+    proc = Role("processor", cfg, redis_url).start()
+    try:
+        rec = wait_for(lambda: [w for w in workers(r, prefix) if w["role"] == "processor"],
+                       timeout=30, message="the processor's lifecycle record")[0]
+        assert rec["state"] in ("idle", "active") and rec["pid"] == proc.proc.pid  # type: ignore[union-attr]
+        assert {t["name"] for t in rec["threads"]} >= {"consumer", "lease-keeper", "main"}
+        proc.kill()
+        # publish_interval_s is 1 in pipeline_config: the record lives 3 s after the last one.
+        wait_for(lambda: not workers(r, prefix), timeout=15, message="the record to expire")
+    finally:
+        proc.kill()
+
+
+def test_status_shows_lag_rising_while_the_sink_is_stopped_and_falling_after(
+        tmp_path: Path, redis_url: str, prefix: str, r: redis.Redis) -> None:
+    total = 20_000
+    cfg = pipeline_config(tmp_path, prefix)
+    gen = Generator(tmp_path / "logs", files=2, fmt="plain", rate=0, total=total)
+    gen.run()
+    gen.close()
+    keys = Keys(prefix)
+    agent = Role("agent", cfg, redis_url).start()
+    proc = Role("processor", cfg, redis_url).start()
+    roles = [agent, proc]
+    try:
+        def sink_lag() -> int:
+            return int(collect(r, keys, 4, ["sink:all"])["groups"]["sink:all"]["lag"])
+
+        wait_for(lambda: sink_lag() > 0 and
+                 collect(r, keys, 4, ["sink:all"])["groups"]["processors"]["lag"] == 0,
+                 timeout=60, message="everything processed and waiting for the sink")
+        result = CliRunner().invoke(cli, ["status", "-c", str(cfg), "--broker", redis_url,
+                                          "--json"])
+        assert result.exit_code == 0, result.output
+        doc = orjson.loads(result.stdout)
+        assert doc["groups"]["sink:all"]["lag"] == sink_lag() > 0
+        assert {w["role"] for w in doc["workers"]} >= {"agent", "processor"}
+        table = CliRunner().invoke(cli, ["status", "-c", str(cfg), "--broker", redis_url])
+        assert table.exit_code == 0 and "sink:all" in table.stdout
+        sink = Role("sink", cfg, redis_url).start()
+        roles.append(sink)
+        out = tmp_path / "out" / "all.log"
+        wait_for(lambda: count_lines(out) >= total, timeout=90, message="the sink to catch up")
+        wait_for(lambda: sink_lag() == 0, timeout=30, message="the sink's lag to fall to 0")
+    finally:
+        codes = [role.stop() for role in roles if role.alive]
+    assert codes == [0] * len(codes)
+
+
+def test_health_flips_to_503_while_redis_is_down_and_back_after(
+        tmp_path: Path, fresh_redis: RedisServer, prefix: str) -> None:
+    port = free_port()
+    cfg = pipeline_config(tmp_path, prefix, http=f"127.0.0.1:{port}")
+    proc = Role("processor", cfg, fresh_redis.url).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: get(url + "/health")[0] == 200, timeout=30, message="healthy")
+        fresh_redis.kill()
+        code, reason = wait_for(lambda: (lambda g: g if g[0] == 503 else None)(
+            get(url + "/health")), timeout=30, message="/health to answer 503")
+        assert "broker_down" in reason
+        fresh_redis.start()
+        wait_for(lambda: get(url + "/health")[0] == 200, timeout=60, message="healthy again")
+        metrics = get(url + "/metrics")[1]
+        families = {f.name: f for f in text_string_to_metric_families(metrics)}
+        assert "tailrace_worker_state" in families
+        states = {s.labels["state"]: s.value for s in families["tailrace_worker_state"].samples}
+        assert sum(states.values()) == 1.0
+        status = orjson.loads(get(url + "/api/v1/status")[1])
+        assert status["workers"][0]["role"] == "processor"
+    finally:
+        code = proc.stop()
+    assert code == 0
+
+
+def test_reload_with_a_new_filter_changes_output_without_loss_or_duplicate(
+        tmp_path: Path, redis_url: str, prefix: str) -> None:
+    total = 30_000
+    cfg = pipeline_config(tmp_path, prefix)
+    out = tmp_path / "out" / "all.log"
+    gen = Generator(tmp_path / "logs", files=3, fmt="plain", rate=3_000, total=total)
+    stop = threading.Event()
+    t = threading.Thread(target=gen.run, args=(stop,), daemon=True)
+    run = Role("run", cfg, redis_url).start()
+    t.start()
+    try:
+        wait_for(lambda: count_lines(out) > 2_000, timeout=60, message="first records")
+        doc = yaml.safe_load(cfg.read_text())
+        doc["pipeline"]["filters"].append(
+            {"name": "modify", "match": "*", "set": {"reloaded": "yes"}})
+        cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+        result = CliRunner().invoke(cli, ["reload", "-c", str(cfg), "--broker", redis_url])
+        assert result.exit_code == 0, result.output
+        wait_for(lambda: any(b'"reloaded":"yes"' in line for line in open(out, "rb")),
+                 timeout=60, message="records shaped by the new filter")
+        # A broken config is refused: the pipeline keeps running the last good one.
+        cfg.write_text(cfg.read_text().replace("partitions: 4", "partitions: nope"))
+        result = CliRunner().invoke(cli, ["reload", "-c", str(cfg), "--broker", redis_url])
+        assert result.exit_code == 2 and "service.partitions" in result.stderr
+        t.join(timeout=60)
+        wait_for(lambda: count_lines(out) >= total, timeout=120, message="every record")
+    finally:
+        stop.set()
+        gen.close()
+        code = run.stop()
+    assert code == 0, run.output()[-3000:]
+    records = read_json_lines(out)
+    assert_exactly_once(records, total)
+    assert records[-1].get("reloaded") == "yes"
+
+
+def test_a_broken_config_on_sighup_keeps_the_old_pipeline(tmp_path: Path, redis_url: str,
+                                                         prefix: str) -> None:
+    cfg = pipeline_config(tmp_path, prefix)
+    proc = Role("processor", cfg, redis_url).start()
+    try:
+        wait_for(lambda: "lease_acquired" in proc.output(), timeout=30, message="start")
+        pid = proc.proc.pid  # type: ignore[union-attr]
+        cfg.write_text(cfg.read_text() + "bogus: 1\n")
+        import os
+        import signal
+        os.kill(pid, signal.SIGHUP)
+        wait_for(lambda: "runtime_reload_rejected" in proc.output(), timeout=30,
+                 message="the reload to be rejected")
+        assert "bogus" in proc.output() and proc.alive
+    finally:
+        code = proc.stop()
+    assert code == 0
