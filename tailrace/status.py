@@ -64,9 +64,13 @@ def collect(client: redis.Redis, keys: Keys, partitions: int,
         pipe.xinfo_groups(keys.raw(p))
         pipe.xinfo_groups(keys.out(p))
     results = pipe.execute(raise_on_error=False)
-    groups: dict[str, dict[str, Any]] = {}
     dead: dict[int, int] = {}
     wanted = {PROCESSORS_GROUP: "raw", **{g: "out" for g in sink_groups}}
+    # Configured groups show even before any worker created them (nothing to do yet).
+    groups: dict[str, dict[str, Any]] = {
+        name: {"stream": stage, "configured": True, "lag": 0, "pending": 0, "partitions": []}
+        for name, stage in wanted.items()
+    }
     pending_calls: list[tuple[str, int, str]] = []
     per_part: list[tuple[int, str, str, dict[str, Any], int]] = []
     for p in range(partitions):
