@@ -18,6 +18,7 @@ Keys that span partitions carry no partition tag::
     tr:worker:ID             string: published lifecycle record of one worker (TTL)
     tr:meta                  hash:   pipeline facts (partition count)
     tr:reload                int:    reload generation (``tailrace reload`` bumps it)
+    rq:queue:tr-KIND         RQ's own keys for the pipeline's job queues (Keys.queue)
 
 Keys shared by every worker of a filter (one hash tag per filter, so one script call can
 touch all of a filter's subjects)::
@@ -108,6 +109,14 @@ class Keys:
 
     def meta(self) -> str:
         return f"{self.prefix}:meta"
+
+    def queue(self, kind: str) -> str:
+        """Name of an RQ queue of this pipeline (``backfill``, ``replay``): ``tr-backfill``.
+
+        RQ keeps its own keys (``rq:queue:<name>``, ``rq:job:<id>``) in the same Redis; the
+        queue name carries the prefix so two pipelines on one Redis do not share jobs.
+        """
+        return f"{self.prefix}-{kind}"
 
     def reload(self) -> str:
         """Generation counter bumped by ``tailrace reload``; workers reload when it moves."""
