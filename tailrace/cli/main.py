@@ -6,7 +6,9 @@ import click
 
 from .. import __version__
 from .demo import demo
+from .jobs import worker
 from .ops import reload, status
+from .reference import reference, schema
 from .roles import agent, processor, run, sink
 from .tools import config_group, generate, parse
 
@@ -20,8 +22,10 @@ def cli() -> None:
 
 
 for command in (run, agent, processor, sink, config_group, parse, generate, demo, status,
-                reload):
+                reload, worker):
     cli.add_command(command)
+config_group.add_command(reference)
+config_group.add_command(schema)
 
 
 def main() -> None:
