@@ -1,0 +1,55 @@
+"""Background jobs on RQ: ``tailrace worker`` runs them (backfill, dead-letter replay).
+
+Jobs live in the pipeline's Redis under RQ's own keys, in queues named per pipeline
+(:meth:`tailrace.keys.Keys.queue`), so a large backfill or replay is visible
+(``rq info``), resumable and retried, and any number of workers on any host share it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from ..keys import Keys
+from ..supervise import Child
+from .common import broker_option, config_option, init_logging, load, log_options
+from .ops import open_broker
+
+__all__ = ["JOB_QUEUES", "worker"]
+
+JOB_QUEUES = ("backfill", "replay")
+
+
+@click.command()
+@config_option
+@broker_option
+@click.option("--queue", "queues", multiple=True, default=JOB_QUEUES, show_default=True,
+              help="Job queue(s) to serve (repeat the option).")
+@click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes on this machine.")
+@log_options
+def worker(config_path: str, broker: str | None, queues: tuple[str, ...], burst: bool,
+           workers: int, log_level: str | None, log_format: str | None) -> None:
+    """Run RQ workers for backfill and dead-letter replay jobs."""
+    from rq import Queue, Worker
+
+    config = load(config_path)
+    init_logging(config, "worker", log_level, log_format)
+    if workers > 1:
+        from .roles import supervise
+
+        args = ["worker", "-c", config.file, *[a for q in queues for a in ("--queue", q)]]
+        if burst:
+            args.append("--burst")
+        children = [Child(f"worker-{i}", list(args)) for i in range(workers)]
+        sys.exit(supervise(config, broker, children))
+    client = open_broker(config, broker)
+    keys = Keys(config.service.prefix)
+    rq_queues = [Queue(keys.queue(q), connection=client) for q in queues]
+    w = Worker(rq_queues, connection=client)
+    level = (log_level or config.service.log_level).upper()
+    ok = w.work(burst=burst, logging_level=level, with_scheduler=False)
+    logging.getLogger(__name__).info("worker stopped (%s)", "jobs done" if ok else "idle")
