@@ -61,8 +61,9 @@ def render(doc: dict[str, Any]) -> Group:
     for w in doc["workers"]:
         counters = w.get("counters") or {}
         rates = w.get("rates") or {}
-        parts = w.get("partitions") or {}
-        owned = " ".join(f"{g}:{','.join(map(str, ps))}" for g, ps in parts.items() if ps) or "-"
+        owned_map = w.get("partitions") or {}
+        owned = " ".join(f"{g}:{','.join(map(str, ps))}" for g, ps in owned_map.items()
+                         if ps) or "-"
         state = str(w.get("state"))
         color = {"active": "green", "idle": "cyan", "throttled": "yellow",
                  "broker_down": "red", "failed": "red"}.get(state, "white")
