@@ -7,22 +7,33 @@ filter sees the whole batch at once.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from tailrace.broker import BROKER_ERRORS
 from tailrace.config import Config, PluginConfig
-from tailrace.outcome import Rejection
+from tailrace.logs import RateLimiter, event
+from tailrace.outcome import FilterResult, Rejection
 from tailrace.plugins import Record
+from tailrace.ratelimit import RateLimits
 from tailrace.record import id_prefix
 from tailrace.tags import TagMatcher
 from tailrace.wire import RawBatch
 
 from .context import FilterContext
 from .parsers.base import BoundParser
+from .safe_regex import WATCHDOG
 from .stock import STOCK_PARSERS
 
-__all__ = ["Chain", "ChainResult", "build_parsers", "records_from_batch"]
+__all__ = ["MAX_EMIT_DEPTH", "Chain", "ChainResult", "build_parsers", "records_from_batch"]
+
+log = logging.getLogger(__name__)
+
+#: How often a record may be re-emitted (rewrite_tag into rewrite_tag ...) before it stops.
+MAX_EMIT_DEPTH = 4
 
 
 def build_parsers(config: Config) -> dict[str, BoundParser]:
@@ -94,61 +105,166 @@ class ChainResult:
     records: list[Record]
     rejected: list[tuple[str, Rejection]] = field(default_factory=list)  # (filter id, rejection)
     invalid_utf8: int = 0
+    #: What the filters counted in this batch, summed by name (``unmatched``, ``throttled``,
+    #: ``regex_timeouts``, ``errors``, ...).
+    counters: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _Step:
+    id: str
+    matcher: TagMatcher
+    plugin: Any
+    counters: Counter[str]
+    emits: bool
+    changes_tags: bool
 
 
 class Chain:
-    """The configured filters, in order, each applied to the records its match selects."""
+    """The configured filters, in order, each applied to the records its match selects.
 
-    def __init__(self, config: Config) -> None:
-        ctx = FilterContext(parsers=build_parsers(config))
-        self.filters: list[tuple[str, TagMatcher, Any]] = []
+    Guarantees: a filter that raises on a batch is re-run record by record, and only the
+    records it still fails on are rejected (dead-lettered with the exception), so one bad
+    record never fails a batch. Broker errors (from a filter's shared service) propagate:
+    the worker retries the batch. Records a filter re-emits (``rewrite_tag``) run through
+    the chain again from the first filter, skipping the one that emitted them, and follow
+    the batch's other records.
+
+    Args:
+        config: the pipeline.
+        rate_limits: shared rate limits for ``throttle`` (default: this process only).
+    """
+
+    def __init__(self, config: Config, *, rate_limits: RateLimits | None = None) -> None:
+        base = FilterContext(parsers=build_parsers(config), base_dir=config.base_dir)
+        if rate_limits is not None:
+            base.rate_limits = rate_limits
+        self.steps: list[_Step] = []
         for pc in config.filters:
             o = pc.options
-            self.filters.append(
-                (pc.id, TagMatcher(o.match, o.match_regex), pc.plugin(o, ctx))
-            )
+            ctx = base.for_filter(pc.id)
+            plugin = pc.plugin(o, ctx)
+            self.steps.append(_Step(pc.id, TagMatcher(o.match, o.match_regex), plugin,
+                                    ctx.counters, bool(getattr(plugin, "emits", False)),
+                                    bool(getattr(plugin, "changes_tags", False))))
         self.path_keys = {pc.id: getattr(pc.options, "path_key", None) for pc in config.inputs}
+        #: Counters per filter id since the chain was built (for tests and status).
+        self.totals: dict[str, Counter[str]] = {s.id: Counter() for s in self.steps}
+        self._limiter = RateLimiter()
+
+    @property
+    def filters(self) -> list[tuple[str, TagMatcher, Any]]:
+        return [(s.id, s.matcher, s.plugin) for s in self.steps]
 
     def run(self, batch: RawBatch) -> ChainResult:
-        records, invalid = records_from_batch(
-            batch, self.path_keys.get(batch.input, "path"), time.time()
-        )
-        result = ChainResult(records, invalid_utf8=invalid)
-        tag = batch.tag
-        uniform = True  # every record has the batch's tag until a filter re-tags some
-        for fid, matcher, flt in self.filters:
-            records = result.records
+        """Records of ``batch`` after every filter; regex budgets are enforced meanwhile."""
+        with WATCHDOG.armed():
+            records, invalid = records_from_batch(
+                batch, self.path_keys.get(batch.input, "path"), time.time()
+            )
+            result = ChainResult(records, invalid_utf8=invalid)
+            result.records = self._pass(records, batch.tag, -1, 0, result)
+        for step in self.steps:
+            if step.counters:
+                result.counters.update(step.counters)
+                self.totals[step.id].update(step.counters)
+                step.counters.clear()
+        return result
+
+    def run_records(self, records: list[Record]) -> ChainResult:
+        """Run already-built records (mixed tags allowed) through the chain."""
+        result = ChainResult(records)
+        with WATCHDOG.armed():
+            result.records = self._pass(records, None, -1, 0, result)
+        for step in self.steps:
+            result.counters.update(step.counters)
+            self.totals[step.id].update(step.counters)
+            step.counters.clear()
+        return result
+
+    def _pass(self, records: list[Record], tag: str | None, skip: int, depth: int,
+              result: ChainResult) -> list[Record]:
+        """Run the filters over ``records``; ``tag`` is set while they all share it."""
+        emitted: list[tuple[int, list[Record]]] = []
+        for i, step in enumerate(self.steps):
             if not records:
                 break
-            if uniform:
-                if not matcher(tag):
-                    continue
-                fr = flt.process(records)
-                result.records = fr.records
-                if getattr(flt, "changes_tags", False):
-                    uniform = all(r["_tag"] == tag for r in fr.records)
-            else:
-                # Mixed tags (e.g. after rewrite_tag): filter each run of matching records
-                # in place, so output order still follows input order.
-                merged: list[Record] = []
-                rejected: list[Rejection] = []
-                run: list[Record] = []
-                for r in records:
-                    if matcher(r["_tag"]):
-                        run.append(r)
-                        continue
-                    if run:
-                        part = flt.process(run)
-                        merged.extend(part.records)
-                        rejected.extend(part.rejected)
-                        run = []
-                    merged.append(r)
-                if run:
-                    part = flt.process(run)
-                    merged.extend(part.records)
-                    rejected.extend(part.rejected)
-                result.records = merged
-                result.rejected.extend((fid, rej) for rej in rejected)
+            if i == skip:
                 continue
-            result.rejected.extend((fid, rej) for rej in fr.rejected)
-        return result
+            if tag is not None:
+                if not step.matcher(tag):
+                    continue
+                fr = self._call(step, records)
+                records = fr.records
+                if step.changes_tags and any(r["_tag"] != tag for r in records):
+                    tag = None
+            else:
+                fr = self._mixed(step, records)
+                records = fr.records
+            if fr.rejected:
+                result.rejected.extend((step.id, rej) for rej in fr.rejected)
+            if step.emits:
+                more = step.plugin.take_emitted()
+                if more:
+                    emitted.append((i, more))
+        for i, more in emitted:
+            if depth >= MAX_EMIT_DEPTH:
+                self.steps[i].counters["emit_depth_exceeded"] += len(more)
+                records.extend(more)
+                continue
+            records.extend(self._pass(more, None, i, depth + 1, result))
+        return records
+
+    def _mixed(self, step: _Step, records: list[Record]) -> FilterResult:
+        """Mixed tags: filter each run of matching records in place, keeping the order."""
+        matcher = step.matcher
+        merged: list[Record] = []
+        rejected: list[Rejection] = []
+        run: list[Record] = []
+        for r in records:
+            if matcher(r["_tag"]):
+                run.append(r)
+                continue
+            if run:
+                part = self._call(step, run)
+                merged.extend(part.records)
+                rejected.extend(part.rejected)
+                run = []
+            merged.append(r)
+        if run:
+            part = self._call(step, run)
+            merged.extend(part.records)
+            rejected.extend(part.rejected)
+        return FilterResult(merged, rejected)
+
+    def _call(self, step: _Step, records: list[Record]) -> FilterResult:
+        try:
+            return step.plugin.process(records)  # type: ignore[no-any-return]
+        except BROKER_ERRORS:
+            raise
+        except Exception as exc:  # a filter bug or bad record must not fail the batch
+            return self._isolate(step, records, exc)
+
+    def _isolate(self, step: _Step, records: list[Record], first: Exception) -> FilterResult:
+        """Re-run a failed filter record by record; reject only the records that fail."""
+        if self._limiter.allow(step.id):
+            event(log, logging.ERROR, "processor_filter_error",
+                  f"filter {step.id!r} raised {first!r} on a batch of {len(records)} records; "
+                  "retrying them one by one, failing records go to the dead-letter stream",
+                  filter=step.id)
+        if step.emits:
+            step.plugin.take_emitted()  # copies from the failed call; the retries re-emit
+        out: list[Record] = []
+        rejected: list[Rejection] = []
+        for r in records:
+            try:
+                part = step.plugin.process([r])
+            except BROKER_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - isolating the one bad record
+                step.counters["errors"] += 1
+                rejected.append(Rejection(r, f"filter {step.id!r} raised {exc!r}"))
+                continue
+            out.extend(part.records)
+            rejected.extend(part.rejected)
+        return FilterResult(out, rejected)

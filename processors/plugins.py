@@ -6,10 +6,17 @@ Third-party ones come from the ``tailrace.filters`` / ``tailrace.parsers`` entry
 from __future__ import annotations
 
 from .filters.grep import GrepFilter
+from .filters.kubernetes import KubernetesFilter
 from .filters.modify import ModifyFilter
+from .filters.nest import NestFilter
 from .filters.parser import ParserFilter
+from .filters.python_filter import PythonFilter
+from .filters.record_modifier import RecordModifierFilter
+from .filters.rewrite_tag import RewriteTagFilter
+from .filters.throttle import ThrottleFilter
 from .parsers.json_parser import JsonParser
 from .parsers.logfmt import LogfmtParser
+from .parsers.ltsv import LtsvParser
 from .parsers.regex import RegexParser
 
 __all__ = ["FILTERS", "PARSERS"]
@@ -18,10 +25,17 @@ FILTERS: list[type] = [
     ParserFilter,
     GrepFilter,
     ModifyFilter,
+    RecordModifierFilter,
+    NestFilter,
+    RewriteTagFilter,
+    ThrottleFilter,
+    KubernetesFilter,
+    PythonFilter,
 ]
 
 PARSERS: list[type] = [
     RegexParser,
     JsonParser,
     LogfmtParser,
+    LtsvParser,
 ]

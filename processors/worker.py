@@ -3,7 +3,9 @@
 Each raw entry becomes one processed entry on the partition's ``out`` stream (so output
 order follows input order); records a filter rejects and entries that do not decode go to
 the partition's dead-letter stream with the reason. All of it is committed with the input
-acks in one script (:data:`tailrace.scripts.COMMIT`).
+acks in one script (:data:`tailrace.scripts.COMMIT`). What the filters count per batch
+(unmatched lines, regex timeouts, throttled records, filter errors) is added to the
+worker's lifecycle counters, so ``tailrace status`` shows it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tailrace.errors import RecordError
 from tailrace.keys import PROCESSORS_GROUP
 from tailrace.lifecycle import ThreadRecord
 from tailrace.logs import RateLimiter, event
+from tailrace.ratelimit import RateLimits, RedisRateLimits
 from tailrace.runtime import Runtime
 from tailrace.wire import decode_raw, encode_records
 
@@ -32,10 +35,15 @@ STAGE = "processor"
 
 
 class ProcessorHandler:
-    """Raw entries -> processed entries (+ dead letters). Pure: no broker access."""
+    """Raw entries -> processed entries (+ dead letters).
 
-    def __init__(self, config: Config, record: ThreadRecord) -> None:
-        self.chain = Chain(config)
+    No broker access of its own: shared services the filters need (``rate_limits``) are
+    handed in by whoever owns the broker.
+    """
+
+    def __init__(self, config: Config, record: ThreadRecord, *,
+                 rate_limits: RateLimits | None = None) -> None:
+        self.chain = Chain(config, rate_limits=rate_limits)
         self.record = record
         self._limiter = RateLimiter()
 
@@ -63,6 +71,8 @@ class ProcessorHandler:
             res.bytes_in += batch.end - batch.start
             if result.invalid_utf8:
                 self.record.add("invalid_utf8_lines", result.invalid_utf8)
+            for name, n in result.counters.items():
+                self.record.add(f"filter_{name}", n)
             if result.records:
                 res.outputs.append(encode_records(result.records))
                 res.lines_out += len(result.records)
@@ -82,7 +92,8 @@ def run_processor(config: Config, *, broker: str | None = None) -> None:
     rt.install_signals()
     try:
         client = rt.connect()
-        handler = ProcessorHandler(config, rt.lifecycle.thread("consumer"))
+        handler = ProcessorHandler(config, rt.lifecycle.thread("consumer"),
+                                   rate_limits=RedisRateLimits(client, rt.keys))
         consumer = StreamConsumer(client, rt.keys, config.service, PROCESSORS_GROUP, handler,
                                   rt.lifecycle, stage_in="raw", stage_out="out", kind="raw")
         consumer.run(rt.stop)

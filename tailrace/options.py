@@ -90,6 +90,27 @@ class OutputOptions(Options):
     )
 
 
+TYPE_NAMES = ("integer", "float", "bool", "string", "hex")
+
+
+def _parse_types(value: Any) -> Any:
+    """``{code: integer}`` or ``"code:integer size:integer"``; type names are checked."""
+    if isinstance(value, str):
+        pairs: dict[str, str] = {}
+        for item in value.split():
+            key, sep, kind = item.rpartition(":")
+            if not sep or not key:
+                raise ValueError(f"expected KEY:TYPE pairs like 'code:integer', got {item!r}")
+            pairs[key] = kind
+        value = pairs
+    if isinstance(value, dict):
+        for key, kind in value.items():
+            if kind not in TYPE_NAMES:
+                raise ValueError(f"unknown type {kind!r} for field {key!r}; expected one of: "
+                                 f"{', '.join(TYPE_NAMES)}")
+    return value
+
+
 class ParserOptions(Options):
     """Keys every parser has (the `parsers:` section)."""
 
@@ -103,7 +124,8 @@ class ParserOptions(Options):
     time_offset: str | None = Field(
         None, description="Zone offset like `+0200` for times without one (default UTC)."
     )
-    types: dict[str, str] = Field(
+    types: Annotated[dict[str, str], BeforeValidator(_parse_types)] = Field(
         default_factory=dict,
-        description="Field conversions: `integer`, `float`, `bool`, `string`, `hex`.",
+        description="Field conversions: `integer`, `float`, `bool`, `string`, `hex`; a map "
+        "or Fluent Bit's `code:integer size:integer`.",
     )

@@ -17,6 +17,7 @@ __all__ = [
     "PRODUCE",
     "RELEASE",
     "RENEW",
+    "THROTTLE",
     "TRIM",
     "CODE_BACKPRESSURE",
     "CODE_ALREADY",
@@ -218,4 +219,53 @@ end
 local minid = string.format('%d-%d', best_ms, best_seq)
 local n = redis.call('XTRIM', KEYS[1], 'MINID', minid)
 return {n, minid}
+"""
+
+# Shared sliding-window rate limit (Fluent Bit's throttle), for many subjects in one call.
+# KEYS[i] throttle hash of subject i (all of one filter: same hash tag)
+# ARGV[1] rate (records per interval, may be fractional)   ARGV[2] window (panes)
+# ARGV[3] interval ms   ARGV[4..] records wanted for subject i
+# returns {allowed for subject 1, allowed for subject 2, ...}
+# A subject's hash maps pane number (server time / interval) -> records let through, plus
+# "first" (its first pane, for the slow start: the average is over the panes seen so far).
+# Records pass while the window's total stays <= rate * min(window, panes seen).
+THROTTLE = """
+pcall(redis.replicate_commands)
+local rate = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local interval = tonumber(ARGV[3])
+local now = redis.call('TIME')
+local cur = math.floor((tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)) / interval)
+local out = {}
+for i = 1, #KEYS do
+  local want = tonumber(ARGV[i + 3])
+  local h = redis.call('HGETALL', KEYS[i])
+  local sum, first = 0, nil
+  for j = 1, #h, 2 do
+    if h[j] == 'first' then
+      first = tonumber(h[j + 1])
+    else
+      local pane = tonumber(h[j])
+      if pane <= cur - window then
+        redis.call('HDEL', KEYS[i], h[j])
+      else
+        sum = sum + tonumber(h[j + 1])
+      end
+    end
+  end
+  if first == nil or first > cur then
+    first = cur
+    redis.call('HSET', KEYS[i], 'first', cur)
+  end
+  local filled = math.min(window, cur - first + 1)
+  local allowed = math.floor(rate * filled) - sum
+  if allowed > want then allowed = want end
+  if allowed < 0 then allowed = 0 end
+  if allowed > 0 then
+    redis.call('HINCRBY', KEYS[i], tostring(cur), allowed)
+  end
+  redis.call('PEXPIRE', KEYS[i], window * interval * 2)
+  out[i] = allowed
+end
+return out
 """

@@ -1,20 +1,32 @@
 """The ``grep`` filter: keep records whose fields match (``regex``), drop those that do
-(``exclude``), like Fluent Bit's. Rules are ``{key: regex}`` maps or ``"KEY REGEX"``
-strings; several rules combine with ``logical_op`` (``legacy`` = all regex rules must
-match and no exclude rule may match)."""
+(``exclude``), like Fluent Bit's.
+
+Rules are ``"KEY REGEX"`` strings (Fluent Bit's form; ``KEY`` may be a record accessor like
+``$kubernetes['labels']['app']``) or ``{KEY: REGEX}`` maps, one or a list. ``logical_op``:
+
+* ``legacy`` (default): every ``regex`` rule must match and no ``exclude`` rule may;
+* ``and`` / ``or``: the rules of the one kind given combine with AND / OR (giving both kinds
+  is an error, as in Fluent Bit).
+
+A missing key never matches (so a ``regex`` rule drops records without the key). Values
+that are not text are matched as their string form. A rule whose regex runs past its CPU
+budget on a value counts as not matching (counted as ``regex_timeouts``).
+"""
 
 from __future__ import annotations
 
 import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from tailrace.options import FilterOptions
 from tailrace.outcome import FilterResult
 from tailrace.plugins import Record
 
+from ..accessor import MISSING, Accessor, accessor
 from ..context import FilterContext
+from ..safe_regex import RegexTimeout, SafePattern
 
 __all__ = ["GrepFilter", "GrepOptions"]
 
@@ -40,15 +52,16 @@ def _rules(value: Any) -> Any:
             re.compile(rx)
         except re.error as exc:
             raise ValueError(f"invalid regex for key {key!r}: {exc}") from None
+        accessor(key)  # raises with the expected form
     return out
 
 
 class GrepOptions(FilterOptions):
     regex: list[tuple[str, str]] = Field(
-        default_factory=list, description="Keep records whose KEY matches REGEX."
+        default_factory=list, description="Keep records whose KEY matches REGEX (`KEY REGEX`)."
     )
     exclude: list[tuple[str, str]] = Field(
-        default_factory=list, description="Drop records whose KEY matches REGEX."
+        default_factory=list, description="Drop records whose KEY matches REGEX (`KEY REGEX`)."
     )
     logical_op: Literal["legacy", "and", "or"] = Field(
         "legacy",
@@ -61,17 +74,18 @@ class GrepOptions(FilterOptions):
     def _parse(cls, value: Any) -> Any:
         return _rules(value)
 
+    @field_validator("logical_op", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
-def _get(record: Record, key: str) -> Any:
-    if key.startswith("$"):  # record accessor: $kubernetes['pod'] or $a.b
-        parts = re.findall(r"\['([^']*)'\]|\[\"([^\"]*)\"\]|([^.\[\]$]+)", key)
-        cur: Any = record
-        for a, b, c in parts:
-            if not isinstance(cur, dict):
-                return None
-            cur = cur.get(a or b or c)
-        return cur
-    return record.get(key)
+    @model_validator(mode="after")
+    def _one_kind_with_op(self) -> GrepOptions:
+        if self.logical_op != "legacy" and self.regex and self.exclude:
+            raise ValueError(f"with logical_op {self.logical_op!r} give either regex or "
+                             "exclude rules, not both (as in Fluent Bit); use two grep "
+                             "filters, or logical_op: legacy")
+        return self
 
 
 class GrepFilter:
@@ -80,28 +94,64 @@ class GrepFilter:
     Options: ClassVar[type[GrepOptions]] = GrepOptions
 
     def __init__(self, options: GrepOptions, ctx: FilterContext) -> None:
-        self.keep = [(k, re.compile(rx).search) for k, rx in options.regex]
-        self.drop = [(k, re.compile(rx).search) for k, rx in options.exclude]
+        self.keep = [(accessor(k), SafePattern(rx).search) for k, rx in options.regex]
+        self.drop = [(accessor(k), SafePattern(rx).search) for k, rx in options.exclude]
         self.op = options.logical_op
+        self.counters = ctx.counters
+        rules = [(a, s, True) for a, s in self.keep] + [(a, s, False) for a, s in self.drop]
+        # One rule on a top-level key (the common case) takes a lean loop.
+        self._single = (rules[0][0].head, rules[0][1], rules[0][2]) if (
+            len(rules) == 1 and not rules[0][0].path) else None
 
-    def _hit(self, record: Record, key: str, search: Any) -> bool:
-        v = _get(record, key)
-        if v is None:
+    def _hit(self, record: Record, acc: Accessor, search: Any) -> bool:
+        v = record.get(acc.head, MISSING) if not acc.path else acc.get(record)
+        if v is MISSING or v is None:
             return False
-        return search(v if isinstance(v, str) else str(v)) is not None
+        try:
+            return search(v if isinstance(v, str) else str(v)) is not None
+        except RegexTimeout:
+            self.counters["regex_timeouts"] += 1
+            return False
+
+    def _process_single(self, records: list[Record]) -> list[Record]:
+        assert self._single is not None
+        key, search, want = self._single
+        out: list[Record] = []
+        append = out.append
+        for r in records:
+            v = r.get(key)
+            if v is None:
+                hit = False
+            else:
+                try:
+                    hit = search(v if type(v) is str else str(v)) is not None
+                except RegexTimeout:
+                    self.counters["regex_timeouts"] += 1
+                    hit = False
+            if hit is want:
+                append(r)
+        return out
 
     def process(self, records: list[Record]) -> FilterResult:
         keep, drop, hit = self.keep, self.drop, self._hit
-        if self.op == "or":
-            out = [r for r in records
-                   if (not keep or any(hit(r, k, s) for k, s in keep))
-                   and not (drop and any(hit(r, k, s) for k, s in drop))]
+        if self._single is not None:
+            out = self._process_single(records)
+        elif not keep and not drop:
+            out = records
+        elif self.op == "or":
+            if keep:
+                out = [r for r in records if any(hit(r, a, s) for a, s in keep)]
+            else:
+                out = [r for r in records if not any(hit(r, a, s) for a, s in drop)]
         elif self.op == "and":
-            out = [r for r in records
-                   if (not keep or all(hit(r, k, s) for k, s in keep))
-                   and not (drop and all(hit(r, k, s) for k, s in drop))]
+            if keep:
+                out = [r for r in records if all(hit(r, a, s) for a, s in keep)]
+            else:
+                out = [r for r in records if not all(hit(r, a, s) for a, s in drop)]
         else:
             out = [r for r in records
-                   if all(hit(r, k, s) for k, s in keep)
-                   and not any(hit(r, k, s) for k, s in drop)]
+                   if all(hit(r, a, s) for a, s in keep)
+                   and not any(hit(r, a, s) for a, s in drop)]
+        if len(out) != len(records):
+            self.counters["dropped"] += len(records) - len(out)
         return FilterResult(out)

@@ -5,7 +5,8 @@ order and the first that matches wins; ``reserve_data`` keeps the record's other
 (otherwise only the parsed ones remain, plus ``time`` and the reserved ``_id``/``_tag``);
 ``preserve_key`` keeps the parsed field itself. A record no parser matches is kept
 unchanged (``unmatched: keep``, optionally marked with ``error_key``) or dead-lettered
-(``unmatched: dead_letter``), and counted.
+(``unmatched: dead_letter``), and counted (``unmatched``; a line on which a regex ran past
+its CPU budget also counts as ``regex_timeouts``).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class ParserFilter:
     def __init__(self, options: ParserFilterOptions, ctx: FilterContext) -> None:
         self.o = options
         self.parsers: list[BoundParser] = [ctx.parsers[n] for n in options.parser]
-        self.unmatched = 0
+        self.counters = ctx.counters
 
     @staticmethod
     def check_config(options: ParserFilterOptions, config: Config) -> list[tuple[tuple[str | int, ...], str]]:  # noqa: E501
@@ -87,7 +88,9 @@ class ParserFilter:
                 else:
                     fields, t = _first_match(parsers, value)
             except ParseFailure as exc:
-                self.unmatched += 1
+                self.counters["unmatched"] += 1
+                if exc.timeout:
+                    self.counters["regex_timeouts"] += 1
                 if o.unmatched == "dead_letter":
                     rejected.append(Rejection(r, str(exc)))
                     continue
@@ -115,9 +118,11 @@ class ParserFilter:
 
 def _first_match(parsers: list[BoundParser], value: str) -> tuple[dict[str, Any], float | None]:
     reasons = []
+    timeout = False
     for p in parsers:
         try:
             return p.parse(value)
         except ParseFailure as exc:
             reasons.append(str(exc))
-    raise ParseFailure("; ".join(reasons))
+            timeout = timeout or exc.timeout
+    raise ParseFailure("; ".join(reasons), timeout=timeout)

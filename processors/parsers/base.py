@@ -12,13 +12,21 @@ from typing import Any
 from tailrace.config import PluginConfig
 from tailrace.options import ParserOptions
 
+from ..safe_regex import RegexTimeout
 from ..timefmt import TimeFormat, TimeFormatError, parse_offset
 
 __all__ = ["CONVERTERS", "BoundParser", "ParseFailure"]
 
 
 class ParseFailure(Exception):
-    """The text did not match, or a field could not be converted; carries the reason."""
+    """The text did not match, or its time could not be read; carries the reason.
+
+    ``timeout`` is true when the parser's regex ran past its CPU budget on this text.
+    """
+
+    def __init__(self, reason: str, *, timeout: bool = False) -> None:
+        super().__init__(reason)
+        self.timeout = timeout
 
 
 def _to_bool(v: Any) -> bool:
@@ -62,7 +70,11 @@ class BoundParser:
         Raises:
             ParseFailure: no match, or a time/type conversion failed (with the reason).
         """
-        fields = self._impl.parse(text)
+        try:
+            fields = self._impl.parse(text)
+        except RegexTimeout as exc:
+            raise ParseFailure(f"parser {self.name!r}: {exc}; line left unparsed",
+                               timeout=True) from None
         if fields is None:
             raise ParseFailure(f"parser {self.name!r} did not match")
         for key, conv in self._conv:

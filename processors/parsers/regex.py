@@ -3,6 +3,9 @@
 Fluent Bit (Onigmo) writes named groups as ``(?<name>...)`` and back references as
 ``\\k<name>``; they are rewritten to Python's ``(?P<name>...)`` / ``(?P=name)`` once, at
 build time. A pattern wrapped in ``/.../`` (Fluent Bit's Ruby-style) is unwrapped.
+
+Matching runs under the regex watchdog (:mod:`processors.safe_regex`): a line on which
+the pattern backtracks past ``match_budget_ms`` of CPU time is left unparsed and counted.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator
 
 from tailrace.options import ParserOptions
+
+from ..safe_regex import DEFAULT_REGEX_BUDGET_MS, SafePattern
 
 __all__ = ["RegexParser", "RegexParserOptions", "translate_onigmo"]
 
@@ -30,6 +35,11 @@ def translate_onigmo(pattern: str) -> str:
 
 class RegexParserOptions(ParserOptions):
     regex: str = Field(description="Regular expression with named groups `(?<name>...)`.")
+    match_budget_ms: float = Field(
+        DEFAULT_REGEX_BUDGET_MS, gt=0, le=60_000,
+        description="CPU time one line may take to match before it is left unparsed "
+        "(guards against catastrophic backtracking).",
+    )
 
     @field_validator("regex")
     @classmethod
@@ -47,9 +57,16 @@ class RegexParser:
     Options: ClassVar[type[RegexParserOptions]] = RegexParserOptions
 
     def __init__(self, options: RegexParserOptions) -> None:
-        self._match = re.compile(translate_onigmo(options.regex)).search
+        self.pattern = SafePattern(translate_onigmo(options.regex),
+                                   budget_ms=options.match_budget_ms)
+        self._match = self.pattern.search
 
     def parse(self, text: str) -> dict[str, Any] | None:
+        """Fields of the named groups; ``None`` when the pattern does not match.
+
+        Raises:
+            RegexTimeout: the match ran past ``match_budget_ms`` (the chain is armed).
+        """
         m = self._match(text)
         if m is None:
             return None

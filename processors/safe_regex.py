@@ -1,0 +1,162 @@
+"""Regular expressions with a per-call CPU budget, so a backtracking pattern cannot stall a worker.
+
+Python's ``re`` is the fastest engine we measured on log lines (see docs/performance.md),
+but it backtracks: ``^(a+)+$`` on forty ``a`` and a ``!`` takes longer than the age of the
+universe. Its matching loop does check for pending signals every few thousand steps,
+though, so a match can be interrupted. :class:`RegexWatchdog` uses that:
+
+* while the chain runs a batch, a CPU-time interval timer (``ITIMER_VIRTUAL``: it counts
+  the process's own CPU time, so a loaded or descheduled machine causes no false alarms)
+  ticks every :data:`TICK_MS`;
+* every guarded call bumps a sequence number and states its budget in ticks; a tick that
+  finds the same call still running counts one more stuck tick, and when the count reaches
+  the budget it raises :class:`RegexTimeout` inside the call. A call is therefore stopped
+  after between ``budget`` and ``budget + TICK_MS`` of CPU time.
+
+Costs: two ``setitimer`` calls per batch (~0.3 µs each), a ~1 µs handler every 5 ms of
+CPU time, and four attribute stores per guarded call. Signals reach the main thread only;
+elsewhere (a chain run from another thread) the budget is not enforced and
+:meth:`RegexWatchdog.armed` says so once in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+__all__ = [
+    "DEFAULT_REGEX_BUDGET_MS",
+    "TICK_MS",
+    "RegexTimeout",
+    "RegexWatchdog",
+    "SafePattern",
+    "WATCHDOG",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REGEX_BUDGET_MS = 50
+TICK_MS = 5.0
+
+
+class RegexTimeout(Exception):
+    """A guarded regular expression ran past its CPU budget on one value."""
+
+
+class RegexWatchdog:
+    """Process-wide guard for regex calls (one per process: there is one timer signal)."""
+
+    def __init__(self) -> None:
+        self.seq = 0  # bumped by every guarded call
+        self.active = False  # a guarded call is running
+        self.limit = 1  # budget of the running call, in ticks
+        self.timeouts = 0
+        self._seen = -1  # seq at the previous tick
+        self._stuck = 0  # consecutive ticks that found the same call running
+        self._depth = 0
+        self._installed = False
+        self._warned = False
+
+    def _tick(self, signum: int, frame: FrameType | None) -> None:
+        if self.active and self.seq == self._seen:
+            self._stuck += 1
+            if self._stuck >= self.limit:
+                self.active = False  # raise once per stuck call
+                self._stuck = 0
+                self.timeouts += 1
+                raise RegexTimeout(
+                    f"regular expression ran past its budget of {self.limit * TICK_MS:g} ms "
+                    "of CPU time (catastrophic backtracking?)")
+            return
+        self._seen = self.seq
+        self._stuck = 0
+
+    @contextmanager
+    def armed(self) -> Iterator[None]:
+        """Enforce budgets on guarded calls made inside the block (re-entrant).
+
+        Only the main thread receives signals: elsewhere this logs once and enforces nothing.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            if not self._warned:
+                self._warned = True
+                log.warning("regex_watchdog_disabled: the filter chain runs outside the main "
+                            "thread, so regex time budgets are not enforced there")
+            yield
+            return
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        if not self._installed:
+            signal.signal(signal.SIGVTALRM, self._tick)
+            self._installed = True
+        self._depth = 1
+        self._seen = -1
+        self._stuck = 0
+        tick = TICK_MS / 1000.0
+        signal.setitimer(signal.ITIMER_VIRTUAL, tick, tick)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+            self._depth = 0
+            self.active = False
+
+
+#: The watchdog of this process; the chain arms it around each batch.
+WATCHDOG = RegexWatchdog()
+
+
+class SafePattern:
+    """A compiled ``re`` pattern whose ``search``/``match`` stop after the CPU budget.
+
+    Raises :class:`RegexTimeout` from ``search``/``match`` when interrupted; outside an
+    armed block they behave exactly like ``re``'s.
+    """
+
+    __slots__ = ("_match", "_search", "_ticks", "_wd", "budget_ms", "pattern", "regex")
+
+    def __init__(self, pattern: str | re.Pattern[str], flags: int = 0, *,
+                 budget_ms: float = DEFAULT_REGEX_BUDGET_MS,
+                 watchdog: RegexWatchdog = WATCHDOG) -> None:
+        self.regex = pattern if isinstance(pattern, re.Pattern) else re.compile(pattern, flags)
+        self.pattern = self.regex.pattern
+        self.budget_ms = budget_ms
+        self._ticks = max(1, round(budget_ms / TICK_MS))
+        self._search = self.regex.search
+        self._match = self.regex.match
+        self._wd = watchdog
+
+    def search(self, text: str) -> re.Match[str] | None:
+        wd = self._wd
+        wd.seq += 1
+        wd.limit = self._ticks
+        wd.active = True
+        try:
+            return self._search(text)
+        finally:
+            wd.active = False
+
+    def match(self, text: str) -> re.Match[str] | None:
+        wd = self._wd
+        wd.seq += 1
+        wd.limit = self._ticks
+        wd.active = True
+        try:
+            return self._match(text)
+        finally:
+            wd.active = False
+
+    @property
+    def groupindex(self) -> Any:
+        return self.regex.groupindex

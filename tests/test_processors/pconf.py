@@ -1,0 +1,38 @@
+"""Helpers of the processor tests: configs with the processors' plugins, raw batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from processors.plugins import FILTERS, PARSERS
+from tailrace.config import Config, parse_config
+from tailrace.plugins import Registry
+from tailrace.wire import RawBatch
+
+__all__ = ["batch", "config", "registry"]
+
+
+def registry() -> Registry:
+    """The processors' built-in filters and parsers (no entry points, no other role)."""
+    reg = Registry()
+    reg.add("filters", FILTERS)
+    reg.add("parsers", PARSERS)
+    return reg
+
+
+def config(text: str, filename: str = "test.yaml", **kw: Any) -> Config:
+    return parse_config(text, filename, registry(), **kw)
+
+
+def batch(lines: list[bytes | str], *, tag: str = "web.access", offset: int = 0,
+          meta: dict[str, str] | None = None, file: str = "file-1",
+          streams: list[str] | None = None) -> RawBatch:
+    """A raw batch of ``lines`` from one file, with consecutive offsets from ``offset``."""
+    raw = [ln.encode() if isinstance(ln, str) else ln for ln in lines]
+    offsets, pos = [], offset
+    for ln in raw:
+        offsets.append(pos)
+        pos += len(ln) + 1
+    return RawBatch(agent="agent-1", input="tail.0", tag=tag, path="/var/log/x.log", file=file,
+                    start=offset, end=pos, lines=raw, offsets=offsets, meta=meta or {},
+                    streams=streams)
