@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from .es import ElasticsearchOutput
 from .file import FileOutput
 from .stdout import StdoutOutput
 
 __all__ = ["OUTPUTS"]
 
 OUTPUTS: list[type] = [
+    ElasticsearchOutput,
     FileOutput,
     StdoutOutput,
 ]

@@ -1,10 +1,13 @@
 """A sink worker: the ``sink:<output>`` group on ``out``, delivery, fenced acks.
 
-Records are decoded, selected by the output's ``match``, and handed to the output. Its
-outcome decides: ``Delivered`` -> ack (rejected records to the dead-letter stream first);
-``Retry`` -> back off and retry only what failed, as long as the lease is safe (a long
-outage holds the entries pending: backpressure, never loss); ``Rejected`` -> dead-letter
-the batch. The ack and the output's checkpoint go in one fenced script.
+Records are decoded, selected by the output's ``match``, and handed to the output. An
+entry addressed to one output (field ``to``, written by ``tailrace dlq replay --output``)
+is delivered by that output only, whatever its ``match``, and skipped (acked) by the
+others. The output's outcome decides: ``Delivered`` -> ack (rejected records to the
+dead-letter stream first); ``Retry`` -> back off (the output's policy) and retry only
+what failed, as long as the lease is safe (a long outage holds the entries pending:
+backpressure, never loss); ``Rejected`` -> dead-letter the batch. The ack and the
+output's checkpoint go in one fenced script.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from tailrace.broker import DeadLetter
 from tailrace.config import Config, PluginConfig
 from tailrace.consumer import BatchAbandoned, Entry, HandleResult, LeaseGuard, StreamConsumer
 from tailrace.errors import RecordError
-from tailrace.keys import sink_group
-from tailrace.lifecycle import ThreadRecord
+from tailrace.keys import Keys, sink_group
+from tailrace.lifecycle import Lifecycle, ThreadRecord
 from tailrace.logs import RateLimiter, event
-from tailrace.outcome import Delivered, Rejected, Retry
+from tailrace.outcome import Delivered, Rejected, Rejection, Retry
 from tailrace.retry import Backoff
 from tailrace.runtime import Runtime
 from tailrace.tags import TagMatcher
@@ -31,9 +34,14 @@ from tailrace.wire import decode_records
 
 from .context import OutputContext
 
-__all__ = ["SinkHandler", "build_output", "run_sink"]
+__all__ = ["ADDRESS_FIELD", "SinkHandler", "build_output", "run_sink", "sink_consumer"]
 
 log = logging.getLogger(__name__)
+
+#: Stream entry field naming the one output an entry is for (dead-letter replays).
+ADDRESS_FIELD = b"to"
+_RETRY_BASE_S = 0.2
+_RETRY_CAP_S = 10.0
 
 
 def build_output(config: Config, pc: PluginConfig) -> Any:
@@ -49,6 +57,7 @@ class SinkHandler:
         self.group = sink_group(pc.id)
         self.output = build_output(config, pc)
         self.matcher = TagMatcher(pc.options.match, pc.options.match_regex)
+        self.address = pc.id.encode()
         self.record = record
         self._limiter = RateLimiter()
 
@@ -61,13 +70,22 @@ class SinkHandler:
         payload = msgpack.packb(records, use_bin_type=True, default=str)
         return DeadLetter("records", payload, self.group, self.pc.id, reason, source)
 
+    def _rejections(self, rejected: list[Rejection], origin: dict[int, str],
+                    out: list[DeadLetter]) -> None:
+        """One dead letter per refused record, naming the entry it came from."""
+        for rej in rejected:
+            out.append(self._dead([rej.record], rej.reason, origin.get(id(rej.record), "")))
+
     def handle(self, partition: int, entries: list[Entry], guard: LeaseGuard) -> HandleResult:
         res = HandleResult()
         records: list[dict[str, Any]] = []
-        last_id = entries[-1][0].decode()
+        spans: list[tuple[int, str]] = []  # (records so far, entry id): where records came from
         for entry_id, fields in entries:
             if not fields:
                 continue
+            to = fields.get(ADDRESS_FIELD)
+            if to is not None and to != self.address:
+                continue  # a replay for another output
             try:
                 batch = decode_records(fields)
             except RecordError as exc:
@@ -76,25 +94,39 @@ class SinkHandler:
                     f"malformed processed entry: {exc}", entry_id.decode()))
                 continue
             res.lines_in += len(batch)
-            if self.matcher.matches_all:
+            if self.matcher.matches_all or to is not None:
                 records.extend(batch)
             else:
                 records.extend(r for r in batch if self.matcher(r["_tag"]))
-        backoff = Backoff(base_s=0.2, cap_s=10.0)
+            spans.append((len(records), entry_id.decode()))
+        everything = records
+        origin: dict[int, str] = {}
+
+        def where() -> dict[int, str]:
+            if not origin and spans:
+                lo = 0
+                for hi, eid in spans:
+                    for r in everything[lo:hi]:
+                        origin[id(r)] = eid
+                    lo = hi
+            return origin
+
+        make_backoff = getattr(self.output, "backoff", None)
+        backoff = make_backoff() if make_backoff else Backoff(_RETRY_BASE_S, _RETRY_CAP_S)
         while records:
             guard.check()  # never write without a lease that surely holds
             outcome = self.output.write_batch(records)
             if isinstance(outcome, Delivered):
-                for rej in outcome.rejected:
-                    res.dead_letters.append(self._dead([rej.record], rej.reason, last_id))
+                if outcome.rejected:
+                    self._rejections(outcome.rejected, where(), res.dead_letters)
                 res.lines_out += len(records) - len(outcome.rejected)
                 break
             if isinstance(outcome, Rejected):
-                res.dead_letters.append(self._dead(records, outcome.reason, last_id))
+                res.dead_letters.append(self._dead(records, outcome.reason, spans[0][1]))
                 break
             assert isinstance(outcome, Retry)
-            for rej in outcome.rejected:
-                res.dead_letters.append(self._dead([rej.record], rej.reason, last_id))
+            if outcome.rejected:
+                self._rejections(outcome.rejected, where(), res.dead_letters)
             res.lines_out += len(records) - len(outcome.records) - len(outcome.rejected)
             records = outcome.records
             self.record.set_state("throttled", f"retrying {len(records)} records: "
@@ -102,8 +134,8 @@ class SinkHandler:
             self.record.add("retries")
             if self._limiter.allow("retry"):
                 event(log, logging.WARNING, "sink_delivery_retry",
-                      f"{len(records)} records not delivered ({outcome.reason}); retrying",
-                      output=self.pc.id, partition=partition)
+                      f"{len(records)} records not delivered ({outcome.reason}); retrying "
+                      "them after a backoff", output=self.pc.id, partition=partition)
             if guard.stop.wait(backoff.next_delay()):
                 raise BatchAbandoned("stop requested while retrying")
         ckpt = getattr(self.output, "checkpoint", None)
@@ -115,10 +147,12 @@ class SinkHandler:
         self.output.close()
 
 
-def _consumer(config: Config, rt: Runtime, pc: PluginConfig, client: Any) -> StreamConsumer:
-    handler = SinkHandler(config, pc, rt.lifecycle.thread(f"sink:{pc.id}"))
+def sink_consumer(config: Config, keys: Keys, lifecycle: Lifecycle, pc: PluginConfig,
+                  client: Any) -> StreamConsumer:
+    """The consumer of output ``pc``'s group; ``run(stop)`` delivers until ``stop`` is set."""
+    handler = SinkHandler(config, pc, lifecycle.thread(f"sink:{pc.id}"))
     return StreamConsumer(
-        client, rt.keys, config.service, sink_group(pc.id), handler, rt.lifecycle,
+        client, keys, config.service, sink_group(pc.id), handler, lifecycle,
         stage_in="out", stage_out="out", kind="records", backlog_limit=0,
         single_writer=bool(getattr(pc.plugin, "single_writer", False)),
     )
@@ -131,7 +165,7 @@ def run_sink(config: Config, *, output: str | None = None, broker: str | None = 
     rt.install_signals()
     try:
         client = rt.connect()
-        consumers = [_consumer(config, rt, pc, client) for pc in outputs]
+        consumers = [sink_consumer(config, rt.keys, rt.lifecycle, pc, client) for pc in outputs]
         threads = [threading.Thread(target=c.run, args=(rt.stop,), name=f"sink-{pc.id}")
                    for c, pc in zip(consumers, outputs, strict=True)]
         for t in threads:

@@ -1,0 +1,249 @@
+"""Records to Bulk API bodies: index names, ``create`` actions, document sources, chunks.
+
+Pure and fast: no I/O. Every document is written with ``op_type`` ``create`` and ``_id``
+the record's deterministic ``_id``, into an index computed from the record alone (its
+``time`` and fields, never the clock), so a redelivered record lands on the same document
+and Elasticsearch answers 409: nothing is written twice.
+
+The source is the record without the reserved ``_id``/``_tag``/``_raw`` and with ``time``
+moved to ``time_key`` (``@timestamp``) as an ISO 8601 UTC date. Records that cannot be
+formatted (a missing index field, a value JSON cannot hold) become rejections with the
+reason, never exceptions.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from tailrace.outcome import Rejection
+from tailrace.plugins import Record
+
+from .config import ElasticsearchOutputOptions
+
+__all__ = ["BulkChunk", "BulkFormatter", "IndexTemplate", "Prepared", "format_timestamp"]
+
+_FIELD_RE = re.compile(r"\$\{record\.([^}]+)\}")
+# strftime directives finer than a day: the index then changes within a day.
+_SUB_DAY = set("HIpMSsfXcTRrklZz")
+_RESERVED = ("_id", "_tag", "_raw")
+_CACHE_MAX = 4096
+
+
+class _Missing(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _lookup(record: Record, dotted: str) -> Any:
+    """``a.b`` as a nested path, else as a flat key holding dots."""
+    if dotted in record:
+        return record[dotted]
+    value: Any = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise _Missing(dotted)
+        value = value[part]
+    return value
+
+
+class IndexTemplate:
+    """An index (or data stream) name template, compiled once.
+
+    ``logs-%Y.%m.%d`` uses strftime on the record's ``time`` (UTC);
+    ``app-${record.kubernetes.namespace}`` inserts a record field (``${...}`` values are
+    inserted as they are, never passed through strftime).
+    """
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        parts = _FIELD_RE.split(template)
+        self.literals = parts[0::2]
+        self.fields = parts[1::2]
+        directives = set(re.findall(r"%(.)", "".join(self.literals)))
+        self.uses_time = bool(directives - {"%"})
+        self.granularity = 1 if directives & _SUB_DAY else 86400
+        self._cache: dict[tuple[Any, ...], bytes] = {}
+
+    def render(self, record: Record, t: float | None) -> bytes:
+        """The JSON-encoded name (``b'"logs-2024.01.02"'``) for ``record``.
+
+        Raises:
+            LookupError: a referenced field is missing, or the template needs a time and
+                the record has none.
+        """
+        if self.uses_time:
+            if t is None:
+                raise LookupError(f"index template {self.template!r} needs the record's time, "
+                                  "and the record has no numeric 'time'")
+            slot = int(t // self.granularity)
+        else:
+            slot = 0
+        if self.fields:
+            try:
+                values = tuple(str(_lookup(record, f)) for f in self.fields)
+            except _Missing as exc:
+                raise LookupError(f"index template {self.template!r} needs field "
+                                  f"{exc.name!r}, and the record has none") from None
+            key: tuple[Any, ...] = (slot, values)
+        else:
+            values = ()
+            key = (slot,)
+        name = self._cache.get(key)
+        if name is None:
+            stamp = time.gmtime(slot * self.granularity)
+            text = time.strftime(self.literals[0], stamp) if self.uses_time else self.literals[0]
+            for value, lit in zip(values, self.literals[1:], strict=True):
+                text += value + (time.strftime(lit, stamp) if self.uses_time else lit)
+            name = orjson.dumps(text)
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[key] = name
+        return name
+
+
+class _Timestamps:
+    """ISO 8601 UTC dates with a per-second cache: ``2024-01-02T03:04:05.678Z``."""
+
+    def __init__(self, nanos: bool) -> None:
+        self.nanos = nanos
+        self._cache: dict[int, str] = {}
+
+    def __call__(self, t: float) -> str:
+        sec = int(t // 1)
+        head = self._cache.get(sec)
+        if head is None:
+            head = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[sec] = head
+        frac = t - sec
+        if self.nanos:
+            return f"{head}.{min(int(round(frac * 1e9)), 999_999_999):09d}Z"
+        return f"{head}.{min(int(frac * 1000), 999):03d}Z"
+
+
+def format_timestamp(t: float, nanos: bool = False) -> str:
+    """``t`` (epoch seconds) as the ISO 8601 UTC date the es output writes."""
+    return _Timestamps(nanos)(t)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, int):  # beyond 64 bits
+        return str(value)
+    raise TypeError(f"cannot serialise a {type(value).__name__}")
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A sink batch turned into documents: ``lines[i]`` (action + source) is ``records[i]``."""
+
+    records: list[Record] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class BulkChunk:
+    """One bulk request: its documents' NDJSON lines and records, in body order."""
+
+    lines: list[bytes]
+    records: list[Record]
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.lines)
+
+    def split(self) -> tuple[BulkChunk, BulkChunk]:
+        """Two requests of half the documents each (for a 413 answer)."""
+        mid = len(self.lines) // 2
+        return (BulkChunk(self.lines[:mid], self.records[:mid]),
+                BulkChunk(self.lines[mid:], self.records[mid:]))
+
+
+class BulkFormatter:
+    """Formats records for one ``es`` output (its index template, time and tag options)."""
+
+    def __init__(self, options: ElasticsearchOutputOptions) -> None:
+        self.options = options
+        self.index = IndexTemplate(options.target)
+        self.timestamps = _Timestamps(options.time_key_nanos)
+        self.time_key = options.time_key
+        self.tag_key = options.tag_key if options.include_tag_key else None
+        self.batch_docs = options.batch_docs
+        self.batch_bytes = options.batch_bytes
+        self._action_heads: dict[bytes, bytes] = {}
+
+    def _action(self, index: bytes, doc_id: str) -> bytes:
+        head = self._action_heads.get(index)
+        if head is None:
+            head = b'{"create":{"_index":' + index + b',"_id":'
+            if len(self._action_heads) >= _CACHE_MAX:
+                self._action_heads.clear()
+            self._action_heads[index] = head
+        return head + orjson.dumps(doc_id) + b"}}\n"
+
+    def prepare(self, records: list[Record]) -> Prepared:
+        """Action and source lines for ``records``; unformattable ones are rejected."""
+        out = Prepared()
+        dumps = orjson.dumps
+        stamp = self.timestamps
+        time_key, tag_key = self.time_key, self.tag_key
+        render = self.index.render
+        for rec in records:
+            src = rec.copy()
+            doc_id = src.pop("_id", None)
+            tag = src.pop("_tag", "")
+            src.pop("_raw", None)
+            t = src.pop("time", None)
+            if not isinstance(t, (int, float)) or isinstance(t, bool):
+                t = None
+            try:
+                if not isinstance(doc_id, str) or not doc_id:
+                    raise LookupError("record has no '_id' (needed for exactly-once writes)")
+                index = render(rec, t)
+            except LookupError as exc:
+                out.rejected.append(Rejection(rec, f"es: {exc}"))
+                continue
+            if t is not None:
+                src[time_key] = stamp(t)
+            if tag_key is not None:
+                src[tag_key] = tag
+            try:
+                body = dumps(src)
+            except TypeError:
+                try:
+                    body = dumps(src, default=_default)
+                except TypeError as exc:
+                    out.rejected.append(Rejection(rec, f"es: record is not serialisable as "
+                                                       f"JSON: {exc}"))
+                    continue
+            out.records.append(rec)
+            out.lines.append(self._action(index, doc_id) + body + b"\n")
+        return out
+
+    def chunks(self, prepared: Prepared) -> Iterator[BulkChunk]:
+        """Bulk requests of at most ``batch_docs`` documents and ``batch_bytes`` bytes.
+
+        A document larger than ``batch_bytes`` goes alone. Order is kept.
+        """
+        lines, records = prepared.lines, prepared.records
+        start, size = 0, 0
+        for i, line in enumerate(lines):
+            n = len(line)
+            if i > start and (i - start >= self.batch_docs or size + n > self.batch_bytes):
+                yield BulkChunk(lines[start:i], records[start:i])
+                start, size = i, 0
+            size += n
+        if start < len(lines):
+            yield BulkChunk(lines[start:], records[start:])

@@ -1,0 +1,258 @@
+"""The document store behind ``tests/esserver.py``: indices, dynamic mappings, item results.
+
+It answers each bulk item the way Elasticsearch does: ``create`` of an existing id is a 409
+``version_conflict_engine_exception``; a value that does not fit the field's mapping (set
+by the first document that had the field, or by ``PUT /index`` with mappings) is a 400
+``document_parsing_exception`` (``mapper_parsing_exception`` before 8.0 and on OpenSearch);
+a bad index name is a 400 ``invalid_index_name_exception``; data streams take only
+``create`` and need ``@timestamp``. Not thread-safe: the server holds a lock around it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections import Counter
+from typing import Any
+
+import orjson
+
+__all__ = ["DocStore"]
+
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
+_BAD_INDEX_CHARS = set('\\/*?"<>| ,#:')
+_TOTAL_FIELDS_LIMIT = 1000
+
+
+def _value_type(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "long"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, str):
+        return "date" if _DATE_RE.match(value) else "text"
+    return "text"
+
+
+def _fits(kind: str, value: Any) -> bool:
+    """Whether ``value`` can be indexed into a field mapped as ``kind`` (with coercion)."""
+    if value is None:
+        return True
+    if kind == "object":
+        return isinstance(value, dict)
+    if isinstance(value, dict):
+        return False
+    if kind in ("text", "keyword"):
+        return True
+    if kind in ("long", "integer"):
+        if isinstance(value, bool):
+            return False
+        if isinstance(value, (int, float)):
+            return True
+        try:
+            float(value)
+            return True
+        except (TypeError, ValueError):
+            return False
+    if kind in ("float", "double"):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        try:
+            float(value)
+            return True
+        except (TypeError, ValueError):
+            return False
+    if kind == "boolean":
+        return isinstance(value, bool) or value in ("true", "false")
+    if kind == "date":
+        return isinstance(value, (int, float)) or (isinstance(value, str)
+                                                   and bool(_DATE_RE.match(value)))
+    return True
+
+
+class DocStore:
+    """Indices of documents (source bytes by id) with dynamic mappings."""
+
+    def __init__(self, *, major: int = 8, opensearch: bool = False,
+                 data_streams: tuple[str, ...] = ("logs-*-*",)) -> None:
+        self.major = major
+        self.opensearch = opensearch
+        self.data_streams = data_streams
+        self.indices: dict[str, dict[str, bytes]] = {}
+        self.mappings: dict[str, dict[str, str]] = {}
+        self.created: Counter[str] = Counter()  # document id -> successful creations
+        self.attempts: Counter[str] = Counter()  # document id -> items received
+        self.statuses: Counter[int] = Counter()
+        self._seq = 0
+
+    @property
+    def parsing_error(self) -> str:
+        if self.opensearch or self.major < 8:
+            return "mapper_parsing_exception"
+        return "document_parsing_exception"
+
+    def is_data_stream(self, index: str) -> bool:
+        return any(fnmatch.fnmatchcase(index, p) for p in self.data_streams)
+
+    def put_mapping(self, index: str, properties: dict[str, Any], prefix: str = "") -> None:
+        mapping = self.mappings.setdefault(index, {})
+        self.indices.setdefault(index, {})
+        for name, spec in properties.items():
+            path = prefix + name
+            if "properties" in spec:
+                mapping[path] = "object"
+                self.put_mapping(index, spec["properties"], path + ".")
+            else:
+                mapping[path] = str(spec.get("type", "text"))
+
+    def count(self, pattern: str = "*") -> int:
+        pats = pattern.split(",")
+        return sum(len(docs) for name, docs in self.indices.items()
+                   if any(fnmatch.fnmatchcase(name, p) for p in pats))
+
+    def get(self, index: str, doc_id: str) -> dict[str, Any] | None:
+        src = self.indices.get(index, {}).get(doc_id)
+        return None if src is None else orjson.loads(src)  # type: ignore[no-any-return]
+
+    def ids(self) -> Counter[str]:
+        """How many indices hold each document id (1 everywhere = no duplicate)."""
+        out: Counter[str] = Counter()
+        for docs in self.indices.values():
+            out.update(docs.keys())
+        return out
+
+    def delete(self, pattern: str) -> int:
+        gone = [n for n in self.indices if fnmatch.fnmatchcase(n, pattern)]
+        for name in gone:
+            self.indices.pop(name, None)
+            self.mappings.pop(name, None)
+        return len(gone)
+
+    # -- one bulk item --------------------------------------------------------------------
+    def _error(self, op: str, index: str, doc_id: str | None, status: int, kind: str,
+               reason: str) -> dict[str, Any]:
+        self.statuses[status] += 1
+        body: dict[str, Any] = {"_index": index, "_id": doc_id, "status": status,
+                                "error": {"type": kind, "reason": reason, "index": index,
+                                          "shard": "0", "index_uuid": "tailrace-test-uuid"}}
+        if self.major < 8 and not self.opensearch:
+            body["_type"] = "_doc"
+        return {op: body}
+
+    def _index_name_problem(self, index: str) -> str | None:
+        if index != index.lower():
+            return f"Invalid index name [{index}], must be lowercase"
+        if index[:1] in ("_", "-", "+") or index in (".", ".."):
+            return f"Invalid index name [{index}], must not start with '_', '-', or '+'"
+        bad = sorted(set(index) & _BAD_INDEX_CHARS)
+        if bad:
+            return f"Invalid index name [{index}], must not contain the following characters {bad}"
+        if len(index.encode()) > 255:
+            return f"Invalid index name [{index}], index name is too long"
+        return None
+
+    def _map(self, index: str, doc: dict[str, Any], doc_id: str, mapping: dict[str, str],
+             new: dict[str, str], prefix: str = "") -> str | None:
+        for key, value in doc.items():
+            path = prefix + key
+            if isinstance(value, list):
+                values = value
+            else:
+                values = [value]
+            for v in values:
+                kind = mapping.get(path) or new.get(path)
+                if kind is None:
+                    vt = _value_type(v)
+                    if vt is not None:
+                        new[path] = vt
+                        kind = vt
+                if kind is None:
+                    continue
+                if not _fits(kind, v):
+                    if kind == "object":
+                        return (f"object mapping for [{path}] tried to parse field [{path}] as "
+                                "object, but found a concrete value")
+                    preview = str(v)[:20]
+                    return (f"[1:2] failed to parse field [{path}] of type [{kind}] in document "
+                            f"with id '{doc_id}'. Preview of field's value: '{preview}'")
+                if isinstance(v, dict):
+                    problem = self._map(index, v, doc_id, mapping, new, path + ".")
+                    if problem:
+                        return problem
+        return None
+
+    def apply(self, op: str, meta: dict[str, Any], source: bytes | None) -> dict[str, Any]:
+        """Apply one action; returns its item of the bulk answer."""
+        index = str(meta.get("_index", ""))
+        doc_id = meta.get("_id")
+        if doc_id is not None:
+            doc_id = str(doc_id)
+            self.attempts[doc_id] += 1
+        problem = self._index_name_problem(index)
+        if problem:
+            return self._error(op, index, doc_id, 400, "invalid_index_name_exception", problem)
+        stream = self.is_data_stream(index)
+        if stream and op != "create":
+            return self._error(op, index, doc_id, 400, "illegal_argument_exception",
+                               f"only write ops with an op_type of create are allowed in data "
+                               f"streams (index [{index}])")
+        if op == "delete":
+            docs = self.indices.get(index, {})
+            if doc_id is None or docs.pop(doc_id, None) is None:
+                return {op: {"_index": index, "_id": doc_id, "result": "not_found",
+                             "status": 404}}
+            return {op: {"_index": index, "_id": doc_id, "result": "deleted", "status": 200}}
+        try:
+            doc = orjson.loads(source or b"")
+        except orjson.JSONDecodeError as exc:
+            return self._error(op, index, doc_id, 400, self.parsing_error,
+                               f"failed to parse: {exc}")
+        if not isinstance(doc, dict):
+            return self._error(op, index, doc_id, 400, self.parsing_error,
+                               "failed to parse: source must be an object")
+        if op == "update":
+            doc = doc.get("doc", {})
+        docs = self.indices.setdefault(index, {})
+        if doc_id is None:
+            self._seq += 1
+            doc_id = f"auto-{self._seq}"
+        if op == "create" and doc_id in docs:
+            return self._error(op, index, doc_id, 409, "version_conflict_engine_exception",
+                               f"[{doc_id}]: version conflict, document already exists "
+                               "(current version [1])")
+        if stream and "@timestamp" not in doc:
+            return self._error(op, index, doc_id, 400, self.parsing_error,
+                               "[1:2] failed to parse: data stream timestamp field "
+                               "[@timestamp] is missing")
+        mapping = self.mappings.setdefault(index, {})
+        new: dict[str, str] = {}
+        problem = self._map(index, doc, doc_id, mapping, new)
+        if problem:
+            kind = self.parsing_error if "failed to parse" in problem else (
+                self.parsing_error if self.major >= 8 else "mapper_parsing_exception")
+            return self._error(op, index, doc_id, 400, kind, problem)
+        if len(mapping) + len(new) > _TOTAL_FIELDS_LIMIT:
+            return self._error(op, index, doc_id, 400, "illegal_argument_exception",
+                               f"Limit of total fields [{_TOTAL_FIELDS_LIMIT}] has been "
+                               "exceeded while adding new fields")
+        mapping.update(new)
+        existed = doc_id in docs
+        docs[doc_id] = source if op != "update" else orjson.dumps(doc)
+        self._seq += 1
+        status = 200 if existed else 201
+        self.statuses[status] += 1
+        if op == "create":
+            self.created[doc_id] += 1
+        body: dict[str, Any] = {"_index": index, "_id": doc_id, "_version": 1,
+                                "result": "updated" if existed else "created",
+                                "_shards": {"total": 1, "successful": 1, "failed": 0},
+                                "_seq_no": self._seq, "_primary_term": 1, "status": status}
+        if self.major < 8 and not self.opensearch:
+            body["_type"] = "_doc"
+        return {op: body}

@@ -1,0 +1,506 @@
+"""A protocol-faithful Elasticsearch Bulk API server for tests, benches and the compose docs.
+
+Strict where Elasticsearch is strict: ``Content-Type`` must be NDJSON or JSON (406
+otherwise), the body must end with a newline, actions and sources come in pairs, action
+lines take one of ``index``/``create``/``update``/``delete`` with known metadata only,
+unknown query parameters are refused, ``Content-Encoding: gzip`` is understood, bodies
+over ``http.max_content_length`` get 413, and credentials are checked when configured
+(basic or API key, 401 ``security_exception``). Per-item answers come from
+:class:`esdocs.DocStore` (409 on create conflicts, mapping errors, data streams).
+``filter_path`` is applied to answers. Also: ``GET /``, ``GET [/{index}]/_count``,
+``GET /{index}/_doc/{id}``, ``PUT /{index}`` (mappings), ``DELETE /{index}``, ``_refresh``.
+
+Faults (:class:`Fault`) make it answer 429/5xx, fail single items, answer slowly, or drop
+the connection before or after indexing; set them in Python (``server.add_fault``) or over
+HTTP (``POST /_tailrace/faults`` with a JSON list; ``DELETE`` clears; ``GET
+/_tailrace/stats``). Standalone: ``python tests/esserver.py --port 9200``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import json
+import signal
+import ssl
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import orjson
+from esdocs import DocStore
+
+__all__ = ["EsServer", "Fault", "apply_filter_path"]
+
+_OPS = ("index", "create", "update", "delete")
+_META = {"_index", "_id", "routing", "pipeline", "require_alias", "if_seq_no", "if_primary_term",
+         "version", "version_type", "dynamic_templates", "retry_on_conflict", "_source",
+         "require_data_stream", "list_executed_pipelines"}
+_BULK_PARAMS = {"filter_path", "pipeline", "refresh", "routing", "timeout", "pretty",
+                "wait_for_active_shards", "require_alias", "_source", "_source_includes",
+                "_source_excludes", "error_trace", "human", "require_data_stream",
+                "list_executed_pipelines", "include_source_on_error"}
+_NDJSON_TYPES = ("application/x-ndjson", "application/json",
+                 "application/vnd.elasticsearch+x-ndjson", "application/vnd.elasticsearch+json")
+
+
+@dataclass
+class Fault:
+    """A misbehaviour, for the next ``times`` requests (or ids), ``None`` = always.
+
+    Request faults: ``status`` (answer it without indexing), ``drop`` (``before``: close the
+    connection without indexing; ``after``: index, then close without an answer),
+    ``delay_s`` (index, then wait before answering). Item faults: ``item_status`` for the
+    documents in ``ids`` (each id ``times`` times) or every ``every``-th item.
+    """
+
+    status: int | None = None
+    item_status: int | None = None
+    error_type: str = ""
+    reason: str = "injected by esserver"
+    ids: list[str] | None = None
+    every: int = 0
+    delay_s: float = 0.0
+    drop: str = ""
+    times: int | None = None
+    _per_id: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def is_item(self) -> bool:
+        return self.item_status is not None
+
+    def take(self) -> bool:
+        """One request firing; False once exhausted."""
+        if self.times is None:
+            return True
+        if self.times <= 0:
+            return False
+        self.times -= 1
+        return True
+
+    def take_item(self, doc_id: str | None, position: int) -> bool:
+        if self.ids is not None:
+            if doc_id not in self.ids:
+                return False
+            if self.times is None:
+                return True
+            used = self._per_id.get(doc_id, 0)
+            if used >= self.times:
+                return False
+            self._per_id[doc_id] = used + 1
+            return True
+        if self.every and (position + 1) % self.every != 0:
+            return False
+        return self.take()
+
+
+def apply_filter_path(doc: Any, filter_path: str | None) -> Any:
+    """Elasticsearch's ``filter_path``: keep only the listed dotted paths (``*`` matches a key)."""
+    if not filter_path:
+        return doc
+    paths = [p.split(".") for p in filter_path.split(",") if p]
+
+    def keep(node: Any, parts_list: list[list[str]]) -> Any:
+        if isinstance(node, list):
+            kept = [keep(x, parts_list) for x in node]
+            return [x for x in kept if x is not _NONE]
+        if not isinstance(node, dict):
+            return node if any(not p for p in parts_list) else _NONE
+        out = {}
+        for key, value in node.items():
+            rest = [p[1:] for p in parts_list if p and (p[0] == "*" or p[0] == key)]
+            if not rest:
+                continue
+            if any(not r for r in rest):
+                out[key] = value
+                continue
+            sub = keep(value, rest)
+            if sub is not _NONE and sub != {} and sub != []:
+                out[key] = sub
+        return out if out else _NONE
+
+    result = keep(doc, paths)
+    return {} if result is _NONE else result
+
+
+_NONE = object()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HttpServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def _send(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
+        body = b"" if doc is None else orjson.dumps(doc)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        owner = self.server.owner
+        if not owner.opensearch and owner.major >= 7:
+            self.send_header("X-Elastic-Product", "Elasticsearch")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, kind: str, reason: str, **extra: str) -> None:
+        err = {"root_cause": [{"type": kind, "reason": reason}], "type": kind, "reason": reason}
+        self._send(status, {"error": err, "status": status}, extra or None)
+
+    def _body(self) -> bytes | None:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+            data = b"".join(parts)
+        else:
+            data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if len(data) > self.server.owner.max_content_length:
+            self.close_connection = True
+            self._send(413, None)
+            return None
+        if self.headers.get("Content-Encoding", "").lower() == "gzip":
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError) as exc:
+                self._error(400, "illegal_argument_exception", f"bad gzip body: {exc}")
+                return None
+        return data
+
+    def _authorized(self) -> bool:
+        owner = self.server.owner
+        if not owner.users and not owner.api_keys:
+            return True
+        header = self.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        try:
+            decoded = base64.b64decode(value).decode() if value else ""
+        except ValueError:
+            decoded = ""
+        user, _, secret = decoded.partition(":")
+        if scheme == "Basic" and owner.users.get(user) == secret and user:
+            return True
+        if scheme == "ApiKey" and owner.api_keys.get(user) == secret and user:
+            return True
+        path = urlsplit(self.path).path
+        reason = (f"unable to authenticate user [{user}] for REST request [{path}]" if header
+                  else f"missing authentication credentials for REST request [{path}]")
+        self._error(401, "security_exception", reason,
+                    **{"WWW-Authenticate": 'Basic realm="security" charset="UTF-8"'})
+        return False
+
+    def do_GET(self) -> None:
+        self._route("GET")
+
+    def do_POST(self) -> None:
+        self._route("POST")
+
+    def do_PUT(self) -> None:
+        self._route("PUT")
+
+    def do_DELETE(self) -> None:
+        self._route("DELETE")
+
+    def do_HEAD(self) -> None:
+        self._send(200, None)
+
+    def _route(self, method: str) -> None:
+        url = urlsplit(self.path)
+        parts = [unquote(p) for p in url.path.split("/") if p]
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        owner = self.server.owner
+        if parts[:1] == ["_tailrace"]:
+            return self._control(method, parts[1:])
+        if not self._authorized():
+            return None
+        if parts and parts[-1] == "_bulk" and len(parts) <= 2:
+            if method not in ("POST", "PUT"):
+                return self._error(405, "illegal_argument_exception",
+                                   f"Incorrect HTTP method for uri [{url.path}] and method "
+                                   f"[{method}], allowed: [POST, PUT]")
+            return self._bulk(parts[0] if len(parts) == 2 else None, query)
+        body = self._body() if method in ("POST", "PUT") else b""
+        if body is None:
+            return None
+        with owner.lock:
+            if not parts and method == "GET":
+                return self._send(200, owner.info())
+            if parts[-1:] == ["_count"]:
+                pattern = parts[0] if len(parts) == 2 else "*"
+                return self._send(200, {"count": owner.store.count(pattern)})
+            if parts[-1:] == ["_refresh"]:
+                return self._send(200, {"_shards": {"total": 1, "successful": 1, "failed": 0}})
+            if len(parts) == 3 and parts[1] == "_doc" and method == "GET":
+                src = owner.store.get(parts[0], parts[2])
+                found = src is not None
+                return self._send(200 if found else 404, {"_index": parts[0], "_id": parts[2],
+                                                          "found": found, "_source": src})
+            if len(parts) == 1 and method == "PUT":
+                doc = orjson.loads(body) if body else {}
+                owner.store.put_mapping(parts[0], doc.get("mappings", {}).get("properties", {}))
+                return self._send(200, {"acknowledged": True, "index": parts[0]})
+            if len(parts) == 1 and method == "DELETE":
+                owner.store.delete(parts[0])
+                return self._send(200, {"acknowledged": True})
+        return self._error(400, "illegal_argument_exception",
+                           f"no handler found for uri [{url.path}] and method [{method}]")
+
+    def _control(self, method: str, parts: list[str]) -> None:
+        owner = self.server.owner
+        if parts == ["faults"] and method == "POST":
+            body = self._body() or b"[]"
+            for spec in orjson.loads(body):
+                owner.add_fault(Fault(**spec))
+            return self._send(200, {"faults": len(owner.faults)})
+        if parts == ["faults"] and method == "DELETE":
+            owner.clear_faults()
+            return self._send(200, {"faults": 0})
+        if parts == ["stats"]:
+            return self._send(200, owner.stats())
+        return self._error(404, "not_found", "unknown control path")
+
+    def _bulk(self, default_index: str | None, query: dict[str, str]) -> None:
+        owner = self.server.owner
+        ctype = self.headers.get("Content-Type")
+        if ctype is None:
+            self._body()
+            return self._error(406, "illegal_argument_exception", "Content-Type header is missing")
+        if ctype.split(";")[0].strip().lower() not in _NDJSON_TYPES:
+            self._body()
+            return self._send(406, {"error": f"Content-Type header [{ctype}] is not supported",
+                                    "status": 406})
+        unknown = sorted(set(query) - _BULK_PARAMS)
+        body = self._body()
+        if body is None:
+            return None
+        if unknown:
+            return self._error(400, "illegal_argument_exception",
+                               f"request [/_bulk] contains unrecognized parameter: [{unknown[0]}]")
+        request_faults = owner.take_request_faults()
+        for f in request_faults:
+            if f.status is not None:
+                kind = f.error_type or ("es_rejected_execution_exception" if f.status == 429
+                                        else "exception")
+                return self._error(f.status, kind, f.reason)
+            if f.drop == "before":
+                self.close_connection = True
+                return None
+        if not body.endswith(b"\n"):
+            return self._error(400, "illegal_argument_exception",
+                               "The bulk request must be terminated by a newline [\\n]")
+        started = time.monotonic()
+        owner.inflight += 1
+        try:
+            with owner.lock:
+                owner.requests += 1
+                result = owner.bulk(body, default_index)
+        finally:
+            owner.inflight -= 1
+        if isinstance(result, tuple):
+            return self._error(400, *result)
+        delay = sum(f.delay_s for f in request_faults)
+        if delay:
+            time.sleep(delay)
+        if any(f.drop == "after" for f in request_faults):
+            self.close_connection = True
+            return None
+        result["took"] = int((time.monotonic() - started) * 1000)
+        return self._send(200, apply_filter_path(result, query.get("filter_path")))
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+    owner: EsServer
+
+
+class EsServer:
+    """The server; ``start()`` serves in a thread, ``url`` is where."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, version: str = "8.15.0",
+                 opensearch: bool = False, users: dict[str, str] | None = None,
+                 api_keys: dict[str, str] | None = None, certfile: str | None = None,
+                 keyfile: str | None = None, max_content_length: int = 100 * 1024 * 1024,
+                 data_streams: tuple[str, ...] = ("logs-*-*",)) -> None:
+        self.version = version
+        self.major = int(version.split(".")[0])
+        self.opensearch = opensearch
+        self.users = users or {}
+        self.api_keys = api_keys or {}
+        self.max_content_length = max_content_length
+        self.store = DocStore(major=8 if opensearch else self.major, opensearch=opensearch,
+                              data_streams=() if opensearch else data_streams)
+        self.faults: list[Fault] = []
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.inflight = 0
+        self.bodies: list[int] = []  # documents per bulk request received
+        self._http = _HttpServer((host, port), _Handler)
+        self._http.owner = self
+        self.tls = certfile is not None
+        if certfile is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(certfile, keyfile)
+            self._http.socket = ctx.wrap_socket(self._http.socket, server_side=True)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._http.server_address[:2]
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
+
+    def start(self) -> EsServer:
+        self._thread = threading.Thread(target=self._http.serve_forever, name="esserver",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+    def __enter__(self) -> EsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def info(self) -> dict[str, Any]:
+        version: dict[str, Any] = {"number": self.version, "build_flavor": "default",
+                                   "lucene_version": "9.11.1"}
+        if self.opensearch:
+            version = {"distribution": "opensearch", "number": self.version}
+        return {"name": "esserver", "cluster_name": "tailrace-test", "version": version,
+                "tagline": "The OpenSearch Project: https://opensearch.org/" if self.opensearch
+                else "You Know, for Search"}
+
+    def add_fault(self, fault: Fault) -> None:
+        with self.lock:
+            self.faults.append(fault)
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self.faults.clear()
+
+    def take_request_faults(self) -> list[Fault]:
+        with self.lock:
+            return [f for f in self.faults if not f.is_item and f.take()]
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            s = self.store
+            return {"requests": self.requests, "docs": s.count(), "inflight": self.inflight,
+                    "created": sum(s.created.values()), "attempts": sum(s.attempts.values()),
+                    "statuses": {str(k): v for k, v in s.statuses.items()},
+                    "faults": [asdict(f) for f in self.faults]}
+
+    def bulk(self, body: bytes, default_index: str | None) -> dict[str, Any] | tuple[str, str]:
+        """Run one bulk body (lock held); an error tuple (type, reason) fails the request."""
+        lines = body.split(b"\n")[:-1]
+        items: list[dict[str, Any]] = []
+        item_faults = [f for f in self.faults if f.is_item]
+        i = 0
+        while i < len(lines):
+            raw = lines[i].rstrip(b"\r")
+            try:
+                action = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return ("illegal_argument_exception",
+                        f"Malformed action/metadata line [{i + 1}], expected START_OBJECT but "
+                        f"found [{raw[:20].decode('utf-8', 'replace')}]")
+            if not isinstance(action, dict) or len(action) != 1:
+                return ("illegal_argument_exception",
+                        f"Malformed action/metadata line [{i + 1}], expected a simple object "
+                        "with one action")
+            op, meta = next(iter(action.items()))
+            if op not in _OPS:
+                return ("illegal_argument_exception",
+                        f"Malformed action/metadata line [{i + 1}], expected field [create], "
+                        f"[delete], [index] or [update] but found [{op}]")
+            if not isinstance(meta, dict):
+                return ("illegal_argument_exception",
+                        f"Malformed action/metadata line [{i + 1}], expected START_OBJECT")
+            allowed = _META | ({"_type"} if self.major < 8 and not self.opensearch else set())
+            for key in meta:
+                if key not in allowed:
+                    return ("illegal_argument_exception",
+                            f"Action/metadata line [{i + 1}] contains an unknown parameter "
+                            f"[{key}]")
+            if "_index" not in meta:
+                if default_index is None:
+                    return ("action_request_validation_exception",
+                            "Validation Failed: 1: index is missing;")
+                meta = {**meta, "_index": default_index}
+            source = None
+            if op != "delete":
+                if i + 1 >= len(lines):
+                    return ("illegal_argument_exception",
+                            f"The bulk request must be terminated by a newline [\\n] (action "
+                            f"on line [{i + 1}] has no source)")
+                source = lines[i + 1].rstrip(b"\r")
+                i += 2
+            else:
+                i += 1
+            doc_id = meta.get("_id")
+            fault = next((f for f in item_faults
+                          if f.take_item(None if doc_id is None else str(doc_id), len(items))),
+                         None)
+            if fault is not None:
+                assert fault.item_status is not None
+                if doc_id is not None:
+                    self.store.attempts[str(doc_id)] += 1
+                kind = fault.error_type or ("es_rejected_execution_exception"
+                                            if fault.item_status == 429 else "exception")
+                items.append(self.store._error(op, str(meta["_index"]), doc_id,
+                                               fault.item_status, kind, fault.reason))
+                continue
+            items.append(self.store.apply(op, meta, source))
+        self.bodies.append(len(items))
+        errors = any("error" in next(iter(it.values())) for it in items)
+        return {"took": 0, "errors": errors, "items": items}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="A Bulk API server for tests (see module doc).")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=9200)
+    ap.add_argument("--version", default="8.15.0", help="Elasticsearch version to claim.")
+    ap.add_argument("--opensearch", action="store_true", help="Answer like OpenSearch.")
+    ap.add_argument("--user", action="append", default=[], help="user:password (repeatable).")
+    ap.add_argument("--api-key", action="append", default=[], help="id:key (repeatable).")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--fault", action="append", default=[],
+                    help='A Fault as JSON, e.g. \'{"item_status": 429, "every": 100}\'.')
+    args = ap.parse_args()
+    server = EsServer(host=args.host, port=args.port, version=args.version,
+                      opensearch=args.opensearch,
+                      users=dict(u.split(":", 1) for u in args.user),
+                      api_keys=dict(k.split(":", 1) for k in args.api_key),
+                      certfile=args.tls_cert, keyfile=args.tls_key)
+    for spec in args.fault:
+        server.add_fault(Fault(**json.loads(spec)))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server.start()
+    print(f"esserver listening on {server.url}", flush=True)
+    stop.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
