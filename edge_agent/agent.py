@@ -1,17 +1,20 @@
 """The agent loop: tail inputs -> idempotent producer -> raw streams.
 
-One thread does everything, in passes: re-scan globs when due, read a budget from every
-file, commit every sealed batch in one pipeline of PRODUCE scripts (offset check + XADD +
-offset move, atomically), then wait briefly when idle. Backpressure (a partition's backlog
-or Redis memory over its limit) and broker outages stop reading: the files are the buffer,
-and the agent holds at most one batch per file.
+One thread does everything, in passes: re-scan paths when due (or when inotify says
+files appeared or left), read up to a batch from every file in turn, commit every sealed
+batch in one pipeline of PRODUCE scripts (offset check + XADD + offset move, atomically),
+then wait until a file changes or a timer is due. Backpressure (a partition's backlog or
+Redis memory over its limit) and broker outages stop reading: the files are the buffer,
+each file holds at most one batch, and each input at most ``mem_buf_limit`` bytes.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import resource
 import time
+from typing import Any
 
 import redis
 
@@ -23,6 +26,8 @@ from tailrace.runtime import Runtime
 from tailrace.wire import encode_raw
 
 from .checkpoint import Checkpoint
+from .identity import base_of, identity_key, partition_for, resume_point
+from .inotify import Watcher
 from .tail import TailedFile, TailInput
 
 __all__ = ["Agent"]
@@ -32,8 +37,14 @@ log = logging.getLogger(__name__)
 CHECKPOINT_INTERVAL_S = 5.0
 MEMORY_CHECK_INTERVAL_S = 1.0
 THROTTLE_RECHECK_S = 0.25
-IDLE_WAIT_MIN_S = 0.005
+IDLE_WAIT_MIN_S = 0.002
 IDLE_WAIT_MAX_S = 0.25
+WATCHED_IDLE_WAIT_MAX_S = 0.5  # inotify wakes the loop on changes: it may sleep longer
+FILES_PUBLISH_INTERVAL_S = 1.0
+MAX_FILES_SHOWN = 50  # per-file rows in the published state (the most behind first)
+WATCH_REFRESH_SCANS = 10
+FD_RESERVE = 64  # descriptors kept for Redis, logs, inotify and the embedded server
+_SEEN_FIELD = "agent-seen:{agent}"  # tr:meta field: this agent has started before
 
 
 class Agent:
@@ -48,56 +59,88 @@ class Agent:
         self.record = runtime.lifecycle.thread("tail")
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.agent_id)
         self.checkpoint_path = config.data_dir / f"agent-{safe}" / "checkpoints.json"
+        self._had_checkpoint = self.checkpoint_path.exists() or self.checkpoint_path.with_suffix(
+            ".json.tmp").exists()
         self.checkpoint = Checkpoint.load(self.checkpoint_path)
-        self.inputs: list[TailInput] = []
-        for pc in config.inputs:
-            self.inputs.append(
-                pc.plugin(pc.options, agent=self.agent_id, input_id=pc.id,
-                          partitions=self.service.partitions, base_dir=config.base_dir,
-                          counters=self.record.add)
-            )
+        fd_budget = _raise_fd_limit(config) // max(1, len(config.inputs))
+        self.inputs: list[TailInput] = [
+            pc.plugin(pc.options, agent=self.agent_id, input_id=pc.id,
+                      partitions=self.service.partitions, base_dir=config.base_dir,
+                      counters=self.record.add, fd_budget=fd_budget)
+            for pc in config.inputs
+        ]
+        self.watcher: Watcher | None = None
+        self.fresh: bool | None = None  # the very first start of this agent (decided once)
         self.throttled: dict[int, float] = {}  # partition -> when to try again
         self.memory_full = False
         self._next_memory_check = 0.0
         self._next_checkpoint = 0.0
+        self._next_publish = 0.0
         self._dirty = False
         self._limiter = RateLimiter()
 
     # -- main loop ------------------------------------------------------------------------
     def run(self) -> None:
+        """Tail until the runtime's stop event, then flush, commit and close (never raises
+        for broker outages: they are waited out with capped backoff)."""
         client = self.runtime.connect()
         scripts = Scripts(client, self.keys)
+        if any(inp.opts.inotify for inp in self.inputs):
+            self.watcher = Watcher.create()
         stop = self.runtime.stop
         backoff = Backoff()
         idle = IDLE_WAIT_MIN_S
         self.record.set_state("active")
-        while not stop.is_set():
-            try:
-                progressed = self._pass(client, scripts)
-                backoff.reset()
-            except BROKER_ERRORS as exc:
-                self.record.set_state("broker_down", str(exc))
-                if self._limiter.allow("broker"):
-                    event(log, logging.WARNING, "agent_broker_error",
-                          f"broker unreachable, holding batches and retrying: {exc}")
-                stop.wait(backoff.next_delay())
-                continue
-            if progressed:
-                idle = IDLE_WAIT_MIN_S
-                continue
-            deadline = min((inp.next_deadline() for inp in self.inputs), default=0.0)
-            wait = max(IDLE_WAIT_MIN_S, min(idle, deadline - time.monotonic()))
-            stop.wait(wait)
-            idle = min(idle * 2, IDLE_WAIT_MAX_S)
-        self._shutdown(client, scripts)
+        try:
+            while not stop.is_set():
+                try:
+                    progressed = self._pass(client, scripts)
+                    backoff.reset()
+                except BROKER_ERRORS as exc:
+                    self.record.set_state("broker_down", str(exc))
+                    if self._limiter.allow("broker"):
+                        event(log, logging.WARNING, "agent_broker_error",
+                              f"broker unreachable, holding batches and retrying: {exc}")
+                    stop.wait(backoff.next_delay())
+                    continue
+                if progressed:
+                    idle = IDLE_WAIT_MIN_S
+                    continue
+                self._wait(idle)
+                idle = min(idle * 2, IDLE_WAIT_MAX_S)
+            self._shutdown(client, scripts)
+        finally:
+            for inp in self.inputs:
+                inp.close()
+            if self.watcher is not None:
+                self.watcher.close()
+
+    def _wait(self, idle: float) -> None:
+        now = time.monotonic()
+        deadline = min((inp.next_deadline(now) for inp in self.inputs), default=now + idle)
+        if self.watcher is None:
+            self.runtime.stop.wait(max(IDLE_WAIT_MIN_S, min(idle, deadline - now)))
+            return
+        cap = WATCHED_IDLE_WAIT_MAX_S if not self.throttled else THROTTLE_RECHECK_S
+        self.watcher.wait(max(IDLE_WAIT_MIN_S, min(cap, deadline - now)))
 
     def _pass(self, client: redis.Redis, scripts: Scripts) -> bool:
         now = time.monotonic()
+        if self.fresh is None:
+            self.fresh = self._first_start(client)
+        self._watch_events(now)
         for inp in self.inputs:
             if inp.due_scan(now):
-                new, first = inp.scan(now)
-                if new:
-                    self._start_files(client, inp, new, first)
+                first = inp.scan(now)
+                if self.watcher is not None and (first or inp.scans % WATCH_REFRESH_SCANS == 0):
+                    self.watcher.watch(inp.watch_dirs())
+            waiting = inp.take_waiting()
+            if waiting:
+                try:
+                    self._start_files(client, inp, waiting)
+                except BROKER_ERRORS:
+                    inp.requeue([tf for tf in waiting if not tf.started])
+                    raise
         self._check_memory(client, now)
         throttled = self._throttled_now(now)
         ready: list[tuple[TailInput, TailedFile]] = []
@@ -109,35 +152,78 @@ class Agent:
             self.record.set_state("throttled", self._throttle_reason(throttled))
         else:
             self.record.set_state("idle" if not self._buffered() else "active")
+        if now >= self._next_publish:
+            self._publish_files()
+            self._next_publish = now + FILES_PUBLISH_INTERVAL_S
         if now >= self._next_checkpoint:
-            self._save_checkpoint()
+            self._save_checkpoint(client)
             self._next_checkpoint = now + CHECKPOINT_INTERVAL_S
         return bool(ready)
 
+    def _watch_events(self, now: float) -> None:
+        w = self.watcher
+        if w is None:
+            return
+        events = w.read()
+        if w.overflowed:
+            w.overflowed = False
+            for inp in self.inputs:
+                inp.next_scan = now
+        elif events:
+            for inp in self.inputs:
+                inp.on_events(events, now)
+
     def _buffered(self) -> bool:
-        return any(tf.lines for inp in self.inputs for tf in inp.files.values())
+        return any(tf.lines or tf.carry for inp in self.inputs for tf in inp.files.values())
+
+    def _first_start(self, client: redis.Redis) -> bool:
+        """Whether this agent never ran before (then files present now may start at their
+        end); remembered locally (checkpoint file) and in Redis (``tr:meta``)."""
+        field = _SEEN_FIELD.format(agent=self.agent_id)
+        seen = bool(client.hsetnx(self.keys.meta(), field, int(time.time())) == 0)
+        return not (seen or self._had_checkpoint)
 
     # -- starting files ---------------------------------------------------------------------
-    def _start_files(self, client: redis.Redis, inp: TailInput, new: list[TailedFile],
-                     first: bool) -> None:
+    def _start_files(self, client: redis.Redis, inp: TailInput, files: list[TailedFile]) -> None:
+        """Find each file's generation and committed offset (Redis, else the local
+        checkpoint), persist new generations, then let the input start reading."""
+        keys = self.keys
+        for tf in files:
+            if tf.restart == "rewritten":
+                inp.rekey(tf)
         pipe = client.pipeline(transaction=False)
-        for tf in new:
-            pipe.hget(self.keys.offsets(tf.partition), tf.identity)
+        for tf in files:
+            pipe.hget(keys.generations(tf.partition), tf.base)
+        stored_gens = pipe.execute()
+        gens = [max(int(g or 0), self.checkpoint.generation(tf.base),
+                    tf.generation if tf.restart == "truncated" else 0)
+                for tf, g in zip(files, stored_gens, strict=True)]
+        pipe = client.pipeline(transaction=False)
+        for tf, gen in zip(files, gens, strict=True):
+            pipe.hget(keys.offsets(tf.partition), identity_key(tf.base, gen))
         stored = pipe.execute()
-        resets = []
-        for tf, value in zip(new, stored, strict=True):
+        plans: list[tuple[TailedFile, int, int | None]] = []
+        bumps = client.pipeline(transaction=False)
+        for tf, gen, value, g in zip(files, gens, stored, stored_gens, strict=True):
             committed = int(value) if value is not None else None
-            if inp.start(tf, committed, self.checkpoint.get(tf.identity), first):
-                resets.append(tf)
+            local = self.checkpoint.get(identity_key(tf.base, gen))
+            new_gen, offset = resume_point(inp.size_of(tf), gen, committed, local,
+                                           tf.restart == "truncated")
+            if new_gen != int(g or 0):
+                bumps.hset(keys.generations(tf.partition), tf.base, new_gen)
+                self.checkpoint.set_generation(tf.base, new_gen)
+            plans.append((tf, new_gen, offset))
+        if len(bumps):
+            bumps.execute()  # before any batch of the new generation can be committed
+            self._dirty = True
+            self._next_checkpoint = 0.0  # and into the local checkpoint on this pass
+        for tf, gen, offset in plans:
+            from_end = (bool(self.fresh) and tf.initial and tf.restart is None
+                        and not inp.opts.read_from_head)
+            inp.start(tf, gen, offset, from_end)
             event(log, logging.INFO, "tail_file_opened",
-                  f"following {tf.path} from byte {tf.pos}", input=inp.input_id,
-                  partition=tf.partition, file=tf.identity)
-        if resets:
-            # Only this agent writes its files' fields (the identity includes the agent id).
-            pipe = client.pipeline(transaction=False)
-            for tf in resets:
-                pipe.hset(self.keys.offsets(tf.partition), tf.identity, 0)
-            pipe.execute()
+                  f"following {tf.path} from byte {tf.pos} (generation {gen})",
+                  input=inp.input_id, partition=tf.partition, file=tf.identity)
 
     # -- producing ----------------------------------------------------------------------------
     def _produce(self, scripts: Scripts, ready: list[tuple[TailInput, TailedFile]]) -> None:
@@ -147,7 +233,7 @@ class Agent:
             batch = tf.sealed
             assert batch is not None
             payload = encode_raw(batch) if batch.lines else b""
-            scripts.produce(tf.partition, tf.identity, batch.start, batch.end, payload, limit,
+            scripts.produce(tf.partition, batch.file, batch.start, batch.end, payload, limit,
                             client=pipe)
         results = pipe.execute(raise_on_error=False)
         now = time.monotonic()
@@ -167,7 +253,7 @@ class Agent:
             result = ProduceResult.parse(raw)
             if result.status == "ok":
                 batch = inp.on_committed(tf)
-                self.checkpoint.record(tf.identity, batch.end, tf.path)
+                self.checkpoint.record(batch.file, batch.end, tf.path)
                 self._dirty = True
                 committed += 1
                 rec.add("lines_out", len(batch.lines))
@@ -217,11 +303,38 @@ class Agent:
         self.memory_full = full
 
     # -- state --------------------------------------------------------------------------------
-    def _save_checkpoint(self) -> None:
+    def _publish_files(self) -> None:
+        """Per-file offsets and bytes behind into the lifecycle record (bounded)."""
+        rows: list[dict[str, Any]] = []
+        for inp in self.inputs:
+            for row in inp.file_states():
+                row["input"] = inp.input_id
+                rows.append(row)
+        rows.sort(key=lambda r: -int(r["behind"]))
+        self.runtime.lifecycle.extra["files"] = {
+            "total": len(rows),
+            "open": sum(inp.open_count for inp in self.inputs),
+            "bytes_behind": sum(int(r["behind"]) for r in rows),
+            "shown": rows[:MAX_FILES_SHOWN],
+        }
+
+    def _save_checkpoint(self, client: redis.Redis | None) -> None:
+        live = {tf.identity for inp in self.inputs for tf in inp.files.values()}
+        bases = {tf.base for inp in self.inputs for tf in inp.files.values()}
+        self.checkpoint.touch(live, bases)
+        dead, dead_bases = self.checkpoint.remove_expired(live, bases)
+        if client is not None and (dead or dead_bases):
+            pipe = client.pipeline(transaction=False)  # files gone for the grace period
+            for identity in dead:
+                p = partition_for(base_of(identity), self.service.partitions)
+                pipe.hdel(self.keys.offsets(p), identity)
+            for base in dead_bases:
+                pipe.hdel(self.keys.generations(partition_for(base, self.service.partitions)),
+                          base)
+            pipe.execute()
+            self._dirty = True
         if not self._dirty:
             return
-        live = {tf.identity for inp in self.inputs for tf in inp.files.values()}
-        self.checkpoint.remove_expired(live)
         try:
             self.checkpoint.save(self.checkpoint_path)
             self._dirty = False
@@ -232,15 +345,10 @@ class Agent:
                       "the committed offsets")
 
     def _shutdown(self, client: redis.Redis, scripts: Scripts) -> None:
-        """Commit what is buffered (one pass, if the broker answers), save, close files."""
+        """Flush pending messages, commit what is buffered (one pass, if the broker answers),
+        save the checkpoint."""
         self.record.set_state("draining")
-        ready: list[tuple[TailInput, TailedFile]] = []
-        for inp in self.inputs:
-            for tf in inp.files.values():
-                if tf.sealed is None and (tf.lines or tf.pos != tf.committed):
-                    inp._seal(tf)  # noqa: SLF001 - final flush of a partial batch
-                if tf.sealed is not None:
-                    ready.append((inp, tf))
+        ready = [(inp, tf) for inp in self.inputs for tf in inp.seal_all()]
         if ready:
             try:
                 self._produce(scripts, ready)
@@ -248,9 +356,23 @@ class Agent:
                 event(log, logging.WARNING, "agent_final_flush_error",
                       f"could not commit buffered lines on shutdown ({exc}); they are read "
                       "again on the next start")
-        self._save_checkpoint()
-        for inp in self.inputs:
-            inp.close()
+        self._save_checkpoint(None)
+        self._publish_files()
         self.record.set_state("stopped")
 
 
+def _raise_fd_limit(config: Config) -> int:
+    """Raise the soft descriptor limit toward what the inputs may open; returns the number
+    of descriptors the inputs may use."""
+    want = sum(getattr(pc.options, "max_open_files", 0) for pc in config.inputs) + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return want
+    return max(16, soft - FD_RESERVE)

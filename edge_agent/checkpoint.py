@@ -4,6 +4,9 @@ Plain data, versioned, turned to and from bytes by exactly one pair of functions
 atomically (temporary file, fsync, rename, fsync of the folder). On load the temporary
 file is preferred when it is complete (a crash between its fsync and the rename). Redis
 stays authoritative: this copy is only read for files Redis has no offset for.
+
+Version 2 adds the truncation generation of each file (see :mod:`edge_agent.identity`);
+version 1 files load with no generations.
 """
 
 from __future__ import annotations
@@ -15,9 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CHECKPOINT_VERSION", "Checkpoint", "FileCheckpoint", "dumps", "loads"]
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "DEFAULT_GRACE_S",
+    "Checkpoint",
+    "FileCheckpoint",
+    "dumps",
+    "loads",
+]
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 DEFAULT_GRACE_S = 24 * 3600.0
 
 
@@ -30,9 +40,13 @@ class FileCheckpoint:
 
 @dataclass
 class Checkpoint:
-    """Offsets by file identity, persisted under ``<data_dir>/agent-<id>/checkpoints.json``."""
+    """Offsets by file identity and generations by base identity.
+
+    Persisted under ``<data_dir>/agent-<id>/checkpoints.json``.
+    """
 
     files: dict[str, FileCheckpoint] = field(default_factory=dict)
+    generations: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def record(self, identity: str, offset: int, path: str) -> None:
         self.files[identity] = FileCheckpoint(offset, path, time.time())
@@ -41,16 +55,49 @@ class Checkpoint:
         fc = self.files.get(identity)
         return fc.offset if fc else None
 
-    def remove_expired(self, live: set[str], grace_s: float = DEFAULT_GRACE_S) -> int:
-        """Drop entries of files no longer tracked for ``grace_s``; returns how many."""
+    def set_generation(self, base: str, generation: int) -> None:
+        self.generations[base] = (generation, time.time())
+
+    def generation(self, base: str) -> int:
+        return self.generations.get(base, (0, 0.0))[0]
+
+    def touch(self, identities: set[str], bases: set[str]) -> None:
+        """Mark entries as still seen on disk (their grace period restarts)."""
+        now = time.time()
+        for k in identities:
+            fc = self.files.get(k)
+            if fc is not None:
+                fc.updated = now
+        for b in bases:
+            g = self.generations.get(b)
+            if g is not None:
+                self.generations[b] = (g[0], now)
+
+    def remove_expired(self, live: set[str], live_bases: set[str] | None = None,
+                       grace_s: float = DEFAULT_GRACE_S) -> tuple[list[str], list[str]]:
+        """Drop entries of files not seen for ``grace_s``.
+
+        Returns:
+            the removed identities and the removed base identities (generations).
+        """
         cutoff = time.time() - grace_s
         dead = [k for k, v in self.files.items() if k not in live and v.updated < cutoff]
         for k in dead:
             del self.files[k]
-        return len(dead)
+        keep = live_bases or set()
+        dead_bases = [b for b, (_, t) in self.generations.items()
+                      if b not in keep and t < cutoff]
+        for b in dead_bases:
+            del self.generations[b]
+        return dead, dead_bases
 
     # -- persistence --------------------------------------------------------------------
     def save(self, path: Path) -> None:
+        """Write atomically: temporary file, fsync, rename, fsync of the folder.
+
+        Raises:
+            OSError: the folder is not writable (Redis still holds the offsets).
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         data = dumps(self)
@@ -69,11 +116,12 @@ class Checkpoint:
 
     @classmethod
     def load(cls, path: Path) -> Checkpoint:
+        """The saved checkpoint (the temporary file first), or an empty one."""
         tmp = path.with_suffix(path.suffix + ".tmp")
         for candidate in (tmp, path):
             try:
                 return loads(candidate.read_bytes())
-            except (OSError, ValueError):
+            except (OSError, ValueError, KeyError, TypeError):
                 continue
         return cls()
 
@@ -85,16 +133,24 @@ def dumps(cp: Checkpoint) -> bytes:
             k: {"offset": v.offset, "path": v.path, "updated": v.updated}
             for k, v in cp.files.items()
         },
+        "generations": {b: {"generation": g, "updated": t}
+                        for b, (g, t) in cp.generations.items()},
     }
     return json.dumps(doc, sort_keys=True).encode()
 
 
 def loads(data: bytes) -> Checkpoint:
-    """Parse a checkpoint; raises ValueError for anything that is not version 1."""
+    """Parse a checkpoint of version 1 or 2.
+
+    Raises:
+        ValueError: not a checkpoint, or of another version.
+    """
     doc = json.loads(data)
-    if not isinstance(doc, dict) or doc.get("version") != CHECKPOINT_VERSION:
+    if not isinstance(doc, dict) or doc.get("version") not in (1, CHECKPOINT_VERSION):
         raise ValueError("unsupported checkpoint version")
     files = {}
     for k, v in doc.get("files", {}).items():
         files[str(k)] = FileCheckpoint(int(v["offset"]), str(v["path"]), float(v["updated"]))
-    return Checkpoint(files)
+    gens = {str(b): (int(v["generation"]), float(v["updated"]))
+            for b, v in doc.get("generations", {}).items()}
+    return Checkpoint(files, gens)

@@ -1,22 +1,37 @@
-"""Decoding a chunk of file bytes into complete logical lines: plain, CRI and docker.
+"""Decoding file bytes into complete logical messages: plain, CRI and docker, + multiline.
 
-Each decoder takes the bytes read at file offset ``base`` and returns the lines, their
-start offsets and how many bytes were consumed. It consumes only whole physical lines, and
-for container formats only whole messages: a CRI ``P`` (partial) run or a docker line
-without its final newline is left unconsumed until its end arrives, so the committed
-offset never falls inside a message and a restart never loses half of one.
+A decoder takes a chunk of whole physical lines read at file offset ``base`` and returns
+the messages, their start offsets and how many bytes were consumed. It consumes only up to
+a *safe point*: a line boundary before which every message is complete and after which
+none has started. A CRI ``P`` (partial) run, a docker line without its final newline, or a
+multiline message that may still grow is left unconsumed until its end arrives, so the
+committed offset never falls inside a message and a restart never loses half of one.
+
+With ``final=True`` (the message waited longer than its flush timeout, grew past its size
+bound, or the agent is stopping) every open run and message is closed and the whole chunk
+is consumed.
 """
 
 from __future__ import annotations
 
 import calendar
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate, repeat
 from operator import add
 
 import orjson
 
-__all__ = ["Decoded", "decode_cri", "decode_docker", "decode_plain", "parse_rfc3339"]
+from .multiline import MultilineRule
+
+__all__ = [
+    "Decoded",
+    "Decoder",
+    "decode_plain",
+    "line_offsets",
+    "make_decoder",
+    "parse_rfc3339",
+]
 
 
 @dataclass(slots=True)
@@ -26,6 +41,10 @@ class Decoded:
     times: list[float] | None = None
     streams: list[str] | None = None
     consumed: int = 0  # bytes of the chunk consumed (always ends after a newline)
+
+
+# (chunk, base offset, final) -> Decoded
+Decoder = Callable[[bytes, int, bool], Decoded]
 
 
 def line_offsets(base: int, lines: list[bytes]) -> list[int]:
@@ -38,7 +57,7 @@ def line_offsets(base: int, lines: list[bytes]) -> list[int]:
     return offs
 
 
-def decode_plain(chunk: bytes, base: int) -> Decoded:
+def decode_plain(chunk: bytes, base: int, final: bool = False) -> Decoded:
     """Complete newline-terminated lines; a trailing ``\\r`` is stripped (CRLF files)."""
     end = chunk.rfind(b"\n")
     if end < 0:
@@ -57,6 +76,9 @@ def parse_rfc3339(ts: bytes) -> float:
     """``2024-05-01T12:00:00.123456789Z`` (or ``+02:00``) -> epoch seconds.
 
     The whole-seconds part is cached: container runtimes write many lines per second.
+
+    Raises:
+        ValueError, IndexError: not such a timestamp.
     """
     head = ts[:19]
     secs = _time_cache.get(head)
@@ -84,70 +106,154 @@ def parse_rfc3339(ts: bytes) -> float:
     return secs + frac
 
 
-class _Joiner:
-    """Joins partial messages per stream; releases messages only at safe points.
+class _Open:
+    """An open partial run or multiline message of one stream (a few per file at most)."""
 
-    A safe point is a line boundary where no stream has an open partial run: every message
-    before it is complete and none straddles it, so the offset there can be committed.
-    Messages completed while another stream's run is still open wait for the next one.
+    __slots__ = ("end", "nbytes", "nlines", "parts", "start", "time")
+
+    def __init__(self, msg: bytes, start: int, t: float, end: int) -> None:
+        self.parts = [msg]
+        self.start = start
+        self.time = t
+        self.end = end
+        self.nbytes = len(msg)
+        self.nlines = 1
+
+    def add(self, msg: bytes, end: int, sep: int) -> None:
+        self.parts.append(msg)
+        self.end = end
+        self.nbytes += len(msg) + sep
+        self.nlines += 1
+
+    def joined(self, sep: bytes) -> bytes:
+        return self.parts[0] if len(self.parts) == 1 else sep.join(self.parts)
+
+
+class _Joiner:
+    """Joins partial runs and multiline messages per stream; releases at safe points.
+
+    Offsets are absolute. ``partial`` holds each stream's open container partial run,
+    ``groups`` each stream's open multiline message. Complete messages wait in ``staged``
+    as (start, end, message, time, stream) while something open starts before them, and
+    are released in start order once no open run or message straddles them.
     """
 
-    __slots__ = ("out", "partial", "safe", "staged")
+    __slots__ = ("container", "groups", "lines", "offsets", "partial", "rule", "safe",
+                 "staged", "streams", "times")
 
-    def __init__(self) -> None:
-        self.out = Decoded(times=[], streams=[])
-        self.partial: dict[str, tuple[list[bytes], int, float]] = {}
-        self.staged: list[tuple[int, bytes, float, str]] = []
-        self.safe = 0
+    def __init__(self, rule: MultilineRule | None, container: bool, base: int) -> None:
+        self.rule = rule
+        self.container = container
+        self.lines: list[bytes] = []
+        self.offsets: list[int] = []
+        self.times: list[float] = []
+        self.streams: list[str] = []
+        self.partial: dict[str, _Open] = {}
+        self.groups: dict[str, _Open] = {}
+        self.staged: list[tuple[int, int, bytes, float, str]] = []
+        self.safe = base
 
-    def part(self, stream: str, msg: bytes, start: int, t: float) -> None:
+    def part(self, stream: str, msg: bytes, start: int, t: float, end: int) -> None:
         run = self.partial.get(stream)
         if run is None:
-            self.partial[stream] = ([msg], start, t)
+            self.partial[stream] = _Open(msg, start, t, end)
         else:
-            run[0].append(msg)
+            run.add(msg, end, 0)
 
-    def full(self, stream: str, msg: bytes, start: int, t: float, next_pos: int) -> None:
+    def full(self, stream: str, msg: bytes, start: int, t: float, end: int) -> None:
         run = self.partial.pop(stream, None)
         if run is not None:
-            run[0].append(msg)
-            msg, start, t = b"".join(run[0]), run[1], run[2]
-        self.staged.append((start, msg, t, stream))
-        if not self.partial:
-            self._release(next_pos)
+            run.add(msg, end, 0)
+            msg, start, t = run.joined(b""), run.start, run.time
+        if self.rule is not None:
+            self._group(stream, msg, start, t, end)
+        elif not self.partial and not self.staged:
+            self._emit(start, msg, t, stream)  # the common case: nothing open, no staging
+            self.safe = end
+            return
+        else:
+            self.staged.append((start, end, msg, t, stream))
+        self._release(end)
+
+    def _group(self, stream: str, msg: bytes, start: int, t: float, end: int) -> None:
+        rule = self.rule
+        assert rule is not None
+        g = self.groups.get(stream)
+        if g is not None and (rule.starts(msg) or g.nlines >= rule.max_lines
+                              or g.nbytes + len(msg) + 1 > rule.max_bytes):
+            self._close_group(stream, g)
+            g = None
+        if g is None:
+            self.groups[stream] = _Open(msg, start, t, end)
+        else:
+            g.add(msg, end, 1)
+
+    def _close_group(self, stream: str, g: _Open) -> None:
+        del self.groups[stream]
+        self.staged.append((g.start, g.end, g.joined(b"\n"), g.time, stream))
 
     def _release(self, next_pos: int) -> None:
+        limit = next_pos
+        for o in self.partial.values():
+            limit = min(limit, o.start)
+        for o in self.groups.values():
+            limit = min(limit, o.start)
         staged = self.staged
-        if len(staged) > 1:
-            staged.sort(key=lambda s: s[0])  # joined runs complete after later lines start
-        out = self.out
-        assert out.times is not None and out.streams is not None
-        for start, msg, t, stream in staged:
-            out.lines.append(msg)
-            out.offsets.append(start)
-            out.times.append(t)
-            out.streams.append(stream)
-        staged.clear()
-        self.safe = next_pos
+        if staged:
+            moved = True
+            while moved:  # a staged message straddling the limit pulls it back to its start
+                moved = False
+                for s in staged:
+                    if s[0] < limit < s[1]:
+                        limit, moved = s[0], True
+            ready = [s for s in staged if s[1] <= limit]
+            if ready:
+                ready.sort()
+                for start, _end, msg, t, stream in ready:
+                    self._emit(start, msg, t, stream)
+                self.staged = [s for s in staged if s[1] > limit]
+        if limit > self.safe:
+            self.safe = limit
 
-    def done(self) -> Decoded:
-        self.out.consumed = self.safe
-        return self.out
+    def _emit(self, start: int, msg: bytes, t: float, stream: str) -> None:
+        self.lines.append(msg)
+        self.offsets.append(start)
+        if self.container:
+            self.times.append(t)
+            self.streams.append(stream)
+
+    def done(self, base: int, final: bool, end: int) -> Decoded:
+        """The released messages; with ``final`` everything open is closed first."""
+        if final:
+            for stream in list(self.partial):
+                run = self.partial.pop(stream)
+                msg = run.joined(b"")
+                if self.rule is not None:
+                    self._group(stream, msg, run.start, run.time, run.end)
+                else:
+                    self.staged.append((run.start, run.end, msg, run.time, stream))
+            for stream, g in list(self.groups.items()):
+                self._close_group(stream, g)
+            self._release(end)
+        if self.container:
+            return Decoded(self.lines, self.offsets, self.times, self.streams,
+                           self.safe - base)
+        return Decoded(self.lines, self.offsets, None, None, self.safe - base)
 
 
-def decode_cri(chunk: bytes, base: int) -> Decoded:
+def _decode_cri(chunk: bytes, base: int, final: bool, rule: MultilineRule | None) -> Decoded:
     """CRI log lines ``<time> <stream> <P|F> <message>``; ``P`` partials are joined.
 
     A line that does not follow the format is passed through whole (as a message of
     stream ``unknown``), so nothing is dropped.
     """
     end = chunk.rfind(b"\n")
-    j = _Joiner()
+    j = _Joiner(rule, True, base)
     if end < 0:
-        return j.done()
-    pos = 0
+        return j.done(base, False, base)
+    pos = base
     for raw in chunk[:end].split(b"\n"):
-        start = base + pos
+        start = pos
         pos += len(raw) + 1
         parts = raw.split(b" ", 3)
         if len(parts) < 3 or parts[2] not in (b"P", b"F"):
@@ -160,25 +266,25 @@ def decode_cri(chunk: bytes, base: int) -> Decoded:
         stream = parts[1].decode("ascii", "replace")
         msg = parts[3] if len(parts) == 4 else b""
         if parts[2] == b"P":
-            j.part(stream, msg, start, t)
+            j.part(stream, msg, start, t, pos)
         else:
             j.full(stream, msg, start, t, pos)
-    return j.done()
+    return j.done(base, final, pos)
 
 
-def decode_docker(chunk: bytes, base: int) -> Decoded:
+def _decode_docker(chunk: bytes, base: int, final: bool, rule: MultilineRule | None) -> Decoded:
     """Docker json-file lines ``{"log": "...", "stream": "...", "time": "..."}``.
 
     A ``log`` without a trailing newline is a partial (docker splits at 16 KiB) and is
     joined with what follows on the same stream. Lines that are not such JSON pass through.
     """
     end = chunk.rfind(b"\n")
-    j = _Joiner()
+    j = _Joiner(rule, True, base)
     if end < 0:
-        return j.done()
-    pos = 0
+        return j.done(base, False, base)
+    pos = base
     for raw in chunk[:end].split(b"\n"):
-        start = base + pos
+        start = pos
         pos += len(raw) + 1
         try:
             doc = orjson.loads(raw)
@@ -196,5 +302,35 @@ def decode_docker(chunk: bytes, base: int) -> Decoded:
         if data.endswith(b"\n"):
             j.full(stream, data[:-1], start, t, pos)
         else:
-            j.part(stream, data, start, t)
-    return j.done()
+            j.part(stream, data, start, t, pos)
+    return j.done(base, final, pos)
+
+
+def _decode_plain_multiline(chunk: bytes, base: int, final: bool,
+                            rule: MultilineRule | None) -> Decoded:
+    end = chunk.rfind(b"\n")
+    j = _Joiner(rule, False, base)
+    if end < 0:
+        return j.done(base, False, base)
+    pos = base
+    crlf = b"\r" in chunk
+    for raw in chunk[:end].split(b"\n"):
+        start = pos
+        pos += len(raw) + 1
+        j.full("", raw[:-1] if crlf and raw.endswith(b"\r") else raw, start, 0.0, pos)
+    return j.done(base, final, pos)
+
+
+def make_decoder(fmt: str, rule: MultilineRule | None) -> Decoder:
+    """The decoder of ``fmt`` (``plain``, ``cri``, ``docker``) with an optional multiline rule.
+
+    Plain lines without multiline take a split-only fast path.
+    """
+    if fmt == "plain" and rule is None:
+        return decode_plain
+    impl = {"plain": _decode_plain_multiline, "cri": _decode_cri, "docker": _decode_docker}[fmt]
+
+    def decode(chunk: bytes, base: int, final: bool = False) -> Decoded:
+        return impl(chunk, base, final, rule)
+
+    return decode

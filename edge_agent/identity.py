@@ -1,36 +1,96 @@
-"""File identity: agent + device + inode + a checksum of the file's first line.
+"""File identity: agent + device + inode + a checksum of the first line (+ a generation).
 
 Never the path alone (rotation renames files) and never the inode alone (a deleted
 file's inode is soon reused by a new file, which would then be skipped or misread). The
 checksum covers the first line, or the first ``FINGERPRINT_BYTES`` when that line is
 longer, so it never changes as the file grows; a file whose first line is not complete
 yet has no identity and is not read (there is no complete line to read anyway).
+
+A file truncated in place (copytruncate) and rewritten with the same first line keeps
+device, inode and checksum, yet its offsets start again at 0: record ids derived from
+(file, offset) would collide with the lines before the truncation. So every truncation
+gives the file a new *generation*, part of its identity (``...:g2``). Generations are
+stored in Redis (``tr:{pN}:gens``) and in the local checkpoint, so a restart finds them.
+All generations of a file map to one partition, so its lines stay in order.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["FINGERPRINT_BYTES", "FileId", "fingerprint", "partition_for"]
+__all__ = [
+    "FINGERPRINT_BYTES",
+    "FileId",
+    "base_of",
+    "fingerprint",
+    "identity_key",
+    "partition_for",
+    "resume_point",
+]
 
 FINGERPRINT_BYTES = 256
+_GENERATION_RE = re.compile(r":g\d+$")
 
 
 @dataclass(frozen=True, slots=True)
 class FileId:
+    """What identifies a file's content on this host, whatever its name."""
+
     dev: int
     ino: int
     crc: int
 
     def key(self, agent: str) -> str:
-        """The identity string stored in the offsets hash and carried in every batch."""
+        """The base identity (generation 0) stored in Redis and carried in every batch."""
         return f"{agent}:{self.dev:x}:{self.ino:x}:{self.crc:08x}"
 
 
+def identity_key(base: str, generation: int) -> str:
+    """The identity of generation ``generation`` of the file whose base identity is ``base``.
+
+    Generation 0 is the base itself, so files never truncated keep their first identity.
+    """
+    return base if generation == 0 else f"{base}:g{generation}"
+
+
+def base_of(identity: str) -> str:
+    """The base identity of any generation's identity (inverse of :func:`identity_key`)."""
+    return _GENERATION_RE.sub("", identity)
+
+
+def resume_point(size: int, generation: int, committed: int | None, local: int | None,
+                 truncated: bool) -> tuple[int, int | None]:
+    """Where a file starts: ``(generation, offset)``; offset ``None`` = no stored offset.
+
+    Args:
+        size: the file's size now.
+        generation: its current generation (the highest stored in Redis or locally).
+        committed: Redis's offset for that generation (authoritative), if any.
+        local: the local checkpoint's offset for it, if any.
+        truncated: the agent saw the file shrink: the next generation starts at 0.
+
+    A stored offset past the end means the file was truncated while nobody watched: the
+    next generation, from byte 0. A generation above 0 without an offset starts at 0.
+    """
+    if truncated:
+        return generation + 1, 0
+    offset = committed if committed is not None else local
+    if offset is not None and offset > size:
+        return generation + 1, 0
+    if offset is None and generation > 0:
+        return generation, 0
+    return generation, offset
+
+
 def fingerprint(fd: int, st: os.stat_result) -> FileId | None:
-    """The identity of an open file, or ``None`` until its first line is complete."""
+    """The identity of an open file, or ``None`` until its first line is complete.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
     head = os.pread(fd, FINGERPRINT_BYTES, 0)
     nl = head.find(b"\n")
     if nl >= 0:
@@ -40,6 +100,6 @@ def fingerprint(fd: int, st: os.stat_result) -> FileId | None:
     return FileId(st.st_dev, st.st_ino, zlib.crc32(head))
 
 
-def partition_for(identity: str, partitions: int) -> int:
-    """A stable partition for a file: every line of one file lands in one partition."""
-    return zlib.crc32(identity.encode()) % partitions
+def partition_for(base: str, partitions: int) -> int:
+    """A stable partition for a file (by its base identity, so every generation agrees)."""
+    return zlib.crc32(base.encode()) % partitions

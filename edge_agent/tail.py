@@ -1,364 +1,455 @@
-"""The ``tail`` input: follows files matched by glob patterns, in batches of whole lines.
+"""The ``tail`` input: follows files through rotation and truncation, in batches of messages.
 
-This module tracks files (discovery, rotation, truncation) and cuts their bytes into
-batches; it never talks to Redis. The agent loop (:mod:`edge_agent.agent`) asks for the
-sealed batches, commits them with the idempotent producer and reports back with
-:meth:`TailInput.on_committed` / :meth:`TailInput.on_conflict`.
+This module owns the table of followed files: discovering them (:mod:`.discovery`),
+opening and fingerprinting them (:mod:`.identity`), noticing rotation, deletion and
+truncation, closing idle ones when descriptors run short (LRU) and reading them fairly
+(:mod:`.reader`). It never talks to Redis: the agent loop (:mod:`edge_agent.agent`) sets
+where each file starts (:meth:`TailInput.start`), commits the sealed batches and reports
+back (:meth:`TailInput.on_committed`, :meth:`TailInput.on_conflict`).
+
+What happens on each kind of rotation:
+
+- rename + create: the renamed file keeps its identity (device, inode, first-line
+  checksum); it is read to its end and closed once drained and ``rotate_wait_s`` passed.
+  The new file at the path is a new identity, read from its start.
+- copytruncate: the file shrinks below what was read; what was read is committed, then
+  the file gets a new generation (a new identity, see :mod:`.identity`) and is read from 0.
+- deleted while open: like a rename (the open descriptor keeps the data): drained, closed.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import glob
 import logging
 import os
-import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
-
-from tailrace.logs import event
-from tailrace.options import ByteSize, InputOptions
+from tailrace.logs import RateLimiter, event
 from tailrace.wire import RawBatch
 
-from .formats import Decoded, decode_cri, decode_docker, decode_plain
-from .identity import FileId, fingerprint, partition_for
+from .discovery import Discovery
+from .formats import make_decoder
+from .identity import fingerprint, partition_for
+from .inotify import CHANGES_FILES, IN_MODIFY, FsEvent
+from .multiline import MultilineRule
+from .options import TailOptions
+from .reader import Reader, TailedFile
 
 __all__ = ["TailInput", "TailOptions", "TailedFile"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_READ_BYTES = 256 * 1024
-DEFAULT_BATCH_BYTES = 1024 * 1024
-DEFAULT_BATCH_LINES = 8192
-DEFAULT_BATCH_WAIT_MS = 200
-DEFAULT_MAX_LINE_BYTES = 1024 * 1024
-DEFAULT_REFRESH_INTERVAL_S = 1.0
-DEFAULT_ROTATE_WAIT_S = 5.0
-
-_DECODERS: dict[str, Callable[[bytes, int], Decoded]] = {
-    "plain": decode_plain,
-    "cri": decode_cri,
-    "docker": decode_docker,
-}
-# /var/log/containers/<pod>_<namespace>_<container>-<container id>.log
-_K8S_CONTAINERS_RE = re.compile(
-    r"(?P<pod>[^_/]+)_(?P<namespace>[^_/]+)_(?P<container>.+)-(?P<container_id>[0-9a-f]{64})\.log$"
-)
-
-
-class TailOptions(InputOptions):
-    """Options of the ``tail`` input."""
-
-    path: list[str] = Field(description="Glob pattern(s) of the files to follow.")
-    exclude_path: list[str] = Field(
-        default_factory=list, description="Glob pattern(s) of files to leave alone."
-    )
-    read_from_head: bool = Field(
-        False,
-        description="For files present at the agent's first start: read from the beginning "
-        "(else from the end). Files appearing later are always read from the beginning.",
-    )
-    format: Literal["plain", "cri", "docker"] = Field(
-        "plain", description="`plain` lines, `cri` (containerd/CRI-O) or `docker` (json-file)."
-    )
-    refresh_interval_s: float = Field(
-        DEFAULT_REFRESH_INTERVAL_S, gt=0, description="How often the globs are re-scanned."
-    )
-    rotate_wait_s: float = Field(
-        DEFAULT_ROTATE_WAIT_S,
-        ge=0,
-        description="How long a rotated (renamed or deleted) file stays open after its end.",
-    )
-    ignore_older_s: float | None = Field(
-        None, gt=0, description="Skip files not modified for this long (unset: none skipped)."
-    )
-    read_bytes: ByteSize = Field(DEFAULT_READ_BYTES, ge=4096, description="Bytes per read.")
-    batch_lines: int = Field(DEFAULT_BATCH_LINES, ge=1, description="Lines per batch at most.")
-    batch_bytes: ByteSize = Field(DEFAULT_BATCH_BYTES, ge=1024, description="Bytes per batch.")
-    batch_wait_ms: int = Field(
-        DEFAULT_BATCH_WAIT_MS, ge=0, description="How long a partial batch waits for more lines."
-    )
-    max_line_bytes: ByteSize = Field(
-        DEFAULT_MAX_LINE_BYTES, ge=64, description="Longest line kept whole."
-    )
-    long_lines: Literal["split", "truncate", "skip"] = Field(
-        "split",
-        description="A longer line is `split` into pieces, `truncate`d, or `skip`ped (counted).",
-    )
-    path_key: str | None = Field("path", description="Record key for the file path (null: none).")
-
-    @field_validator("path", "exclude_path", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [p.strip() for p in value.split(",") if p.strip()]
-        return value
-
-
-class TailedFile:
-    """One followed file: where it is read, what is batched, what is committed."""
-
-    __slots__ = (
-        "batch_at", "committed", "fd", "fid", "identity", "lines", "meta", "offsets",
-        "partition", "path", "pos", "rotated_at", "sealed", "size", "skipping", "streams",
-        "tag", "times", "nbytes",
-    )
-
-    def __init__(self, path: str, fd: int, fid: FileId, identity: str, partition: int,
-                 tag: str, meta: dict[str, str]) -> None:
-        self.path = path
-        self.fd = fd
-        self.fid = fid
-        self.identity = identity
-        self.partition = partition
-        self.tag = tag
-        self.meta = meta
-        self.pos = 0  # next byte to read
-        self.committed = 0  # offset committed in Redis (start of the batch being built)
-        self.lines: list[bytes] = []
-        self.offsets: list[int] = []
-        self.times: list[float] | None = None
-        self.streams: list[str] | None = None
-        self.nbytes = 0
-        self.batch_at = 0.0  # when the batch being built got its first line
-        self.sealed: RawBatch | None = None  # waiting for its commit
-        self.rotated_at: float | None = None
-        self.skipping = False  # inside an over-long line being truncated or skipped
-        self.size = 0
+MIN_SCAN_GAP_S = 0.05  # inotify events never make scans more frequent than this
 
 
 class TailInput:
     """Follows files and cuts them into :class:`RawBatch` es (no I/O with the broker)."""
 
     name: ClassVar[str] = "tail"
-    description: ClassVar[str] = "Follow log files (plain, CRI, docker) by glob patterns."
+    description: ClassVar[str] = (
+        "Follow log files (plain, CRI, docker) by globs or regex, through rotation."
+    )
     Options: ClassVar[type[TailOptions]] = TailOptions
 
     def __init__(self, options: TailOptions, *, agent: str, input_id: str, partitions: int,
-                 base_dir: Path, counters: Callable[[str, int], None]) -> None:
+                 base_dir: Path, counters: Callable[[str, int], None],
+                 fd_budget: int | None = None) -> None:
         self.opts = options
         self.agent = agent
         self.input_id = input_id
         self.partitions = partitions
-        self.base_dir = base_dir
         self.count = counters
-        self.decode = _DECODERS[options.format]
+        self.discovery = Discovery(options, base_dir=base_dir, host=agent, input_id=input_id,
+                                   plugin_name=self.name)
+        rule = MultilineRule.build(options.multiline) if options.multiline else None
+        self.flush_s = rule.flush_s if rule else options.partial_flush_ms / 1000
+        self.reader = Reader(options, make_decoder(options.format, rule),
+                             options.format != "plain", self.flush_s,
+                             max(options.max_line_bytes, rule.max_bytes if rule else 0),
+                             counters, input_id)
         self.files: dict[tuple[int, int], TailedFile] = {}
         self.by_path: dict[str, tuple[int, int]] = {}
+        self.max_open = max(1, min(options.max_open_files, fd_budget or options.max_open_files))
+        self.open_count = 0
         self.first_scan = True
         self.next_scan = 0.0
-        self.host = agent
+        self.last_scan = 0.0
+        self.scans = 0
+        self._waiting: list[TailedFile] = []
+        self._turn = 0
+        self._limiter = RateLimiter()
 
     # -- discovery ------------------------------------------------------------------------
-    def _patterns(self) -> list[str]:
-        return [str(self.base_dir / os.path.expanduser(p)) if not os.path.isabs(p) else p
-                for p in self.opts.path]
-
-    def _excluded(self, path: str) -> bool:
-        name = os.path.basename(path)
-        return any(fnmatch.fnmatch(path, pat) or fnmatch.fnmatch(name, pat)
-                   for pat in self.opts.exclude_path)
-
-    def _tag_for(self, path: str) -> str:
-        tag = self.opts.tag or self.opts.alias or self.name
-        if "*" in tag:
-            tag = tag.replace("*", path.replace("/", ".").strip("."))
-        return tag
-
-    def _meta_for(self, path: str) -> dict[str, str]:
-        meta = {"host": self.host}
-        m = _K8S_CONTAINERS_RE.search(os.path.basename(path))
-        if m:
-            for k, v in m.groupdict().items():
-                meta[f"kubernetes.{k}"] = v
-        return meta
-
     def due_scan(self, now: float) -> bool:
         return now >= self.next_scan
 
-    def scan(self, now: float) -> tuple[list[TailedFile], bool]:
-        """Glob for files; returns (newly opened files needing a start offset, first scan).
+    def scan(self, now: float) -> bool:
+        """Look for new, grown, renamed and vanished files; returns whether it was the first.
 
-        Also marks files whose path now names another file (renamed away) or that were
-        deleted as rotated: they are drained and closed after ``rotate_wait_s``.
+        New files wait for :meth:`start` (see :meth:`take_waiting`). A followed file whose
+        path now names another file or nothing was rotated or deleted: it is drained and
+        closed after ``rotate_wait_s``.
         """
         self.next_scan = now + self.opts.refresh_interval_s
+        self.last_scan = now
+        self.scans += 1
         first, self.first_scan = self.first_scan, False
+        wall = time.time()
         seen: dict[str, tuple[int, int]] = {}
-        new: list[TailedFile] = []
-        for pattern in self._patterns():
-            for path in glob.glob(pattern):
-                if path in seen or self._excluded(path):
-                    continue
-                try:
-                    st = os.stat(path)  # follows symlinks (Kubernetes links into /var/log/pods)
-                except OSError:
-                    continue
-                if not os.path.isfile(path):
-                    continue
-                key = (st.st_dev, st.st_ino)
-                seen[path] = key
-                if key in self.files:
-                    continue
-                if self.opts.ignore_older_s and now - st.st_mtime > self.opts.ignore_older_s:
-                    continue
-                tf = self._open(path, st)
-                if tf is not None:
-                    new.append(tf)
-        for path, key in list(self.by_path.items()):
-            if seen.get(path) != key:
-                del self.by_path[path]
-                tf = self.files.get(key)
-                if tf is not None and tf.rotated_at is None:
-                    tf.rotated_at = now
-                    event(log, logging.INFO, "tail_file_rotated",
-                          f"{tf.path} was rotated or deleted; draining it", input=self.input_id)
-        self.by_path.update(seen)
-        return new, first
+        path_of: dict[tuple[int, int], str] = {}
+        for path, st in self.discovery.scan():
+            key = (st.st_dev, st.st_ino)
+            seen[path] = key
+            path_of.setdefault(key, path)
+            tf = self.files.get(key)
+            if tf is None:
+                older = self.opts.ignore_older_s
+                if older is None or wall - st.st_mtime <= older:
+                    self._open(path, st, now, initial=first)
+            elif st.st_mtime_ns != tf.mtime_ns or st.st_size != tf.size:
+                if tf.fd < 0:
+                    self._reopen(tf, path, now)
+                else:
+                    self._check_rewritten(tf, st, now)
+        for path, key in self.by_path.items():
+            if seen.get(path) == key:
+                continue
+            tf = self.files.get(key)
+            if tf is None or tf.path != path:
+                continue
+            if key in path_of:  # renamed to another name we follow: just a new name
+                tf.path = path_of[key]
+            elif tf.fd >= 0:
+                self._rotated(tf, now)
+            elif not self._find_renamed(tf, now):
+                self._forget(tf, "gone while closed (fully read)")
+        self.by_path = seen
+        self._evict()
+        return first
 
-    def _open(self, path: str, st: os.stat_result) -> TailedFile | None:
+    def on_events(self, events: Iterable[FsEvent], now: float) -> None:
+        """inotify news: re-scan soon when files appeared, left, or a closed one grew."""
+        for ev in events:
+            if ev.mask & CHANGES_FILES:
+                break
+            if ev.mask & IN_MODIFY:
+                key = self.by_path.get(ev.path)
+                tf = self.files.get(key) if key else None
+                if tf is None or tf.fd < 0:
+                    break
+        else:
+            return
+        self.next_scan = min(self.next_scan, self.last_scan + MIN_SCAN_GAP_S)
+
+    def watch_dirs(self) -> set[str]:
+        """Folders to watch: where files may appear, and where followed files live."""
+        dirs = self.discovery.watch_dirs()
+        for tf in self.files.values():
+            dirs.add(os.path.dirname(tf.path))
+            dirs.add(os.path.dirname(os.path.realpath(tf.path)))
+        return dirs
+
+    def _open(self, path: str, st: os.stat_result, now: float,
+              initial: bool = False) -> TailedFile | None:
+        if self.open_count >= self.max_open and not self._evict(need=1):
+            return None  # every descriptor is busy: found again on the next scan
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
-            event(log, logging.WARNING, "tail_file_open_error",
-                  f"cannot open {path}: {exc.strerror}; check permissions", input=self.input_id)
+            if self._limiter.allow(f"open-{path}"):
+                event(log, logging.WARNING, "tail_file_open_error",
+                      f"cannot open {path}: {exc.strerror}; check its permissions (retried "
+                      "every refresh_interval_s)", input=self.input_id)
             return None
-        fid = fingerprint(fd, os.fstat(fd))
+        try:
+            fst = os.fstat(fd)
+            fid = fingerprint(fd, fst)
+        except OSError:
+            fid = None
         if fid is None or (fid.dev, fid.ino) != (st.st_dev, st.st_ino):
             os.close(fd)  # first line incomplete (or replaced meanwhile): try next scan
             return None
-        identity = fid.key(self.agent)
-        tf = TailedFile(path, fd, fid, identity, partition_for(identity, self.partitions),
-                        self._tag_for(path), self._meta_for(path))
+        desc = self.discovery.describe(path)
+        tf = TailedFile(path, fd, fid, self.agent, 0, desc.tag, desc.meta)
+        tf.partition = partition_for(tf.base, self.partitions)
+        tf.size, tf.mtime_ns, tf.last_active = fst.st_size, fst.st_mtime_ns, now
+        tf.initial = initial
+        tf.folder = os.path.dirname(os.path.realpath(path))
         self.files[(fid.dev, fid.ino)] = tf
+        self.open_count += 1
+        self._waiting.append(tf)
         return tf
 
-    def start(self, tf: TailedFile, committed: int | None, local: int | None,
-              first_scan: bool) -> bool:
-        """Set where ``tf`` resumes: Redis's committed offset wins, then the local copy,
-        else the head (or the end, for files present at the first start without
-        ``read_from_head``).
+    def _reopen(self, tf: TailedFile, path: str, now: float, force: bool = False) -> bool:
+        """Reopen a dormant file that changed; False when it is not the same file anymore.
 
-        Returns True when the committed offset is past the end of the file (it was
-        truncated and rewritten with the same first line): the caller resets it in Redis.
+        ``force`` opens it even over ``max_open_files`` (a renamed file must be drained).
         """
-        size = os.fstat(tf.fd).st_size
-        if committed is not None:
-            offset = committed
-        elif local is not None:
-            offset = local
-        elif first_scan and not self.opts.read_from_head:
-            offset = _last_line_end(tf.fd, size)
-        else:
-            offset = 0
-        if offset > size:
-            event(log, logging.WARNING, "tail_file_truncated",
-                  f"{tf.path} is shorter ({size} bytes) than its committed offset {offset}; "
-                  "reading it again from the start", input=self.input_id)
-            tf.pos = tf.committed = 0
-            tf.size = size
-            return committed is not None
-        tf.pos = tf.committed = offset
-        tf.size = size
+        if self.open_count >= self.max_open and not self._evict(need=1) and not force:
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            st = os.fstat(fd)
+        except OSError:
+            return False
+        try:
+            fid = fingerprint(fd, st)
+        except OSError:
+            fid = None
+        if fid != tf.fid:
+            os.close(fd)  # the inode was reused by another file: the old one is gone
+            self._forget(tf, "replaced by another file while closed")
+            self._open(path, st, now)
+            return False
+        tf.fd, tf.path, tf.last_active = fd, path, now
+        self.open_count += 1
+        return True
+
+    def _find_renamed(self, tf: TailedFile, now: float) -> bool:
+        """A dormant file left its path: find it by inode in its folder to drain it."""
+        try:
+            entries = list(os.scandir(tf.folder))
+        except OSError:
+            return False
+        for entry in entries:
+            try:
+                if entry.inode() != tf.fid.ino or entry.is_symlink():
+                    continue
+                st = entry.stat()
+            except OSError:
+                continue
+            if (st.st_dev == tf.fid.dev and st.st_size > tf.size
+                    and self._reopen(tf, entry.path, now, force=True)):
+                self._rotated(tf, now)
+                return True
         return False
+
+    def _check_rewritten(self, tf: TailedFile, st: os.stat_result, now: float) -> None:
+        """An open file whose first line changed was truncated and rewritten (copytruncate)."""
+        tf.mtime_ns = st.st_mtime_ns
+        if tf.restart is not None or tf.scanned == 0:
+            return
+        try:
+            fid = fingerprint(tf.fd, os.fstat(tf.fd))
+        except OSError:
+            return
+        if fid is not None and fid.crc != tf.fid.crc:
+            self._restart(tf, "rewritten", now)
+
+    def _rotated(self, tf: TailedFile, now: float) -> None:
+        if tf.rotated_at is None:
+            tf.rotated_at = now
+            event(log, logging.INFO, "tail_file_rotated",
+                  f"{tf.path} was rotated or deleted; reading it to its end (at byte "
+                  f"{tf.scanned} of {tf.size})", input=self.input_id, file=tf.identity)
+
+    def _restart(self, tf: TailedFile, why: str, now: float) -> None:
+        """Truncated or rewritten: commit what was read, then a new identity from byte 0."""
+        if tf.restart is not None:
+            return
+        self.reader.flush(tf, "truncated")
+        tf.restart = why
+        self.count(f"files_{why}", 1)
+        event(log, logging.WARNING, "tail_file_truncated",
+              f"{tf.path} was {why} (size {tf.size}, read up to {tf.scanned}): copytruncate? "
+              "It gets a new identity and is read again from its start",
+              input=self.input_id, file=tf.identity)
+
+    def _evict(self, need: int = 0) -> bool:
+        """Close least recently active idle files until ``need`` descriptors are free."""
+        excess = self.open_count + need - self.max_open
+        if excess <= 0:
+            return True
+        idle = [tf for tf in self.files.values()
+                if tf.fd >= 0 and tf.started and tf.rotated_at is None and tf.idle]
+        idle.sort(key=lambda tf: tf.last_active)
+        for tf in idle[: max(excess, self.max_open // 10) if need else excess]:
+            self._close_fd(tf)
+            self.count("files_closed_idle", 1)
+        return self.open_count + need <= self.max_open
+
+    def _close_fd(self, tf: TailedFile) -> None:
+        if tf.fd >= 0:
+            try:
+                st = os.fstat(tf.fd)
+                tf.mtime_ns = st.st_mtime_ns  # a later change of either reopens it
+                tf.size = st.st_size
+                os.close(tf.fd)
+            except OSError:
+                pass
+            tf.fd = -1
+            self.open_count -= 1
+
+    def _forget(self, tf: TailedFile, why: str) -> None:
+        self._close_fd(tf)
+        key = (tf.fid.dev, tf.fid.ino)
+        if self.files.get(key) is tf:
+            del self.files[key]
+        if self.by_path.get(tf.path) == key:
+            del self.by_path[tf.path]
+        event(log, logging.DEBUG, "tail_file_closed", f"{tf.path}: {why}", input=self.input_id)
+
+    # -- starting -----------------------------------------------------------------------------
+    def take_waiting(self) -> list[TailedFile]:
+        """Files that need a start offset: new, or with a new identity after truncation."""
+        waiting = [tf for tf in self._waiting if tf.fd >= 0 and not tf.started
+                   and self.files.get((tf.fid.dev, tf.fid.ino)) is tf]
+        self._waiting.clear()
+        return waiting
+
+    def start(self, tf: TailedFile, generation: int, offset: int | None,
+              from_end: bool) -> None:
+        """Set where ``tf`` resumes (see :func:`edge_agent.identity.resume_point`).
+
+        ``offset`` ``None`` means no stored offset: the head, or the end of the file for
+        files present at the very first start without ``read_from_head`` (``from_end``).
+        """
+        tf.set_generation(generation)
+        size = os.fstat(tf.fd).st_size
+        if offset is None:
+            offset = _last_line_end(tf.fd, size) if from_end and generation == 0 else 0
+        tf.seek(offset)
+        tf.size = size
+        tf.restart = None
+        tf.started = True
+
+    def size_of(self, tf: TailedFile) -> int:
+        """The current size of an open file (raises OSError)."""
+        return os.fstat(tf.fd).st_size
+
+    def requeue(self, files: list[TailedFile]) -> None:
+        """Files whose start failed (broker down) wait for the next attempt."""
+        self._waiting.extend(files)
+
+    def rekey(self, tf: TailedFile) -> None:
+        """Before re-starting a rewritten file: its identity follows its new first line."""
+        try:
+            fid = fingerprint(tf.fd, os.fstat(tf.fd))
+        except OSError:
+            fid = None
+        if fid is not None and fid != tf.fid:
+            tf.fid = fid
+            tf.base = fid.key(self.agent)
+            tf.partition = partition_for(tf.base, self.partitions)
 
     # -- reading ----------------------------------------------------------------------------
     def poll(self, now: float, throttled: set[int]) -> list[TailedFile]:
-        """Read a budget from every file; returns files with a sealed batch to commit."""
+        """Read up to a batch from every file, in turn; returns files with a sealed batch."""
         ready: list[TailedFile] = []
-        for tf in list(self.files.values()):
+        files = list(self.files.values())
+        if not files:
+            return ready
+        o = self.opts
+        turn = self._turn % len(files)
+        self._turn += 1
+        budget = o.mem_buf_limit - sum(tf.held_bytes for tf in files)
+        read = self.reader.read
+        for tf in files[turn:] + files[:turn]:
+            if tf.fd < 0 or not tf.started:
+                continue
             if tf.sealed is not None:
                 ready.append(tf)  # still waiting (backpressure or broker down): retry
                 continue
             if tf.partition in throttled:
                 continue
-            self._read(tf)
+            if tf.restart is None:
+                self._stat(tf, now)
+            if tf.restart is None and budget > 0:
+                try:
+                    while True:
+                        n = read(tf, now)
+                        budget -= n
+                        if (not n or budget <= 0 or len(tf.lines) >= o.batch_lines
+                                or tf.nbytes >= o.batch_bytes):
+                            break
+                except OSError as exc:
+                    self._read_error(tf, exc)
             if self._should_seal(tf, now):
                 self._seal(tf)
                 ready.append(tf)
-            elif tf.rotated_at is not None and tf.pos >= tf.size and not tf.lines \
-                    and tf.pos == tf.committed and now - tf.rotated_at >= self.opts.rotate_wait_s:
-                self._close(tf, "drained after rotation")
+            elif tf.restart is not None:
+                tf.started = False
+                self._waiting.append(tf)
+            elif tf.rotated_at is not None and now - tf.rotated_at >= o.rotate_wait_s:
+                self._finish_rotated(tf, now)
+        if self.open_count > self.max_open:
+            self._evict()
         return ready
 
-    def next_deadline(self) -> float:
-        """The earliest time a partial batch must be sealed (for the idle wait)."""
+    def _stat(self, tf: TailedFile, now: float) -> None:
+        try:
+            st = os.fstat(tf.fd)
+        except OSError as exc:
+            self._read_error(tf, exc)
+            return
+        tf.size = st.st_size
+        if st.st_size < tf.scanned:
+            self._restart(tf, "truncated", now)
+        elif st.st_nlink == 0 and tf.rotated_at is None:
+            self._rotated(tf, now)  # deleted while open
+
+    def _finish_rotated(self, tf: TailedFile, now: float) -> None:
+        """Rotated and quiet for rotate_wait_s: emit a last line without newline, close."""
+        if tf.idle:
+            self._forget(tf, "drained after rotation")
+            return
+        if tf.carry or tf.lines or tf.pos != tf.committed or tf.scanned >= tf.size:
+            return
+        if now - tf.last_active < self.opts.rotate_wait_s:
+            return
+        try:
+            tail = os.pread(tf.fd, min(tf.size - tf.scanned, self.reader.max_line), tf.scanned)
+        except OSError as exc:
+            self._read_error(tf, exc)
+            return
+        if tail and b"\n" not in tail:
+            tf.last_active = now
+            d = self.reader.decode(tail + b"\n", tf.pos, True)
+            self.reader.append(tf, d, len(tail))
+            tf.scanned = tf.pos
+
+    def _read_error(self, tf: TailedFile, exc: OSError) -> None:
+        self.count("read_errors", 1)
+        if self._limiter.allow(f"read-{tf.path}"):
+            event(log, logging.ERROR, "tail_file_read_error",
+                  f"cannot read {tf.path} at byte {tf.scanned}: {exc.strerror}; retrying",
+                  input=self.input_id, partition=tf.partition, file=tf.identity)
+
+    def next_deadline(self, now: float) -> float:
+        """The earliest time something is due: a batch to seal, a flush, a scan."""
         wait = self.opts.batch_wait_ms / 1000
-        times = [tf.batch_at + wait for tf in self.files.values() if tf.lines]
-        return min(times, default=self.next_scan)
+        due = self.next_scan
+        for tf in self.files.values():
+            if tf.lines:
+                due = min(due, tf.batch_at + wait)
+            if tf.carry:
+                due = min(due, tf.carry_at + self.flush_s)
+            if tf.rotated_at is not None:
+                due = min(due, max(tf.rotated_at, tf.last_active) + self.opts.rotate_wait_s)
+        return due
 
     def _should_seal(self, tf: TailedFile, now: float) -> bool:
         if tf.lines:
-            return (len(tf.lines) >= self.opts.batch_lines or tf.nbytes >= self.opts.batch_bytes
-                    or now - tf.batch_at >= self.opts.batch_wait_ms / 1000)
+            o = self.opts
+            return (len(tf.lines) >= o.batch_lines or tf.nbytes >= o.batch_bytes
+                    or now - tf.batch_at >= o.batch_wait_ms / 1000 or tf.restart is not None)
         return tf.pos != tf.committed  # only skipped bytes: move the offset anyway
 
-    def _read(self, tf: TailedFile) -> None:
-        o = self.opts
-        try:
-            st = os.fstat(tf.fd)
-        except OSError:
-            return
-        tf.size = st.st_size
-        if st.st_size < tf.pos and not tf.lines:
-            self._truncated(tf)
-            return
-        if tf.size <= tf.pos or len(tf.lines) >= o.batch_lines or tf.nbytes >= o.batch_bytes:
-            return
-        chunk = os.pread(tf.fd, o.read_bytes, tf.pos)
-        if not chunk:
-            return
-        if tf.skipping:
-            nl = chunk.find(b"\n")
-            if nl < 0:
-                tf.pos += len(chunk)
-                self.count("long_line_bytes_skipped", len(chunk))
-                return
-            tf.pos += nl + 1
-            tf.skipping = False
-            chunk = chunk[nl + 1 :]
-        d = self.decode(chunk, tf.pos)
-        if d.consumed == 0 and len(chunk) >= o.read_bytes:
-            chunk = os.pread(tf.fd, o.max_line_bytes + 1, tf.pos) if o.max_line_bytes > len(
-                chunk) else chunk
-            d = self.decode(chunk[: o.max_line_bytes + 1], tf.pos)
-            if d.consumed == 0 and len(chunk) > o.max_line_bytes:
-                self._long_line(tf, chunk[: o.max_line_bytes])
-                return
-        if not d.lines and d.consumed == 0:
-            return
-        self._append(tf, d)
-        tf.pos += d.consumed
-
-    def _append(self, tf: TailedFile, d: Decoded) -> None:
-        if not tf.lines:
-            tf.batch_at = time.monotonic()
-        tf.lines.extend(d.lines)
-        tf.offsets.extend(d.offsets)
-        if d.times is not None:
-            if tf.times is None or tf.streams is None:
-                tf.times, tf.streams = [], []
-            tf.times.extend(d.times)
-            tf.streams.extend(d.streams or ())
-        tf.nbytes += d.consumed
-
-    def _long_line(self, tf: TailedFile, head: bytes) -> None:
-        policy = self.opts.long_lines
-        self.count(f"long_lines_{policy}", 1)
-        event(log, logging.WARNING, "tail_long_line",
-              f"{tf.path}: line at byte {tf.pos} is longer than max_line_bytes "
-              f"({self.opts.max_line_bytes}); long_lines={policy}", input=self.input_id)
-        if policy != "skip":
-            piece = Decoded([head], [tf.pos], consumed=len(head))
-            if self.decode is not decode_plain:
-                piece.times, piece.streams = [0.0], ["unknown"]
-            self._append(tf, piece)
-        tf.pos += len(head)
-        tf.skipping = policy != "split"
+    def seal_all(self) -> list[TailedFile]:
+        """On shutdown: flush pending messages and seal every partial batch."""
+        ready = []
+        for tf in self.files.values():
+            if tf.fd < 0 or not tf.started:
+                continue
+            if tf.sealed is None:
+                self.reader.flush(tf, "shutdown")
+                if tf.lines or tf.pos != tf.committed:
+                    self._seal(tf)
+            if tf.sealed is not None:
+                ready.append(tf)
+        return ready
 
     def _seal(self, tf: TailedFile) -> None:
         tf.sealed = RawBatch(
@@ -367,23 +458,6 @@ class TailInput:
             times=tf.times, streams=tf.streams, meta=tf.meta,
         )
         tf.lines, tf.offsets, tf.times, tf.streams, tf.nbytes = [], [], None, None, 0
-
-    def _truncated(self, tf: TailedFile) -> None:
-        event(log, logging.WARNING, "tail_file_truncated",
-              f"{tf.path} was truncated (copytruncate?); reading it again from the start",
-              input=self.input_id)
-        # A truncated file gets a new identity from its new first line; re-open it as new.
-        self._close(tf, "truncated")
-
-    def _close(self, tf: TailedFile, why: str) -> None:
-        self.files.pop((tf.fid.dev, tf.fid.ino), None)
-        if self.by_path.get(tf.path) == (tf.fid.dev, tf.fid.ino):
-            del self.by_path[tf.path]
-        try:
-            os.close(tf.fd)
-        except OSError:
-            pass
-        event(log, logging.DEBUG, "tail_file_closed", f"{tf.path}: {why}", input=self.input_id)
 
     # -- commit feedback ----------------------------------------------------------------------
     def on_committed(self, tf: TailedFile) -> RawBatch:
@@ -395,14 +469,29 @@ class TailInput:
 
     def on_conflict(self, tf: TailedFile, stored: int) -> None:
         """Redis holds another offset for this file: it wins; drop what is buffered."""
-        tf.sealed = None
-        tf.lines, tf.offsets, tf.times, tf.streams, tf.nbytes = [], [], None, None, 0
-        tf.skipping = False
-        tf.pos = tf.committed = stored
+        tf.seek(stored)
+
+    # -- state --------------------------------------------------------------------------------
+    def file_states(self) -> list[dict[str, Any]]:
+        """Per-file state for status: path, identity, partition, offset, size, behind."""
+        out = []
+        for tf in self.files.values():
+            if tf.rotated_at is not None:
+                state = "rotated"
+            elif tf.fd < 0:
+                state = "closed"
+            elif tf.restart is not None or not tf.started:
+                state = "starting"
+            else:
+                state = "reading" if tf.size > tf.committed else "idle"
+            out.append({"path": tf.path, "file": tf.identity, "partition": tf.partition,
+                        "offset": tf.committed, "size": tf.size,
+                        "behind": max(0, tf.size - tf.committed), "state": state})
+        return out
 
     def close(self) -> None:
         for tf in list(self.files.values()):
-            self._close(tf, "agent stopping")
+            self._close_fd(tf)
 
 
 def _last_line_end(fd: int, size: int) -> int:
@@ -416,3 +505,4 @@ def _last_line_end(fd: int, size: int) -> int:
             return pos - step + nl + 1
         pos -= step
     return 0
+

@@ -7,6 +7,7 @@ touch a partition's streams, offsets, leases and checkpoints in one slot::
     tr:{p3}:out              stream: processed record batches for the sinks
     tr:{p3}:dlq              stream: dead letters (any stage)
     tr:{p3}:offsets          hash:   file identity -> committed byte offset (agent producer)
+    tr:{p3}:gens             hash:   base file identity -> truncation generation (agent)
     tr:{p3}:lease:GROUP      string: "worker:token", PX ttl
     tr:{p3}:epoch:GROUP      int:    fencing token counter, only grows
     tr:{p3}:ckpt:GROUP       hash:   sink checkpoint (e.g. file path -> committed size)
@@ -78,6 +79,10 @@ class Keys:
 
     def offsets(self, partition: int) -> str:
         return self._p(partition, "offsets")
+
+    def generations(self, partition: int) -> str:
+        """Truncation generation of each file (edge_agent.identity) whose base maps here."""
+        return self._p(partition, "gens")
 
     def lease(self, partition: int, group: str) -> str:
         return self._p(partition, f"lease:{group}")
