@@ -77,26 +77,33 @@ def records_from_batch(batch: RawBatch, path_key: str | None, now: float) -> tup
     tag = batch.tag
     tmpl = _meta_template(batch, path_key)
     nested = [k for k, v in tmpl.items() if isinstance(v, dict)]
-    times = batch.times
-    streams = batch.streams
+    lines, offsets = batch.lines, batch.offsets
+    if len(lines) != len(offsets):
+        raise ValueError(f"batch has {len(lines)} lines but {len(offsets)} offsets")
     invalid = 0
-    out: list[Record] = []
-    append = out.append
-    for i, (line, off) in enumerate(zip(batch.lines, batch.offsets, strict=True)):
-        try:
-            text = line.decode()
-        except UnicodeDecodeError:
-            text = line.decode("utf-8", "replace")
-            invalid += 1
-        rec = {"log": text, "time": times[i] if times and times[i] else now,
-               "_id": f"{prefix}{off:x}", "_tag": tag}
-        if tmpl:
-            rec.update(tmpl)
+    try:
+        texts = [ln.decode() for ln in lines]
+    except UnicodeDecodeError:
+        texts = []
+        for ln in lines:
+            try:
+                texts.append(ln.decode())
+            except UnicodeDecodeError:
+                texts.append(ln.decode("utf-8", "replace"))
+                invalid += 1
+    times = [t or now for t in batch.times] if batch.times else [now] * len(lines)
+    out: list[Record] = [
+        {"log": text, "time": t, "_id": f"{prefix}{off:x}", "_tag": tag, **tmpl}
+        for text, t, off in zip(texts, times, offsets, strict=True)
+    ]
+    if nested:
+        for rec in out:
             for k in nested:
                 rec[k] = dict(tmpl[k])  # each record owns its nested maps
-        if streams is not None:
-            rec["stream"] = streams[i]
-        append(rec)
+    streams = batch.streams
+    if streams is not None:
+        for rec, stream in zip(out, streams, strict=False):
+            rec["stream"] = stream
     return out, invalid
 
 

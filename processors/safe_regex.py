@@ -124,7 +124,7 @@ class SafePattern:
     armed block they behave exactly like ``re``'s.
     """
 
-    __slots__ = ("_match", "_search", "_ticks", "_wd", "budget_ms", "pattern", "regex")
+    __slots__ = ("_match", "_search", "budget_ms", "pattern", "regex", "ticks", "watchdog")
 
     def __init__(self, pattern: str | re.Pattern[str], flags: int = 0, *,
                  budget_ms: float = DEFAULT_REGEX_BUDGET_MS,
@@ -132,15 +132,16 @@ class SafePattern:
         self.regex = pattern if isinstance(pattern, re.Pattern) else re.compile(pattern, flags)
         self.pattern = self.regex.pattern
         self.budget_ms = budget_ms
-        self._ticks = max(1, round(budget_ms / TICK_MS))
+        #: Budget in watchdog ticks; hot loops may inline the guard with these two.
+        self.ticks = max(1, round(budget_ms / TICK_MS))
+        self.watchdog = watchdog
         self._search = self.regex.search
         self._match = self.regex.match
-        self._wd = watchdog
 
     def search(self, text: str) -> re.Match[str] | None:
-        wd = self._wd
+        wd = self.watchdog
         wd.seq += 1
-        wd.limit = self._ticks
+        wd.limit = self.ticks
         wd.active = True
         try:
             return self._search(text)
@@ -148,9 +149,9 @@ class SafePattern:
             wd.active = False
 
     def match(self, text: str) -> re.Match[str] | None:
-        wd = self._wd
+        wd = self.watchdog
         wd.seq += 1
-        wd.limit = self._ticks
+        wd.limit = self.ticks
         wd.active = True
         try:
             return self._match(text)

@@ -53,7 +53,7 @@ class TimeFormat:
         offset: zone applied when the format has no ``%z`` (seconds east of UTC).
     """
 
-    __slots__ = ("_cache", "_frac_group", "_has_zone", "_pyfmt", "_regex", "fmt", "offset")
+    __slots__ = ("_frac_group", "_has_zone", "_pyfmt", "_regex", "cache", "fmt", "offset")
 
     def __init__(self, fmt: str, offset: int = 0) -> None:
         self.fmt = fmt
@@ -90,7 +90,7 @@ class TimeFormat:
                 i += 1
         self._regex = re.compile("".join(pattern))
         self._pyfmt = "".join(pyfmt)
-        self._cache: dict[str, float] = {}
+        self.cache: dict[str, float] = {}
 
     def parse(self, text: str) -> float:
         """Epoch seconds of ``text``.
@@ -98,7 +98,7 @@ class TimeFormat:
         Raises:
             TimeFormatError: the text does not match the format.
         """
-        cached = self._cache.get(text)
+        cached = self.cache.get(text)
         if cached is not None:
             return cached
         frac = 0.0
@@ -111,7 +111,7 @@ class TimeFormat:
             frac = float("0." + digits)
             s, e = m.span("frac")
             key = (text[: s - 1] if s and text[s - 1] in ".," else text[:s]) + text[e:]
-            base = self._cache.get(key)
+            base = self.cache.get(key)
             if base is None:
                 base = self._parse_whole(key)
                 self._store(key, base)
@@ -121,9 +121,9 @@ class TimeFormat:
         return value
 
     def _store(self, key: str, value: float) -> None:
-        if len(self._cache) >= _CACHE_MAX:
-            self._cache.clear()
-        self._cache[key] = value
+        if len(self.cache) >= _CACHE_MAX:
+            self.cache.clear()
+        self.cache[key] = value
 
     def _parse_whole(self, text: str) -> float:
         pyfmt = self._pyfmt

@@ -94,11 +94,13 @@ class GrepFilter:
     Options: ClassVar[type[GrepOptions]] = GrepOptions
 
     def __init__(self, options: GrepOptions, ctx: FilterContext) -> None:
-        self.keep = [(accessor(k), SafePattern(rx).search) for k, rx in options.regex]
-        self.drop = [(accessor(k), SafePattern(rx).search) for k, rx in options.exclude]
+        keep = [(accessor(k), SafePattern(rx)) for k, rx in options.regex]
+        drop = [(accessor(k), SafePattern(rx)) for k, rx in options.exclude]
+        self.keep = [(a, p.search) for a, p in keep]
+        self.drop = [(a, p.search) for a, p in drop]
         self.op = options.logical_op
         self.counters = ctx.counters
-        rules = [(a, s, True) for a, s in self.keep] + [(a, s, False) for a, s in self.drop]
+        rules = [(a, p, True) for a, p in keep] + [(a, p, False) for a, p in drop]
         # One rule on a top-level key (the common case) takes a lean loop.
         self._single = (rules[0][0].head, rules[0][1], rules[0][2]) if (
             len(rules) == 1 and not rules[0][0].path) else None
@@ -115,7 +117,8 @@ class GrepFilter:
 
     def _process_single(self, records: list[Record]) -> list[Record]:
         assert self._single is not None
-        key, search, want = self._single
+        key, pattern, want = self._single
+        search, wd, ticks = pattern.regex.search, pattern.watchdog, pattern.ticks
         out: list[Record] = []
         append = out.append
         for r in records:
@@ -123,11 +126,16 @@ class GrepFilter:
             if v is None:
                 hit = False
             else:
+                wd.seq += 1
+                wd.limit = ticks
+                wd.active = True
                 try:
                     hit = search(v if type(v) is str else str(v)) is not None
                 except RegexTimeout:
                     self.counters["regex_timeouts"] += 1
                     hit = False
+                finally:
+                    wd.active = False
             if hit is want:
                 append(r)
         return out

@@ -158,18 +158,36 @@ class ModifyFilter:
             compile_condition(n, a, ctx.counters) for n, a in options.condition]
         self.rules: list[Callable[[Record], None]] = [
             compile_rule(op, args, ctx.counters) for op, args in options.rules]
-        # Only top-level `set` rules and no condition: one dict.update per record.
-        sets = [args for op, args in options.rules if op == "set"]
-        self._update: dict[str, Any] | None = None
-        if not self.conditions and len(sets) == len(options.rules) and all(
-                not str(k).startswith("$") for k, _ in sets):
-            self._update = {str(k): v for k, v in sets}
+        # Only top-level `set` and `remove` rules, no condition (the common case): a plan of
+        # dict.update / pop steps run in one loop, without a call per rule.
+        self._plan: list[tuple[bool, Any]] | None = None
+        if not self.conditions and all(op in ("set", "remove") and not str(args[0]).startswith(
+                "$") for op, args in options.rules):
+            plan: list[tuple[bool, Any]] = []
+            for op, args in options.rules:
+                if op == "set":
+                    if plan and plan[-1][0]:
+                        plan[-1][1][str(args[0])] = args[1]
+                    else:
+                        plan.append((True, {str(args[0]): args[1]}))
+                else:
+                    plan.append((False, str(args[0])))
+            self._plan = plan
 
     def process(self, records: list[Record]) -> FilterResult:
-        update = self._update
-        if update is not None:
+        plan = self._plan
+        if plan is not None:
+            if len(plan) == 1 and plan[0][0]:
+                update = plan[0][1]
+                for r in records:
+                    r.update(update)
+                return FilterResult(records)
             for r in records:
-                r.update(update)
+                for is_set, arg in plan:
+                    if is_set:
+                        r.update(arg)
+                    else:
+                        r.pop(arg, None)
             return FilterResult(records)
         conditions, rules = self.conditions, self.rules
         for r in records:

@@ -11,6 +11,8 @@ its CPU budget also counts as ``regex_timeouts``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, field_validator
@@ -60,6 +62,11 @@ class ParserFilter:
         self.o = options
         self.parsers: list[BoundParser] = [ctx.parsers[n] for n in options.parser]
         self.counters = ctx.counters
+        parsers = self.parsers
+        self._parse: Callable[[str], tuple[dict[str, Any], float | None]] = (
+            parsers[0].parse if len(parsers) == 1 else partial(_first_match, parsers))
+        # Parsed fields may carry `_id`/`_tag` (a JSON line): put the record's back after.
+        self._restore = any(p.may_set_reserved for p in parsers)
 
     @staticmethod
     def check_config(options: ParserFilterOptions, config: Config) -> list[tuple[tuple[str | int, ...], str]]:  # noqa: E501
@@ -74,46 +81,52 @@ class ParserFilter:
         o = self.o
         key = o.key_name
         out: list[Record] = []
+        append = out.append
         rejected: list[Rejection] = []
-        parsers = self.parsers
-        single = parsers[0] if len(parsers) == 1 else None
+        parse = self._parse
+        reserve, preserve = o.reserve_data, o.preserve_key
+        restore = self._restore
         for r in records:
             value = r.get(key)
-            if not isinstance(value, str):
-                out.append(r)  # nothing to parse: pass through, as Fluent Bit does
+            if type(value) is not str:
+                append(r)  # nothing to parse: pass through, as Fluent Bit does
                 continue
             try:
-                if single is not None:
-                    fields, t = single.parse(value)
-                else:
-                    fields, t = _first_match(parsers, value)
+                fields, t = parse(value)
             except ParseFailure as exc:
-                self.counters["unmatched"] += 1
-                if exc.timeout:
-                    self.counters["regex_timeouts"] += 1
-                if o.unmatched == "dead_letter":
-                    rejected.append(Rejection(r, str(exc)))
-                    continue
-                if o.error_key:
-                    r[o.error_key] = str(exc)
-                out.append(r)
+                if self._unmatched(r, exc, rejected):
+                    append(r)
                 continue
-            rid, rtag = r["_id"], r["_tag"]
-            if o.reserve_data:
-                if not o.preserve_key:
+            if restore:
+                rid, rtag = r["_id"], r["_tag"]
+            if reserve:
+                if not preserve:
                     del r[key]
                 r.update(fields)
                 new = r
             else:
                 new = {k: r[k] for k in _KEEP if k in r}
-                if o.preserve_key:
+                if preserve:
                     new[key] = value
                 new.update(fields)
             if t is not None:
                 new["time"] = t
-            new["_id"], new["_tag"] = rid, rtag  # parsed fields never replace these
-            out.append(new)
+            if restore:
+                new["_id"], new["_tag"] = rid, rtag  # parsed fields never replace these
+            append(new)
         return FilterResult(out, rejected)
+
+    def _unmatched(self, r: Record, exc: ParseFailure, rejected: list[Rejection]) -> bool:
+        """Count a record no parser matched; True when it goes on (kept unparsed)."""
+        self.counters["unmatched"] += 1
+        if exc.timeout:
+            self.counters["regex_timeouts"] += 1
+        if self.o.unmatched == "dead_letter":
+            rejected.append(Rejection(r, str(exc)))
+            return False
+        if self.o.error_key:
+            r[self.o.error_key] = str(exc)
+        return True
 
 
 def _first_match(parsers: list[BoundParser], value: str) -> tuple[dict[str, Any], float | None]:

@@ -12,7 +12,7 @@ from typing import Any
 from tailrace.config import PluginConfig
 from tailrace.options import ParserOptions
 
-from ..safe_regex import RegexTimeout
+from ..safe_regex import RegexTimeout, SafePattern
 from ..timefmt import TimeFormat, TimeFormatError, parse_offset
 
 __all__ = ["CONVERTERS", "BoundParser", "ParseFailure"]
@@ -52,7 +52,8 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 class BoundParser:
     """A configured parser: ``parse(text) -> (fields, time or None)``."""
 
-    __slots__ = ("_conv", "_impl", "_time", "name", "time_keep", "time_key")
+    __slots__ = ("_conv", "_impl", "_time", "may_set_reserved", "name", "parse", "time_keep",
+                 "time_key")
 
     def __init__(self, pc: PluginConfig) -> None:
         opts: ParserOptions = pc.options
@@ -63,38 +64,88 @@ class BoundParser:
         offset = parse_offset(opts.time_offset) if opts.time_offset else 0
         self._time = TimeFormat(opts.time_format, offset) if opts.time_format else None
         self._conv = [(k, CONVERTERS[t]) for k, t in opts.types.items()]
+        #: ``parse(text) -> (fields, time or None)``; raises :class:`ParseFailure` (no match,
+        #: regex over its budget, or a time that does not fit ``time_format``). Built once
+        #: as one closure with everything bound to locals: it runs for every line.
+        self.parse: Callable[[str], tuple[dict[str, Any], float | None]] = self._build()
 
-    def parse(self, text: str) -> tuple[dict[str, Any], float | None]:
-        """Fields and the record time (``None`` when the parser sets no time).
+    def _build(self) -> Callable[[str], tuple[dict[str, Any], float | None]]:
+        name = self.name
+        convs = self._conv
+        tk, keep = self.time_key, self.time_keep
+        tparse = self._time.parse if self._time is not None else None
+        nomatch = f"parser {name!r} did not match"
+        pattern: SafePattern | None = getattr(self._impl, "pattern", None)
+        self.may_set_reserved = not isinstance(pattern, SafePattern) or bool(
+            {"_id", "_tag"} & set(pattern.regex.groupindex))
 
-        Raises:
-            ParseFailure: no match, or a time/type conversion failed (with the reason).
-        """
-        try:
-            fields = self._impl.parse(text)
-        except RegexTimeout as exc:
-            raise ParseFailure(f"parser {self.name!r}: {exc}; line left unparsed",
-                               timeout=True) from None
-        if fields is None:
-            raise ParseFailure(f"parser {self.name!r} did not match")
-        for key, conv in self._conv:
-            v = fields.get(key)
-            if v is not None:
-                try:
-                    fields[key] = conv(v)
-                except (ValueError, TypeError):
-                    pass  # keep the original text, as Fluent Bit does
-        t: float | None = None
-        tk = self.time_key
-        if tk is not None and tk in fields:
-            raw = fields[tk]
-            if self._time is not None and isinstance(raw, str):
-                try:
-                    t = self._time.parse(raw)
-                except TimeFormatError as exc:
-                    raise ParseFailure(f"parser {self.name!r}: {exc}") from None
-            elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
-                t = float(raw)
-            if not self.time_keep:
-                del fields[tk]
-        return fields, t
+        def finish(fields: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
+            for key, conv in convs:
+                v = fields.get(key)
+                if v is not None:
+                    try:
+                        fields[key] = conv(v)
+                    except (ValueError, TypeError):
+                        pass  # keep the original text, as Fluent Bit does
+            t: float | None = None
+            if tk is not None and tk in fields:
+                raw = fields[tk]
+                if tparse is not None and type(raw) is str:
+                    try:
+                        t = tparse(raw)
+                    except TimeFormatError as exc:
+                        raise ParseFailure(f"parser {name!r}: {exc}") from None
+                elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
+                    t = float(raw)
+                if not keep:
+                    del fields[tk]
+            return fields, t
+
+        if not isinstance(pattern, SafePattern):
+            extract = self._impl.parse
+
+            def parse(text: str) -> tuple[dict[str, Any], float | None]:
+                fields = extract(text)
+                if fields is None:
+                    raise ParseFailure(nomatch)
+                return finish(fields)
+
+            return parse
+
+        # The regex parser, inlined: watchdog guard, search, groupdict and the time of the
+        # common case (no type conversions) in one function.
+        search, wd, ticks = pattern.regex.search, pattern.watchdog, pattern.ticks
+        simple = not convs and tk is not None and tparse is not None
+        tcache = self._time.cache if self._time is not None else {}
+
+        def parse_regex(text: str) -> tuple[dict[str, Any], float | None]:
+            wd.seq += 1
+            wd.limit = ticks
+            wd.active = True
+            try:
+                m = search(text)
+            except RegexTimeout as exc:
+                raise ParseFailure(f"parser {name!r}: {exc}; line left unparsed",
+                                   timeout=True) from None
+            finally:
+                wd.active = False
+            if m is None:
+                raise ParseFailure(nomatch)
+            fields = m.groupdict()
+            if None in fields.values():  # optional groups that did not take part
+                fields = {k: v for k, v in fields.items() if v is not None}
+            if simple:
+                raw = fields.get(tk)  # type: ignore[arg-type]
+                if type(raw) is str:
+                    t = tcache.get(raw)  # repeated timestamps: no call at all
+                    if t is None:
+                        try:
+                            t = tparse(raw)  # type: ignore[misc]
+                        except TimeFormatError as exc:
+                            raise ParseFailure(f"parser {name!r}: {exc}") from None
+                    if not keep:
+                        del fields[tk]  # type: ignore[arg-type]
+                    return fields, t
+            return finish(fields)
+
+        return parse_regex

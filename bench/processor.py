@@ -1,0 +1,233 @@
+"""Processor benchmark: raw batches pre-loaded in Redis, nginx regex parser + grep + modify.
+
+Starts its own redis-server (a temporary folder, AOF everysec), writes N nginx lines as
+raw batches of 1,000 lines over the partitions, then runs ``tailrace processor`` workers
+(one, then two, ...) until every entry is acknowledged. The clock runs from the first
+processed batch to the last ack, so start-up (imports, leases) is not counted. Prints
+lines/s, CPU seconds per million lines (user+system of the worker processes) and their
+peak RSS. ``--inproc`` also times the chain alone (no Redis, no msgpack), and ``--profile``
+prints a cProfile of the in-process handler.
+
+    python bench/processor.py                       # 1,000,000 lines; 1 then 2 workers
+    python bench/processor.py --quick               # 200,000 lines, for a smoke run
+    python bench/processor.py --lines 500000 --workers 1,2,4 --inproc --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import redis
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tailrace.broker import ensure_groups  # noqa: E402
+from tailrace.embedded import EmbeddedRedis  # noqa: E402
+from tailrace.generate import nginx_line  # noqa: E402
+from tailrace.keys import PROCESSORS_GROUP, Keys  # noqa: E402
+from tailrace.wire import RawBatch, encode_raw  # noqa: E402
+
+BATCH_LINES = 1000
+FILTERS = [
+    {"name": "parser", "match": "*", "key": "log", "parser": "nginx", "reserve_data": True},
+    {"name": "grep", "match": "*", "exclude": "path ^/healthz"},
+    {"name": "modify", "match": "*", "set": {"cluster": "bench"}, "remove": ["referer"]},
+]
+
+
+def make_config(work: Path, url: str, partitions: int) -> Path:
+    cfg = {
+        "service": {"broker": url, "data_dir": str(work / "data"), "partitions": partitions,
+                    "prefix": "bench", "log_level": "warning",
+                    "backlog": {"max_entries_per_partition": 0}},
+        "pipeline": {"filters": FILTERS},
+    }
+    path = work / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def make_batches(lines: int, partitions: int, seed: int = 7) -> list[tuple[int, bytes]]:
+    """(partition, payload) of raw batches: one file per partition, 1000 lines each."""
+    rng = random.Random(seed)
+    start = time.time() - 3600
+    paths = ["/api/v1/items", "/api/v1/users", "/healthz", "/static/app.js", "/login"]
+    out: list[tuple[int, bytes]] = []
+    offsets = [0] * partitions
+    n = 0
+    while n < lines:
+        p = (n // BATCH_LINES) % partitions
+        k = min(BATCH_LINES, lines - n)
+        raw = [nginx_line(rng, start + (n + i) / 50_000, f"{rng.choice(paths)}/{n + i}").encode()
+               for i in range(k)]
+        offs = []
+        pos = offsets[p]
+        for ln in raw:
+            offs.append(pos)
+            pos += len(ln) + 1
+        batch = RawBatch(agent="bench", input="tail.0", tag="web.access", path=f"/logs/{p}.log",
+                         file=f"file-{p}", start=offsets[p], end=pos, lines=raw, offsets=offs,
+                         meta={"host": "bench-host"})
+        offsets[p] = pos
+        out.append((p, encode_raw(batch)))
+        n += k
+    return out
+
+
+def preload(client: redis.Redis, keys: Keys, partitions: int,
+            batches: list[tuple[int, bytes]]) -> None:
+    client.flushall()
+    ensure_groups(client, keys, partitions, [])
+    pipe = client.pipeline(transaction=False)
+    for i, (p, payload) in enumerate(batches):
+        pipe.xadd(keys.raw(p), {"v": b"1", "b": payload})
+        if i % 200 == 199:
+            pipe.execute()
+    pipe.execute()
+
+
+def progress(client: redis.Redis, keys: Keys, partitions: int) -> tuple[int, int]:
+    """(entries acknowledged by the processors group, output entries written)."""
+    pipe = client.pipeline(transaction=False)
+    for p in range(partitions):
+        pipe.xinfo_groups(keys.raw(p))
+        pipe.xlen(keys.out(p))
+    res = pipe.execute()
+    acked = out = 0
+    for p in range(partitions):
+        groups, outlen = res[2 * p], res[2 * p + 1]
+        for g in groups:
+            if g["name"] == PROCESSORS_GROUP.encode():
+                acked += int(g.get("entries-read") or 0) - int(g["pending"])
+        out += int(outlen)
+    return acked, out
+
+
+def run_workers(cfg: Path, url: str, workers: int, client: redis.Redis, keys: Keys,
+                partitions: int, total_entries: int, lines: int) -> dict[str, float]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    procs = [subprocess.Popen([sys.executable, "-m", "tailrace", "processor", "-c", str(cfg)],
+                              env=env, cwd=ROOT) for _ in range(workers)]
+    ps = [psutil.Process(p.pid) for p in procs]
+    peak = 0
+    t0 = cpu0 = None
+    try:
+        while True:
+            acked, out = progress(client, keys, partitions)
+            peak = max([peak] + [p.memory_info().rss for p in ps])
+            now = time.perf_counter()
+            if t0 is None and out > 0:
+                t0 = now
+                cpu0 = sum(sum(p.cpu_times()[:2]) for p in ps)
+            if acked >= total_entries:
+                t1 = now
+                cpu1 = sum(sum(p.cpu_times()[:2]) for p in ps)
+                break
+            if any(p.poll() is not None for p in procs):
+                raise SystemExit("a worker exited early; see its output above")
+            time.sleep(0.02)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    assert t0 is not None and cpu0 is not None
+    elapsed = t1 - t0
+    return {"lines_s": lines / elapsed, "elapsed_s": elapsed,
+            "cpu_per_m": (cpu1 - cpu0) / lines * 1e6, "peak_rss_mb": peak / 2**20}
+
+
+def inproc(cfg_path: Path, batches: list[tuple[int, bytes]], lines: int,
+           profile: bool) -> None:
+    """Time the handler (decode, chain, encode) in this process, no Redis."""
+    from processors.plugins import FILTERS as BUILTIN_FILTERS
+    from processors.plugins import PARSERS
+    from processors.worker import ProcessorHandler
+    from tailrace.config import load_config
+    from tailrace.consumer import LeaseGuard
+    from tailrace.lifecycle import ThreadRecord
+    from tailrace.plugins import Registry
+
+    registry = Registry()
+    registry.add("filters", BUILTIN_FILTERS)
+    registry.add("parsers", PARSERS)
+    config = load_config(cfg_path, registry)
+    handler = ProcessorHandler(config, ThreadRecord("bench", "processor"))
+    entries = [(f"{i}-0".encode(), {b"v": b"1", b"b": payload})
+               for i, (_, payload) in enumerate(batches)]
+    guard: LeaseGuard = None  # type: ignore[assignment]
+    prof = cProfile.Profile() if profile else None
+    cpu = time.process_time()
+    t = time.perf_counter()
+    if prof:
+        prof.enable()
+    for i in range(0, len(entries), 8):
+        handler.handle(0, entries[i:i + 8], guard)
+    if prof:
+        prof.disable()
+    elapsed = time.perf_counter() - t
+    cpu = time.process_time() - cpu
+    print(f"in-process handler: {lines / elapsed:,.0f} lines/s, "
+          f"{cpu / lines * 1e6:.2f} CPU s per million lines"
+          + (" (profiled: slower)" if prof else ""))
+    if prof:
+        pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--quick", action="store_true", help="200,000 lines, workers 1,2")
+    ap.add_argument("--workers", default="1,2", help="comma-separated worker counts to run")
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--inproc", action="store_true", help="also time the chain in-process")
+    ap.add_argument("--profile", action="store_true", help="cProfile the in-process run")
+    ap.add_argument("--skip-workers", action="store_true", help="only the in-process run")
+    args = ap.parse_args()
+    lines = 200_000 if args.quick else args.lines
+    work = Path(tempfile.mkdtemp(prefix="tailrace-bench-proc-"))
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; {lines:,} nginx lines in "
+          f"batches of {BATCH_LINES} over {args.partitions} partitions; filters: "
+          + " + ".join(f["name"] for f in FILTERS))
+    batches = make_batches(lines, args.partitions)
+    server = EmbeddedRedis(work / "data", "everysec").start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        keys = Keys("bench")
+        cfg = make_config(work, server.url, args.partitions)
+        if args.inproc or args.profile or args.skip_workers:
+            inproc(cfg, batches, lines, args.profile)
+        if not args.skip_workers:
+            for n in [int(x) for x in args.workers.split(",") if x]:
+                preload(client, keys, args.partitions, batches)
+                r = run_workers(cfg, server.url, n, client, keys, args.partitions,
+                                len(batches), lines)
+                print(f"{n} worker{'s' if n > 1 else ' '}: {r['lines_s']:>10,.0f} lines/s  "
+                      f"{r['cpu_per_m']:6.2f} CPU s per million lines  "
+                      f"peak RSS {r['peak_rss_mb']:6.1f} MiB per worker  "
+                      f"({r['elapsed_s']:.2f} s)")
+        client.close()
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
