@@ -1,13 +1,22 @@
-"""The ``file`` output: records to files named by a template, exactly once.
+"""The ``file`` output: records to files named by a template, with rotation, exactly once.
 
-Exactly once rests on three things. The output has one writer (an output-wide lease).
-Every commit records each touched file's size in the partition's checkpoint, in the same
-script that acks the entries, after the bytes are flushed and fsynced. And before the
-first write to a file the checkpoint does not know yet, its size is journaled locally
-(fsynced). When a worker takes the output over (or after a broker error), it cuts every
-file back to its last committed size (the largest over the partitions: one writer writes
-and commits in sequence), or to its journaled size: a partial line or an uncommitted batch
-written before a crash disappears, and the redelivered entries write it again, once.
+Exactly once rests on four things. The output has one writer (an output-wide lease).
+Every commit records, for each file it touched, ``seq:gen:size:start`` in the partition's
+checkpoint, in the same script that acks the entries, after the bytes are flushed and
+fsynced: ``seq`` counts this output's commits (the highest is the latest, whichever
+partition holds it), ``gen`` the file's rotations, ``size`` its committed length and
+``start`` when its current generation began. Before the first write to a file the
+checkpoint does not know, its size is journaled locally (fsynced). And files rotate only
+between batches, when all they hold is committed: the rotation is journaled locally
+(fsynced), then the file is renamed to ``<path>.<gen+1>`` and a new one begins; the next
+commit records the new generation.
+
+When a worker takes the output over (or after a broker error) it restores the layout of
+the last commit: a journaled rotation the checkpoint does not know yet is undone (the new
+file holds only uncommitted bytes: it is removed and the rotated file renamed back), then
+the file is cut to its committed size (or journaled size). A partial line or an
+uncommitted batch written before a crash disappears, and the redelivered entries write
+it again, once. Files the journal does not name are never renamed or removed.
 """
 
 from __future__ import annotations
@@ -16,23 +25,27 @@ import json
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from tailrace.logs import event
-from tailrace.options import OutputOptions
+from tailrace.options import ByteSize, OutputOptions
 from tailrace.outcome import Delivered, Outcome
 from tailrace.plugins import Record
 
 from .context import OutputContext
 from .formats import formatter
 
-__all__ = ["FileOutput", "FileOutputOptions"]
+__all__ = ["FileOutput", "FileOutputOptions", "rotated_name"]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_OPEN_FILES = 64
 
 
 class FileOutputOptions(OutputOptions):
@@ -47,6 +60,48 @@ class FileOutputOptions(OutputOptions):
     fsync: bool = Field(True, description="fsync before acknowledging (off: faster, may lose "
                         "the last batches on a power cut; never on a process crash).")
     mkdir: bool = Field(True, description="Create missing folders.")
+    rotate_bytes: ByteSize = Field(
+        0, description="Rotate a file once it holds this many bytes (0 = never). Rotation "
+        "happens between batches, so a file may pass the limit by up to one batch.")
+    rotate_interval_s: float = Field(
+        0, ge=0, description="Rotate a file whose current generation is older than this "
+        "(0 = never); checked when the next batch is written to it.")
+    rotate_keep: int = Field(
+        0, ge=0, description="Rotated files to keep per path, oldest removed first (0 = all).")
+    max_open_files: int = Field(
+        DEFAULT_MAX_OPEN_FILES, ge=1, description="Open files kept; the least recently "
+        "written are closed beyond this (many `{tag}` or dated paths).")
+
+
+def rotated_name(path: str, generation: int) -> str:
+    """The name of ``path``'s ``generation``-th rotated file (1 is the oldest)."""
+    return f"{path}.{generation}"
+
+
+@dataclass(slots=True)
+class _Committed:
+    seq: int = 0
+    gen: int = 0
+    size: int = 0
+    start: int = 0
+
+    @staticmethod
+    def parse(value: bytes | str) -> _Committed:
+        text = value.decode() if isinstance(value, bytes) else value
+        if ":" not in text:  # version 1: the committed size alone
+            return _Committed(size=int(text))
+        seq, gen, size, start = (int(x) for x in text.split(":"))
+        return _Committed(seq, gen, size, start)
+
+    def encode(self) -> str:
+        return f"{self.seq}:{self.gen}:{self.size}:{self.start}"
+
+
+@dataclass(slots=True)
+class _File:
+    gen: int
+    size: int
+    start: int
 
 
 class FileOutput:
@@ -61,41 +116,68 @@ class FileOutput:
         self.has_time = "%" in self.template
         self.format = formatter(options.format, options.template)
         self.journal_path = ctx.state_dir / "files.json"
-        self.journal: dict[str, int] = _load_journal(self.journal_path)
+        # path -> size before our first write; path -> generation of an uncommitted rotation
+        self.journal, self.rotations = _load_journal(self.journal_path)
         self.known: set[str] = set()  # paths the Redis checkpoint knows
-        self.fds: dict[str, int] = {}
-        self.sizes: dict[str, int] = {}
-        self.touched: dict[str, int] = {}
+        self.files: dict[str, _File] = {}  # state of paths seen since the last recovery
+        self.fds: OrderedDict[str, int] = OrderedDict()  # open files, least recent first
+        self.touched: set[str] = set()
+        self.seq = 0
+        self.clock = time.time
         self._path_cache: dict[tuple[str, int], str] = {}
 
     # -- recovery -----------------------------------------------------------------------
     def recover(self, checkpoints: list[Mapping[bytes, bytes]]) -> None:
-        """Cut every file back to its committed (or journaled) size."""
-        committed: dict[str, int] = {}
+        """Restore every file to the layout and size of the last commit (or the journal)."""
+        committed: dict[str, _Committed] = {}
         for ckpt in checkpoints:
             for k, v in ckpt.items():
+                c = _Committed.parse(v)
                 path = k.decode()
-                committed[path] = max(committed.get(path, 0), int(v))
-        self.known = set(committed)
-        targets = dict(self.journal)
-        targets.update(committed)
+                best = committed.get(path)
+                if best is None or (c.seq, c.gen, c.size) > (best.seq, best.gen, best.size):
+                    committed[path] = c
         self._close_all()
-        for path, size in targets.items():
-            try:
-                actual = os.stat(path).st_size
-            except FileNotFoundError:
-                continue
-            if actual > size:
-                with open(path, "r+b") as f:
-                    f.truncate(size)
-                    os.fsync(f.fileno())
-                event(log, logging.INFO, "file_output_recovered",
-                      f"{path}: cut {actual - size} uncommitted bytes (back to {size})")
+        self.files.clear()
+        self.known = set(committed)
+        self.seq = max((c.seq for c in committed.values()), default=0)
+        for path, c in committed.items():
+            self.files[path] = _File(c.gen, c.size, c.start)
+            self._restore(path, c)
+        for path, size in self.journal.items():
+            if path not in committed:
+                _cut(path, size)
+        for path, gen in self.rotations.items():
+            if path not in committed:
+                event(log, logging.WARNING, "file_output_checkpoint_behind",
+                      f"{path}: rotated to generation {gen}, but no commit knows the file; "
+                      "did Redis lose data? Leaving it as it is (records may repeat)")
         # Journal entries the checkpoint now covers are no longer needed.
-        pruned = {p: s for p, s in self.journal.items() if p not in self.known}
-        if pruned != self.journal:
-            self.journal = pruned
-            _save_journal(self.journal_path, self.journal)
+        files = {p: s for p, s in self.journal.items() if p not in self.known}
+        if files != self.journal or self.rotations:
+            self.journal, self.rotations = files, {}
+            _save_journal(self.journal_path, self.journal, self.rotations)
+
+    def _restore(self, path: str, c: _Committed) -> None:
+        rot = self.rotations.get(path)
+        if rot is not None and rot > c.gen:
+            if rot != c.gen + 1:
+                self.files[path].gen = rot
+                event(log, logging.WARNING, "file_output_checkpoint_behind",
+                      f"{path}: rotated to generation {rot} but the last commit knows "
+                      f"generation {c.gen}; did Redis lose data? Leaving the files as they "
+                      "are (records may repeat)")
+                return
+            rotated = rotated_name(path, rot)
+            if os.path.exists(rotated):
+                # The rotation after the last commit: the new file is all uncommitted.
+                if os.path.exists(path):
+                    os.unlink(path)
+                os.rename(rotated, path)
+                _fsync_dir(path)
+                event(log, logging.INFO, "file_output_rotation_undone",
+                      f"{path}: undid rotation to {rotated}, which was not committed yet")
+        _cut(path, c.size)
 
     # -- writing ------------------------------------------------------------------------
     def _path(self, record: Record) -> str:
@@ -104,7 +186,7 @@ class FileOutput:
             key = (tag, 0)
         else:
             t = record.get("time")
-            key = (tag, int(t) if isinstance(t, (int, float)) else int(time.time()))
+            key = (tag, int(t) if isinstance(t, (int, float)) else int(self.clock()))
         path = self._path_cache.get(key)
         if path is None:
             path = self.template.replace("{tag}", tag)
@@ -115,19 +197,58 @@ class FileOutput:
             self._path_cache[key] = path
         return path
 
-    def _open(self, path: str) -> int:
+    def _state(self, path: str) -> _File:
+        f = self.files.get(path)
+        if f is None:
+            if path not in self.journal:
+                # Journal the size before the first write, so recovery can cut it back.
+                self.journal[path] = os.stat(path).st_size if os.path.exists(path) else 0
+                _save_journal(self.journal_path, self.journal, self.rotations)
+            f = self.files[path] = _File(0, self.journal[path], int(self.clock()))
+        return f
+
+    def _open(self, path: str, f: _File) -> int:
         fd = self.fds.get(path)
         if fd is None:
             if self.o.mkdir:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            if path not in self.known and path not in self.journal:
-                # Journal the size before the first write, so recovery can cut it back.
-                self.journal[path] = os.stat(path).st_size if os.path.exists(path) else 0
-                _save_journal(self.journal_path, self.journal)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             self.fds[path] = fd
-            self.sizes[path] = os.fstat(fd).st_size
+            f.size = os.fstat(fd).st_size
+        else:
+            self.fds.move_to_end(path)
         return fd
+
+    def _due(self, f: _File, now: float) -> bool:
+        o = self.o
+        if f.size == 0:
+            return False
+        if o.rotate_bytes and f.size >= o.rotate_bytes:
+            return True
+        return bool(o.rotate_interval_s) and now - f.start >= o.rotate_interval_s
+
+    def _rotate(self, path: str, f: _File, now: float) -> None:
+        """Rename ``path`` to its next generation (only between batches: all committed)."""
+        fd = self.fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+        gen = f.gen + 1
+        while os.path.exists(rotated_name(path, gen)):
+            gen += 1  # never overwrite a file (e.g. left by an older pipeline)
+        self.rotations[path] = gen  # durable before the rename: recovery may undo it
+        _save_journal(self.journal_path, self.journal, self.rotations)
+        if os.path.exists(path):
+            os.rename(path, rotated_name(path, gen))
+            _fsync_dir(path)
+        f.gen, f.size, f.start = gen, 0, int(now)
+        self.touched.add(path)
+        if self.o.rotate_keep and gen > self.o.rotate_keep:
+            try:
+                os.unlink(rotated_name(path, gen - self.o.rotate_keep))
+            except FileNotFoundError:
+                pass
+        event(log, logging.INFO, "file_output_rotated",
+              f"{path} rotated to {rotated_name(path, gen)}", path=path, generation=gen)
 
     def write_batch(self, records: list[Record]) -> Outcome:
         groups: dict[str, list[Record]] = {}
@@ -137,25 +258,39 @@ class FileOutput:
         else:
             for r in records:
                 groups.setdefault(self._path(r), []).append(r)
+        rotating = bool(self.o.rotate_bytes or self.o.rotate_interval_s)
+        now = self.clock()
         fds = []
         for path, recs in groups.items():
-            fd = self._open(path)
+            f = self._state(path)
+            if rotating and self._due(f, now):
+                self._rotate(path, f, now)
+            fd = self._open(path, f)
             data = self.format(recs)
             view = memoryview(data)
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
-            self.sizes[path] += len(data)
-            self.touched[path] = self.sizes[path]
+            f.size += len(data)
+            self.touched.add(path)
             fds.append(fd)
         if self.o.fsync:
             for fd in fds:
                 os.fsync(fd)
+        while len(self.fds) > self.o.max_open_files:
+            _, fd = self.fds.popitem(last=False)
+            os.close(fd)
         return Delivered()
 
     def checkpoint(self) -> dict[str, str | int]:
-        """Sizes of the files written since the last call (committed with the acks)."""
-        out: dict[str, str | int] = dict(self.touched)
+        """State of the files written since the last call (committed with the acks)."""
+        if not self.touched:
+            return {}
+        self.seq += 1
+        out: dict[str, str | int] = {}
+        for path in self.touched:
+            f = self.files[path]
+            out[path] = _Committed(self.seq, f.gen, f.size, f.start).encode()
         self.known.update(self.touched)
         self.touched.clear()
         return out
@@ -164,26 +299,48 @@ class FileOutput:
         for fd in self.fds.values():
             os.close(fd)
         self.fds.clear()
-        self.sizes.clear()
         self.touched.clear()
 
     def close(self) -> None:
         self._close_all()
 
 
-def _load_journal(path: Path) -> dict[str, int]:
+def _cut(path: str, size: int) -> None:
+    try:
+        actual = os.stat(path).st_size
+    except FileNotFoundError:
+        return
+    if actual > size:
+        with open(path, "r+b") as f:
+            f.truncate(size)
+            os.fsync(f.fileno())
+        event(log, logging.INFO, "file_output_recovered",
+              f"{path}: cut {actual - size} uncommitted bytes (back to {size})")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _load_journal(path: Path) -> tuple[dict[str, int], dict[str, int]]:
     try:
         doc = json.loads(path.read_text())
-        return {str(k): int(v) for k, v in doc.get("files", {}).items()}
+        files = {str(k): int(v) for k, v in doc.get("files", {}).items()}
+        rotations = {str(k): int(v) for k, v in doc.get("rotations", {}).items()}
+        return files, rotations
     except (OSError, ValueError, AttributeError):
-        return {}
+        return {}, {}
 
 
-def _save_journal(path: Path, journal: Mapping[str, Any]) -> None:
+def _save_journal(path: Path, files: Mapping[str, Any], rotations: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as f:
-        json.dump({"version": 1, "files": dict(journal)}, f)
+        json.dump({"version": 2, "files": dict(files), "rotations": dict(rotations)}, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -1,0 +1,86 @@
+"""Helpers for sink tests and benches: processed records, preloaded ``out`` streams, progress.
+
+A sink test starts from processed batches already in ``tr:{pN}:out`` (what processors
+commit), so it exercises the sink alone: its group, its leases, its commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import redis
+import yaml
+
+from tailrace.broker import ensure_groups, ensure_partition_count
+from tailrace.keys import Keys, sink_group
+from tailrace.wire import encode_records
+
+__all__ = [
+    "group_done",
+    "make_records",
+    "preload",
+    "sink_config",
+]
+
+BASE_TIME = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+
+
+def make_records(n: int, *, start: int = 0, tag: str = "web.app",
+                 base_time: float = BASE_TIME) -> list[dict[str, Any]]:
+    """``n`` records shaped like a processor's output (nginx fields), ids ``r<i>``."""
+    return [
+        {"_id": f"r{i:07d}", "_tag": tag, "time": base_time + i * 0.001,
+         "log": f'10.0.0.{i % 250} - - "GET /item/{i} HTTP/1.1" 200 {i % 9000}',
+         "remote": f"10.0.0.{i % 250}", "method": "GET", "path": f"/item/{i}",
+         "code": 200, "size": i % 9000, "host": "node-1"}
+        for i in range(start, start + n)
+    ]
+
+
+def preload(client: redis.Redis, keys: Keys, partitions: int, outputs: Iterable[str],
+            batches: Iterable[list[dict[str, Any]]]) -> int:
+    """Create the groups, then XADD each batch to ``out`` round-robin over the partitions.
+
+    Returns the number of records written.
+    """
+    ensure_partition_count(client, keys, partitions)
+    ensure_groups(client, keys, partitions, [sink_group(o) for o in outputs])
+    pipe = client.pipeline(transaction=False)
+    n = 0
+    for i, batch in enumerate(batches):
+        pipe.xadd(keys.out(i % partitions), {"v": "1", "b": encode_records(batch)})
+        n += len(batch)
+        if i % 200 == 199:
+            pipe.execute()
+    pipe.execute()
+    return n
+
+
+def group_done(client: redis.Redis, keys: Keys, output: str, partitions: int) -> bool:
+    """True when output's group has read every ``out`` entry and acknowledged them all."""
+    group = sink_group(output).encode()
+    for p in range(partitions):
+        stream = keys.out(p)
+        info = client.xinfo_stream(stream)
+        last = info["last-generated-id"]
+        for g in client.xinfo_groups(stream):
+            if g["name"] == group and (g["pending"] or g["last-delivered-id"] != last):
+                return False
+    return True
+
+
+def sink_config(tmp: Path, prefix: str, outputs: list[dict[str, Any]], *,
+                partitions: int = 4, **service: Any) -> Path:
+    """A sink-only pipeline config file (no inputs or filters needed)."""
+    doc = {
+        "service": {"data_dir": str(tmp / "data"), "partitions": partitions, "prefix": prefix,
+                    "lease_ttl_ms": 3000, "heartbeat_ms": 300, "publish_interval_s": 1,
+                    **service},
+        "pipeline": {"outputs": outputs},
+    }
+    path = tmp / "sink.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
