@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import time
 
 import pytest
 from helpers import load_test_config
@@ -58,3 +59,49 @@ def test_a_line_the_regex_does_not_match_raises_parse_failure(
 
     with pytest.raises(ParseFailure, match="nginx"):
         stock["nginx"].parse("not an access log line")
+
+
+def test_apache_error_parses_level_client_and_message(stock: dict[str, BoundParser]) -> None:
+    line = ("[Wed Oct 11 14:32:52 2000] [error] [client 127.0.0.1] client denied by server "
+            "configuration: /export/home/live/ap/htdocs/test")
+    fields, t = stock["apache_error"].parse(line)
+    assert fields == {"time": "Oct 11 14:32:52 2000", "level": "error", "client": "127.0.0.1",
+                      "message": "client denied by server configuration: "
+                                 "/export/home/live/ap/htdocs/test"}
+    assert t is None  # Fluent Bit's apache_error sets no time_key
+
+
+def test_syslog_rfc3164_parses_the_rfc_example(stock: dict[str, BoundParser]) -> None:
+    line = "<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8"
+    fields, t = stock["syslog-rfc3164"].parse(line)
+    assert fields["pri"] == "34" and fields["host"] == "mymachine" and fields["ident"] == "su"
+    assert fields["message"] == "'su root' failed for lonvick on /dev/pts/8"
+    assert t is not None and time.gmtime(t)[1:6] == (10, 11, 22, 14, 15)
+
+
+def test_cri_parses_stream_logtag_and_nanosecond_time(stock: dict[str, BoundParser]) -> None:
+    fields, t = stock["cri"].parse("2019-03-05T15:04:05.123456789Z stderr F some message")
+    assert fields == {"stream": "stderr", "logtag": "F", "message": "some message"}
+    assert t == pytest.approx(calendar.timegm((2019, 3, 5, 15, 4, 5)) + 0.123456789)
+
+
+def test_docker_parses_json_file_lines_and_keeps_time(stock: dict[str, BoundParser]) -> None:
+    fields, t = stock["docker"].parse(
+        '{"log":"hello\\n","stream":"stdout","time":"2019-05-30T19:03:09.123456789Z"}')
+    assert fields == {"log": "hello\n", "stream": "stdout",
+                      "time": "2019-05-30T19:03:09.123456789Z"}
+    assert t == pytest.approx(calendar.timegm((2019, 5, 30, 19, 3, 9)) + 0.123456789)
+
+
+def test_json_and_logfmt_stock_parsers(stock: dict[str, BoundParser]) -> None:
+    fields, t = stock["json"].parse('{"key1": 12345, "key2": "abc", '
+                                    '"time": "28/Jul/2006:10:22:04 -0700"}')
+    assert fields == {"key1": 12345, "key2": "abc"}
+    assert t == calendar.timegm((2006, 7, 28, 17, 22, 4))
+    assert stock["logfmt"].parse("key1=val1 key2=val2")[0] == {"key1": "val1", "key2": "val2"}
+
+
+def test_every_stock_parser_the_issue_names_is_shipped(stock: dict[str, BoundParser]) -> None:
+    for name in ("apache2", "apache_error", "nginx", "syslog-rfc3164", "syslog-rfc5424", "cri",
+                 "docker", "json", "logfmt"):
+        assert name in stock

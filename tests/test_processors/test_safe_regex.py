@@ -1,0 +1,84 @@
+"""The regex watchdog: a catastrophically backtracking pattern is stopped within its budget."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from pconf import batch, config
+
+from processors.chain import Chain
+from processors.safe_regex import WATCHDOG, RegexTimeout, SafePattern
+
+EVIL = r"^(a+)+$"
+EVIL_LINE = "a" * 40 + "!"
+
+
+def test_backtracking_match_is_interrupted_after_its_cpu_budget() -> None:
+    p = SafePattern(EVIL, budget_ms=30)
+    cpu = time.process_time()
+    with WATCHDOG.armed(), pytest.raises(RegexTimeout, match="budget of 30 ms"):
+        p.match(EVIL_LINE)
+    assert time.process_time() - cpu < 1.0  # unguarded, this match would run for years
+
+
+def test_ordinary_matches_are_unaffected_while_armed() -> None:
+    p = SafePattern(r"^(?P<a>\w+) (?P<b>\d+)$", budget_ms=5)
+    with WATCHDOG.armed():
+        for _ in range(20_000):
+            m = p.search("word 123")
+            assert m is not None and m.group("b") == "123"
+        assert p.match("nope") is None
+
+
+def test_arming_nests_and_disarms_the_timer() -> None:
+    import signal
+
+    with WATCHDOG.armed():
+        with WATCHDOG.armed():
+            pass
+        assert signal.getitimer(signal.ITIMER_VIRTUAL)[1] > 0  # still armed by the outer
+    assert signal.getitimer(signal.ITIMER_VIRTUAL) == (0.0, 0.0)
+
+
+def test_outside_the_main_thread_the_budget_is_not_enforced_but_matching_works() -> None:
+    result: list[object] = []
+
+    def run() -> None:
+        with WATCHDOG.armed():
+            result.append(SafePattern(r"b+").search("aabbb"))
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert result and result[0] is not None
+
+
+def test_a_hostile_line_is_kept_unparsed_and_counted_while_the_batch_goes_on() -> None:
+    cfg = config(f"""
+parsers:
+  - {{name: evil, format: regex, regex: '^(?<a>a+)+$', match_budget_ms: 20}}
+pipeline:
+  filters:
+    - {{name: parser, key: log, parser: evil, error_key: parse_error}}
+""")
+    chain = Chain(cfg)
+    cpu = time.process_time()
+    res = chain.run(batch(["aaaa", EVIL_LINE, "aaa", EVIL_LINE]))
+    assert time.process_time() - cpu < 2.0
+    assert [r.get("a") for r in res.records] == ["aaaa", None, "aaa", None]
+    assert res.records[1]["log"] == EVIL_LINE
+    assert "budget" in res.records[1]["parse_error"]
+    assert res.counters["regex_timeouts"] == 2 and res.counters["unmatched"] == 2
+
+
+def test_grep_counts_a_timed_out_rule_as_not_matching() -> None:
+    cfg = config(f"""
+pipeline:
+  filters:
+    - {{name: grep, regex: 'log {EVIL}'}}
+""")
+    res = Chain(cfg).run(batch(["aaaa", EVIL_LINE]))
+    assert [r["log"] for r in res.records] == ["aaaa"]
+    assert res.counters["regex_timeouts"] == 1
