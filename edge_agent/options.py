@@ -216,7 +216,9 @@ class TailOptions(InputOptions):
     read_bytes: ByteSize = Field(
         DEFAULT_READ_BYTES, ge=4096, description="Bytes read from one file per pass (fairness)."
     )
-    batch_lines: int = Field(DEFAULT_BATCH_LINES, ge=1, description="Lines per batch at most.")
+    batch_lines: int = Field(
+        DEFAULT_BATCH_LINES, ge=1, le=500_000, description="Messages per batch at most."
+    )
     batch_bytes: ByteSize = Field(DEFAULT_BATCH_BYTES, ge=1024, description="Bytes per batch.")
     batch_wait_ms: int = Field(
         DEFAULT_BATCH_WAIT_MS, ge=0, description="How long a partial batch waits for more lines."

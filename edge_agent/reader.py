@@ -119,6 +119,8 @@ class Reader:
         self.max_line = opts.max_line_bytes
         self.read_size = min(opts.read_bytes, opts.max_line_bytes + 1)
         self.long_lines = opts.long_lines
+        self.batch_lines = opts.batch_lines
+        self.rule_free = opts.multiline is None
         self.count = count
         self.input_id = input_id
         self._limiter = RateLimiter(30.0)
@@ -138,9 +140,9 @@ class Reader:
         data = os.pread(tf.fd, self.read_size, tf.scanned)
         if not data:
             return 0
-        tf.last_active = now
         if tf.skipping:
             nl = data.find(b"\n")
+            tf.last_active = now
             if nl < 0:
                 tf.pos = tf.scanned = tf.scanned + len(data)
                 self.count("long_line_bytes_skipped", len(data))
@@ -163,8 +165,16 @@ class Reader:
         complete = len(carry) + nl + 1
         buf = carry + data if carry else data
         d = self.decode(buf, tf.pos, False)
+        tf.last_active = now
+        room = self.batch_lines - len(tf.lines)
+        if len(d.lines) > room > 0:
+            d = self._cut(buf, tf.pos, d, room)
+            self.append(tf, d, d.consumed, now)
+            tf.carry = b""  # the rest is read again from the file for the next batch
+            tf.scanned = tf.pos
+            return d.consumed
         if d.lines:
-            self.append(tf, d, d.consumed)
+            self.append(tf, d, d.consumed, now)
         elif d.consumed:
             tf.pos += d.consumed  # e.g. only skipped bytes
         rest = buf[d.consumed : complete] if d.consumed < complete else b""
@@ -175,29 +185,37 @@ class Reader:
         tf.carry = rest
         tf.scanned += nl + 1
         if len(rest) > self.pending_cap:
-            self.flush(tf, "size")
+            self.flush(tf, "size", now)
         return nl + 1
+
+    def _cut(self, buf: bytes, base: int, d: Decoded, room: int) -> Decoded:
+        """The first ``room`` messages of ``d`` (a batch holds ``batch_lines`` at most)."""
+        cut = d.offsets[room] - base
+        if d.times is None and not self.container and self.rule_free:
+            return Decoded(d.lines[:room], d.offsets[:room], None, None, cut)
+        shorter = self.decode(buf[:cut], base, False)  # stop at a safe point before the cut
+        return shorter if shorter.consumed else d
 
     def flush_if_due(self, tf: TailedFile, now: float) -> None:
         """Emit a pending message that waited too long for its end or its next line."""
         if tf.carry and (now - tf.carry_at >= self.flush_s
                          or now - tf.carry_since >= self.max_pending_s):
-            self.flush(tf, "timeout")
+            self.flush(tf, "timeout", now)
 
-    def flush(self, tf: TailedFile, why: str) -> None:
+    def flush(self, tf: TailedFile, why: str, now: float) -> None:
         """Emit the pending message(s) as they are (timeout, size bound, truncation, stop)."""
         if not tf.carry:
             return
         d = self.decode(tf.carry, tf.pos, True)
-        self.append(tf, d, len(tf.carry))
+        self.append(tf, d, len(tf.carry), now)
         tf.carry = b""
         self.count(f"pending_flushed_{why}", 1)
 
-    def append(self, tf: TailedFile, d: Decoded, consumed: int) -> None:
+    def append(self, tf: TailedFile, d: Decoded, consumed: int, now: float) -> None:
         """Add decoded messages to the batch and move ``pos`` past ``consumed`` bytes."""
         if d.lines:
             if not tf.lines:
-                tf.batch_at = tf.last_active
+                tf.batch_at = now
             tf.lines.extend(d.lines)
             tf.offsets.extend(d.offsets)
             if d.times is not None:
@@ -216,12 +234,13 @@ class Reader:
                   f"{tf.path}: the line at byte {tf.scanned} is longer than max_line_bytes "
                   f"({self.max_line}); long_lines={policy} (raise max_line_bytes to keep such "
                   "lines whole)", input=self.input_id, partition=tf.partition)
-        self.flush(tf, "long_line")  # pending messages come first
+        tf.last_active = now
+        self.flush(tf, "long_line", now)  # pending messages come first
         if policy == "skip":
             tf.pos += len(head)
             self.count("long_line_bytes_skipped", len(head))
         else:
             d = self.decode(head + b"\n", tf.pos, True)
-            self.append(tf, d, len(head))
+            self.append(tf, d, len(head), now)
         tf.scanned = tf.pos
         tf.skipping = policy != "split"

@@ -108,11 +108,8 @@ class TailInput:
                 older = self.opts.ignore_older_s
                 if older is None or wall - st.st_mtime <= older:
                     self._open(path, st, now, initial=first)
-            elif st.st_mtime_ns != tf.mtime_ns or st.st_size != tf.size:
-                if tf.fd < 0:
-                    self._reopen(tf, path, now)
-                else:
-                    self._check_rewritten(tf, st, now)
+            elif tf.fd < 0 and (st.st_mtime_ns != tf.mtime_ns or st.st_size != tf.size):
+                self._reopen(tf, path, now)
         for path, key in self.by_path.items():
             if seen.get(path) == key:
                 continue
@@ -226,18 +223,6 @@ class TailInput:
                 return True
         return False
 
-    def _check_rewritten(self, tf: TailedFile, st: os.stat_result, now: float) -> None:
-        """An open file whose first line changed was truncated and rewritten (copytruncate)."""
-        tf.mtime_ns = st.st_mtime_ns
-        if tf.restart is not None or tf.scanned == 0:
-            return
-        try:
-            fid = fingerprint(tf.fd, os.fstat(tf.fd))
-        except OSError:
-            return
-        if fid is not None and fid.crc != tf.fid.crc:
-            self._restart(tf, "rewritten", now)
-
     def _rotated(self, tf: TailedFile, now: float) -> None:
         if tf.rotated_at is None:
             tf.rotated_at = now
@@ -249,7 +234,7 @@ class TailInput:
         """Truncated or rewritten: commit what was read, then a new identity from byte 0."""
         if tf.restart is not None:
             return
-        self.reader.flush(tf, "truncated")
+        self.reader.flush(tf, "truncated", now)
         tf.restart = why
         self.count(f"files_{why}", 1)
         event(log, logging.WARNING, "tail_file_truncated",
@@ -387,7 +372,18 @@ class TailInput:
         tf.size = st.st_size
         if st.st_size < tf.scanned:
             self._restart(tf, "truncated", now)
-        elif st.st_nlink == 0 and tf.rotated_at is None:
+            return
+        if st.st_mtime_ns != tf.mtime_ns:
+            tf.mtime_ns = st.st_mtime_ns
+            if tf.scanned:
+                try:  # truncated and regrown in place (copytruncate) with a new first line?
+                    fid = fingerprint(tf.fd, st)
+                except OSError:
+                    fid = None
+                if fid is not None and fid.crc != tf.fid.crc:
+                    self._restart(tf, "rewritten", now)
+                    return
+        if st.st_nlink == 0 and tf.rotated_at is None:
             self._rotated(tf, now)  # deleted while open
 
     def _finish_rotated(self, tf: TailedFile, now: float) -> None:
@@ -407,7 +403,7 @@ class TailInput:
         if tail and b"\n" not in tail:
             tf.last_active = now
             d = self.reader.decode(tail + b"\n", tf.pos, True)
-            self.reader.append(tf, d, len(tail))
+            self.reader.append(tf, d, len(tail), now)
             tf.scanned = tf.pos
 
     def _read_error(self, tf: TailedFile, exc: OSError) -> None:
@@ -444,7 +440,7 @@ class TailInput:
             if tf.fd < 0 or not tf.started:
                 continue
             if tf.sealed is None:
-                self.reader.flush(tf, "shutdown")
+                self.reader.flush(tf, "shutdown", time.monotonic())
                 if tf.lines or tf.pos != tf.committed:
                     self._seal(tf)
             if tf.sealed is not None:

@@ -22,7 +22,7 @@ from tailrace.wire import RawBatch, decode_raw
 
 @dataclass
 class Shipped:
-    """What reached the raw streams, batch by batch, in stream order per partition."""
+    """What reached the raw streams, batch by batch, in the order they were appended."""
 
     batches: list[tuple[int, RawBatch]]
 
@@ -42,13 +42,20 @@ class Shipped:
                 for off, ln in zip(b.offsets, b.lines, strict=True)]
 
 
+def _entry_order(entry_id: bytes) -> tuple[int, int]:
+    ms, seq = entry_id.split(b"-")
+    return int(ms), int(seq)
+
+
 def read_raw(client: redis.Redis, prefix: str, partitions: int) -> Shipped:
+    """Every raw batch, in the order Redis appended them (entry ids across partitions)."""
     keys = Keys(prefix)
-    batches: list[tuple[int, RawBatch]] = []
+    entries: list[tuple[tuple[int, int], int, RawBatch]] = []
     for p in range(partitions):
-        for _id, fields in client.xrange(keys.raw(p)):
-            batches.append((p, decode_raw(fields)))
-    return Shipped(batches)
+        for entry_id, fields in client.xrange(keys.raw(p)):
+            entries.append((_entry_order(entry_id), p, decode_raw(fields)))
+    entries.sort(key=lambda e: e[0])
+    return Shipped([(p, b) for _, p, b in entries])
 
 
 class AgentHarness:
