@@ -1,0 +1,8 @@
+"""The deployment tests share :mod:`deploy_model` (reading Compose, Dockerfile, manifests)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
