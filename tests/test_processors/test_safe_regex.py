@@ -56,12 +56,12 @@ def test_outside_the_main_thread_the_budget_is_not_enforced_but_matching_works()
 
 
 def test_a_hostile_line_is_kept_unparsed_and_counted_while_the_batch_goes_on() -> None:
-    cfg = config(f"""
+    cfg = config("""
 parsers:
-  - {{name: evil, format: regex, regex: '^(?<a>a+)+$', match_budget_ms: 20}}
+  - {name: evil, format: regex, regex: '^(?<a>a+)+$', match_budget_ms: 20}
 pipeline:
   filters:
-    - {{name: parser, key: log, parser: evil, error_key: parse_error}}
+    - {name: parser, key: log, parser: evil, error_key: parse_error}
 """)
     chain = Chain(cfg)
     cpu = time.process_time()
