@@ -208,9 +208,12 @@ class StreamConsumer:
         if history:
             self.record.set_state("active", "recovering pending entries")
             for p in history:
+                # One entry at a time: an entry that crashes the worker (poison) then piles
+                # up deliveries alone, and the entries read together with it get committed
+                # instead of being dead-lettered with it.
                 resp: Any = self.client.xreadgroup(
                     self.group, self.me, {self.keys.stream(self.stage_in, p): "0"},
-                    count=self.read_count,
+                    count=1,
                 )
                 entries = resp[0][1] if resp else []
                 if not entries:
