@@ -83,7 +83,7 @@ def _regex_root(pattern: str, base_dir: Path) -> str:
     root = prefix if prefix.endswith("/") else os.path.dirname(prefix)
     if not root:
         return str(base_dir)
-    return root if os.path.isabs(root) else str(base_dir / root)
+    return os.path.normpath(root if os.path.isabs(root) else str(base_dir / root))
 
 
 class Discovery:

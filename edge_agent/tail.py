@@ -334,10 +334,10 @@ class TailInput:
         for tf in files[turn:] + files[:turn]:
             if tf.fd < 0 or not tf.started:
                 continue
+            if tf.partition in throttled:
+                continue
             if tf.sealed is not None:
                 ready.append(tf)  # still waiting (backpressure or broker down): retry
-                continue
-            if tf.partition in throttled:
                 continue
             if tf.restart is None:
                 self._stat(tf, now)
