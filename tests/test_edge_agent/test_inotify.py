@@ -1,0 +1,58 @@
+"""The inotify watcher: folder events arrive without polling."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from edge_agent.inotify import IN_CREATE, IN_MODIFY, IN_MOVED_FROM, Watcher
+
+
+@pytest.fixture
+def watcher():
+    w = Watcher.create()
+    if w is None:
+        pytest.skip("inotify is not available here")
+    yield w
+    w.close()
+
+
+def test_watcher_reports_created_modified_and_renamed_files(tmp_path: Path, watcher) -> None:
+    watcher.watch({str(tmp_path)})
+    assert not watcher.wait(0.01)
+    log = tmp_path / "a.log"
+    log.write_bytes(b"x\n")
+    assert watcher.wait(5.0)
+    masks = {}
+    for ev in watcher.read():
+        masks[ev.path] = masks.get(ev.path, 0) | ev.mask
+    assert masks[str(log)] & IN_CREATE and masks[str(log)] & IN_MODIFY
+    os.rename(log, tmp_path / "a.log.1")
+    assert watcher.wait(5.0)
+    assert any(ev.mask & IN_MOVED_FROM and ev.name == "a.log" for ev in watcher.read())
+    assert watcher.read() == []  # never blocks when nothing is queued
+
+
+def test_deleted_folder_is_no_longer_watched(tmp_path: Path, watcher) -> None:
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    watcher.watch({str(sub)})
+    sub.rmdir()
+    assert watcher.wait(5.0)
+    watcher.read()
+    assert watcher.folders == set()
+
+
+def test_agent_notices_a_new_file_long_before_the_refresh_interval(
+        tmp_path: Path, make_agent, tail) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    h = make_agent([tail(logs / "*.log", refresh_interval_s=60)]).start()
+    from helpers import wait_for
+    wait_for(lambda: h.agent.watcher is not None and h.agent.watcher.folders,
+             message="folder watched")
+    (logs / "new.log").write_bytes(b"hello\n")
+    h.wait_lines(1, timeout=10)
+    h.stop()
