@@ -1,0 +1,1 @@
+"""An example tailrace plugin package: ``redact`` filter, ``csv`` parser, ``sqlite`` output."""
