@@ -19,7 +19,8 @@ import orjson
 
 __all__ = ["DocStore"]
 
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
+_DATE_RE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 _BAD_INDEX_CHARS = set('\\/*?"<>| ,#:')
 _TOTAL_FIELDS_LIMIT = 1000
 

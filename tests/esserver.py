@@ -169,7 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
             data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if len(data) > self.server.owner.max_content_length:
             self.close_connection = True
-            self._send(413, None)
+            self._send(413, None, {"Connection": "close"})
             return None
         if self.headers.get("Content-Encoding", "").lower() == "gzip":
             try:
@@ -273,6 +273,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _bulk(self, default_index: str | None, query: dict[str, str]) -> None:
         owner = self.server.owner
+        with owner.lock:
+            owner.requests += 1
+            owner.concurrent += 1
+            owner.max_concurrent = max(owner.max_concurrent, owner.concurrent)
+        try:
+            self._bulk_request(default_index, query)
+        finally:
+            with owner.lock:
+                owner.concurrent -= 1
+
+    def _bulk_request(self, default_index: str | None, query: dict[str, str]) -> None:
+        owner = self.server.owner
         ctype = self.headers.get("Content-Type")
         if ctype is None:
             self._body()
@@ -304,7 +316,6 @@ class _Handler(BaseHTTPRequestHandler):
         owner.inflight += 1
         try:
             with owner.lock:
-                owner.requests += 1
                 result = owner.bulk(body, default_index)
         finally:
             owner.inflight -= 1
@@ -345,8 +356,10 @@ class EsServer:
                               data_streams=() if opensearch else data_streams)
         self.faults: list[Fault] = []
         self.lock = threading.Lock()
-        self.requests = 0
-        self.inflight = 0
+        self.requests = 0  # bulk requests received
+        self.inflight = 0  # bulk bodies being indexed
+        self.concurrent = 0  # bulk requests being handled (read, indexed, answered)
+        self.max_concurrent = 0
         self.bodies: list[int] = []  # documents per bulk request received
         self._http = _HttpServer((host, port), _Handler)
         self._http.owner = self
@@ -363,8 +376,8 @@ class EsServer:
         return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     def start(self) -> EsServer:
-        self._thread = threading.Thread(target=self._http.serve_forever, name="esserver",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._http.serve_forever, args=(0.05,),
+                                        name="esserver", daemon=True)
         self._thread.start()
         return self
 
@@ -403,6 +416,7 @@ class EsServer:
         with self.lock:
             s = self.store
             return {"requests": self.requests, "docs": s.count(), "inflight": self.inflight,
+                    "max_concurrent": self.max_concurrent,
                     "created": sum(s.created.values()), "attempts": sum(s.attempts.values()),
                     "statuses": {str(k): v for k, v in s.statuses.items()},
                     "faults": [asdict(f) for f in self.faults]}

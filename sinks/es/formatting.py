@@ -134,14 +134,17 @@ def format_timestamp(t: float, nanos: bool = False) -> str:
     return _Timestamps(nanos)(t)
 
 
-def _default(value: Any) -> Any:
+def _plain(value: Any) -> Any:
+    """``value`` with what JSON cannot hold made representable (the slow, rare path)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, int):  # beyond 64 bits
-        return str(value)
-    raise TypeError(f"cannot serialise a {type(value).__name__}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**64:
+        return str(value)  # beyond 64 bits: orjson refuses it, Elasticsearch would too
+    return value
 
 
 @dataclass(slots=True)
@@ -223,7 +226,7 @@ class BulkFormatter:
                 body = dumps(src)
             except TypeError:
                 try:
-                    body = dumps(src, default=_default)
+                    body = dumps(_plain(src))
                 except TypeError as exc:
                     out.rejected.append(Rejection(rec, f"es: record is not serialisable as "
                                                        f"JSON: {exc}"))

@@ -159,7 +159,7 @@ class HttpTransport:
         last: BulkResponse | None = None
         for host in self._order():
             try:
-                resp = self.pool.request("POST", host.bulk_url, body=data, headers=self.headers)
+                resp = self._request(host, data)
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 why = _describe(exc)
                 failures.append(f"{host.label}: {why}")
@@ -178,6 +178,14 @@ class HttpTransport:
         raise DeliveryError("no Elasticsearch host answered the bulk request: "
                             + "; ".join(failures), retryable=True)
 
+    def _request(self, host: _Host, data: bytes) -> urllib3.BaseHTTPResponse:
+        try:
+            return self.pool.request("POST", host.bulk_url, body=data, headers=self.headers)
+        except urllib3.exceptions.ProtocolError:
+            # Most often a kept-alive connection the server (or a proxy) closed while idle:
+            # once more on a fresh one. Safe to resend: every action is a create with _id.
+            return self.pool.request("POST", host.bulk_url, body=data, headers=self.headers)
+
     def close(self) -> None:
         self.pool.clear()
 
@@ -188,12 +196,12 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, e.SSLError):
         return (f"TLS handshake failed ({exc}); check tls_ca_file (or tls_verify) and that "
                 "the host name matches the certificate")
+    if isinstance(exc, e.NewConnectionError):  # before its base, ConnectTimeoutError
+        return "connection refused or host unknown; is Elasticsearch running there?"
     if isinstance(exc, e.ConnectTimeoutError):
         return "connection timed out (connect_timeout_s); is the host reachable?"
     if isinstance(exc, e.ReadTimeoutError):
         return "no answer within timeout_s (the cluster may be overloaded); will retry"
-    if isinstance(exc, e.NewConnectionError):
-        return "connection refused or host unknown; is Elasticsearch running there?"
     if isinstance(exc, e.ProtocolError):
         return f"connection dropped before the answer ({exc.args[0] if exc.args else exc})"
     return f"{type(exc).__name__}: {exc}"

@@ -21,7 +21,7 @@ from helpers import Role, wait_for
 from sinkdata import BASE_TIME, group_done, make_records, preload, sink_config
 
 from sinks.context import OutputContext
-from sinks.file import FileOutput, FileOutputOptions, rotated_name
+from sinks.file import FileOutput, FileOutputOptions
 from tailrace.keys import Keys
 
 
