@@ -6,6 +6,7 @@ touch a partition's streams, offsets, leases and checkpoints in one slot::
     tr:{p3}:raw              stream: raw line batches from agents
     tr:{p3}:out              stream: processed record batches for the sinks
     tr:{p3}:dlq              stream: dead letters (any stage)
+    tr:{p3}:dlqdone          hash:   dead letter id -> where it was replayed (once each)
     tr:{p3}:offsets          hash:   file identity -> committed byte offset (agent producer)
     tr:{p3}:gens             hash:   base file identity -> truncation generation (agent)
     tr:{p3}:lease:GROUP      string: "worker:token", PX ttl
@@ -19,6 +20,7 @@ Keys that span partitions carry no partition tag::
     tr:worker:ID             string: published lifecycle record of one worker (TTL)
     tr:meta                  hash:   pipeline facts (partition count)
     tr:reload                int:    reload generation (``tailrace reload`` bumps it)
+    tr:replay:RUN            hash:   progress of one ``tailrace dlq replay`` run
     rq:queue:tr-KIND         RQ's own keys for the pipeline's job queues (Keys.queue)
 
 Keys shared by every worker of a filter (one hash tag per filter, so one script call can
@@ -77,6 +79,10 @@ class Keys:
     def dlq(self, partition: int) -> str:
         return self._p(partition, "dlq")
 
+    def dlq_replayed(self, partition: int) -> str:
+        """Dead letters already replayed: entry id -> target stream, new id, address."""
+        return self._p(partition, "dlqdone")
+
     def offsets(self, partition: int) -> str:
         return self._p(partition, "offsets")
 
@@ -122,6 +128,13 @@ class Keys:
         queue name carries the prefix so two pipelines on one Redis do not share jobs.
         """
         return f"{self.prefix}-{kind}"
+
+    def replay_run(self, run: str) -> str:
+        """Progress counters of dead-letter replay run ``run`` (its jobs update them)."""
+        return f"{self.prefix}:replay:{run}"
+
+    def replay_run_pattern(self) -> str:
+        return f"{self.prefix}:replay:*"
 
     def reload(self) -> str:
         """Generation counter bumped by ``tailrace reload``; workers reload when it moves."""

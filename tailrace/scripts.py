@@ -14,9 +14,11 @@ __all__ = [
     "ACQUIRE",
     "COMMIT",
     "DEAD_LETTER_PENDING",
+    "DLQ_SCAN",
     "PRODUCE",
     "RELEASE",
     "RENEW",
+    "REPLAY",
     "THROTTLE",
     "TRIM",
     "CODE_BACKPRESSURE",
@@ -268,4 +270,76 @@ for i = 1, #KEYS do
   out[i] = allowed
 end
 return out
+"""
+
+# List dead letters without their payloads (for planning replays and purges).
+# KEYS[1] dlq stream
+# ARGV[1] start id (exclusive when prefixed with '(')   ARGV[2] end id   ARGV[3] count
+# returns a flat list: id, kind, stage, plugin, time ms (5 values per entry)
+DLQ_SCAN = """
+local out = {}
+for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])) do
+  local kind, stage, plugin, t = '', '', '', ''
+  local f = e[2]
+  for j = 1, #f, 2 do
+    local k = f[j]
+    if k == 'kind' then kind = f[j + 1]
+    elseif k == 'stage' then stage = f[j + 1]
+    elseif k == 'plugin' then plugin = f[j + 1]
+    elseif k == 'time' then t = f[j + 1] end
+  end
+  out[#out + 1] = e[1]
+  out[#out + 1] = kind
+  out[#out + 1] = stage
+  out[#out + 1] = plugin
+  out[#out + 1] = t
+end
+return out
+"""
+
+# Replay dead letters back into the pipeline, each at most once (a retried job or a re-run
+# skips what is done). Raw batches go to `raw` (the processors redo them); records go to
+# `out`, addressed to one output (field `to`) when ARGV[1] is set, or to the output that
+# dead-lettered them (stage `sink:NAME`), else to every output.
+# KEYS[1] dlq stream   KEYS[2] raw stream   KEYS[3] out stream   KEYS[4] replayed hash
+# ARGV[1] output to address records to ('' = as above)   ARGV[2] time ms   ARGV[3..] ids
+# returns {replayed, already replayed, gone (purged or trimmed)}
+REPLAY = """
+local replayed, already, gone = 0, 0, 0
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  if redis.call('HEXISTS', KEYS[4], id) == 1 then
+    already = already + 1
+  else
+    local e = redis.call('XRANGE', KEYS[1], id, id)
+    if not e[1] then
+      gone = gone + 1
+    else
+      local payload, kind, stage = '', '', ''
+      local f = e[1][2]
+      for j = 1, #f, 2 do
+        if f[j] == 'b' then payload = f[j + 1]
+        elseif f[j] == 'kind' then kind = f[j + 1]
+        elseif f[j] == 'stage' then stage = f[j + 1] end
+      end
+      local new, where
+      if kind == 'raw' then
+        new = redis.call('XADD', KEYS[2], '*', 'v', '1', 'b', payload)
+        where = 'raw ' .. new .. ' '
+      else
+        local to = ARGV[1]
+        if to == '' and string.sub(stage, 1, 5) == 'sink:' then to = string.sub(stage, 6) end
+        if to ~= '' then
+          new = redis.call('XADD', KEYS[3], '*', 'v', '1', 'b', payload, 'to', to)
+        else
+          new = redis.call('XADD', KEYS[3], '*', 'v', '1', 'b', payload)
+        end
+        where = 'out ' .. new .. ' ' .. to
+      end
+      redis.call('HSET', KEYS[4], id, where .. ' ' .. ARGV[2])
+      replayed = replayed + 1
+    end
+  end
+end
+return {replayed, already, gone}
 """
