@@ -169,3 +169,37 @@ def test_an_entry_that_crashes_every_worker_is_dead_lettered_as_poison(
     assert b"poison" in dl[b"error"] and dl[b"kind"] == b"raw"
     assert crashes == 2  # max_deliveries
     assert sorted(rec["log"] for rec in out_records(r, keys, 0)) == ["fine 1", "fine 2"]
+
+
+def test_workers_flag_and_another_host_share_the_partitions_fairly(
+        tmp_path: Path, redis_url: str, r: redis.Redis, prefix: str, keys: Keys) -> None:
+    cfg = write_config(tmp_path / "scale.yaml", {
+        "service": {"prefix": prefix, "partitions": 8, "lease_ttl_ms": 2000,
+                    "heartbeat_ms": 200},
+        "pipeline": {"filters": [{"name": "modify", "set": {"x": 1}}]},
+    })
+    group = Role("processor", cfg, redis_url, "--workers", "3").start()
+    other = Role("processor", cfg, redis_url).start()  # "another host"
+
+    def owners() -> dict[str, int]:
+        held: dict[str, int] = {}
+        for p in range(8):
+            value = r.get(keys.lease(p, PROCESSORS_GROUP))
+            if value:
+                worker = value.decode().rsplit(":", 1)[0]
+                held[worker] = held.get(worker, 0) + 1
+        return held
+
+    try:
+        wait_for(lambda: sorted(owners().values()) == [2, 2, 2, 2], timeout=60,
+                 message="8 partitions spread 2-2-2-2 over 4 workers")
+        for i in range(8):
+            produce(r, keys, i, [f"line {i}"])
+        wait_for(lambda: acked_all(r, keys, 8), timeout=60, message="all partitions processed")
+        assert other.stop() == 0
+        wait_for(lambda: sorted(owners().values()) == [2, 3, 3], timeout=60,
+                 message="the leaver's partitions taken over by the 3 remaining workers")
+    finally:
+        assert group.stop() == 0
+        if other.alive:
+            other.stop()
