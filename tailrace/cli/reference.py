@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import annotated_types
 import click
-from pydantic import AliasChoices, BaseModel, BeforeValidator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 from pydantic_core import PydanticUndefined, core_schema
@@ -36,6 +36,7 @@ from ..plugins import Registry
 from .registry import build_registry
 
 __all__ = [
+    "ENV_REFERENCE",
     "SIZE_PATTERN",
     "accepted_keys",
     "config_schema",
@@ -49,6 +50,12 @@ __all__ = [
 SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*[kKmMgGtT]?[iI]?[bB]?\s*$"
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+#: A string holding a ``${VAR}`` / ``${VAR:-default}`` reference (expanded before checking).
+ENV_REFERENCE: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}",
+}
 
 #: (config section, registry attribute, key that selects the plugin, heading)
 _SECTIONS: tuple[tuple[str, str, str, str], ...] = (
@@ -64,14 +71,51 @@ _SECTIONS: tuple[tuple[str, str, str, str], ...] = (
 
 
 class _SchemaGenerator(GenerateJsonSchema):
-    """pydantic's generator, never stricter than the loader.
+    """pydantic's generator, for the file as written and never stricter than the loader.
 
-    A validator that runs before (or around) type checking may accept input shapes the
-    field's type does not show (a comma-separated string for a list, a mapping for a list
-    of pairs). Unless it declares them (``json_schema_input_type``), the schema leaves such
-    a value unconstrained: the loader is the authority, the schema must never reject a
-    config the loader accepts. Byte sizes are known: a number or a string with a unit.
+    - ``${VAR}`` references are expanded before validation, so wherever a value is
+      constrained (a number, a boolean, a choice, a pattern) a string holding a reference
+      is accepted too.
+    - A validator that runs before (or around) type checking may accept input shapes the
+      field's type does not show (a comma-separated string for a list, a mapping for a list
+      of pairs). Unless it declares them (``json_schema_input_type``), the schema leaves such
+      a value unconstrained: the loader is the authority.
+    - Byte sizes are known: a number or a string with a unit.
     """
+
+    def model_schema(self, schema: core_schema.ModelSchema) -> JsonSchemaValue:
+        cls = schema["cls"]
+        if not _reshapes_input(schema["schema"]):
+            return super().model_schema(schema)
+        # A model-level validator reshapes the mapping first (e.g. Fluent Bit's spellings):
+        # name the keys for editors, constrain nothing.
+        props: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            for key in accepted_keys(cls, name, field):
+                props[key] = {"description": field.description} if field.description else {}
+        result: dict[str, Any] = {"type": "object", "title": cls.__name__, "properties": props}
+        if _first_line(cls.__doc__):
+            result["description"] = _first_line(cls.__doc__)
+        return result
+
+    def _or_env(self, schema: JsonSchemaValue) -> JsonSchemaValue:
+        return {"anyOf": [schema, ENV_REFERENCE]}
+
+    def int_schema(self, schema: core_schema.IntSchema) -> JsonSchemaValue:
+        return self._or_env(super().int_schema(schema))
+
+    def float_schema(self, schema: core_schema.FloatSchema) -> JsonSchemaValue:
+        return self._or_env(super().float_schema(schema))
+
+    def bool_schema(self, schema: core_schema.BoolSchema) -> JsonSchemaValue:
+        return self._or_env(super().bool_schema(schema))
+
+    def literal_schema(self, schema: core_schema.LiteralSchema) -> JsonSchemaValue:
+        return self._or_env(super().literal_schema(schema))
+
+    def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
+        result = super().str_schema(schema)
+        return self._or_env(result) if set(result) - {"type"} else result
 
     def function_before_schema(
         self, schema: core_schema.BeforeValidatorFunctionSchema
@@ -79,23 +123,28 @@ class _SchemaGenerator(GenerateJsonSchema):
         if schema["function"].get("function") is parse_byte_size:
             number = self.generate_inner(schema["schema"])
             return {"anyOf": [number, {"type": "string", "pattern": SIZE_PATTERN}]}
-        if "json_schema_input_schema" in schema:
-            return super().function_before_schema(schema)
-        return {}
+        if _reshapes_input(schema):
+            return {}
+        return super().function_before_schema(schema)
 
     def function_wrap_schema(
         self, schema: core_schema.WrapValidatorFunctionSchema
     ) -> JsonSchemaValue:
-        if "json_schema_input_schema" in schema:
-            return super().function_wrap_schema(schema)
-        return {}
+        return {} if _reshapes_input(schema) else super().function_wrap_schema(schema)
 
     def function_plain_schema(
         self, schema: core_schema.PlainValidatorFunctionSchema
     ) -> JsonSchemaValue:
-        if "json_schema_input_schema" in schema:
-            return super().function_plain_schema(schema)
-        return {}
+        return {} if _reshapes_input(schema) else super().function_plain_schema(schema)
+
+
+def _reshapes_input(schema: Any) -> bool:
+    """A validator that sees the raw input and declares no input type of its own."""
+    return (
+        schema.get("type") in ("function-before", "function-wrap", "function-plain")
+        and "json_schema_input_schema" not in schema
+        and schema["function"].get("function") is not parse_byte_size
+    )
 
 
 def _plugin_models(registry: Registry) -> list[type[BaseModel]]:
@@ -240,6 +289,7 @@ def _model_type(annotation: Any) -> type[BaseModel] | None:
 
 _SCALARS: dict[Any, str] = {
     str: "string", int: "integer", float: "number", bool: "boolean", Any: "any",
+    SecretStr: "string (secret)",
 }
 
 
@@ -257,6 +307,8 @@ def _type_text(annotation: Any, metadata: Iterable[Any] = ()) -> str:
         return " or ".join(dict.fromkeys(parts))
     if origin is Literal:
         return "one of " + ", ".join(f"`{v}`" for v in typing.get_args(annotation))
+    if origin is tuple and Ellipsis not in typing.get_args(annotation):
+        return "(" + ", ".join(_type_text(a) for a in typing.get_args(annotation)) + ")"
     if origin in (list, tuple, set, frozenset):
         args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
         return "list of " + (_type_text(args[0]) if args else "any")

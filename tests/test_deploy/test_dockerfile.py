@@ -102,8 +102,10 @@ def test_builder_copies_every_package_and_the_readme(instructions: list[Instruct
 def test_dockerignore_keeps_the_sources_and_drops_the_rest(instructions: list[Instruction]
                                                            ) -> None:
     patterns = dockerignore_patterns(DOCKERIGNORE.read_text())
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.split()
+    listing = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listing.returncode != 0:
+        pytest.skip(f"not a git checkout: {listing.stderr.strip()}")
+    files = listing.stdout.split()
     copied = [s.rstrip("/") for i in stage(instructions, 0) if i.keyword == "COPY"
               for s in i.args.split()[:-1]]
     for path in files:
