@@ -7,6 +7,7 @@ reject what it can see is wrong.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from pathlib import Path
@@ -96,9 +97,12 @@ def rows(markdown: str, heading: str) -> dict[str, list[str]]:
 def test_committed_reference_equals_the_generated_one() -> None:
     expected = reference_markdown(build_registry(entry_points=False))
     actual = REFERENCE.read_text(encoding="utf-8") if REFERENCE.exists() else ""
-    assert actual == expected, (
-        f"docs/configuration.md is out of date with the option tables; regenerate it with:\n"
-        f"  {REGENERATE}")
+    if actual != expected:
+        diff = list(difflib.unified_diff(actual.splitlines(), expected.splitlines(),
+                                         "docs/configuration.md", "generated", lineterm="", n=0))
+        shown = "\n".join(diff[:40]) + ("\n..." if len(diff) > 40 else "")
+        pytest.fail(f"docs/configuration.md is out of date with the option tables; "
+                    f"regenerate it with:\n  {REGENERATE}\n{shown}", pytrace=False)
 
 
 def test_reference_has_a_row_for_every_option_of_every_plugin() -> None:
