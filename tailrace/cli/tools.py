@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -79,12 +80,14 @@ def generate(directory: str, rate: float, fmt: str, rotate_bytes: int | None, fi
     gen = Generator(directory, files=files, fmt=fmt, rate=rate, total=total,
                     rotate_bytes=rotate_bytes)
     stop = threading.Event()
-    if duration is not None:
-        threading.Timer(duration, stop.set).start()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _s, _f: stop.set())
+    timer = threading.Timer(duration, stop.set) if duration is not None else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
     try:
         n = gen.run(stop)
-    except KeyboardInterrupt:
-        n = gen.written
     finally:
         stop.set()
         gen.close()
