@@ -6,21 +6,31 @@ commit), so it exercises the sink alone: its group, its leases, its commits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import redis
 import yaml
 
-from tailrace.broker import ensure_groups, ensure_partition_count
+from sinks.worker import sink_consumer
+from tailrace.broker import connect, ensure_groups, ensure_partition_count
+from tailrace.cli.registry import build_registry
+from tailrace.config import load_config
 from tailrace.keys import Keys, sink_group
+from tailrace.lifecycle import Lifecycle
 from tailrace.wire import encode_records
 
 __all__ = [
+    "add_dead_letter",
+    "dead_letters",
     "group_done",
     "make_records",
     "preload",
+    "running",
     "sink_config",
 ]
 
@@ -84,3 +94,50 @@ def sink_config(tmp: Path, prefix: str, outputs: list[dict[str, Any]], *,
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+@contextmanager
+def running(cfg: Path, redis_url: str, output: str) -> Iterator[Lifecycle]:
+    """A sink consumer of ``output`` in a thread of this process (stopped on exit)."""
+    config = load_config(cfg, build_registry(entry_points=False))
+    client = connect(redis_url)
+    lifecycle = Lifecycle("sink")
+    consumer = sink_consumer(config, Keys(config.service.prefix), lifecycle,
+                             config.output(output), client)
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield lifecycle
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        consumer.handler.close()
+        client.close()
+    assert not thread.is_alive()
+
+
+def dead_letters(r: redis.Redis, keys: Keys, partitions: int) -> list[dict[str, Any]]:
+    """Every dead letter, fields decoded, payload unpacked as a list of records."""
+    out = []
+    for p in range(partitions):
+        for entry_id, fields in r.xrange(keys.dlq(p)):
+            doc = {k.decode(): v for k, v in fields.items()}
+            doc["id"], doc["partition"] = entry_id.decode(), p
+            doc["records"] = msgpack.unpackb(fields[b"b"], raw=False)
+            out.append(doc)
+    return out
+
+
+def add_dead_letter(r: redis.Redis, keys: Keys, partition: int, *, kind: str = "records",
+                    payload: bytes | None = None, stage: str = "sink:search",
+                    plugin: str = "search", error: str = "es: 400 document_parsing_exception",
+                    source: str = "1-0", time_ms: int = 1_700_000_000_000,
+                    records: list[dict[str, Any]] | None = None, entry_id: str = "*") -> str:
+    """A dead letter laid out as the COMMIT script writes it; returns its id."""
+    if payload is None:
+        payload = encode_records(records if records is not None else make_records(1))
+    new = r.xadd(keys.dlq(partition), {
+        "v": "1", "kind": kind, "b": payload, "stage": stage, "plugin": plugin,
+        "error": error, "source": source, "time": str(time_ms)}, id=entry_id)
+    return new.decode() if isinstance(new, bytes) else str(new)

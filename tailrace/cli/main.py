@@ -6,6 +6,7 @@ import click
 
 from .. import __version__
 from .demo import demo
+from .dlq import dlq
 from .jobs import worker
 from .ops import reload, status
 from .reference import reference, schema
@@ -22,7 +23,7 @@ def cli() -> None:
 
 
 for command in (run, agent, processor, sink, config_group, parse, generate, demo, status,
-                reload, worker):
+                reload, worker, dlq):
     cli.add_command(command)
 config_group.add_command(reference)
 config_group.add_command(schema)

@@ -7,9 +7,6 @@ must be in the dead-letter stream with their reason, and only failed items retri
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +15,9 @@ import pytest
 import redis
 from esserver import EsServer, Fault
 from helpers import Role, read_json_lines, wait_for
-from sinkdata import group_done, make_records, preload, sink_config
+from sinkdata import dead_letters, group_done, make_records, preload, running, sink_config
 
-from sinks.worker import sink_consumer
-from tailrace.broker import connect
-from tailrace.cli.registry import build_registry
-from tailrace.config import load_config
 from tailrace.keys import Keys, sink_group
-from tailrace.lifecycle import Lifecycle
 from tailrace.wire import encode_records
 
 PARTITIONS = 4
@@ -34,38 +26,6 @@ PARTITIONS = 4
 def es_output(url: str, **options: Any) -> dict[str, Any]:
     return {"name": "es", "alias": "search", "hosts": [url], "index": "logs-%Y.%m.%d",
             "batch_docs": 300, "retry_backoff_ms": 10, "retry_backoff_max_ms": 50, **options}
-
-
-@contextmanager
-def running(cfg: Path, redis_url: str, output: str) -> Iterator[Lifecycle]:
-    """A sink consumer of ``output`` in a thread of this process."""
-    config = load_config(cfg, build_registry(entry_points=False))
-    client = connect(redis_url)
-    lifecycle = Lifecycle("sink")
-    consumer = sink_consumer(config, Keys(config.service.prefix), lifecycle,
-                             config.output(output), client)
-    stop = threading.Event()
-    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield lifecycle
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-        consumer.handler.close()
-        client.close()
-    assert not thread.is_alive()
-
-
-def dead_letters(r: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
-    out = []
-    for p in range(PARTITIONS):
-        for entry_id, fields in r.xrange(keys.dlq(p)):
-            doc = {k.decode(): v for k, v in fields.items()}
-            doc["id"], doc["partition"] = entry_id.decode(), p
-            doc["records"] = msgpack.unpackb(fields[b"b"], raw=False)
-            out.append(doc)
-    return out
 
 
 def load(r: redis.Redis, keys: Keys, total: int, per_entry: int, outputs: list[str],
@@ -102,7 +62,7 @@ def test_every_document_once_only_failed_items_retried_bad_ones_dead_lettered(
     assert {i for i, n in attempts.items() if n == 3} == retried
     assert {i for i, n in attempts.items() if n != 3} == {r["_id"] for r in records} - retried
     assert all(attempts[i] == 1 for i in attempts if i not in retried), "only failed items retried"
-    dls = dead_letters(r, keys)
+    dls = dead_letters(r, keys, PARTITIONS)
     assert {d["records"][0]["_id"] for d in dls} == bad_ids and len(dls) == len(bad_ids)
     for d in dls:
         assert d["kind"] == b"records" and d["stage"] == b"sink:search"
@@ -123,13 +83,13 @@ def test_a_long_outage_holds_the_entries_pending_then_delivers_them_once(
         pending = sum(r.xpending(keys.out(p), sink_group("search"))["pending"]
                       for p in range(PARTITIONS))
         assert pending > 0, "entries stay pending while Elasticsearch is down"
-        assert es.store.count() == 0 and not dead_letters(r, keys)
+        assert es.store.count() == 0 and not dead_letters(r, keys, PARTITIONS)
         assert lifecycle.threads["sink:search"].state == "throttled"
         es.clear_faults()
         wait_for(lambda: group_done(r, keys, "search", PARTITIONS), timeout=60,
                  message="delivery after the outage")
     assert es.store.count() == 1200 and set(es.store.created.values()) == {1}
-    assert not dead_letters(r, keys)
+    assert not dead_letters(r, keys, PARTITIONS)
 
 
 def test_an_entry_addressed_to_one_output_is_delivered_by_it_alone(
@@ -183,7 +143,7 @@ def test_sink_sigkilled_mid_bulk_indexes_every_document_exactly_once(
     assert es.store.ids().keys() == good and set(es.store.ids().values()) == {1}
     assert set(es.store.created.values()) == {1}, "no document created twice"
     assert es.store.statuses[409] > 0, "a kill landed after indexing, before the ack"
-    dls = dead_letters(r, keys)
+    dls = dead_letters(r, keys, PARTITIONS)
     assert sorted(d["records"][0]["_id"] for d in dls) == sorted(bad_ids)
     attempts = es.store.attempts
     assert all(attempts[i] >= 2 for i in retried)
