@@ -56,6 +56,20 @@ def _rules(value: Any) -> Any:
     return out
 
 
+def literal_test(pattern: str) -> Any:
+    """``str.startswith`` / ``in`` for a regex that is a plain (``^``-anchored) literal.
+
+    ``^/healthz`` and ``error`` need no regex engine (and cannot backtrack); None otherwise.
+    """
+    anchored = pattern.startswith("^")
+    body = pattern[1:] if anchored else pattern
+    if not body or re.escape(body) != body:
+        return None
+    if anchored:
+        return lambda v: v.startswith(body)
+    return lambda v: body in v
+
+
 class GrepOptions(FilterOptions):
     regex: list[tuple[str, str]] = Field(
         default_factory=list, description="Keep records whose KEY matches REGEX (`KEY REGEX`)."
@@ -118,9 +132,16 @@ class GrepFilter:
     def _process_single(self, records: list[Record]) -> list[Record]:
         assert self._single is not None
         key, pattern, want = self._single
-        search, wd, ticks = pattern.regex.search, pattern.watchdog, pattern.ticks
         out: list[Record] = []
         append = out.append
+        test = literal_test(pattern.pattern)
+        if test is not None:
+            for r in records:
+                v = r.get(key)
+                if (v is not None and test(v if type(v) is str else str(v))) is want:
+                    append(r)
+            return out
+        search, wd, ticks = pattern.regex.search, pattern.watchdog, pattern.ticks
         for r in records:
             v = r.get(key)
             if v is None:
