@@ -11,6 +11,12 @@ prints a cProfile of the in-process handler.
     python bench/processor.py                       # 1,000,000 lines; 1 then 2 workers
     python bench/processor.py --quick               # 200,000 lines, for a smoke run
     python bench/processor.py --lines 500000 --workers 1,2,4 --inproc --profile
+    python bench/processor.py --regex-engines       # re vs re+watchdog vs regex vs re2
+
+``--regex-engines`` compares the regex engines considered for regex safety on the stock
+nginx pattern and on a catastrophic one; the optional engines (``regex``, ``google-re2``)
+are used when importable (e.g. ``pip install --target /tmp/engines regex google-re2`` and
+``PYTHONPATH=/tmp/engines``); they are not tailrace dependencies.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import redis
@@ -195,6 +202,62 @@ def inproc(cfg_path: Path, batches: list[tuple[int, bytes]], lines: int,
         pstats.Stats(prof).sort_stats("tottime").print_stats(18)
 
 
+def regex_engines(n: int = 100_000) -> None:
+    """Matches+groupdict per second of each engine; time to give up on ``^(a+)+$``."""
+    import re
+
+    from processors.parsers.regex import translate_onigmo
+    from processors.safe_regex import WATCHDOG, RegexTimeout, SafePattern
+    from processors.stock import STOCK_PARSERS
+
+    rng = random.Random(1)
+    lines = [nginx_line(rng, 1.7e9 + i, f"/api/{i}") for i in range(2000)]
+    src = translate_onigmo(next(d for d in STOCK_PARSERS if d["name"] == "nginx")["regex"])
+    engines: list[tuple[str, Any, Any]] = []
+    plain = re.compile(src)
+    engines.append(("re", plain.search, None))
+    safe = SafePattern(src, budget_ms=50)
+    engines.append(("re + watchdog (tailrace)", safe.search, "watchdog"))
+    try:
+        import regex  # type: ignore[import-not-found]
+
+        rx = regex.compile(src)
+        engines.append(("regex", rx.search, "regex0"))
+        engines.append(("regex, timeout=50ms", lambda t: rx.search(t, timeout=0.05), "regex"))
+    except ImportError:
+        print("(regex package not importable: skipped)")
+    try:
+        import re2  # type: ignore[import-not-found]
+
+        engines.append(("google-re2", re2.compile(src).search, "re2"))
+    except ImportError:
+        print("(google-re2 not importable: skipped)")
+    evil = "a" * 40 + "!"
+    for name, search, kind in engines:
+        with WATCHDOG.armed():
+            t = time.perf_counter()
+            for i in range(n):
+                search(lines[i % 2000]).groupdict()
+            rate = n / (time.perf_counter() - t)
+            cpu = time.process_time()
+            verdict = "unbounded (not run)"
+            if kind is not None:
+                try:
+                    if kind == "watchdog":
+                        SafePattern(r"^(a+)+$", budget_ms=50).match(evil)
+                    elif kind == "regex":
+                        regex.match(r"^(a+)+$", evil, timeout=0.05)
+                    elif kind == "regex0":
+                        regex.match(r"^(a+)+$", evil)
+                    else:
+                        re2.match(r"^(a+)+$", evil)
+                    verdict = f"finished in {(time.process_time() - cpu) * 1000:.1f} ms"
+                except (RegexTimeout, TimeoutError):
+                    verdict = f"stopped after {(time.process_time() - cpu) * 1000:.0f} ms"
+        print(f"{name:26s} {rate:>10,.0f} nginx matches+groupdict/s   ^(a+)+$ on 40 a's + '!': "
+              f"{verdict}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--lines", type=int, default=1_000_000)
@@ -206,7 +269,12 @@ def main() -> None:
     ap.add_argument("--skip-workers", action="store_true", help="only the in-process run")
     ap.add_argument("--appendfsync", default="everysec", choices=["always", "everysec", "no"],
                     help="the benchmark Redis's AOF fsync policy (default everysec)")
+    ap.add_argument("--regex-engines", action="store_true",
+                    help="compare regex engines (speed, catastrophic backtracking) and exit")
     args = ap.parse_args()
+    if args.regex_engines:
+        regex_engines()
+        return
     lines = 200_000 if args.quick else args.lines
     work = Path(tempfile.mkdtemp(prefix="tailrace-bench-proc-"))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; {lines:,} nginx lines in "

@@ -56,8 +56,8 @@ def _rules(value: Any) -> Any:
     return out
 
 
-def literal_test(pattern: str) -> Any:
-    """``str.startswith`` / ``in`` for a regex that is a plain (``^``-anchored) literal.
+def literal(pattern: str) -> tuple[str, bool] | None:
+    """(text, anchored) for a regex that is a plain literal, optionally ``^``-anchored.
 
     ``^/healthz`` and ``error`` need no regex engine (and cannot backtrack); None otherwise.
     """
@@ -65,9 +65,7 @@ def literal_test(pattern: str) -> Any:
     body = pattern[1:] if anchored else pattern
     if not body or re.escape(body) != body:
         return None
-    if anchored:
-        return lambda v: v.startswith(body)
-    return lambda v: body in v
+    return body, anchored
 
 
 class GrepOptions(FilterOptions):
@@ -134,11 +132,17 @@ class GrepFilter:
         key, pattern, want = self._single
         out: list[Record] = []
         append = out.append
-        test = literal_test(pattern.pattern)
-        if test is not None:
+        lit = literal(pattern.pattern)
+        if lit is not None:  # str.startswith / `in`: no regex call per record
+            text, anchored = lit
             for r in records:
                 v = r.get(key)
-                if (v is not None and test(v if type(v) is str else str(v))) is want:
+                if v is None:
+                    hit = False
+                else:
+                    s = v if type(v) is str else str(v)
+                    hit = s.startswith(text) if anchored else text in s
+                if hit is want:
                     append(r)
             return out
         search, wd, ticks = pattern.regex.search, pattern.watchdog, pattern.ticks

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pconf import config, records, run, strip
 
@@ -79,3 +81,13 @@ def test_invalid_rules_are_config_errors_that_say_the_expected_form() -> None:
 def test_non_text_values_match_by_their_string_form() -> None:
     res = run("- {name: grep, regex: 'code ^5'}", records({"code": 503}, {"code": 200}))
     assert [r["code"] for r in res.records] == [503]
+
+
+@pytest.mark.parametrize("pattern", ["^/healthz", "error", "^a.b", "x|y", "^$"])
+def test_literal_rules_take_a_shortcut_that_matches_exactly_like_the_regex(pattern: str) -> None:
+    values = ["/healthz", "/healthz/x", "x/healthz", "an error", "a.b", "axb", "y", "", 5]
+    for kind in ("regex", "exclude"):
+        res = run(f"- {{name: grep, {kind}: 'v {pattern}'}}",
+                  records(*({"v": v} for v in values)))
+        expected = [v for v in values if bool(re.search(pattern, str(v))) is (kind == "regex")]
+        assert [r["v"] for r in res.records] == expected
