@@ -23,6 +23,7 @@ from tailrace.config import Config
 from tailrace.logs import RateLimiter, event
 from tailrace.retry import Backoff
 from tailrace.runtime import Runtime
+from tailrace.topology import memory_by_node
 from tailrace.wire import encode_raw
 
 from .checkpoint import Checkpoint
@@ -43,6 +44,7 @@ WATCHED_IDLE_WAIT_MAX_S = 0.5  # inotify wakes the loop on changes: it may sleep
 FILES_PUBLISH_INTERVAL_S = 1.0
 MAX_FILES_SHOWN = 50  # per-file rows in the published state (the most behind first)
 WATCH_REFRESH_SCANS = 10
+PIPELINE_BYTES = 4 * 1024 * 1024  # payload bytes per PRODUCE pipeline
 FD_RESERVE = 64  # descriptors kept for Redis, logs, inotify and the embedded server
 _SEEN_FIELD = "agent-seen:{agent}"  # tr:meta field: this agent has started before
 
@@ -69,6 +71,8 @@ class Agent:
                       counters=self.record.add, fd_budget=fd_budget)
             for pc in config.inputs
         ]
+        self.pipeline_bytes = min([PIPELINE_BYTES] + [inp.opts.mem_buf_limit
+                                                      for inp in self.inputs])
         self.watcher: Watcher | None = None
         self.fresh: bool | None = None  # the very first start of this agent (decided once)
         self.throttled: dict[int, float] = {}  # partition -> when to try again
@@ -84,7 +88,7 @@ class Agent:
         """Tail until the runtime's stop event, then flush, commit and close (never raises
         for broker outages: they are waited out with capped backoff)."""
         client = self.runtime.connect()
-        scripts = Scripts(client, self.keys)
+        scripts = Scripts(client, self.keys, wait=self.runtime.wait_policy)
         if any(inp.opts.inotify for inp in self.inputs):
             self.watcher = Watcher.create()
         stop = self.runtime.stop
@@ -133,7 +137,7 @@ class Agent:
             if inp.due_scan(now):
                 first = inp.scan(now)
                 if self.watcher is not None and (first or inp.scans % WATCH_REFRESH_SCANS == 0):
-                    self.watcher.watch(inp.watch_dirs())
+                    inp.watched = self.watcher.watch(inp.watch_dirs())
             waiting = inp.take_waiting()
             if waiting:
                 try:
@@ -227,15 +231,32 @@ class Agent:
 
     # -- producing ----------------------------------------------------------------------------
     def _produce(self, scripts: Scripts, ready: list[tuple[TailInput, TailedFile]]) -> None:
+        """Commit sealed batches, one pipeline per ``PIPELINE_BYTES`` of payload (so the
+        encoded copies never pile up in memory)."""
+        group: list[tuple[TailInput, TailedFile]] = []
+        size = 0
+        for item in ready:
+            batch = item[1].sealed
+            assert batch is not None
+            group.append(item)
+            size += batch.end - batch.start
+            if size >= self.pipeline_bytes:
+                self._produce_group(scripts, group)
+                group, size = [], 0
+        if group:
+            self._produce_group(scripts, group)
+
+    def _produce_group(self, scripts: Scripts,
+                       ready: list[tuple[TailInput, TailedFile]]) -> None:
         limit = self.service.backlog.max_entries_per_partition
-        pipe = scripts.client.pipeline(transaction=False)
+        pipe = scripts.batch(wait=True)  # one round trip per Redis node, WAIT if configured
         for _inp, tf in ready:
             batch = tf.sealed
             assert batch is not None
             payload = encode_raw(batch) if batch.lines else b""
             scripts.produce(tf.partition, batch.file, batch.start, batch.end, payload, limit,
                             client=pipe)
-        results = pipe.execute(raise_on_error=False)
+        results = pipe.execute()
         now = time.monotonic()
         rec = self.record
         committed = 0
@@ -290,15 +311,14 @@ class Agent:
         if now < self._next_memory_check:
             return
         self._next_memory_check = now + MEMORY_CHECK_INTERVAL_S
-        info = client.info("memory")
-        used = int(info.get("used_memory", 0))
-        limit = self.service.backlog.max_redis_memory
-        if not limit and int(info.get("maxmemory", 0)):
-            limit = int(int(info["maxmemory"]) * 0.9)
-        full = bool(limit) and used >= limit
-        if full != self.memory_full:
+        configured = self.service.backlog.max_redis_memory
+        nodes = [(n, configured or int(n.maxmemory * 0.9)) for n in memory_by_node(client)]
+        over = [(n, lim) for n, lim in nodes if lim and n.used >= lim]  # any master full pauses
+        full = bool(over)
+        if full != self.memory_full and nodes:
+            node, limit = (over or nodes)[0]
             event(log, logging.WARNING if full else logging.INFO, "agent_memory_throttle",
-                  f"Redis uses {used} bytes (limit {limit}): "
+                  f"Redis {node.node} uses {node.used} bytes (limit {limit}): "
                   + ("pausing reads" if full else "resuming reads"))
         self.memory_full = full
 

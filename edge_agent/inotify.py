@@ -100,8 +100,13 @@ class Watcher:
     def folders(self) -> set[str]:
         return set(self._by_dir)
 
-    def watch(self, folders: set[str]) -> None:
-        """Watch these folders too (already watched ones are left as they are)."""
+    def watch(self, folders: set[str]) -> bool:
+        """Watch these folders too (already watched ones are left as they are).
+
+        Returns:
+            whether every folder is watched now (False: some must be polled).
+        """
+        complete = True
         for folder in folders:
             if folder in self._by_dir:
                 continue
@@ -111,7 +116,7 @@ class Watcher:
                     event(log, logging.WARNING, "tail_inotify_limit",
                           f"watching {MAX_WATCHES} folders already; others are polled every "
                           "refresh_interval_s")
-                return
+                return False
             wd = int(self._libc.inotify_add_watch(self.fd, os.fsencode(folder), WATCH_MASK))
             if wd < 0:
                 err = ctypes.get_errno()
@@ -120,9 +125,12 @@ class Watcher:
                     event(log, logging.WARNING, "tail_inotify_watch_error",
                           f"cannot watch {folder}: {os.strerror(err)}; it is polled instead "
                           "(raise fs.inotify.max_user_watches?)")
+                if os.path.isdir(folder):
+                    complete = False
                 continue
             self._by_wd[wd] = folder
             self._by_dir[folder] = wd
+        return complete
 
     def unwatch(self, folders: set[str]) -> None:
         for folder in folders:

@@ -41,7 +41,7 @@ class TailedFile:
     __slots__ = (
         "base", "batch_at", "carry", "carry_at", "carry_since", "committed", "fd", "fid",
         "folder", "generation", "identity", "initial", "last_active", "lines", "meta",
-        "mtime_ns", "nbytes",
+        "mtime_ns", "nbytes", "partial_at",
         "offsets", "partition", "path", "pos", "restart", "rotated_at", "scanned", "sealed",
         "size", "skipping", "started", "streams", "tag", "times",
     )
@@ -78,6 +78,7 @@ class TailedFile:
         self.skipping = False  # inside an over-long line being truncated or skipped
         self.size = 0
         self.mtime_ns = 0
+        self.partial_at = -1  # the size at which only a partial last line was found
         self.last_active = 0.0
 
     def set_generation(self, generation: int) -> None:
@@ -90,6 +91,7 @@ class TailedFile:
         self.lines, self.offsets, self.times, self.streams, self.nbytes = [], [], None, None, 0
         self.carry = b""
         self.skipping = False
+        self.partial_at = -1
         self.pos = self.committed = self.scanned = offset
 
     @property
@@ -99,11 +101,17 @@ class TailedFile:
         return self.nbytes + len(self.carry) + (sealed.end - sealed.start if sealed else 0)
 
     @property
-    def idle(self) -> bool:
-        """Fully read and committed, nothing held: may be closed and reopened later."""
+    def settled(self) -> bool:
+        """Everything read so far is committed; nothing is held or being skipped."""
         return (self.sealed is None and not self.lines and not self.carry
-                and self.committed == self.pos == self.scanned == self.size
+                and self.committed == self.pos == self.scanned
                 and self.restart is None and not self.skipping)
+
+    @property
+    def idle(self) -> bool:
+        """Settled and nothing new to read (at most a partial last line already looked at):
+        may be closed and reopened later."""
+        return self.settled and (self.scanned == self.size or self.size == self.partial_at)
 
 
 class Reader:
@@ -134,7 +142,7 @@ class Reader:
         Raises:
             OSError: the read failed (the caller logs it and retries later).
         """
-        if tf.scanned >= tf.size:
+        if tf.scanned >= tf.size or tf.size == tf.partial_at:
             self.flush_if_due(tf, now)
             return 0
         data = os.pread(tf.fd, self.read_size, tf.scanned)
@@ -159,7 +167,8 @@ class Reader:
             if len(data) > self.max_line:
                 self._long_line(tf, data[: self.max_line], now)
                 return self.max_line
-            self.flush_if_due(tf, now)  # only a partial last line: wait for its end
+            tf.partial_at = tf.size  # only a partial last line: look again when it grows
+            self.flush_if_due(tf, now)
             return 0
         carry = tf.carry
         complete = len(carry) + nl + 1

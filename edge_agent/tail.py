@@ -1,19 +1,20 @@
 """The ``tail`` input: follows files through rotation and truncation, in batches of messages.
 
-This module owns the table of followed files: discovering them (:mod:`.discovery`),
-opening and fingerprinting them (:mod:`.identity`), noticing rotation, deletion and
-truncation, closing idle ones when descriptors run short (LRU) and reading them fairly
-(:mod:`.reader`). It never talks to Redis: the agent loop (:mod:`edge_agent.agent`) sets
-where each file starts (:meth:`TailInput.start`), commits the sealed batches and reports
-back (:meth:`TailInput.on_committed`, :meth:`TailInput.on_conflict`).
+:class:`TailInput` reads the files of its :class:`~edge_agent.files.FileTable` fairly (up
+to one batch per file per pass, the first file changing every pass), within a memory
+budget (``mem_buf_limit``), and seals batches for the agent loop. It never talks to Redis:
+the agent (:mod:`edge_agent.agent`) sets where each file starts (:meth:`TailInput.start`),
+commits the sealed batches and reports back (:meth:`TailInput.on_committed`,
+:meth:`TailInput.on_conflict`).
 
 What happens on each kind of rotation:
 
 - rename + create: the renamed file keeps its identity (device, inode, first-line
   checksum); it is read to its end and closed once drained and ``rotate_wait_s`` passed.
   The new file at the path is a new identity, read from its start.
-- copytruncate: the file shrinks below what was read; what was read is committed, then
-  the file gets a new generation (a new identity, see :mod:`.identity`) and is read from 0.
+- copytruncate: the file shrinks below what was read (or its first line changes); what was
+  read is committed, then the file gets a new generation (a new identity, see
+  :mod:`.identity`) and is read again from byte 0.
 - deleted while open: like a rename (the open descriptor keeps the data): drained, closed.
 """
 
@@ -22,17 +23,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from tailrace.logs import RateLimiter, event
+from tailrace.logs import event
 from tailrace.wire import RawBatch
 
-from .discovery import Discovery
+from .files import FileTable
 from .formats import make_decoder
-from .identity import fingerprint, partition_for
-from .inotify import CHANGES_FILES, IN_MODIFY, FsEvent
+from .identity import fingerprint
 from .multiline import MultilineRule
 from .options import TailOptions
 from .reader import Reader, TailedFile
@@ -41,10 +41,8 @@ __all__ = ["TailInput", "TailOptions", "TailedFile"]
 
 log = logging.getLogger(__name__)
 
-MIN_SCAN_GAP_S = 0.05  # inotify events never make scans more frequent than this
 
-
-class TailInput:
+class TailInput(FileTable):
     """Follows files and cuts them into :class:`RawBatch` es (no I/O with the broker)."""
 
     name: ClassVar[str] = "tail"
@@ -56,234 +54,18 @@ class TailInput:
     def __init__(self, options: TailOptions, *, agent: str, input_id: str, partitions: int,
                  base_dir: Path, counters: Callable[[str, int], None],
                  fd_budget: int | None = None) -> None:
-        self.opts = options
-        self.agent = agent
-        self.input_id = input_id
-        self.partitions = partitions
-        self.count = counters
-        self.discovery = Discovery(options, base_dir=base_dir, host=agent, input_id=input_id,
-                                   plugin_name=self.name)
+        super().__init__(options, agent=agent, input_id=input_id, partitions=partitions,
+                         base_dir=base_dir, counters=counters, fd_budget=fd_budget)
         rule = MultilineRule.build(options.multiline) if options.multiline else None
         self.flush_s = rule.flush_s if rule else options.partial_flush_ms / 1000
         self.reader = Reader(options, make_decoder(options.format, rule),
                              options.format != "plain", self.flush_s,
                              max(options.max_line_bytes, rule.max_bytes if rule else 0),
                              counters, input_id)
-        self.files: dict[tuple[int, int], TailedFile] = {}
-        self.by_path: dict[str, tuple[int, int]] = {}
-        self.max_open = max(1, min(options.max_open_files, fd_budget or options.max_open_files))
-        self.open_count = 0
-        self.first_scan = True
-        self.next_scan = 0.0
-        self.last_scan = 0.0
-        self.scans = 0
-        self._waiting: list[TailedFile] = []
         self._turn = 0
-        self._limiter = RateLimiter()
+        self._sweep_at = 0.0
 
-    # -- discovery ------------------------------------------------------------------------
-    def due_scan(self, now: float) -> bool:
-        return now >= self.next_scan
-
-    def scan(self, now: float) -> bool:
-        """Look for new, grown, renamed and vanished files; returns whether it was the first.
-
-        New files wait for :meth:`start` (see :meth:`take_waiting`). A followed file whose
-        path now names another file or nothing was rotated or deleted: it is drained and
-        closed after ``rotate_wait_s``.
-        """
-        self.next_scan = now + self.opts.refresh_interval_s
-        self.last_scan = now
-        self.scans += 1
-        first, self.first_scan = self.first_scan, False
-        wall = time.time()
-        seen: dict[str, tuple[int, int]] = {}
-        path_of: dict[tuple[int, int], str] = {}
-        for path, st in self.discovery.scan():
-            key = (st.st_dev, st.st_ino)
-            seen[path] = key
-            path_of.setdefault(key, path)
-            tf = self.files.get(key)
-            if tf is None:
-                older = self.opts.ignore_older_s
-                if older is None or wall - st.st_mtime <= older:
-                    self._open(path, st, now, initial=first)
-            elif tf.fd < 0 and (st.st_mtime_ns != tf.mtime_ns or st.st_size != tf.size):
-                self._reopen(tf, path, now)
-        for path, key in self.by_path.items():
-            if seen.get(path) == key:
-                continue
-            tf = self.files.get(key)
-            if tf is None or tf.path != path:
-                continue
-            if key in path_of:  # renamed to another name we follow: just a new name
-                tf.path = path_of[key]
-            elif tf.fd >= 0:
-                self._rotated(tf, now)
-            elif not self._find_renamed(tf, now):
-                self._forget(tf, "gone while closed (fully read)")
-        self.by_path = seen
-        self._evict()
-        return first
-
-    def on_events(self, events: Iterable[FsEvent], now: float) -> None:
-        """inotify news: re-scan soon when files appeared, left, or a closed one grew."""
-        for ev in events:
-            if ev.mask & CHANGES_FILES:
-                break
-            if ev.mask & IN_MODIFY:
-                key = self.by_path.get(ev.path)
-                tf = self.files.get(key) if key else None
-                if tf is None or tf.fd < 0:
-                    break
-        else:
-            return
-        self.next_scan = min(self.next_scan, self.last_scan + MIN_SCAN_GAP_S)
-
-    def watch_dirs(self) -> set[str]:
-        """Folders to watch: where files may appear, and where followed files live."""
-        dirs = self.discovery.watch_dirs()
-        for tf in self.files.values():
-            dirs.add(os.path.dirname(tf.path))
-            dirs.add(os.path.dirname(os.path.realpath(tf.path)))
-        return dirs
-
-    def _open(self, path: str, st: os.stat_result, now: float,
-              initial: bool = False) -> TailedFile | None:
-        if self.open_count >= self.max_open and not self._evict(need=1):
-            return None  # every descriptor is busy: found again on the next scan
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            if self._limiter.allow(f"open-{path}"):
-                event(log, logging.WARNING, "tail_file_open_error",
-                      f"cannot open {path}: {exc.strerror}; check its permissions (retried "
-                      "every refresh_interval_s)", input=self.input_id)
-            return None
-        try:
-            fst = os.fstat(fd)
-            fid = fingerprint(fd, fst)
-        except OSError:
-            fid = None
-        if fid is None or (fid.dev, fid.ino) != (st.st_dev, st.st_ino):
-            os.close(fd)  # first line incomplete (or replaced meanwhile): try next scan
-            return None
-        desc = self.discovery.describe(path)
-        tf = TailedFile(path, fd, fid, self.agent, 0, desc.tag, desc.meta)
-        tf.partition = partition_for(tf.base, self.partitions)
-        tf.size, tf.mtime_ns, tf.last_active = fst.st_size, fst.st_mtime_ns, now
-        tf.initial = initial
-        tf.folder = os.path.dirname(os.path.realpath(path))
-        self.files[(fid.dev, fid.ino)] = tf
-        self.open_count += 1
-        self._waiting.append(tf)
-        return tf
-
-    def _reopen(self, tf: TailedFile, path: str, now: float, force: bool = False) -> bool:
-        """Reopen a dormant file that changed; False when it is not the same file anymore.
-
-        ``force`` opens it even over ``max_open_files`` (a renamed file must be drained).
-        """
-        if self.open_count >= self.max_open and not self._evict(need=1) and not force:
-            return False
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            st = os.fstat(fd)
-        except OSError:
-            return False
-        try:
-            fid = fingerprint(fd, st)
-        except OSError:
-            fid = None
-        if fid != tf.fid:
-            os.close(fd)  # the inode was reused by another file: the old one is gone
-            self._forget(tf, "replaced by another file while closed")
-            self._open(path, st, now)
-            return False
-        tf.fd, tf.path, tf.last_active = fd, path, now
-        self.open_count += 1
-        return True
-
-    def _find_renamed(self, tf: TailedFile, now: float) -> bool:
-        """A dormant file left its path: find it by inode in its folder to drain it."""
-        try:
-            entries = list(os.scandir(tf.folder))
-        except OSError:
-            return False
-        for entry in entries:
-            try:
-                if entry.inode() != tf.fid.ino or entry.is_symlink():
-                    continue
-                st = entry.stat()
-            except OSError:
-                continue
-            if (st.st_dev == tf.fid.dev and st.st_size > tf.size
-                    and self._reopen(tf, entry.path, now, force=True)):
-                self._rotated(tf, now)
-                return True
-        return False
-
-    def _rotated(self, tf: TailedFile, now: float) -> None:
-        if tf.rotated_at is None:
-            tf.rotated_at = now
-            event(log, logging.INFO, "tail_file_rotated",
-                  f"{tf.path} was rotated or deleted; reading it to its end (at byte "
-                  f"{tf.scanned} of {tf.size})", input=self.input_id, file=tf.identity)
-
-    def _restart(self, tf: TailedFile, why: str, now: float) -> None:
-        """Truncated or rewritten: commit what was read, then a new identity from byte 0."""
-        if tf.restart is not None:
-            return
-        self.reader.flush(tf, "truncated", now)
-        tf.restart = why
-        self.count(f"files_{why}", 1)
-        event(log, logging.WARNING, "tail_file_truncated",
-              f"{tf.path} was {why} (size {tf.size}, read up to {tf.scanned}): copytruncate? "
-              "It gets a new identity and is read again from its start",
-              input=self.input_id, file=tf.identity)
-
-    def _evict(self, need: int = 0) -> bool:
-        """Close least recently active idle files until ``need`` descriptors are free."""
-        excess = self.open_count + need - self.max_open
-        if excess <= 0:
-            return True
-        idle = [tf for tf in self.files.values()
-                if tf.fd >= 0 and tf.started and tf.rotated_at is None and tf.idle]
-        idle.sort(key=lambda tf: tf.last_active)
-        for tf in idle[: max(excess, self.max_open // 10) if need else excess]:
-            self._close_fd(tf)
-            self.count("files_closed_idle", 1)
-        return self.open_count + need <= self.max_open
-
-    def _close_fd(self, tf: TailedFile) -> None:
-        if tf.fd >= 0:
-            try:
-                st = os.fstat(tf.fd)
-                tf.mtime_ns = st.st_mtime_ns  # a later change of either reopens it
-                tf.size = st.st_size
-                os.close(tf.fd)
-            except OSError:
-                pass
-            tf.fd = -1
-            self.open_count -= 1
-
-    def _forget(self, tf: TailedFile, why: str) -> None:
-        self._close_fd(tf)
-        key = (tf.fid.dev, tf.fid.ino)
-        if self.files.get(key) is tf:
-            del self.files[key]
-        if self.by_path.get(tf.path) == key:
-            del self.by_path[tf.path]
-        event(log, logging.DEBUG, "tail_file_closed", f"{tf.path}: {why}", input=self.input_id)
-
-    # -- starting -----------------------------------------------------------------------------
-    def take_waiting(self) -> list[TailedFile]:
-        """Files that need a start offset: new, or with a new identity after truncation."""
-        waiting = [tf for tf in self._waiting if tf.fd >= 0 and not tf.started
-                   and self.files.get((tf.fid.dev, tf.fid.ino)) is tf]
-        self._waiting.clear()
-        return waiting
-
+    # -- starting -------------------------------------------------------------------------
     def start(self, tf: TailedFile, generation: int, offset: int | None,
               from_end: bool) -> None:
         """Set where ``tf`` resumes (see :func:`edge_agent.identity.resume_point`).
@@ -299,59 +81,51 @@ class TailInput:
         tf.size = size
         tf.restart = None
         tf.started = True
-
-    def size_of(self, tf: TailedFile) -> int:
-        """The current size of an open file (raises OSError)."""
-        return os.fstat(tf.fd).st_size
-
-    def requeue(self, files: list[TailedFile]) -> None:
-        """Files whose start failed (broker down) wait for the next attempt."""
-        self._waiting.extend(files)
-
-    def rekey(self, tf: TailedFile) -> None:
-        """Before re-starting a rewritten file: its identity follows its new first line."""
-        try:
-            fid = fingerprint(tf.fd, os.fstat(tf.fd))
-        except OSError:
-            fid = None
-        if fid is not None and fid != tf.fid:
-            tf.fid = fid
-            tf.base = fid.key(self.agent)
-            tf.partition = partition_for(tf.base, self.partitions)
+        self.busy.add((tf.fid.dev, tf.fid.ino))
 
     # -- reading ----------------------------------------------------------------------------
     def poll(self, now: float, throttled: set[int]) -> list[TailedFile]:
-        """Read up to a batch from every file, in turn; returns files with a sealed batch."""
+        """Read up to a batch from each file with news, in turn; returns the files with a
+        sealed batch. Never blocks (reads only what the files already hold)."""
+        if not self.watched or now >= self._sweep_at:
+            keys = list(self.files)  # everything, at least once per refresh_interval_s
+            self._sweep_at = now + self.opts.refresh_interval_s
+        else:
+            keys = list(self.busy | self.dirty)
+        self.dirty.clear()
         ready: list[TailedFile] = []
-        files = list(self.files.values())
-        if not files:
+        if not keys:
             return ready
         o = self.opts
-        turn = self._turn % len(files)
+        files = self.files
+        turn = self._turn % len(keys)
         self._turn += 1
-        budget = o.mem_buf_limit - sum(tf.held_bytes for tf in files)
+        budget = o.mem_buf_limit - sum(files[k].held_bytes for k in self.busy if k in files)
         read = self.reader.read
-        for tf in files[turn:] + files[:turn]:
-            if tf.fd < 0 or not tf.started:
+        for key in keys[turn:] + keys[:turn]:
+            tf = files.get(key)
+            if tf is None or tf.fd < 0 or not tf.started:
                 continue
-            if tf.partition in throttled:
-                continue
-            if tf.sealed is not None:
-                ready.append(tf)  # still waiting (backpressure or broker down): retry
+            if tf.partition in throttled or tf.sealed is not None:
+                self.busy.add(key)
+                if tf.sealed is not None and tf.partition not in throttled:
+                    ready.append(tf)  # still waiting (backpressure or broker down): retry
                 continue
             if tf.restart is None:
                 self._stat(tf, now)
+            more = False  # stopped by a limit while lines were still coming
             if tf.restart is None and budget > 0:
                 try:
                     while True:
                         n = read(tf, now)
                         budget -= n
+                        more = n > 0
                         if (not n or budget <= 0 or len(tf.lines) >= o.batch_lines
                                 or tf.nbytes >= o.batch_bytes):
                             break
                 except OSError as exc:
                     self._read_error(tf, exc)
-            if self._should_seal(tf, now):
+            if ((more or budget <= 0) and tf.lines) or self._should_seal(tf, now):
                 self._seal(tf)
                 ready.append(tf)
             elif tf.restart is not None:
@@ -359,6 +133,16 @@ class TailInput:
                 self._waiting.append(tf)
             elif tf.rotated_at is not None and now - tf.rotated_at >= o.rotate_wait_s:
                 self._finish_rotated(tf, now)
+            if tf.idle and tf.rotated_at is None:
+                self.busy.discard(key)
+            else:
+                self.busy.add(key)
+        if budget <= 0:  # memory is full: commit what is held rather than wait for more
+            for key in self.busy:
+                tf = files[key]
+                if tf.lines and tf.sealed is None and tf.partition not in throttled:
+                    self._seal(tf)
+                    ready.append(tf)
         if self.open_count > self.max_open:
             self._evict()
         return ready
@@ -386,12 +170,24 @@ class TailInput:
         if st.st_nlink == 0 and tf.rotated_at is None:
             self._rotated(tf, now)  # deleted while open
 
+    def _restart(self, tf: TailedFile, why: str, now: float) -> None:
+        """Truncated or rewritten: commit what was read, then a new identity from byte 0."""
+        if tf.restart is not None:
+            return
+        self.reader.flush(tf, "truncated", now)
+        tf.restart = why
+        self.count(f"files_{why}", 1)
+        event(log, logging.WARNING, "tail_file_truncated",
+              f"{tf.path} was {why} (size {tf.size}, read up to {tf.scanned}): copytruncate? "
+              "It gets a new identity and is read again from its start",
+              input=self.input_id, file=tf.identity)
+
     def _finish_rotated(self, tf: TailedFile, now: float) -> None:
         """Rotated and quiet for rotate_wait_s: emit a last line without newline, close."""
-        if tf.idle:
-            self._forget(tf, "drained after rotation")
+        if not tf.settled:
             return
-        if tf.carry or tf.lines or tf.pos != tf.committed or tf.scanned >= tf.size:
+        if tf.scanned >= tf.size:
+            self._forget(tf, "drained after rotation")
             return
         if now - tf.last_active < self.opts.rotate_wait_s:
             return
@@ -416,8 +212,11 @@ class TailInput:
     def next_deadline(self, now: float) -> float:
         """The earliest time something is due: a batch to seal, a flush, a scan."""
         wait = self.opts.batch_wait_ms / 1000
-        due = self.next_scan
-        for tf in self.files.values():
+        due = min(self.next_scan, self._sweep_at if self.watched else self.next_scan)
+        for key in self.busy:
+            tf = self.files.get(key)
+            if tf is None:
+                continue
             if tf.lines:
                 due = min(due, tf.batch_at + wait)
             if tf.carry:
@@ -436,11 +235,12 @@ class TailInput:
     def seal_all(self) -> list[TailedFile]:
         """On shutdown: flush pending messages and seal every partial batch."""
         ready = []
+        now = time.monotonic()
         for tf in self.files.values():
             if tf.fd < 0 or not tf.started:
                 continue
             if tf.sealed is None:
-                self.reader.flush(tf, "shutdown", time.monotonic())
+                self.reader.flush(tf, "shutdown", now)
                 if tf.lines or tf.pos != tf.committed:
                     self._seal(tf)
             if tf.sealed is not None:
@@ -467,28 +267,6 @@ class TailInput:
         """Redis holds another offset for this file: it wins; drop what is buffered."""
         tf.seek(stored)
 
-    # -- state --------------------------------------------------------------------------------
-    def file_states(self) -> list[dict[str, Any]]:
-        """Per-file state for status: path, identity, partition, offset, size, behind."""
-        out = []
-        for tf in self.files.values():
-            if tf.rotated_at is not None:
-                state = "rotated"
-            elif tf.fd < 0:
-                state = "closed"
-            elif tf.restart is not None or not tf.started:
-                state = "starting"
-            else:
-                state = "reading" if tf.size > tf.committed else "idle"
-            out.append({"path": tf.path, "file": tf.identity, "partition": tf.partition,
-                        "offset": tf.committed, "size": tf.size,
-                        "behind": max(0, tf.size - tf.committed), "state": state})
-        return out
-
-    def close(self) -> None:
-        for tf in list(self.files.values()):
-            self._close_fd(tf)
-
 
 def _last_line_end(fd: int, size: int) -> int:
     """Offset just after the last newline before ``size`` (start tailing at a line start)."""
@@ -501,4 +279,3 @@ def _last_line_end(fd: int, size: int) -> int:
             return pos - step + nl + 1
         pos -= step
     return 0
-
