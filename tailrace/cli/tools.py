@@ -41,6 +41,7 @@ def parse(config_path: str, parser_name: str) -> None:
     """Parse lines from stdin with a parser; print one JSON record per line."""
     from processors.chain import build_parsers
     from processors.parsers.base import ParseFailure
+    from processors.safe_regex import WATCHDOG
 
     config = load(config_path)
     parsers = build_parsers(config)
@@ -52,7 +53,8 @@ def parse(config_path: str, parser_name: str) -> None:
     for n, raw in enumerate(sys.stdin.buffer, 1):
         text = raw.rstrip(b"\r\n").decode("utf-8", "replace")
         try:
-            fields, t = parser.parse(text)
+            with WATCHDOG.armed():  # a backtracking regex gives up after its budget
+                fields, t = parser.parse(text)
         except ParseFailure as exc:
             failures += 1
             click.echo(f"line {n}: {exc}", err=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from pconf import batch, config
@@ -82,3 +84,19 @@ pipeline:
     res = Chain(cfg).run(batch(["aaaa", EVIL_LINE]))
     assert [r["log"] for r in res.records] == ["aaaa"]
     assert res.counters["regex_timeouts"] == 1
+
+
+def test_tailrace_parse_gives_up_on_a_hostile_line_and_goes_on(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tailrace.cli import cli
+
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("parsers:\n  - {name: evil, format: regex, regex: '^(?<a>a+)+$', "
+                   "match_budget_ms: 20}\n")
+    result = CliRunner().invoke(cli, ["parse", "-c", str(cfg), "--parser", "evil"],
+                                input=f"aaaa\n{EVIL_LINE}\naa\n")
+    assert result.exit_code == 1  # one line failed
+    lines = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
+    assert [x.get("a") for x in lines] == ["aaaa", None, "aa"]
+    assert "budget of 20 ms" in lines[1]["error"]
