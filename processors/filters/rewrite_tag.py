@@ -76,8 +76,8 @@ class RewriteTagOptions(FilterOptions):
         "regex, tag, keep)."
     )
     emitter_name: str | None = Field(
-        None, description="Name of the re-emitted records' source in status (default: the "
-        "filter's alias or id)."
+        None, description="Accepted for Fluent Bit compatibility and ignored: there is no "
+        "separate emitter; re-emitted records are counted as `filter_emitted`."
     )
 
     @model_validator(mode="before")

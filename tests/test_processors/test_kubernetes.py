@@ -112,3 +112,17 @@ def test_records_without_kubernetes_identity_pass_unchanged() -> None:
 def test_an_unknown_merge_parser_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown parser 'nope'"):
         config("pipeline:\n  filters:\n    - {name: kubernetes, merge_parser: nope}\n")
+
+
+def test_merge_parser_and_a_custom_tag_prefix(tmp_path: Path) -> None:
+    write_pods(tmp_path)
+    cfg = config("""
+pipeline:
+  filters:
+    - {name: kubernetes, match: 'k8s.*', kube_tag_prefix: 'k8s.', kube_meta_file: pods.json,
+       merge_log: on, merge_parser: logfmt}
+""", filename=str(tmp_path / "pipeline.yaml"))
+    rec = Chain(cfg).run(batch(["level=info msg=hi"], tag=TAG.replace(
+        "kube.var.log.containers.", "k8s."))).records[0]
+    assert rec["level"] == "info" and rec["msg"] == "hi"
+    assert rec["kubernetes"]["pod_name"] == "apache-logs-annotated"

@@ -97,3 +97,11 @@ def test_intervals_in_fluent_bit_notation() -> None:
     assert parse_interval("0.5h") == 1800 and parse_interval("500ms") == 0.5
     with pytest.raises(ConfigError, match="1.5m"):
         config("pipeline:\n  filters:\n    - {name: throttle, rate: 1, interval: often}\n")
+
+
+def test_print_status_logs_the_drops(caplog: pytest.LogCaptureFixture) -> None:
+    c = chain("{name: throttle, alias: th, rate: 1, window: 1, interval: 1h, print_status: on}",
+              LocalRateLimits(Clock()))
+    with caplog.at_level("INFO"):
+        c.run_records(records({}, {}, {}))
+    assert "throttle_records_dropped: dropped 2 of 3 records over 1 per 3600s" in caplog.text
