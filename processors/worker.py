@@ -22,6 +22,8 @@ from tailrace.errors import RecordError
 from tailrace.keys import PROCESSORS_GROUP
 from tailrace.lifecycle import ThreadRecord
 from tailrace.logs import RateLimiter, event
+from tailrace.outcome import Rejection
+from tailrace.plugins import Record
 from tailrace.ratelimit import RateLimits, RedisRateLimits
 from tailrace.runtime import Runtime
 from tailrace.wire import decode_raw, encode_records
@@ -73,17 +75,42 @@ class ProcessorHandler:
                 self.record.add("invalid_utf8_lines", result.invalid_utf8)
             for name, n in result.counters.items():
                 self.record.add(f"filter_{name}", n)
-            if result.records:
-                res.outputs.append(encode_records(result.records))
-                res.lines_out += len(result.records)
+            records = result.records
+            if records:
+                try:
+                    payload = encode_records(records)
+                except (TypeError, ValueError, OverflowError):
+                    records, unencodable = _split_encodable(records)
+                    result.rejected.extend(unencodable)
+                    payload = encode_records(records) if records else b""
+                if records:
+                    res.outputs.append(payload)
+                    res.lines_out += len(records)
             for fid, rej in result.rejected:
                 res.dead_letters.append(DeadLetter(
-                    "records", msgpack.packb([rej.record], use_bin_type=True), STAGE, fid,
-                    rej.reason, entry_id.decode()))
+                    "records", msgpack.packb([rej.record], use_bin_type=True, default=repr),
+                    STAGE, fid, rej.reason, entry_id.decode()))
         return res
 
     def close(self) -> None:
         return None
+
+
+def _split_encodable(records: list[Record]) -> tuple[list[Record], list[tuple[str, Rejection]]]:
+    """Records msgpack can encode, and the others as rejections (e.g. a python filter put a
+    datetime or a set in a record): one bad record must not fail the batch forever."""
+    good: list[Record] = []
+    bad: list[tuple[str, Rejection]] = []
+    for r in records:
+        try:
+            encode_records([r])
+        except (TypeError, ValueError, OverflowError) as exc:
+            bad.append(("wire", Rejection(r, f"record cannot be encoded for the out stream "
+                                             f"({exc}); values must be text, numbers, bools, "
+                                             "None, lists or maps")))
+        else:
+            good.append(r)
+    return good, bad
 
 
 def run_processor(config: Config, *, broker: str | None = None) -> None:

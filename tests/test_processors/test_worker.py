@@ -203,3 +203,20 @@ def test_workers_flag_and_another_host_share_the_partitions_fairly(
         assert group.stop() == 0
         if other.alive:
             other.stop()
+
+
+def test_a_record_that_cannot_be_encoded_is_dead_lettered_alone(tmp_path: Path) -> None:
+    from tailrace.lifecycle import ThreadRecord
+
+    (tmp_path / "setter.py").write_text(
+        "def f(r):\n    r['when'] = {1, 2} if r['log'] == 'x' else 1\n    return r\n")
+    cfg = config(f"pipeline:\n  filters:\n    - {{name: python, call: 'setter:f', "
+                 f"path: '{tmp_path}'}}\n", filename=str(tmp_path / "p.yaml"))
+    handler = ProcessorHandler(cfg, ThreadRecord("consumer", "processor"))
+    entry = (b"1-0", {b"v": b"1", b"b": encode_raw(batch(["a", "x", "b"]))})
+    res = handler.handle(0, [entry], None)  # type: ignore[arg-type]
+    [payload] = res.outputs
+    assert [r["log"] for r in decode_records({b"v": b"1", b"b": payload})] == ["a", "b"]
+    [dl] = res.dead_letters
+    assert dl.plugin == "wire" and "cannot be encoded" in dl.error and dl.source == "1-0"
+    assert msgpack.unpackb(dl.payload)[0]["log"] == "x"
