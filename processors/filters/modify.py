@@ -9,6 +9,8 @@ works on the result of the previous one. Conditions (``condition:``, Fluent Bit'
 ``"Key_value_equals KEY VALUE"``) must all hold for a record's rules to apply. ``KEY`` may
 be a record accessor (``$kubernetes['pod']``); wildcards and regexes apply to top-level keys.
 ``_id`` and ``_tag`` cannot be changed; wildcard and regex rules also skip ``time``.
+The resolved options hold everything in ``rules`` (the per-operation keys are folded into
+it and not dumped), so dumping and validating them again gives the same filter.
 """
 
 from __future__ import annotations
@@ -31,35 +33,45 @@ __all__ = ["ModifyFilter", "ModifyOptions"]
 
 class ModifyOptions(FilterOptions):
     set: list[tuple[str, Any]] = Field(
-        default_factory=list, description="Set KEY to VALUE (`KEY VALUE`), replacing it."
+        default_factory=list, exclude=True,
+        description="Set KEY to VALUE (`KEY VALUE`), replacing it."
     )
     add: list[tuple[str, Any]] = Field(
-        default_factory=list, description="Set KEY to VALUE when KEY is absent."
+        default_factory=list, exclude=True,
+        description="Set KEY to VALUE when KEY is absent."
     )
-    remove: list[str] = Field(default_factory=list, description="Remove these keys.")
+    remove: list[str] = Field(default_factory=list, exclude=True, description="Remove these keys.")
     remove_wildcard: list[str] = Field(
-        default_factory=list, description="Remove keys matching these wildcards (`Mem.*`)."
+        default_factory=list, exclude=True,
+        description="Remove keys matching these wildcards (`Mem.*`)."
     )
     remove_regex: list[str] = Field(
-        default_factory=list, description="Remove keys matching these regular expressions."
+        default_factory=list, exclude=True,
+        description="Remove keys matching these regular expressions."
     )
     rename: list[tuple[str, str]] = Field(
-        default_factory=list, description="Rename KEY to NEW (`KEY NEW`) when NEW is absent."
+        default_factory=list, exclude=True,
+        description="Rename KEY to NEW (`KEY NEW`) when NEW is absent."
     )
     hard_rename: list[tuple[str, str]] = Field(
-        default_factory=list, description="Rename KEY to NEW, replacing NEW."
+        default_factory=list, exclude=True,
+        description="Rename KEY to NEW, replacing NEW."
     )
     copy_: list[tuple[str, str]] = Field(
-        default_factory=list, alias="copy", description="Copy KEY to NEW when NEW is absent."
+        default_factory=list, exclude=True,
+        alias="copy", description="Copy KEY to NEW when NEW is absent."
     )
     hard_copy: list[tuple[str, str]] = Field(
-        default_factory=list, description="Copy KEY to NEW, replacing NEW."
+        default_factory=list, exclude=True,
+        description="Copy KEY to NEW, replacing NEW."
     )
     move_to_start: list[str] = Field(
-        default_factory=list, description="Move keys matching these wildcards to the start."
+        default_factory=list, exclude=True,
+        description="Move keys matching these wildcards to the start."
     )
     move_to_end: list[str] = Field(
-        default_factory=list, description="Move keys matching these wildcards to the end."
+        default_factory=list, exclude=True,
+        description="Move keys matching these wildcards to the end."
     )
     rules: list[tuple[str, tuple[Any, ...]]] = Field(
         default_factory=list,
