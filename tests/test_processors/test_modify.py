@@ -138,3 +138,13 @@ def test_reserved_keys_cannot_be_changed_and_bad_rules_say_the_expected_form() -
 def test_wildcard_rules_never_touch_reserved_keys() -> None:
     out = run("- {name: modify, remove_wildcard: ['*', '_']}", records({"a": 1})).records[0]
     assert out == {"time": 1.0, "_id": "id-0", "_tag": "test"}
+
+
+def test_resolved_options_validate_again_to_the_same_rules() -> None:
+    from processors.filters.modify import ModifyOptions
+
+    o = ModifyOptions.model_validate({"name": "modify", "copy": "a b", "set": {"a": 2},
+                                      "condition": "Key_exists a"})
+    again = ModifyOptions.model_validate(o.model_dump(by_alias=True))
+    assert again.rules == o.rules == [("copy", ("a", "b")), ("set", ("a", 2))]
+    assert again.condition == o.condition
