@@ -28,6 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -39,7 +40,7 @@ from tailrace.outcome import Delivered, Outcome
 from tailrace.plugins import Record
 
 from .context import OutputContext
-from .formats import formatter
+from .formats import chunk_formatter
 
 __all__ = ["FileOutput", "FileOutputOptions", "rotated_name"]
 
@@ -114,7 +115,7 @@ class FileOutput:
         self.o = options
         self.template = str(ctx.resolve_path(options.path))
         self.has_time = "%" in self.template
-        self.format = formatter(options.format, options.template)
+        self.format = chunk_formatter(options.format, options.template)
         self.journal_path = ctx.state_dir / "files.json"
         # path -> size before our first write; path -> generation of an uncommitted rotation
         self.journal, self.rotations = _load_journal(self.journal_path)
@@ -252,8 +253,7 @@ class FileOutput:
 
     def write_batch(self, records: list[Record]) -> Outcome:
         groups: dict[str, list[Record]] = {}
-        if not self.has_time and records and all(
-                r.get("_tag") == records[0].get("_tag") for r in records):
+        if not self.has_time and records and len(set(map(_tag_of, records))) == 1:
             groups[self._path(records[0])] = records
         else:
             for r in records:
@@ -266,12 +266,12 @@ class FileOutput:
             if rotating and self._due(f, now):
                 self._rotate(path, f, now)
             fd = self._open(path, f)
-            data = self.format(recs)
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            f.size += len(data)
+            for data in self.format(recs):
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                f.size += len(data)
             self.touched.add(path)
             fds.append(fd)
         if self.o.fsync:
@@ -303,6 +303,9 @@ class FileOutput:
 
     def close(self) -> None:
         self._close_all()
+
+
+_tag_of = itemgetter("_tag")  # every decoded record has one (the wire format checks)
 
 
 def _cut(path: str, size: int) -> None:

@@ -1,16 +1,24 @@
-"""Record serialisations shared by the outputs that write lines (file, stdout)."""
+"""Record serialisations shared by the outputs that write lines (file, stdout).
+
+Each serialiser works in slices of :data:`SLICE` records and yields one bytes chunk per
+slice: a few hundred small objects live at a time, so their memory is reused from slice
+to slice instead of being mapped afresh (page faults cost much on VMs; a whole sink batch
+at once ran about 8x slower per record here).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
 import orjson
 
-__all__ = ["Formatter", "formatter"]
+__all__ = ["SLICE", "ChunkFormatter", "Formatter", "chunk_formatter", "formatter"]
 
+SLICE = 100
 Formatter = Callable[[list[dict[str, Any]]], bytes]
+ChunkFormatter = Callable[[list[dict[str, Any]]], Iterator[bytes]]
 
 
 def _default(value: Any) -> Any:
@@ -19,32 +27,37 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def _json(records: list[dict[str, Any]]) -> bytes:
+def _json(records: list[dict[str, Any]]) -> Iterator[bytes]:
     dumps = orjson.dumps
     opt = orjson.OPT_APPEND_NEWLINE
-    try:
-        return b"".join([dumps(r, option=opt) for r in records])
-    except TypeError:  # a record carries raw bytes (_raw): serialise those as text
-        return b"".join([dumps(r, default=_default, option=opt) for r in records])
+    for i in range(0, len(records), SLICE):
+        part = records[i : i + SLICE]
+        try:
+            yield b"".join([dumps(r, option=opt) for r in part])
+        except TypeError:  # a record carries raw bytes (_raw): serialise those as text
+            yield b"".join([dumps(r, default=_default, option=opt) for r in part])
 
 
-def _msgpack(records: list[dict[str, Any]]) -> bytes:
+def _msgpack(records: list[dict[str, Any]]) -> Iterator[bytes]:
     packer = msgpack.Packer(use_bin_type=True)
-    return b"".join([packer.pack(r) for r in records])
+    for i in range(0, len(records), SLICE):
+        yield b"".join([packer.pack(r) for r in records[i : i + SLICE]])
 
 
-def _plain(records: list[dict[str, Any]]) -> bytes:
+def _plain(records: list[dict[str, Any]]) -> Iterator[bytes]:
     """The original line: the raw bytes when the line was not valid UTF-8."""
-    out = []
-    for r in records:
-        raw = r.get("_raw")
-        if isinstance(raw, bytes):
-            out.append(raw)
-        else:
-            log = r.get("log")
-            out.append(log.encode() if isinstance(log, str) else orjson.dumps(r, default=_default))
-        out.append(b"\n")
-    return b"".join(out)
+    for i in range(0, len(records), SLICE):
+        out = []
+        for r in records[i : i + SLICE]:
+            raw = r.get("_raw")
+            if isinstance(raw, bytes):
+                out.append(raw)
+            else:
+                log = r.get("log")
+                out.append(log.encode() if isinstance(log, str)
+                           else orjson.dumps(r, default=_default))
+            out.append(b"\n")
+        yield b"".join(out)
 
 
 class _Missing(dict[str, Any]):
@@ -52,15 +65,17 @@ class _Missing(dict[str, Any]):
         return ""
 
 
-def _template(template: str) -> Formatter:
-    def fmt(records: list[dict[str, Any]]) -> bytes:
-        return "".join([template.format_map(_Missing(r)) + "\n" for r in records]).encode()
+def _template(template: str) -> ChunkFormatter:
+    def fmt(records: list[dict[str, Any]]) -> Iterator[bytes]:
+        for i in range(0, len(records), SLICE):
+            yield "".join([template.format_map(_Missing(r)) + "\n"
+                           for r in records[i : i + SLICE]]).encode()
 
     return fmt
 
 
-def formatter(name: str, template: str | None = None) -> Formatter:
-    """The serialiser for ``format: json | msgpack | plain | template``."""
+def chunk_formatter(name: str, template: str | None = None) -> ChunkFormatter:
+    """The serialiser for ``format: json | msgpack | plain | template``, slice by slice."""
     if name == "json":
         return _json
     if name == "msgpack":
@@ -70,3 +85,13 @@ def formatter(name: str, template: str | None = None) -> Formatter:
     if name == "template":
         return _template(template or "{time} {log}")
     raise ValueError(f"unknown format {name!r}")
+
+
+def formatter(name: str, template: str | None = None) -> Formatter:
+    """Like :func:`chunk_formatter`, but the whole batch as one bytes object."""
+    chunks = chunk_formatter(name, template)
+
+    def whole(records: list[dict[str, Any]]) -> bytes:
+        return b"".join(chunks(records))
+
+    return whole

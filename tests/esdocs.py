@@ -41,6 +41,12 @@ def _value_type(value: Any) -> str | None:
     return "text"
 
 
+# (python type, mapped kind) pairs that always fit: checked first, the common case.
+_FITS_FAST = {(str, "text"), (str, "keyword"), (int, "long"), (int, "integer"),
+              (float, "float"), (float, "double"), (int, "float"), (int, "double"),
+              (bool, "boolean"), (dict, "object")}
+
+
 def _fits(kind: str, value: Any) -> bool:
     """Whether ``value`` can be indexed into a field mapped as ``kind`` (with coercion)."""
     if value is None:
@@ -91,6 +97,7 @@ class DocStore:
         self.attempts: Counter[str] = Counter()  # document id -> items received
         self.statuses: Counter[int] = Counter()
         self._seq = 0
+        self._index_facts: dict[str, tuple[str | None, bool]] = {}  # name problem, stream
 
     @property
     def parsing_error(self) -> str:
@@ -160,29 +167,24 @@ class DocStore:
 
     def _map(self, index: str, doc: dict[str, Any], doc_id: str, mapping: dict[str, str],
              new: dict[str, str], prefix: str = "") -> str | None:
+        fast = _FITS_FAST
         for key, value in doc.items():
-            path = prefix + key
-            if isinstance(value, list):
-                values = value
-            else:
-                values = [value]
-            for v in values:
+            path = prefix + key if prefix else key
+            for v in value if isinstance(value, list) else (value,):
                 kind = mapping.get(path) or new.get(path)
                 if kind is None:
-                    vt = _value_type(v)
-                    if vt is not None:
-                        new[path] = vt
-                        kind = vt
-                if kind is None:
-                    continue
-                if not _fits(kind, v):
+                    kind = _value_type(v)
+                    if kind is None:
+                        continue
+                    new[path] = kind
+                elif (type(v), kind) not in fast and not _fits(kind, v):
                     if kind == "object":
                         return (f"object mapping for [{path}] tried to parse field [{path}] as "
                                 "object, but found a concrete value")
                     preview = str(v)[:20]
                     return (f"[1:2] failed to parse field [{path}] of type [{kind}] in document "
                             f"with id '{doc_id}'. Preview of field's value: '{preview}'")
-                if isinstance(v, dict):
+                if type(v) is dict:
                     problem = self._map(index, v, doc_id, mapping, new, path + ".")
                     if problem:
                         return problem
@@ -195,10 +197,13 @@ class DocStore:
         if doc_id is not None:
             doc_id = str(doc_id)
             self.attempts[doc_id] += 1
-        problem = self._index_name_problem(index)
+        facts = self._index_facts.get(index)
+        if facts is None:
+            facts = self._index_facts[index] = (self._index_name_problem(index),
+                                                self.is_data_stream(index))
+        problem, stream = facts
         if problem:
             return self._error(op, index, doc_id, 400, "invalid_index_name_exception", problem)
-        stream = self.is_data_stream(index)
         if stream and op != "create":
             return self._error(op, index, doc_id, 400, "illegal_argument_exception",
                                f"only write ops with an op_type of create are allowed in data "

@@ -23,6 +23,7 @@ import base64
 import gzip
 import json
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -98,41 +99,67 @@ class Fault:
         return self.take()
 
 
+def _compile_filter(filter_path: str) -> dict[str, Any]:
+    """``a.b,a.*.c`` -> ``{"a": {"b": {}, "*": {"c": {}}}}`` (an empty dict: keep all)."""
+    tree: dict[str, Any] = {}
+    for path in filter_path.split(","):
+        node = tree
+        for part in path.split("."):
+            if part:
+                node = node.setdefault(part, {})
+        node.clear()
+        node[""] = True
+    return tree
+
+
+def _keep(node: Any, tree: dict[str, Any]) -> Any:
+    if "" in tree:
+        return node
+    if isinstance(node, list):
+        kept = [_keep(x, tree) for x in node]
+        return [x for x in kept if x is not _NONE]
+    if not isinstance(node, dict):
+        return _NONE
+    out = {}
+    star = tree.get("*")
+    for key, value in node.items():
+        sub_tree = tree.get(key)
+        if sub_tree is None:
+            sub_tree = star
+        elif star is not None:
+            sub_tree = {**star, **sub_tree}
+        if sub_tree is None:
+            continue
+        sub = _keep(value, sub_tree)
+        if sub is not _NONE and sub != {} and sub != []:
+            out[key] = sub
+    return out if out else _NONE
+
+
 def apply_filter_path(doc: Any, filter_path: str | None) -> Any:
     """Elasticsearch's ``filter_path``: keep only the listed dotted paths (``*`` matches a key)."""
     if not filter_path:
         return doc
-    paths = [p.split(".") for p in filter_path.split(",") if p]
-
-    def keep(node: Any, parts_list: list[list[str]]) -> Any:
-        if isinstance(node, list):
-            kept = [keep(x, parts_list) for x in node]
-            return [x for x in kept if x is not _NONE]
-        if not isinstance(node, dict):
-            return node if any(not p for p in parts_list) else _NONE
-        out = {}
-        for key, value in node.items():
-            rest = [p[1:] for p in parts_list if p and (p[0] == "*" or p[0] == key)]
-            if not rest:
-                continue
-            if any(not r for r in rest):
-                out[key] = value
-                continue
-            sub = keep(value, rest)
-            if sub is not _NONE and sub != {} and sub != []:
-                out[key] = sub
-        return out if out else _NONE
-
-    result = keep(doc, paths)
+    tree = _FILTERS.get(filter_path)
+    if tree is None:
+        tree = _FILTERS[filter_path] = _compile_filter(filter_path)
+    result = _keep(doc, tree)
     return {} if result is _NONE else result
 
 
 _NONE = object()
+_FILTERS: dict[str, dict[str, Any]] = {}
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _HttpServer
+
+    def setup(self) -> None:
+        super().setup()
+        # As Elasticsearch does: no Nagle delay (else a small answer waits for the
+        # client's delayed ACK, 40 ms a request).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:
         return None
@@ -147,8 +174,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("X-Elastic-Product", "Elasticsearch")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
+        self._headers_buffer.append(b"\r\n")  # end of headers; sent with the body at once
+        self._headers_buffer.append(body)
+        self.flush_headers()
 
     def _error(self, status: int, kind: str, reason: str, **extra: str) -> None:
         err = {"root_cause": [{"type": kind, "reason": reason}], "type": kind, "reason": reason}
@@ -426,11 +454,13 @@ class EsServer:
         lines = body.split(b"\n")[:-1]
         items: list[dict[str, Any]] = []
         item_faults = [f for f in self.faults if f.is_item]
+        allowed = _META | ({"_type"} if self.major < 8 and not self.opensearch else set())
+        loads, apply = orjson.loads, self.store.apply
         i = 0
         while i < len(lines):
             raw = lines[i].rstrip(b"\r")
             try:
-                action = orjson.loads(raw)
+                action = loads(raw)
             except orjson.JSONDecodeError:
                 return ("illegal_argument_exception",
                         f"Malformed action/metadata line [{i + 1}], expected START_OBJECT but "
@@ -447,7 +477,6 @@ class EsServer:
             if not isinstance(meta, dict):
                 return ("illegal_argument_exception",
                         f"Malformed action/metadata line [{i + 1}], expected START_OBJECT")
-            allowed = _META | ({"_type"} if self.major < 8 and not self.opensearch else set())
             for key in meta:
                 if key not in allowed:
                     return ("illegal_argument_exception",
@@ -469,9 +498,10 @@ class EsServer:
             else:
                 i += 1
             doc_id = meta.get("_id")
-            fault = next((f for f in item_faults
-                          if f.take_item(None if doc_id is None else str(doc_id), len(items))),
-                         None)
+            fault = None
+            if item_faults:
+                fault = next((f for f in item_faults if f.take_item(
+                    None if doc_id is None else str(doc_id), len(items))), None)
             if fault is not None:
                 assert fault.item_status is not None
                 if doc_id is not None:
@@ -481,7 +511,7 @@ class EsServer:
                 items.append(self.store._error(op, str(meta["_index"]), doc_id,
                                                fault.item_status, kind, fault.reason))
                 continue
-            items.append(self.store.apply(op, meta, source))
+            items.append(apply(op, meta, source))
         self.bodies.append(len(items))
         errors = any("error" in next(iter(it.values())) for it in items)
         return {"took": 0, "errors": errors, "items": items}

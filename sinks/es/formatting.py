@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +25,16 @@ from tailrace.plugins import Record
 
 from .config import ElasticsearchOutputOptions
 
-__all__ = ["BulkChunk", "BulkFormatter", "IndexTemplate", "Prepared", "format_timestamp"]
+__all__ = ["Built", "BulkChunk", "BulkFormatter", "IndexTemplate", "format_timestamp"]
 
 _FIELD_RE = re.compile(r"\$\{record\.([^}]+)\}")
 # strftime directives finer than a day: the index then changes within a day.
 _SUB_DAY = set("HIpMSsfXcTRrklZz")
-_RESERVED = ("_id", "_tag", "_raw")
 _CACHE_MAX = 4096
+# Lines are joined in segments of this many documents as they are made, so only a few
+# hundred small objects live at a time and their memory is reused (page faults are dear
+# on VMs: formatting a whole batch of lines before joining ran several times slower).
+_SEGMENT = 100
 
 
 class _Missing(Exception):
@@ -116,17 +118,17 @@ class _Timestamps:
         self._cache: dict[int, str] = {}
 
     def __call__(self, t: float) -> str:
-        sec = int(t // 1)
+        if self.nanos:
+            sec, frac = divmod(int(round(t * 1e9)), 1_000_000_000)
+        else:
+            sec, frac = divmod(int(t * 1000), 1000)
         head = self._cache.get(sec)
         if head is None:
-            head = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+            head = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
             self._cache[sec] = head
-        frac = t - sec
-        if self.nanos:
-            return f"{head}.{min(int(round(frac * 1e9)), 999_999_999):09d}Z"
-        return f"{head}.{min(int(frac * 1000), 999):03d}Z"
+        return f"{head}{frac:09d}Z" if self.nanos else f"{head}{frac:03d}Z"
 
 
 def format_timestamp(t: float, nanos: bool = False) -> str:
@@ -148,30 +150,19 @@ def _plain(value: Any) -> Any:
 
 
 @dataclass(slots=True)
-class Prepared:
-    """A sink batch turned into documents: ``lines[i]`` (action + source) is ``records[i]``."""
+class BulkChunk:
+    """One bulk request: its NDJSON body and its records, in body order."""
 
-    records: list[Record] = field(default_factory=list)
-    lines: list[bytes] = field(default_factory=list)
-    rejected: list[Rejection] = field(default_factory=list)
+    body: bytes
+    records: list[Record]
 
 
 @dataclass(slots=True)
-class BulkChunk:
-    """One bulk request: its documents' NDJSON lines and records, in body order."""
+class Built:
+    """A sink batch as bulk requests, and the records that could not be formatted."""
 
-    lines: list[bytes]
-    records: list[Record]
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(self.lines)
-
-    def split(self) -> tuple[BulkChunk, BulkChunk]:
-        """Two requests of half the documents each (for a 413 answer)."""
-        mid = len(self.lines) // 2
-        return (BulkChunk(self.lines[:mid], self.records[:mid]),
-                BulkChunk(self.lines[mid:], self.records[mid:]))
+    chunks: list[BulkChunk] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
 
 
 class BulkFormatter:
@@ -187,66 +178,75 @@ class BulkFormatter:
         self.batch_bytes = options.batch_bytes
         self._action_heads: dict[bytes, bytes] = {}
 
-    def _action(self, index: bytes, doc_id: str) -> bytes:
+    def _head(self, index: bytes) -> bytes:
         head = self._action_heads.get(index)
         if head is None:
             head = b'{"create":{"_index":' + index + b',"_id":'
             if len(self._action_heads) >= _CACHE_MAX:
                 self._action_heads.clear()
             self._action_heads[index] = head
-        return head + orjson.dumps(doc_id) + b"}}\n"
+        return head
 
-    def prepare(self, records: list[Record]) -> Prepared:
-        """Action and source lines for ``records``; unformattable ones are rejected."""
-        out = Prepared()
-        dumps = orjson.dumps
-        stamp = self.timestamps
-        time_key, tag_key = self.time_key, self.tag_key
-        render = self.index.render
-        for rec in records:
-            src = rec.copy()
-            doc_id = src.pop("_id", None)
-            tag = src.pop("_tag", "")
-            src.pop("_raw", None)
-            t = src.pop("time", None)
-            if not isinstance(t, (int, float)) or isinstance(t, bool):
-                t = None
+    def line(self, rec: Record) -> bytes:
+        """The action and source lines of one record.
+
+        Raises:
+            LookupError: the record cannot be indexed (reason in the message).
+        """
+        src = rec.copy()
+        doc_id = src.pop("_id", None)
+        tag = src.pop("_tag", "")
+        src.pop("_raw", None)
+        t = src.pop("time", None)
+        if not isinstance(t, (int, float)) or isinstance(t, bool):
+            t = None
+        if not isinstance(doc_id, str) or not doc_id:
+            raise LookupError("record has no '_id' (needed for exactly-once writes)")
+        index = self.index.render(rec, t)
+        if t is not None:
+            src[self.time_key] = self.timestamps(t)
+        if self.tag_key is not None:
+            src[self.tag_key] = tag
+        try:
+            body = orjson.dumps(src)
+        except TypeError:
             try:
-                if not isinstance(doc_id, str) or not doc_id:
-                    raise LookupError("record has no '_id' (needed for exactly-once writes)")
-                index = render(rec, t)
+                body = orjson.dumps(_plain(src))
+            except TypeError as exc:
+                raise LookupError(f"record is not serialisable as JSON: {exc}") from None
+        return b"".join((self._head(index), orjson.dumps(doc_id), b"}}\n", body, b"\n"))
+
+    def build(self, records: list[Record]) -> Built:
+        """Bulk requests of at most ``batch_docs`` documents and ``batch_bytes`` bytes.
+
+        A document larger than ``batch_bytes`` goes alone. Order is kept. Records that
+        cannot be formatted are rejected with the reason, never raised.
+        """
+        out = Built()
+        max_docs, max_bytes = self.batch_docs, self.batch_bytes
+        segments: list[bytes] = []
+        lines: list[bytes] = []
+        recs: list[Record] = []
+        size = 0
+        line_of = self.line
+        for rec in records:
+            try:
+                line = line_of(rec)
             except LookupError as exc:
                 out.rejected.append(Rejection(rec, f"es: {exc}"))
                 continue
-            if t is not None:
-                src[time_key] = stamp(t)
-            if tag_key is not None:
-                src[tag_key] = tag
-            try:
-                body = dumps(src)
-            except TypeError:
-                try:
-                    body = dumps(_plain(src))
-                except TypeError as exc:
-                    out.rejected.append(Rejection(rec, f"es: record is not serialisable as "
-                                                       f"JSON: {exc}"))
-                    continue
-            out.records.append(rec)
-            out.lines.append(self._action(index, doc_id) + body + b"\n")
-        return out
-
-    def chunks(self, prepared: Prepared) -> Iterator[BulkChunk]:
-        """Bulk requests of at most ``batch_docs`` documents and ``batch_bytes`` bytes.
-
-        A document larger than ``batch_bytes`` goes alone. Order is kept.
-        """
-        lines, records = prepared.lines, prepared.records
-        start, size = 0, 0
-        for i, line in enumerate(lines):
             n = len(line)
-            if i > start and (i - start >= self.batch_docs or size + n > self.batch_bytes):
-                yield BulkChunk(lines[start:i], records[start:i])
-                start, size = i, 0
+            if recs and (len(recs) >= max_docs or size + n > max_bytes):
+                segments.append(b"".join(lines))
+                out.chunks.append(BulkChunk(b"".join(segments), recs))
+                segments, lines, recs, size = [], [], [], 0
+            lines.append(line)
+            recs.append(rec)
             size += n
-        if start < len(lines):
-            yield BulkChunk(lines[start:], records[start:])
+            if len(lines) >= _SEGMENT:
+                segments.append(b"".join(lines))
+                lines = []
+        if recs:
+            segments.append(b"".join(lines))
+            out.chunks.append(BulkChunk(b"".join(segments), recs))
+        return out

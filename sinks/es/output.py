@@ -85,13 +85,13 @@ class ElasticsearchOutput:
 
     def write_batch(self, records: list[Record]) -> Outcome:
         """Send ``records``; never raises for a delivery problem (it becomes the outcome)."""
-        prepared = self.formatter.prepare(records)
-        chunks = list(self.formatter.chunks(prepared))
+        built = self.formatter.build(records)
+        chunks = built.chunks
         if self.pool is not None and len(chunks) > 1:
             results = list(self.pool.map(self._send, chunks))
         else:
             results = [self._send(c) for c in chunks]
-        total = _Sent(rejected=list(prepared.rejected))
+        total = _Sent(rejected=list(built.rejected))
         for r in results:
             total.add(r)
         s = self.stats
@@ -116,9 +116,11 @@ class ElasticsearchOutput:
             if n == 1:
                 return _Sent(rejected=[Rejection(chunk.records[0], f"es: {v.reason}; this "
                                                  "document alone is too large for the cluster")])
-            first, second = chunk.split()
-            out = self._send(first)
-            out.add(self._send(second))
+            half = n // 2
+            out = _Sent()
+            for part in (chunk.records[:half], chunk.records[half:]):
+                for sub in self.formatter.build(part).chunks:
+                    out.add(self._send(sub))
             return out
         recs = chunk.records
         return _Sent(

@@ -101,8 +101,9 @@ def judge(resp: BulkResponse, n_docs: int) -> Verdict:
         v.reason = f"unreadable bulk answer from {resp.host}"
         return v
     items = doc.get("items")
-    if items is None and doc.get("errors") is False:
-        v.delivered = n_docs  # items filtered out of a clean answer: everything went in
+    if doc.get("errors") is False and (items is None or (
+            isinstance(items, list) and len(items) == n_docs)):
+        v.delivered = n_docs  # a clean answer: every item went in (no need to look at each)
         return v
     if not isinstance(items, list) or len(items) != n_docs:
         got = len(items) if isinstance(items, list) else "no"

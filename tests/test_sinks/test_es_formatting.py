@@ -22,9 +22,7 @@ def pairs(body: bytes) -> list[tuple[dict[str, object], dict[str, object]]]:
 
 
 def test_every_document_is_a_create_with_the_record_id() -> None:
-    f = fmt(index="logs")
-    prepared = f.prepare(make_records(3))
-    (chunk,) = list(f.chunks(prepared))
+    (chunk,) = fmt(index="logs").build(make_records(3)).chunks
     docs = pairs(chunk.body)
     assert [a for a, _ in docs] == [{"create": {"_index": "logs", "_id": f"r{i:07d}"}}
                                     for i in range(3)]
@@ -34,7 +32,7 @@ def test_source_drops_reserved_fields_and_writes_time_as_timestamp() -> None:
     f = fmt(index="logs")
     rec = {"_id": "x", "_tag": "web", "_raw": b"\xff", "time": BASE_TIME + 0.25, "log": "hi",
            "kubernetes": {"pod": "p"}}
-    (chunk,) = list(f.chunks(f.prepare([rec])))
+    (chunk,) = f.build([rec]).chunks
     (_, source), = pairs(chunk.body)
     assert source == {"log": "hi", "kubernetes": {"pod": "p"},
                       "@timestamp": "2023-11-14T22:13:20.250Z"}
@@ -44,7 +42,7 @@ def test_source_drops_reserved_fields_and_writes_time_as_timestamp() -> None:
 def test_tag_and_time_keys_are_configurable() -> None:
     f = fmt(index="logs", include_tag_key=True, tag_key="source_tag", time_key="ts",
             time_key_nanos=True)
-    (chunk,) = list(f.chunks(f.prepare([{"_id": "x", "_tag": "web", "time": BASE_TIME + 0.5}])))
+    (chunk,) = f.build([{"_id": "x", "_tag": "web", "time": BASE_TIME + 0.5}]).chunks
     (_, source), = pairs(chunk.body)
     assert source == {"source_tag": "web", "ts": "2023-11-14T22:13:20.500000000Z"}
 
@@ -66,29 +64,27 @@ def test_index_takes_record_fields_nested_or_dotted_without_strftime_on_them() -
 
 def test_a_record_missing_an_index_field_is_rejected_with_the_reason() -> None:
     f = fmt(index="app-${record.service}")
-    prepared = f.prepare([{"_id": "a", "_tag": "t", "time": BASE_TIME, "service": "cart"},
-                          {"_id": "b", "_tag": "t", "time": BASE_TIME}])
-    assert [r["_id"] for r in prepared.records] == ["a"]
-    (rej,) = prepared.rejected
+    built = f.build([{"_id": "a", "_tag": "t", "time": BASE_TIME, "service": "cart"},
+                     {"_id": "b", "_tag": "t", "time": BASE_TIME}])
+    assert [r["_id"] for c in built.chunks for r in c.records] == ["a"]
+    (rej,) = built.rejected
     assert rej.record["_id"] == "b"
     assert "needs field 'service'" in rej.reason
 
 
 def test_a_time_based_index_rejects_a_record_without_time() -> None:
-    prepared = fmt(index="logs-%Y").prepare([{"_id": "a", "_tag": "t"}])
-    assert not prepared.records
-    assert "needs the record's time" in prepared.rejected[0].reason
+    built = fmt(index="logs-%Y").build([{"_id": "a", "_tag": "t"}])
+    assert not built.chunks
+    assert "needs the record's time" in built.rejected[0].reason
 
 
 def test_a_static_index_takes_a_record_without_time_and_omits_the_timestamp() -> None:
-    f = fmt(index="logs")
-    (chunk,) = list(f.chunks(f.prepare([{"_id": "a", "_tag": "t", "log": "x"}])))
+    (chunk,) = fmt(index="logs").build([{"_id": "a", "_tag": "t", "log": "x"}]).chunks
     assert pairs(chunk.body)[0][1] == {"log": "x"}
 
 
 def test_data_stream_is_the_target_name() -> None:
-    f = fmt(data_stream="logs-nginx-default")
-    (chunk,) = list(f.chunks(f.prepare(make_records(1))))
+    (chunk,) = fmt(data_stream="logs-nginx-default").build(make_records(1)).chunks
     action, source = pairs(chunk.body)[0]
     assert action == {"create": {"_index": "logs-nginx-default", "_id": "r0000000"}}
     assert "@timestamp" in source
@@ -97,21 +93,22 @@ def test_data_stream_is_the_target_name() -> None:
 def test_values_json_cannot_hold_are_converted_or_the_record_rejected() -> None:
     f = fmt(index="logs")
     recs = [{"_id": "a", "_tag": "t", "raw": b"\xffbytes", "big": 2**70}]
-    (chunk,) = list(f.chunks(f.prepare(recs)))
+    (chunk,) = f.build(recs).chunks
     src = pairs(chunk.body)[0][1]
     assert src == {"raw": "\ufffdbytes", "big": str(2**70)}
-    bad = f.prepare([{"_id": "b", "_tag": "t", "obj": object()}])
-    assert not bad.records and "not serialisable" in bad.rejected[0].reason
+    bad = f.build([{"_id": "b", "_tag": "t", "obj": object()}])
+    assert not bad.chunks and "not serialisable" in bad.rejected[0].reason
 
 
 def test_requests_are_cut_by_document_count_and_bytes_keeping_order() -> None:
-    recs = make_records(25)
-    by_count = list(fmt(index="logs", batch_docs=10).chunks(fmt(index="logs").prepare(recs)))
-    assert [len(c.records) for c in by_count] == [10, 10, 5]
-    one = len(fmt(index="logs").prepare(recs[:1]).lines[0])
-    by_bytes = list(fmt(index="logs", batch_bytes=one * 4).chunks(
-        fmt(index="logs").prepare(recs)))
+    recs = make_records(250)
+    by_count = fmt(index="logs", batch_docs=100).build(recs).chunks
+    assert [len(c.records) for c in by_count] == [100, 100, 50]
+    assert [len(pairs(c.body)) for c in by_count] == [100, 100, 50]
+    one = len(fmt(index="logs").line(recs[0]))
+    by_bytes = fmt(index="logs", batch_bytes=one * 4).build(recs).chunks
     assert all(len(c.body) <= one * 4 + 10 for c in by_bytes)
+    assert all(len(pairs(c.body)) == len(c.records) for c in by_bytes)
     ids = [r["_id"] for c in by_bytes for r in c.records]
     assert ids == [r["_id"] for r in recs]
 
@@ -120,7 +117,7 @@ def test_a_document_larger_than_batch_bytes_goes_alone() -> None:
     f = fmt(index="logs", batch_bytes=500)
     recs = make_records(3)
     recs[1]["log"] = "x" * 2000
-    assert [len(c.records) for c in f.chunks(f.prepare(recs))] == [1, 1, 1]
+    assert [len(c.records) for c in f.build(recs).chunks] == [1, 1, 1]
 
 
 @pytest.mark.parametrize("t, expected", [
