@@ -105,3 +105,12 @@ def test_print_status_logs_the_drops(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("INFO"):
         c.run_records(records({}, {}, {}))
     assert "throttle_records_dropped: dropped 2 of 3 records over 1 per 3600s" in caplog.text
+
+
+def test_the_redis_and_the_local_service_grant_alike(redis_url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    services = [RedisRateLimits(client, Keys(prefix)), LocalRateLimits()]
+    grants = [[svc.acquire("s", {"a": n, "b": 2 * n}, rate=7, window=3, interval_s=HOUR)
+               for n in (3, 10, 4)] for svc in services]
+    assert grants[0] == grants[1] == [{"a": 3, "b": 6}, {"a": 4, "b": 1}, {"a": 0, "b": 0}]
+    client.close()
