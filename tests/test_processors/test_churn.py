@@ -13,13 +13,20 @@ from helpers import Role, count_lines, read_json_lines, wait_for
 from test_e2e import assert_exactly_once, pipeline_config
 
 from tailrace.generate import Generator
-from tailrace.keys import Keys
+from tailrace.keys import PROCESSORS_GROUP, Keys
 
 pytestmark = pytest.mark.slow
 
 WORKERS = 5
 CHURN_S = 30.0
 PARTITIONS = 8
+
+
+def lease_owners(client: redis.Redis, prefix: str) -> list[str]:
+    """The "worker:token" values of the processors' partition leases that exist now."""
+    keys = Keys(prefix)
+    values = client.mget([keys.lease(p, PROCESSORS_GROUP) for p in range(PARTITIONS)])
+    return [v.decode() for v in values if v]
 
 
 def settled(client: redis.Redis, keys: Keys) -> bool:
@@ -70,6 +77,19 @@ def test_five_workers_killed_at_random_for_30s_deliver_every_line_exactly_once(
         for w in workers:
             if w.proc is None:
                 w.start()
+        # One more kill, timed: its partitions must have live owners again within seconds.
+        victim = next(w for w in workers if w.alive)
+        assert victim.proc is not None
+        mark = f"-{victim.proc.pid}-"  # worker ids are processor-HOST-PID-RANDOM
+        wait_for(lambda: any(mark in o for o in lease_owners(client, prefix)),
+                 timeout=30, message="the victim to own a partition")
+        victim.kill()
+        killed_at = time.monotonic()
+        wait_for(lambda: (len(owners := lease_owners(client, prefix)) == PARTITIONS
+                          and not any(mark in o for o in owners)),
+                 timeout=30, interval=0.05, message="the victim's partitions taken over")
+        takeover_s = time.monotonic() - killed_at
+        print(f"takeover after SIGKILL: {takeover_s:.2f}s; {kills} kills; seed {seed}")
         gen_thread.join(timeout=120)
         assert gen.written == total
         wait_for(lambda: count_lines(out) >= total, timeout=240, interval=0.25,
@@ -85,6 +105,7 @@ def test_five_workers_killed_at_random_for_30s_deliver_every_line_exactly_once(
         client.close()
     assert all(c == 0 for c in codes.values()), codes
     assert kills >= 15, f"only {kills} kills in {CHURN_S}s"
+    assert takeover_s < 3 * 3.0, f"partitions of a killed worker moved after {takeover_s:.1f}s"
     # No stall: while workers kept dying, deliveries never stopped for long.
     stalls = [b[0] - a[0] for a, b in zip(samples, samples[1:], strict=False) if b[1] == a[1]]
     assert sum(stalls) < CHURN_S / 2, f"output stalled for {sum(stalls):.1f}s of {CHURN_S}s"
