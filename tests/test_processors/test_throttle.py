@@ -114,3 +114,15 @@ def test_the_redis_and_the_local_service_grant_alike(redis_url: str, prefix: str
                for n in (3, 10, 4)] for svc in services]
     assert grants[0] == grants[1] == [{"a": 3, "b": 6}, {"a": 4, "b": 1}, {"a": 0, "b": 0}]
     client.close()
+
+
+def test_documented_window_example_drops_one_message_of_the_last_pane() -> None:
+    # Fluent Bit's throttle docs: rate 5, window 5; panes of 1,3,5,7,3,4,7 messages become
+    # 1,3,5,7,3,4,6 (the window's average would be 5.2 > 5, so one message is dropped).
+    clock = Clock()
+    c = chain("{name: throttle, rate: 5, window: 5, interval: 1s}", LocalRateLimits(clock))
+    got = []
+    for n in (1, 3, 5, 7, 3, 4, 7):
+        got.append(passed(c, n))
+        clock.t += 1
+    assert got == [1, 3, 5, 7, 3, 4, 6]
