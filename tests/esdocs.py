@@ -1,4 +1,7 @@
-"""The document store behind ``tests/esserver.py``: indices, dynamic mappings, item results.
+"""The document store behind ``tests/esserver.py``: bulk bodies, indices, dynamic mappings.
+
+:func:`run_bulk` parses a bulk body as strictly as Elasticsearch (action and source pairs,
+known actions and metadata only, an index for every action) and applies each action.
 
 It answers each bulk item the way Elasticsearch does: ``create`` of an existing id is a 409
 ``version_conflict_engine_exception``; a value that does not fit the field's mapping (set
@@ -17,7 +20,12 @@ from typing import Any
 
 import orjson
 
-__all__ = ["DocStore"]
+__all__ = ["DocStore", "run_bulk"]
+
+_OPS = ("index", "create", "update", "delete")
+_META = {"_index", "_id", "routing", "pipeline", "require_alias", "if_seq_no", "if_primary_term",
+         "version", "version_type", "dynamic_templates", "retry_on_conflict", "_source",
+         "require_data_stream", "list_executed_pipelines"}
 
 _DATE_RE = re.compile(
     r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
@@ -262,3 +270,72 @@ class DocStore:
         if self.major < 8 and not self.opensearch:
             body["_type"] = "_doc"
         return {op: body}
+
+
+def run_bulk(store: DocStore, body: bytes, default_index: str | None, item_faults: list[Any],
+             *, allow_type: bool = False) -> list[dict[str, Any]] | tuple[str, str]:
+    """The items of a bulk body, or (type, reason) when the body is malformed (a 400).
+
+    ``item_faults`` are :class:`esparts.Fault` objects that answer matching items instead.
+    """
+    lines = body.split(b"\n")[:-1]
+    items: list[dict[str, Any]] = []
+    allowed = _META | ({"_type"} if allow_type else set())
+    loads, apply = orjson.loads, store.apply
+    i = 0
+    while i < len(lines):
+        raw = lines[i].rstrip(b"\r")
+        try:
+            action = loads(raw)
+        except orjson.JSONDecodeError:
+            return ("illegal_argument_exception",
+                    f"Malformed action/metadata line [{i + 1}], expected START_OBJECT but "
+                    f"found [{raw[:20].decode('utf-8', 'replace')}]")
+        if not isinstance(action, dict) or len(action) != 1:
+            return ("illegal_argument_exception",
+                    f"Malformed action/metadata line [{i + 1}], expected a simple object "
+                    "with one action")
+        op, meta = next(iter(action.items()))
+        if op not in _OPS:
+            return ("illegal_argument_exception",
+                    f"Malformed action/metadata line [{i + 1}], expected field [create], "
+                    f"[delete], [index] or [update] but found [{op}]")
+        if not isinstance(meta, dict):
+            return ("illegal_argument_exception",
+                    f"Malformed action/metadata line [{i + 1}], expected START_OBJECT")
+        for key in meta:
+            if key not in allowed:
+                return ("illegal_argument_exception",
+                        f"Action/metadata line [{i + 1}] contains an unknown parameter "
+                        f"[{key}]")
+        if "_index" not in meta:
+            if default_index is None:
+                return ("action_request_validation_exception",
+                        "Validation Failed: 1: index is missing;")
+            meta = {**meta, "_index": default_index}
+        source = None
+        if op != "delete":
+            if i + 1 >= len(lines):
+                return ("illegal_argument_exception",
+                        f"The bulk request must be terminated by a newline [\\n] (action "
+                        f"on line [{i + 1}] has no source)")
+            source = lines[i + 1].rstrip(b"\r")
+            i += 2
+        else:
+            i += 1
+        doc_id = meta.get("_id")
+        fault = None
+        if item_faults:
+            fault = next((f for f in item_faults if f.take_item(
+                None if doc_id is None else str(doc_id), len(items))), None)
+        if fault is not None:
+            assert fault.item_status is not None
+            if doc_id is not None:
+                store.attempts[str(doc_id)] += 1
+            kind = fault.error_type or ("es_rejected_execution_exception"
+                                        if fault.item_status == 429 else "exception")
+            items.append(store._error(op, str(meta["_index"]), doc_id,
+                                           fault.item_status, kind, fault.reason))
+            continue
+        items.append(apply(op, meta, source))
+    return items

@@ -27,128 +27,23 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
-from esdocs import DocStore
+from esdocs import DocStore, run_bulk
+from esparts import Fault, apply_filter_path
 
 __all__ = ["EsServer", "Fault", "apply_filter_path"]
 
-_OPS = ("index", "create", "update", "delete")
-_META = {"_index", "_id", "routing", "pipeline", "require_alias", "if_seq_no", "if_primary_term",
-         "version", "version_type", "dynamic_templates", "retry_on_conflict", "_source",
-         "require_data_stream", "list_executed_pipelines"}
 _BULK_PARAMS = {"filter_path", "pipeline", "refresh", "routing", "timeout", "pretty",
                 "wait_for_active_shards", "require_alias", "_source", "_source_includes",
                 "_source_excludes", "error_trace", "human", "require_data_stream",
                 "list_executed_pipelines", "include_source_on_error"}
 _NDJSON_TYPES = ("application/x-ndjson", "application/json",
                  "application/vnd.elasticsearch+x-ndjson", "application/vnd.elasticsearch+json")
-
-
-@dataclass
-class Fault:
-    """A misbehaviour, for the next ``times`` requests (or ids), ``None`` = always.
-
-    Request faults: ``status`` (answer it without indexing), ``drop`` (``before``: close the
-    connection without indexing; ``after``: index, then close without an answer),
-    ``delay_s`` (index, then wait before answering). Item faults: ``item_status`` for the
-    documents in ``ids`` (each id ``times`` times) or every ``every``-th item.
-    """
-
-    status: int | None = None
-    item_status: int | None = None
-    error_type: str = ""
-    reason: str = "injected by esserver"
-    ids: list[str] | None = None
-    every: int = 0
-    delay_s: float = 0.0
-    drop: str = ""
-    times: int | None = None
-    _per_id: dict[str, int] = field(default_factory=dict, repr=False)
-
-    @property
-    def is_item(self) -> bool:
-        return self.item_status is not None
-
-    def take(self) -> bool:
-        """One request firing; False once exhausted."""
-        if self.times is None:
-            return True
-        if self.times <= 0:
-            return False
-        self.times -= 1
-        return True
-
-    def take_item(self, doc_id: str | None, position: int) -> bool:
-        if self.ids is not None:
-            if doc_id not in self.ids:
-                return False
-            if self.times is None:
-                return True
-            used = self._per_id.get(doc_id, 0)
-            if used >= self.times:
-                return False
-            self._per_id[doc_id] = used + 1
-            return True
-        if self.every and (position + 1) % self.every != 0:
-            return False
-        return self.take()
-
-
-def _compile_filter(filter_path: str) -> dict[str, Any]:
-    """``a.b,a.*.c`` -> ``{"a": {"b": {}, "*": {"c": {}}}}`` (an empty dict: keep all)."""
-    tree: dict[str, Any] = {}
-    for path in filter_path.split(","):
-        node = tree
-        for part in path.split("."):
-            if part:
-                node = node.setdefault(part, {})
-        node.clear()
-        node[""] = True
-    return tree
-
-
-def _keep(node: Any, tree: dict[str, Any]) -> Any:
-    if "" in tree:
-        return node
-    if isinstance(node, list):
-        kept = [_keep(x, tree) for x in node]
-        return [x for x in kept if x is not _NONE]
-    if not isinstance(node, dict):
-        return _NONE
-    out = {}
-    star = tree.get("*")
-    for key, value in node.items():
-        sub_tree = tree.get(key)
-        if sub_tree is None:
-            sub_tree = star
-        elif star is not None:
-            sub_tree = {**star, **sub_tree}
-        if sub_tree is None:
-            continue
-        sub = _keep(value, sub_tree)
-        if sub is not _NONE and sub != {} and sub != []:
-            out[key] = sub
-    return out if out else _NONE
-
-
-def apply_filter_path(doc: Any, filter_path: str | None) -> Any:
-    """Elasticsearch's ``filter_path``: keep only the listed dotted paths (``*`` matches a key)."""
-    if not filter_path:
-        return doc
-    tree = _FILTERS.get(filter_path)
-    if tree is None:
-        tree = _FILTERS[filter_path] = _compile_filter(filter_path)
-    result = _keep(doc, tree)
-    return {} if result is _NONE else result
-
-
-_NONE = object()
-_FILTERS: dict[str, dict[str, Any]] = {}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -451,71 +346,13 @@ class EsServer:
 
     def bulk(self, body: bytes, default_index: str | None) -> dict[str, Any] | tuple[str, str]:
         """Run one bulk body (lock held); an error tuple (type, reason) fails the request."""
-        lines = body.split(b"\n")[:-1]
-        items: list[dict[str, Any]] = []
-        item_faults = [f for f in self.faults if f.is_item]
-        allowed = _META | ({"_type"} if self.major < 8 and not self.opensearch else set())
-        loads, apply = orjson.loads, self.store.apply
-        i = 0
-        while i < len(lines):
-            raw = lines[i].rstrip(b"\r")
-            try:
-                action = loads(raw)
-            except orjson.JSONDecodeError:
-                return ("illegal_argument_exception",
-                        f"Malformed action/metadata line [{i + 1}], expected START_OBJECT but "
-                        f"found [{raw[:20].decode('utf-8', 'replace')}]")
-            if not isinstance(action, dict) or len(action) != 1:
-                return ("illegal_argument_exception",
-                        f"Malformed action/metadata line [{i + 1}], expected a simple object "
-                        "with one action")
-            op, meta = next(iter(action.items()))
-            if op not in _OPS:
-                return ("illegal_argument_exception",
-                        f"Malformed action/metadata line [{i + 1}], expected field [create], "
-                        f"[delete], [index] or [update] but found [{op}]")
-            if not isinstance(meta, dict):
-                return ("illegal_argument_exception",
-                        f"Malformed action/metadata line [{i + 1}], expected START_OBJECT")
-            for key in meta:
-                if key not in allowed:
-                    return ("illegal_argument_exception",
-                            f"Action/metadata line [{i + 1}] contains an unknown parameter "
-                            f"[{key}]")
-            if "_index" not in meta:
-                if default_index is None:
-                    return ("action_request_validation_exception",
-                            "Validation Failed: 1: index is missing;")
-                meta = {**meta, "_index": default_index}
-            source = None
-            if op != "delete":
-                if i + 1 >= len(lines):
-                    return ("illegal_argument_exception",
-                            f"The bulk request must be terminated by a newline [\\n] (action "
-                            f"on line [{i + 1}] has no source)")
-                source = lines[i + 1].rstrip(b"\r")
-                i += 2
-            else:
-                i += 1
-            doc_id = meta.get("_id")
-            fault = None
-            if item_faults:
-                fault = next((f for f in item_faults if f.take_item(
-                    None if doc_id is None else str(doc_id), len(items))), None)
-            if fault is not None:
-                assert fault.item_status is not None
-                if doc_id is not None:
-                    self.store.attempts[str(doc_id)] += 1
-                kind = fault.error_type or ("es_rejected_execution_exception"
-                                            if fault.item_status == 429 else "exception")
-                items.append(self.store._error(op, str(meta["_index"]), doc_id,
-                                               fault.item_status, kind, fault.reason))
-                continue
-            items.append(apply(op, meta, source))
+        items = run_bulk(self.store, body, default_index, [f for f in self.faults if f.is_item],
+                         allow_type=self.major < 8 and not self.opensearch)
+        if isinstance(items, tuple):
+            return items
         self.bodies.append(len(items))
         errors = any("error" in next(iter(it.values())) for it in items)
         return {"took": 0, "errors": errors, "items": items}
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="A Bulk API server for tests (see module doc).")
