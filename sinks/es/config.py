@@ -47,7 +47,7 @@ class ElasticsearchOutputOptions(OutputOptions):
     index: str | None = Field(
         None,
         description=f"Index name template: strftime fields of the record's time (UTC) and "
-        f"`${{record.field}}` parts (`app-${{kubernetes.namespace}}-%Y.%m.%d`). Default "
+        f"`${{record.field}}` parts (`app-${{record.kubernetes.namespace}}-%Y.%m.%d`). Default "
         f"`{DEFAULT_INDEX}`. A record without a referenced field is dead-lettered.",
     )
     data_stream: str | None = Field(

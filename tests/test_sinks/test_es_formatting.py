@@ -137,3 +137,15 @@ def test_options_refuse_index_with_data_stream_and_credentials_in_urls() -> None
         ElasticsearchOutputOptions(name="es", http_user="elastic")
     with pytest.raises(ValueError, match="must be a URL"):
         ElasticsearchOutputOptions(name="es", hosts=["es:9200"])
+
+
+def test_record_field_parts_survive_the_configs_env_expansion() -> None:
+    from helpers import load_test_config
+
+    config = load_test_config(
+        "pipeline:\n  outputs:\n    - name: es\n"
+        "      index: 'app-${record.kubernetes.namespace}-${SUFFIX:-x}-%Y'\n")
+    (out,) = config.outputs
+    assert out.options.index == "app-${record.kubernetes.namespace}-x-%Y"
+    rec = {"kubernetes": {"namespace": "shop"}}
+    assert IndexTemplate(out.options.index).render(rec, BASE_TIME) == b'"app-shop-x-2023"'
