@@ -67,6 +67,7 @@ class ReplayPlan:
     chunks: list[tuple[int, list[str]]] = field(default_factory=list)
     already: int = 0  # replayed by an earlier run
     raw_skipped: int = 0  # raw batches left out because records were addressed to an output
+    orphaned: dict[str, int] = field(default_factory=dict)  # gone output -> entries left out
 
     @property
     def total(self) -> int:
@@ -74,8 +75,14 @@ class ReplayPlan:
 
 
 def plan(store: DeadLetterStore, selection: Selection, *, output: str | None,
-         chunk: int = DEFAULT_CHUNK) -> ReplayPlan:
-    """The chunks to replay for ``selection`` (``output``: address records to it)."""
+         chunk: int = DEFAULT_CHUNK, outputs: Iterable[str] | None = None) -> ReplayPlan:
+    """The chunks to replay for ``selection`` (``output``: address records to it).
+
+    With ``outputs`` (the configured output ids), records refused by an output that is no
+    longer configured are left out (counted in ``orphaned``) unless ``output`` names
+    another: addressed to no one, they would be acknowledged by every output unseen.
+    """
+    known = None if outputs is None else set(outputs)
     result = ReplayPlan()
     current: dict[int, list[str]] = {}
     page: list[Summary] = []
@@ -88,6 +95,11 @@ def plan(store: DeadLetterStore, selection: Selection, *, output: str | None,
                 continue
             if output is not None and s.kind == "raw":
                 result.raw_skipped += 1  # a raw batch goes through the processors to all
+                continue
+            gone = s.stage[5:] if s.stage.startswith("sink:") else None
+            if (output is None and known is not None and s.kind != "raw" and gone is not None
+                    and gone not in known):
+                result.orphaned[gone] = result.orphaned.get(gone, 0) + 1
                 continue
             ids = current.setdefault(s.partition, [])
             ids.append(s.id)

@@ -201,12 +201,15 @@ def replay(config_path: str, broker: str | None, partitions: tuple[int, ...],
         except KeyError as exc:
             raise click.BadParameter(str(exc.args[0]), param_hint="--output") from None
     sel = _selection(partitions, since, until, stage, plugin, config.service.partitions)
-    work = plan(store, sel, output=output, chunk=chunk)
+    work = plan(store, sel, output=output, chunk=chunk, outputs=[o.id for o in config.outputs])
     click.echo(f"{work.total} dead letters to replay in {len(work.chunks)} jobs"
                + (f"; {work.already} replayed before (skipped)" if work.already else "")
                + (f"; {work.raw_skipped} raw batches left out: they go back through the "
                   "processors to every output, so replay them without --output"
-                  if work.raw_skipped else ""))
+                  if work.raw_skipped else "")
+               + ("; left out, refused by outputs no longer configured: " + ", ".join(
+                   f"{n} of {name}" for name, n in sorted(work.orphaned.items()))
+                  + " (replay them with --output NAME)" if work.orphaned else ""))
     if dry_run or not work.chunks:
         return
     keys = Keys(config.service.prefix)

@@ -197,3 +197,14 @@ def wait_for_done(r: redis.Redis, keys: Keys, output: str) -> None:
 
     wait_for(lambda: group_done(r, keys, output, PARTITIONS), timeout=60,
              message=f"{output} acknowledged everything")
+
+
+def test_records_of_an_output_no_longer_configured_are_left_out_unless_redirected(
+        r: redis.Redis, keys: Keys) -> None:
+    add_dead_letter(r, keys, 0, stage="sink:old-es")
+    add_dead_letter(r, keys, 0, stage="sink:search")
+    s = store(r, keys)
+    p = plan(s, Selection(), output=None, outputs=["search", "archive"])
+    assert p.total == 1 and p.orphaned == {"old-es": 1}
+    redirected = plan(s, Selection(), output="archive", outputs=["search", "archive"])
+    assert redirected.total == 2 and not redirected.orphaned
