@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,6 +224,12 @@ class BulkFormatter:
         cannot be formatted are rejected with the reason, never raised.
         """
         out = Built()
+        out.chunks.extend(self.iter_chunks(records, out.rejected))
+        return out
+
+    def iter_chunks(self, records: list[Record], rejected: list[Rejection]
+                    ) -> Iterator[BulkChunk]:
+        """Like :meth:`build`, one request at a time (send one while making the next)."""
         max_docs, max_bytes = self.batch_docs, self.batch_bytes
         segments: list[bytes] = []
         lines: list[bytes] = []
@@ -233,12 +240,12 @@ class BulkFormatter:
             try:
                 line = line_of(rec)
             except LookupError as exc:
-                out.rejected.append(Rejection(rec, f"es: {exc}"))
+                rejected.append(Rejection(rec, f"es: {exc}"))
                 continue
             n = len(line)
             if recs and (len(recs) >= max_docs or size + n > max_bytes):
                 segments.append(b"".join(lines))
-                out.chunks.append(BulkChunk(b"".join(segments), recs))
+                yield BulkChunk(b"".join(segments), recs)
                 segments, lines, recs, size = [], [], [], 0
             lines.append(line)
             recs.append(rec)
@@ -248,5 +255,4 @@ class BulkFormatter:
                 lines = []
         if recs:
             segments.append(b"".join(lines))
-            out.chunks.append(BulkChunk(b"".join(segments), recs))
-        return out
+            yield BulkChunk(b"".join(segments), recs)

@@ -85,17 +85,20 @@ class ElasticsearchOutput:
 
     def write_batch(self, records: list[Record]) -> Outcome:
         """Send ``records``; never raises for a delivery problem (it becomes the outcome)."""
-        built = self.formatter.build(records)
-        chunks = built.chunks
-        if self.pool is not None and len(chunks) > 1:
-            results = list(self.pool.map(self._send, chunks))
+        rejected: list[Rejection] = []
+        chunks = self.formatter.iter_chunks(records, rejected)
+        if self.pool is not None:
+            # Each request goes out as soon as it is made: the next one is formatted while
+            # the cluster indexes this one, up to `workers` in flight.
+            futures = [self.pool.submit(self._send, c) for c in chunks]
+            results = [f.result() for f in futures]
         else:
             results = [self._send(c) for c in chunks]
-        total = _Sent(rejected=list(built.rejected))
+        total = _Sent(rejected=rejected)
         for r in results:
             total.add(r)
         s = self.stats
-        s["requests"] += len(chunks)
+        s["requests"] += len(results)
         s["delivered"] += total.delivered
         s["conflicts"] += total.conflicts
         s["retried"] += len(total.retry)
