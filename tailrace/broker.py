@@ -1,8 +1,11 @@
 """Broker access: one Redis client built from config, the registered scripts, groups.
 
 Connections are explicit: :func:`connect` builds a client that is passed down; nothing
-here is a module-level global. Script wrappers turn return codes into typed results and
-exceptions; those that may run in a pipeline accept ``client=``.
+here is a module-level global. The URL may name one server, a Redis Cluster or a Sentinel
+deployment (:mod:`tailrace.topology`); every key of one partition shares a hash tag, so each
+script runs on the one node that holds its partition. Script wrappers turn return codes
+into typed results and exceptions; calls that go out together use a :class:`ScriptBatch`
+(one round trip per node, NOSCRIPT handled, optional ``WAIT`` for replicas).
 """
 
 from __future__ import annotations
@@ -10,33 +13,84 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import redis
+from redis._parsers.base import BaseParser
 from redis.commands.core import Script
 
 from . import scripts
 from .errors import BrokerUnavailable, Fenced
 from .keys import Keys
+from .topology import build_client as _build_client
+from .topology import is_cluster, node_of, redact_url, route_to
 
 __all__ = [
     "BROKER_ERRORS",
     "DeadLetter",
+    "NoReplicasError",
+    "NotReplicated",
+    "PartitionCountChanged",
     "ProduceResult",
+    "ScriptBatch",
     "Scripts",
+    "WaitPolicy",
     "connect",
     "ensure_groups",
     "ensure_partition_count",
     "redact_url",
 ]
 
-# What a broken or restarting broker raises; every loop retries these with backoff.
+
+class NoReplicasError(redis.exceptions.ResponseError):
+    """The master refused a write: fewer good replicas than its ``min-replicas-to-write``.
+
+    Transient (a replica is resyncing or cut off): every loop retries it with backoff.
+    """
+
+    def __str__(self) -> str:
+        return (f"NOREPLICAS {super().__str__()} (the master has fewer in-sync replicas than "
+                "its min-replicas-to-write; writes wait until a replica is back)")
+
+
+class MisconfError(redis.exceptions.ResponseError):
+    """The master refused a write because it cannot persist (``MISCONF``); retried."""
+
+    def __str__(self) -> str:
+        return f"MISCONF {super().__str__()}"
+
+
+# redis-py has no classes for these replies; register them so they can be caught by type.
+BaseParser.EXCEPTION_CLASSES.setdefault("NOREPLICAS", NoReplicasError)
+BaseParser.EXCEPTION_CLASSES.setdefault("MISCONF", MisconfError)
+
+
+class NotReplicated(BrokerUnavailable):
+    """A commit ran on the master, but ``WAIT`` saw fewer replicas than asked in time.
+
+    The caller treats the broker as down and retries; every script is idempotent, so the
+    retry finds the commit (CONFLICT / already committed) instead of doing it twice.
+    """
+
+
+class PartitionCountChanged(BrokerUnavailable):
+    """The config's ``service.partitions`` differs from the running pipeline's count."""
+
+
+# What a broken, restarting or failing-over broker raises; every loop retries these with
+# backoff. RedisClusterException covers the cluster client's "slots not covered" and
+# "cannot be connected" while a failover is in progress.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterDownError,
+    redis.exceptions.AskError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.RedisClusterException,
+    NoReplicasError,
+    MisconfError,
     BrokerUnavailable,
     ConnectionError,
 )
@@ -45,33 +99,25 @@ DEFAULT_SOCKET_TIMEOUT_S = 15.0  # must exceed the longest XREADGROUP BLOCK
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, for logs and status."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0] if ":" in creds else ""
-    return f"{scheme}://{user}:***@{host}"
-
-
 def connect(url: str, *, name: str = "tailrace") -> redis.Redis:
-    """A client for ``redis://``, ``rediss://`` or ``unix://`` URLs (user/password allowed).
+    """A client for the broker at ``url``: one server, a Redis Cluster or Sentinel.
 
-    hiredis parses replies when installed. The client keeps raw bytes (no decoding): batch
-    payloads are binary.
+    ``redis://``, ``rediss://``, ``unix://`` (user/password allowed), and
+    ``redis+cluster://host:port,...`` or ``redis+sentinel://host:port,.../SERVICE``
+    (:mod:`tailrace.topology`). hiredis parses replies when installed. The client keeps
+    raw bytes (no decoding): batch payloads are binary.
+
+    Raises:
+        BrokerUnavailable: the URL is malformed, or (cluster) no seed node answered.
     """
-    try:
-        return redis.Redis.from_url(
-            url,
-            socket_timeout=DEFAULT_SOCKET_TIMEOUT_S,
-            socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT_S,
-            health_check_interval=30,
-            client_name=name,
-            decode_responses=False,
-        )
-    except ValueError as exc:
-        raise BrokerUnavailable(f"invalid broker URL {redact_url(url)!r}: {exc}") from exc
+    return _build_client(
+        url,
+        socket_timeout=DEFAULT_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT_S,
+        health_check_interval=30,
+        client_name=name,
+        decode_responses=False,
+    )
 
 
 def ensure_partition_count(client: redis.Redis, keys: Keys, partitions: int) -> None:
@@ -79,15 +125,21 @@ def ensure_partition_count(client: redis.Redis, keys: Keys, partitions: int) -> 
 
     Changing the count would silently re-route files to other partitions (and break the
     per-file offset check), so a mismatch is an error that tells the operator what to do.
+
+    Raises:
+        PartitionCountChanged: the pipeline under this prefix has another count.
     """
     client.hsetnx(keys.meta(), "partitions", partitions)
     stored = int(client.hget(keys.meta(), "partitions") or partitions)
     if stored != partitions:
-        raise BrokerUnavailable(
+        raise PartitionCountChanged(
             f"this pipeline (prefix {keys.prefix!r}) was created with {stored} partitions but "
-            f"the config says {partitions}; changing the count of a running pipeline is not "
-            f"supported: set service.partitions back to {stored}, or drain the pipeline and "
-            f"start a new one under another service.prefix"
+            f"the config says service.partitions: {partitions}. Files are mapped to "
+            f"partitions by hash, so a new count would send each file's next lines to "
+            f"another partition than its earlier ones (out of order, offsets checked against "
+            f"the wrong partition); nothing was started. Either set service.partitions back "
+            f"to {stored}, or drain this pipeline (stop the agents, wait until `tailrace "
+            f"status` shows no lag) and start the new count under another service.prefix"
         )
 
 
@@ -108,8 +160,22 @@ def ensure_groups(
         for stage, group in wanted:
             pipe.xgroup_create(keys.stream(stage, p), group, id="0", mkstream=True)
     for result in pipe.execute(raise_on_error=False):
+        if isinstance(result, BROKER_ERRORS):
+            raise result
         if isinstance(result, redis.exceptions.ResponseError) and "BUSYGROUP" not in str(result):
             raise result
+
+
+@dataclass(frozen=True, slots=True)
+class WaitPolicy:
+    """Synchronous replication for commits: ``WAIT replicas timeout_ms`` after each.
+
+    ``replicas`` 0 (the default) leaves replication asynchronous: a failover may lose the
+    last commits the old master had not yet sent (docs/scaling.md says what that costs).
+    """
+
+    replicas: int = 0
+    timeout_ms: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,16 +217,126 @@ class DeadLetter:
         return [self.kind, self.payload, self.stage, self.plugin, self.error, self.source, now_ms]
 
 
-class _Runner(Protocol):
-    def __call__(self, keys: list[str], args: list[Any], client: Any = None) -> Any: ...
+class ScriptBatch:
+    """Script calls sent together: one round trip per node, in the order they were added.
+
+    Built by :meth:`Scripts.batch`; the wrappers that accept ``client=`` queue into it. On
+    a Redis Cluster each call goes to the node of its keys (all of one partition), and the
+    nodes are written to before any is read. A node that lost the scripts (restarted,
+    promoted replica) answers NOSCRIPT: the scripts are loaded again and those calls, which
+    did not run, are sent once more. With a :class:`WaitPolicy`, a ``WAIT`` follows the
+    calls on each node's connection.
+    """
+
+    def __init__(self, client: redis.Redis, wait: WaitPolicy) -> None:
+        self.client = client
+        self.wait = wait
+        self._calls: list[tuple[Script, list[str], list[Any]]] = []
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def add(self, script: Script, keys: list[str], args: list[Any]) -> None:
+        self._calls.append((script, keys, args))
+
+    def execute(self, *, partial: bool = False) -> list[Any]:
+        """Run the queued calls (the batch is empty afterwards).
+
+        Args:
+            partial: return a broker error in the place of each call it hit (a cluster
+                node that is down) instead of raising it, so the replies of the nodes that
+                answered can be used.
+
+        Returns:
+            each call's reply in order; a call the server refused for its own reasons
+            (e.g. ``OOM``) has its :class:`redis.exceptions.ResponseError` in its place.
+
+        Raises:
+            any of :data:`BROKER_ERRORS` when a node cannot be reached (unless
+            ``partial``), and :class:`NotReplicated` when ``WAIT`` saw too few replicas.
+            Some calls may have run; every script is idempotent, so the caller simply
+            retries the batch.
+        """
+        calls, self._calls = self._calls, []
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _attempt in range(3):
+            try:
+                replies = self._send([calls[i] for i in todo])
+            except BROKER_ERRORS:
+                if not partial or not is_cluster(self.client):
+                    raise
+                replies = self._send_per_node([calls[i] for i in todo])
+            missing = []
+            for i, reply in zip(todo, replies, strict=True):
+                if isinstance(reply, redis.exceptions.NoScriptError):
+                    missing.append(i)
+                elif isinstance(reply, BROKER_ERRORS) and not partial:
+                    raise reply
+                else:
+                    results[i] = reply
+            if not missing:
+                return results
+            for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
+                script.sha = self.client.script_load(script.script)  # every master
+            todo = missing
+        raise BrokerUnavailable("the broker keeps answering NOSCRIPT after loading the scripts "
+                                "(is a proxy spreading one connection over several servers?)")
+
+    def _send_per_node(self, calls: list[tuple[Script, list[str], list[Any]]]) -> list[Any]:
+        """Like :meth:`_send`, one node at a time: a node that fails fails only its calls."""
+        by_node: dict[str, list[int]] = {}
+        for i, (_script, keys, _args) in enumerate(calls):
+            by_node.setdefault(node_of(self.client, keys[0]), []).append(i)
+        replies: list[Any] = [None] * len(calls)
+        for idx in by_node.values():
+            try:
+                got = self._send([calls[i] for i in idx])
+            except BROKER_ERRORS as exc:
+                got = [exc] * len(idx)
+            for i, reply in zip(idx, got, strict=True):
+                replies[i] = reply
+        return replies
+
+    def _send(self, calls: list[tuple[Script, list[str], list[Any]]]) -> list[Any]:
+        pipe: Any = self.client.pipeline(transaction=False)
+        waits: dict[str, str] = {}  # node -> a key on it
+        for script, keys, args in calls:
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            if self.wait.replicas:
+                waits.setdefault(node_of(self.client, keys[0]), keys[0])
+        for _node, key in waits.items():
+            pipe.execute_command("WAIT", self.wait.replicas, self.wait.timeout_ms,
+                                 **route_to(self.client, key))
+        out = list(pipe.execute(raise_on_error=False))
+        replies, acked = out[: len(calls)], out[len(calls) :]
+        for node, n in zip(waits, acked, strict=True):
+            if isinstance(n, BaseException):
+                if isinstance(n, BROKER_ERRORS):
+                    raise n
+                raise BrokerUnavailable(f"WAIT failed on {node}: {n}")
+            if int(n) < self.wait.replicas:
+                where = f" on node {node}" if node != "default" else ""
+                raise NotReplicated(
+                    f"commit not confirmed by {self.wait.replicas} replica(s) within "
+                    f"{self.wait.timeout_ms} ms{where} (only {int(n)} acknowledged): "
+                    "retrying; check the replicas' link and lag (INFO replication)")
+        return replies
 
 
 class Scripts:
-    """The Lua scripts of :mod:`tailrace.scripts`, registered once on ``client``."""
+    """The Lua scripts of :mod:`tailrace.scripts`, registered once on ``client``.
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    Args:
+        wait: ``WAIT`` after every commit (PRODUCE batches, COMMIT) for this many replicas;
+            the default leaves replication asynchronous.
+    """
+
+    def __init__(self, client: redis.Redis, keys: Keys, *, wait: WaitPolicy | None = None
+                 ) -> None:
         self.client = client
         self.keys = keys
+        self.wait = wait or WaitPolicy()
         self._produce: Script = client.register_script(scripts.PRODUCE)
         self._acquire: Script = client.register_script(scripts.ACQUIRE)
         self._renew: Script = client.register_script(scripts.RENEW)
@@ -168,6 +344,17 @@ class Scripts:
         self._commit: Script = client.register_script(scripts.COMMIT)
         self._dead_letter: Script = client.register_script(scripts.DEAD_LETTER_PENDING)
         self._trim: Script = client.register_script(scripts.TRIM)
+
+    def batch(self, *, wait: bool = False) -> ScriptBatch:
+        """An empty :class:`ScriptBatch`; with ``wait`` it applies this :class:`WaitPolicy`."""
+        return ScriptBatch(self.client, self.wait if wait else WaitPolicy())
+
+    @staticmethod
+    def _run(script: Script, keys: list[str], args: list[Any], client: Any) -> Any:
+        if isinstance(client, ScriptBatch):
+            client.add(script, keys, args)
+            return None
+        return script(keys=keys, args=args, client=client)
 
     # -- producer ---------------------------------------------------------------------
     def produce(
@@ -180,13 +367,11 @@ class Scripts:
         backlog_limit: int = 0,
         client: Any = None,
     ) -> Any:
-        """Queue (with ``client=pipeline``) or run PRODUCE; parse with ProduceResult.parse."""
+        """Run PRODUCE, or queue it in ``client`` (a :meth:`batch`); parse the reply with
+        :meth:`ProduceResult.parse`."""
         k = self.keys
-        return self._produce(
-            keys=[k.offsets(partition), k.raw(partition)],
-            args=[file_id, start, end, payload, backlog_limit],
-            client=client,
-        )
+        return self._run(self._produce, [k.offsets(partition), k.raw(partition)],
+                         [file_id, start, end, payload, backlog_limit], client)
 
     # -- leases -----------------------------------------------------------------------
     def acquire(self, partition: int, group: str, worker: str, ttl_ms: int) -> int:
@@ -207,11 +392,11 @@ class Scripts:
 
     def renew_key(self, key: str, owner: str, ttl_ms: int, client: Any = None) -> Any:
         """RENEW on any lease key (also the output-wide lease); 1 renewed, 0 lost."""
-        return self._renew(keys=[key], args=[owner, ttl_ms], client=client)
+        return self._run(self._renew, [key], [owner, ttl_ms], client)
 
     def release_key(self, key: str, owner: str, client: Any = None) -> Any:
         """RELEASE on any lease key; 1 released, 0 not held."""
-        return self._release(keys=[key], args=[owner], client=client)
+        return self._run(self._release, [key], [owner], client)
 
     # -- commits ----------------------------------------------------------------------
     def commit(
@@ -236,6 +421,8 @@ class Scripts:
 
         Raises:
             Fenced: the lease is no longer this worker's; nothing was written.
+            NotReplicated: committed on the master, not confirmed by the replicas asked
+                for (:class:`WaitPolicy`); retry (a retried COMMIT is a no-op).
         """
         k = self.keys
         now_ms = int(time.time() * 1000)
@@ -247,16 +434,21 @@ class Scripts:
         args.append(len(ckpt))
         for name, value in ckpt.items():
             args.extend((name, value))
-        result = self._commit(
-            keys=[
-                k.lease(partition, group),
-                k.stream(stage_in, partition),
-                k.stream(stage_out, partition),
-                k.dlq(partition),
-                k.checkpoint(partition, group),
-            ],
-            args=args,
-        )
+        keys = [
+            k.lease(partition, group),
+            k.stream(stage_in, partition),
+            k.stream(stage_out, partition),
+            k.dlq(partition),
+            k.checkpoint(partition, group),
+        ]
+        if self.wait.replicas:
+            batch = self.batch(wait=True)
+            batch.add(self._commit, keys, args)
+            result = batch.execute()[0]
+            if isinstance(result, BaseException):
+                raise result
+        else:
+            result = self._commit(keys=keys, args=args)
         if int(result[0]) == scripts.CODE_FENCED:
             raise Fenced(group, partition)
         return int(result[1])

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .errors import ConfigError, ConfigProblem
 from .options import ByteSize, Options
 from .plugins import Registry
+from .topology import join_broker_urls, parse_broker_url
 from .yamlmarks import Marks, expand_env, load, path_str
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Config",
     "EmbeddedConfig",
     "PluginConfig",
+    "ReplicationConfig",
     "ServiceConfig",
     "load_config",
     "parse_config",
@@ -66,13 +68,49 @@ class BacklogConfig(Options):
     )
 
 
+class ReplicationConfig(Options):
+    """How far commits wait for Redis replicas (Sentinel or Cluster deployments).
+
+    Redis replicates asynchronously: a failover may lose the last writes the old master had
+    not sent yet. These options narrow that window; docs/scaling.md measures what each costs
+    and what a failover still loses.
+    """
+
+    wait_replicas: int = Field(
+        0, ge=0,
+        description="After every commit (an agent's batch of PRODUCE calls, a processor's or "
+        "sink's COMMIT), `WAIT` until this many replicas have it; fewer within "
+        "`wait_timeout_ms` and the worker treats the broker as down and retries "
+        "(idempotently). 0 = asynchronous replication.",
+    )
+    wait_timeout_ms: int = Field(
+        1000, ge=1, description="How long one `WAIT` may take.",
+    )
+    min_replicas_to_write: int = Field(
+        0, ge=0,
+        description="Set Redis `min-replicas-to-write` to this on every node at start "
+        "(`CONFIG SET`; masters then refuse writes while fewer replicas are in sync, and "
+        "tailrace retries). 0 = leave the servers' own setting.",
+    )
+    min_replicas_max_lag_s: int = Field(
+        10, ge=1,
+        description="Redis `min-replicas-max-lag` set with `min_replicas_to_write`: a "
+        "replica counts while its last ack is at most this old.",
+    )
+
+
 class ServiceConfig(Options):
     """The `service:` section."""
 
     broker: str | None = Field(
         None,
-        description="Redis URL (`redis://`, `rediss://`, `unix://`, with user:password). "
+        description="Redis URL: `redis://`, `rediss://`, `unix://` (one server), "
+        "`redis+cluster://host:port,host:port` (Redis Cluster, any nodes as seeds), "
+        "`redis+sentinel://host:port,host:port/SERVICE` (Sentinel); user:password allowed. "
+        "A list of cluster or sentinel URLs is joined into one. "
         "Not set: an embedded redis-server in `data_dir`.",
+        json_schema_extra={"anyOf": [{"type": "string"}, {"type": "null"},
+                                     {"type": "array", "items": {"type": "string"}}]},
     )
     data_dir: str = Field("./.tailrace", description="Local state: checkpoints, embedded Redis.")
     partitions: int = Field(DEFAULT_PARTITIONS, ge=1, le=4096, description="Stream partitions.")
@@ -115,6 +153,19 @@ class ServiceConfig(Options):
     )
     backlog: BacklogConfig = Field(default_factory=lambda: BacklogConfig())
     embedded: EmbeddedConfig = Field(default_factory=lambda: EmbeddedConfig())
+    replication: ReplicationConfig = Field(default_factory=lambda: ReplicationConfig())
+
+    @field_validator("broker", mode="before")
+    @classmethod
+    def _broker_url(cls, value: Any) -> Any:
+        """A list of seed URLs becomes one; the URL's form is checked here, not at connect."""
+        if isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                raise ValueError("expected a URL or a list of URLs")
+            value = join_broker_urls(value)
+        if isinstance(value, str) and "${" not in value:
+            parse_broker_url(value)
+        return value
 
     @property
     def agent_name(self) -> str:

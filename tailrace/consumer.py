@@ -10,6 +10,14 @@ Per partition the loop is: acquire -> claim the group's pending entries to itsel
 those delivered more than ``max_deliveries`` times -> process its own pending entries
 ("history") -> read new ones (``>``). After a broker error every partition goes back to
 history, because a lost XREADGROUP reply leaves entries pending that this worker never saw.
+
+New entries are read by :class:`tailrace.readers.LaneReads`: on one server a single
+blocking XREADGROUP covers every live partition; on a Redis Cluster each partition has its
+own blocking read (the cluster refuses commands across slots), and the loop wakes up when
+any of them answers. A read in flight is cancelled before its partition is released or
+goes back to history, and each read carries the partition's *generation* (bumped whenever
+the partition leaves live mode), so a reply that raced such a change is dropped and the
+partition re-reads its pending entries instead of processing anything twice.
 """
 
 from __future__ import annotations
@@ -23,14 +31,16 @@ from typing import Any, Protocol, cast
 
 import redis
 
-from .broker import BROKER_ERRORS, DeadLetter, Scripts
+from .broker import BROKER_ERRORS, DeadLetter, Scripts, WaitPolicy
 from .config import ServiceConfig
 from .errors import Fenced
 from .keys import Keys
 from .lease import LeaseKeeper, OwnedPartition
 from .lifecycle import Lifecycle
 from .logs import RateLimiter, event
+from .readers import LaneReads, LaneReply
 from .retry import Backoff
+from .topology import DEFAULT_NODE, is_cluster, refresh_topology
 
 __all__ = [
     "BatchAbandoned",
@@ -142,7 +152,9 @@ class StreamConsumer:
             service.backlog.max_entries_per_partition if backlog_limit is None else backlog_limit
         )
         self.trim_interval_s = trim_interval_s
-        self.scripts = Scripts(client, keys)
+        replication = service.replication
+        self.scripts = Scripts(client, keys, wait=WaitPolicy(replication.wait_replicas,
+                                                             replication.wait_timeout_ms))
         self.me = lifecycle.id
         self.record = lifecycle.thread("consumer")
         self.keeper = LeaseKeeper(
@@ -152,6 +164,9 @@ class StreamConsumer:
         )
         self.single_writer = single_writer
         self._mode: dict[int, str] = {}  # partition -> "history" | "live"
+        self._gen: dict[int, int] = {}  # partition -> bumped each time it leaves live mode
+        self._reads = LaneReads(client, group, self.me, count=read_count, block_ms=block_ms)
+        self._cluster = is_cluster(client)
         self._resync = False  # after a broker error: re-run recovery on owned partitions
         self._paused: dict[int, float] = {}  # partition -> time to re-check the backlog
         self._failures: dict[bytes, int] = {}
@@ -173,32 +188,53 @@ class StreamConsumer:
                         event(log, logging.WARNING, "consumer_broker_error",
                               f"broker unreachable, retrying with backoff: {exc}",
                               group=self.group)
-                    for p in self._mode:
-                        self._mode[p] = "history"
+                    for p in list(self._mode):
+                        self._to_history(p)
                     self._resync = True
+                    self._reads.reset()  # lanes reconnect, to the nodes that serve them then
+                    try:
+                        refresh_topology(self.client)
+                    except BROKER_ERRORS:
+                        pass  # the next step fails again and backs off further
                     stop.wait(backoff.next_delay())
         finally:
             self.record.set_state("draining")
+            self._reads.close()
             self.keeper.leave()
             self.lifecycle.partitions[self.group] = []
             self.record.set_state("stopped")
+
+    def _to_history(self, p: int) -> None:
+        """Send ``p`` back to its pending entries; replies of reads issued before are stale."""
+        self._mode[p] = "history"
+        self._gen[p] = self._gen.get(p, 0) + 1
 
     def _step(self, stop: threading.Event) -> None:
         owned = self.keeper.owned()
         for p in [p for p in self._mode if p not in owned]:
             del self._mode[p]
+            self._gen[p] = self._gen.get(p, 0) + 1
         acquired = self.keeper.take_acquired()
         if self._resync:
             acquired = sorted(set(acquired) | set(owned))
+        acquired = [p for p in acquired if p in owned]
+        for p in acquired:
+            self._to_history(p)
+        extras = sorted(self.keeper.extras() & set(owned))
+        # No read may be in flight on a partition that is handed back: a read served after
+        # the release would leave entries pending on this worker that the next owner, which
+        # claims pending entries only when it takes the partition, never sees.
+        self._settle_reads(self._live_lanes(owned, exclude=set(extras)))
+        if extras:
+            self.keeper.release(extras)
+        for p in extras:
+            self._mode.pop(p, None)
+            self._gen[p] = self._gen.get(p, 0) + 1
+            owned.pop(p, None)
         for p in acquired:
             if p in owned:
                 self._recover(owned[p])
-                self._mode[p] = "history"
         self._resync = False
-        released = self.keeper.release_extras()
-        for p in released:
-            self._mode.pop(p, None)
-            owned.pop(p, None)
         self.lifecycle.partitions[self.group] = sorted(owned)
         if not owned:
             self.record.set_state("idle", "no partitions owned")
@@ -221,22 +257,103 @@ class StreamConsumer:
                     continue
                 self._process(owned[p], entries, stop)
             return
-        live = self._unpaused(owned)
-        if not live:
+        lanes = self._live_lanes(owned)
+        self._settle_reads(lanes)
+        if not lanes and not self._reads.in_flight() and not self._reads.has_ready():
             self.record.set_state("throttled", "output backlog over its limit")
             stop.wait(_PAUSE_RECHECK_S)
             return
-        resp = cast(Any, self.client.xreadgroup(
-            self.group, self.me, {self.keys.stream(self.stage_in, p): ">" for p in live},
-            count=self.read_count, block=self.block_ms,
-        ))
-        if not resp:
+        replies = self._read_live(lanes)
+        if not any(r.result for r in replies):
             self.record.set_state("idle")
-        for key, entries in resp or []:
-            p = self.keys.partition_of(key)
-            if p in owned and entries:
-                self._process(owned[p], entries, stop)
+        self._handle_replies(replies, owned, stop)
         self._maybe_trim(owned)
+
+    # -- live reads -----------------------------------------------------------------------
+    def _live_lanes(self, owned: Mapping[int, OwnedPartition],
+                    exclude: set[int] | None = None) -> dict[str, list[int]]:
+        """Lane -> the live, unpaused partitions it reads (one lane off-cluster)."""
+        live = [p for p in self._unpaused(owned)
+                if self._mode.get(p) == "live" and not (exclude and p in exclude)]
+        if not self._cluster:
+            return {DEFAULT_NODE: sorted(live)} if live else {}
+        return {self.keys.stream(self.stage_in, p): [p] for p in live}
+
+    def _settle_reads(self, lanes: Mapping[str, list[int]]) -> None:
+        """Cancel every read in flight that does not cover exactly its lane's partitions."""
+        for lane, streams in self._reads.in_flight().items():
+            wanted = {self.keys.stream(self.stage_in, p) for p in lanes.get(lane, ())}
+            if streams != wanted:
+                self._reads.cancel(lane)
+
+    def _read_live(self, lanes: Mapping[str, list[int]]) -> list[LaneReply]:
+        """Start a read on every idle lane; return what arrived (waiting up to a block)."""
+        in_flight = self._reads.in_flight()
+        if len(lanes) == 1 and not in_flight and not self._reads.has_ready():
+            # The common single-server case: one blocking call on this thread.
+            ((lane, parts),) = lanes.items()
+            tag = {p: self._gen.get(p, 0) for p in parts}
+            resp = cast(Any, self.client.xreadgroup(
+                self.group, self.me, {self.keys.stream(self.stage_in, p): ">" for p in parts},
+                count=self.read_count, block=self.block_ms,
+            ))
+            return [LaneReply(lane, tag, result=resp or [])]
+        for lane, parts in lanes.items():
+            if lane not in in_flight:
+                self._reads.issue(lane, [self.keys.stream(self.stage_in, p) for p in parts],
+                                  {p: self._gen.get(p, 0) for p in parts})
+        return self._reads.collect(self.block_ms / 1000 + 1.0)
+
+    def _handle_replies(self, replies: list[LaneReply], owned: Mapping[int, OwnedPartition],
+                        stop: threading.Event) -> None:
+        """Process what reads returned, for partitions still live since the read began."""
+        failure: BaseException | None = None
+        for reply in replies:
+            tag: dict[int, int] = reply.tag
+            if reply.error is not None:
+                # Entries may have been delivered without reaching us: re-read pending.
+                for p in tag:
+                    if p in owned and self._mode.get(p) == "live":
+                        self._to_history(p)
+                if self._nogroup(reply.error, tag):
+                    continue
+                failure = failure or reply.error
+                continue
+            for key, entries in reply.result or []:
+                p = self.keys.partition_of(key)
+                if not entries or p not in owned:
+                    continue
+                if self._mode.get(p) != "live" or self._gen.get(p, 0) != tag.get(p):
+                    if self._mode.get(p) == "live":
+                        self._to_history(p)
+                    continue
+                self._process(owned[p], entries, stop)
+        if failure is not None:
+            if isinstance(failure, BROKER_ERRORS):
+                raise failure
+            raise RuntimeError(f"reading group {self.group}: {failure!r}") from failure
+
+    def _nogroup(self, error: BaseException, tag: Mapping[int, int]) -> bool:
+        """Recreate this group where the stream lost it (a failover that lost its creation).
+
+        The group starts at 0, so every entry still in the stream is read again; outputs
+        are idempotent by record id. Returns True when that was the error.
+        """
+        if not (isinstance(error, redis.exceptions.ResponseError)
+                and str(error).startswith("NOGROUP")):
+            return False
+        for p in tag:
+            stream = self.keys.stream(self.stage_in, p)
+            try:
+                self.client.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except redis.exceptions.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        event(log, logging.WARNING, "consumer_group_recreated",
+              f"group {self.group} was missing on partitions {sorted(tag)} (lost in a "
+              "failover?); recreated it at id 0: entries still in the stream are read again",
+              group=self.group)
+        return True
 
     # -- pieces ---------------------------------------------------------------------------
     def _recover(self, op: OwnedPartition) -> None:
@@ -293,7 +410,7 @@ class StreamConsumer:
         except BatchAbandoned as exc:
             event(log, logging.INFO, "consumer_batch_abandoned",
                   f"left {len(entries)} entries pending: {exc}", group=self.group, partition=p)
-            self._mode[p] = "history"
+            self._to_history(p)
             return
         except BROKER_ERRORS:
             raise
@@ -313,7 +430,7 @@ class StreamConsumer:
                 )
                 self.record.add("dead_letters", done)
             else:
-                self._mode[p] = "history"
+                self._to_history(p)
                 self._resync = True  # the handler may have half-done work to roll back
                 stop.wait(min(0.1 * 2**n, 5.0))
             return
@@ -329,6 +446,7 @@ class StreamConsumer:
             event(log, logging.WARNING, "consumer_commit_fenced", str(exc), group=self.group,
                   partition=p)
             self._mode.pop(p, None)
+            self._gen[p] = self._gen.get(p, 0) + 1
             return
         rec = self.record
         rec.add("batches")

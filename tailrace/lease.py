@@ -122,11 +122,11 @@ class LeaseKeeper(threading.Thread):
                 self._extras.discard(p)
         if not owned:
             return
-        pipe = self.client.pipeline(transaction=False)
+        batch = self.scripts.batch()
         for op in owned:
-            self.scripts.release(op.partition, self.group, op.owner, client=pipe)
+            self.scripts.release(op.partition, self.group, op.owner, client=batch)
         try:
-            pipe.execute()
+            batch.execute()
         except BROKER_ERRORS:
             pass  # the leases expire by themselves
         event(log, logging.INFO, "lease_released", f"released partitions {sorted(partitions)}",
@@ -187,13 +187,17 @@ class LeaseKeeper(threading.Thread):
         if not owned:
             return
         sent = time.monotonic()
-        pipe = self.client.pipeline(transaction=False)
+        batch = self.scripts.batch()  # one round trip per node
         for op in owned.values():
-            self.scripts.renew(op.partition, self.group, op.owner, self.ttl_ms, client=pipe)
-        results = pipe.execute()
+            self.scripts.renew(op.partition, self.group, op.owner, self.ttl_ms, client=batch)
+        # A node that is down fails its renewals only; the others' still count.
+        results = batch.execute(partial=True)
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
         lost = []
         with self._lock:
             for op, ok in zip(owned.values(), results, strict=True):
+                if isinstance(ok, BaseException):
+                    continue  # unknown: the deadline stays, the lease may still be ours
                 if int(ok) == 1:
                     self._deadline[op.partition] = sent + self.ttl_ms / 1000
                 elif self._owned.get(op.partition) == op:
@@ -204,6 +208,8 @@ class LeaseKeeper(threading.Thread):
             event(log, logging.WARNING, "lease_lost",
                   f"lost partitions {lost}: another worker took them over (was this worker "
                   "paused longer than lease_ttl_ms?)", group=self.group, worker=self.worker_id)
+        if failed is not None:
+            raise failed
 
     def _hold_output_lease(self) -> bool:
         """Single-writer outputs: hold the output-wide lease; False when another worker does."""
@@ -228,8 +234,10 @@ class LeaseKeeper(threading.Thread):
         return False
 
     def tick(self) -> None:
-        members = self.live_members()
+        # Renew first: on a Redis Cluster the membership key may sit on a node that is
+        # failing over, which must not let the leases held on healthy nodes lapse.
         self._renew()
+        members = self.live_members()
         if self.single_writer:
             share = self.partitions if self._hold_output_lease() else 0
         else:

@@ -28,7 +28,15 @@ from typing import Any
 
 import redis
 
-from .broker import BROKER_ERRORS, connect, ensure_groups, ensure_partition_count, redact_url
+from .broker import (
+    BROKER_ERRORS,
+    PartitionCountChanged,
+    WaitPolicy,
+    connect,
+    ensure_groups,
+    ensure_partition_count,
+    redact_url,
+)
 from .config import Config, load_config
 from .embedded import EmbeddedRedis
 from .errors import BrokerUnavailable, ConfigError
@@ -37,6 +45,7 @@ from .keys import Keys, sink_group
 from .lifecycle import Lifecycle, Publisher
 from .logs import event
 from .retry import Backoff
+from .topology import set_min_replicas
 
 __all__ = ["NO_HTTP_ENV", "Runtime", "broker_url"]
 
@@ -78,6 +87,7 @@ class Runtime:
             self.embedded = EmbeddedRedis(config.data_dir, config.service.embedded.appendfsync)
         self.url = url
         self.client: redis.Redis | None = None
+        self.wait_policy = WaitPolicy()
         self.publisher: Publisher | None = None
         self.http: StatusServer | None = None
         self._signals = 0
@@ -169,28 +179,41 @@ class Runtime:
             self.embedded.start(adopt=os.environ.pop(ADOPT_ENV, None))
             self.url = self.embedded.url
         assert self.url is not None
-        client = connect(self.url, name=f"tailrace-{self.lifecycle.role}")
+        client: redis.Redis | None = None
         rec = self.lifecycle.thread("main")
         backoff = Backoff()
         service = self.config.service
+        replication = service.replication
         outputs = [sink_group(o.id) for o in self.config.outputs]
         while not self.stop.is_set():
             try:
+                if client is None:  # a cluster client needs a node to answer to be built
+                    client = connect(self.url, name=f"tailrace-{self.lifecycle.role}")
                 client.ping()
                 ensure_partition_count(client, self.keys, service.partitions)
                 ensure_groups(client, self.keys, service.partitions, outputs)
+                if replication.min_replicas_to_write:
+                    nodes = set_min_replicas(client, replication.min_replicas_to_write,
+                                             replication.min_replicas_max_lag_s)
+                    event(log, logging.INFO, "runtime_min_replicas_set",
+                          f"min-replicas-to-write {replication.min_replicas_to_write} on "
+                          f"{', '.join(nodes)}", role=self.lifecycle.role)
                 self._reload_gen = client.get(self.keys.reload()) or b"0"
                 break
             except BROKER_ERRORS as exc:
-                if isinstance(exc, BrokerUnavailable) and "partitions" in str(exc):
+                if isinstance(exc, PartitionCountChanged):
                     raise
                 rec.set_state("broker_down", f"{redact_url(self.url)}: {exc}")
                 event(log, logging.WARNING, "runtime_broker_unreachable",
                       f"cannot reach the broker at {redact_url(self.url)}: {exc}; retrying",
                       role=self.lifecycle.role)
                 self.stop.wait(backoff.next_delay())
+        if client is None:
+            raise BrokerUnavailable(f"stopped before the broker at {redact_url(self.url)} "
+                                    "answered")
         rec.set_state("active")
         self.client = client
+        self.wait_policy = WaitPolicy(replication.wait_replicas, replication.wait_timeout_ms)
         self.publisher = Publisher(self.lifecycle, client, self.keys.worker(self.lifecycle.id),
                                    service.publish_interval_s)
         self.publisher.start()

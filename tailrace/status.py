@@ -1,8 +1,9 @@
 """The pipeline's state, read from Redis: workers, lag per group and partition, dead letters.
 
 Used by ``tailrace status`` and the HTTP ``/api/v1/status``. One pipelined round trip
-reads every stream's length, every group's position and pending summary, and every
-worker's published lifecycle record.
+(one per node on a Redis Cluster) reads every stream's length, every group's position and
+pending summary, and every worker's published lifecycle record; ``nodes`` lists the Redis
+masters and the partitions each serves.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import orjson
 import redis
 
 from .keys import PROCESSORS_GROUP, Keys
+from .topology import describe_nodes, mget_any
 
 __all__ = ["collect", "entry_ms"]
 
@@ -34,13 +36,21 @@ def _workers(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
         return []
     now = time.time()
     out = []
-    for raw in client.mget(names):
+    for raw in mget_any(client, names):
         if not raw:
             continue  # expired between SCAN and MGET
         rec = orjson.loads(raw)
         rec["heartbeat_age_s"] = round(now - float(rec.get("updated", now)), 1)
         out.append(rec)
     return sorted(out, key=lambda w: (w.get("role", ""), w.get("host", ""), w.get("id", "")))
+
+
+def _agent_files(worker: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-file rows an agent published: a list, or ``{"shown": [...], ...}``."""
+    files = worker.get("files") or []
+    if isinstance(files, dict):
+        files = files.get("shown") or []
+    return [f for f in files if isinstance(f, dict)]
 
 
 def _lag(client: redis.Redis, stream: str, info: dict[str, Any]) -> int:
@@ -102,12 +112,14 @@ def collect(client: redis.Redis, keys: Keys, partitions: int,
             "oldest_pending_age_s": round((now_ms - oldest) / 1000, 1) if oldest else None,
         })
     workers = _workers(client, keys)
-    agents = [{"id": w["id"], "host": w.get("host"), "files": w.get("files", [])}
+    nodes = describe_nodes(client, {p: keys.raw(p) for p in range(partitions)})
+    agents = [{"id": w["id"], "host": w.get("host"), "files": _agent_files(w)}
               for w in workers if w.get("role") == "agent"]
     return {
         "pipeline": {"prefix": keys.prefix, "partitions": partitions},
         "time": now_ms / 1000,
         "workers": workers,
+        "nodes": nodes,
         "groups": groups,
         "dead_letters": {"total": sum(dead.values()),
                          "partitions": {str(p): n for p, n in dead.items() if n}},

@@ -14,7 +14,8 @@ import click
 
 from ..keys import Keys
 from ..supervise import Child
-from .common import broker_option, config_option, init_logging, load, log_options
+from ..topology import is_cluster
+from .common import broker_option, config_option, fail, init_logging, load, log_options
 from .ops import open_broker
 
 __all__ = ["JOB_QUEUES", "worker"]
@@ -47,6 +48,10 @@ def worker(config_path: str, broker: str | None, queues: tuple[str, ...], burst:
         children = [Child(f"worker-{i}", list(args)) for i in range(workers)]
         sys.exit(supervise(config, broker, children))
     client = open_broker(config, broker)
+    if is_cluster(client):
+        fail("tailrace worker runs RQ jobs, and RQ does not support Redis Cluster (its "
+             "transactions span keys in different slots); point --broker at a single Redis "
+             "or a Sentinel deployment for backfill and replay jobs")
     keys = Keys(config.service.prefix)
     rq_queues = [Queue(keys.queue(q), connection=client) for q in queues]
     w = Worker(rq_queues, connection=client)

@@ -33,8 +33,8 @@ def open_broker(config: Config, broker: str | None) -> redis.Redis:
             fail(f"no running pipeline: the embedded Redis of {config.data_dir} is not up "
                  "(start one with `tailrace run`, or pass --broker)")
         url = emb.url
-    client = connect(url, name="tailrace-cli")
     try:
+        client = connect(url, name="tailrace-cli")
         client.ping()
     except BROKER_ERRORS as exc:
         fail(f"cannot reach the broker at {redact_url(url)}: {exc}")
@@ -87,6 +87,8 @@ def render(doc: dict[str, Any]) -> Group:
         lag.add_row(label, g["stream"], f"{g['lag']:,}", f"{g['pending']:,}",
                     _age(oldest or None), per)
     parts: list[Any] = [workers, lag]
+    if doc.get("nodes"):
+        parts.append(_nodes_table(doc["nodes"]))
     dl = doc["dead_letters"]
     parts.append(f"dead letters: {dl['total']:,}" + (
         "  (" + " ".join(f"p{p}:{n}" for p, n in dl["partitions"].items()) + ")  "
@@ -102,6 +104,29 @@ def render(doc: dict[str, Any]) -> Group:
                        f"{f.get('behind', 0):,}", str(f.get("state", "")))
         parts.append(ft)
     return Group(*parts)
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
+    """Redis masters: which partitions each serves, its memory and replicas."""
+    table = Table(title="broker nodes (partitions per Redis master)", title_justify="left")
+    for col in ("node", "role", "partitions", "memory", "maxmemory", "replicas"):
+        table.add_column(col, justify="right" if col in ("memory", "maxmemory", "replicas")
+                         else "left")
+    for n in nodes:
+        parts = n.get("partitions") or []
+        table.add_row(str(n.get("node")), str(n.get("role")),
+                      ",".join(map(str, parts)) or "-", _bytes(int(n.get("used_memory", 0))),
+                      _bytes(int(n["maxmemory"])) if n.get("maxmemory") else "-",
+                      str(n.get("replicas", 0)))
+    return table
 
 
 @click.command()

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from types import FrameType
 
 import click
+import redis
 
 from ..broker import connect
 from ..config import Config, load_config
@@ -94,7 +95,13 @@ def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
         url = embedded.url
     env["TAILRACE_BROKER"] = url
     http = None
-    client = connect(url, name="tailrace-supervisor")
+    clients: list[redis.Redis] = []
+
+    def client() -> redis.Redis:
+        if not clients:
+            clients.append(connect(url, name="tailrace-supervisor"))
+        return clients[0]
+
     try:
         if config.service.http:
             keys = Keys(config.service.prefix)
@@ -106,7 +113,8 @@ def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
     finally:
         if http is not None:
             http.stop()
-        client.close()
+        for c in clients:
+            c.close()
         if embedded is not None:
             embedded.stop()
 

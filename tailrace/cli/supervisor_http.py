@@ -14,21 +14,27 @@ from typing import Any
 import orjson
 import redis
 
+from ..errors import BrokerUnavailable
 from ..keys import Keys
+from ..topology import mget_any
 
 __all__ = ["children_records"]
 
 
-def children_records(client: redis.Redis, keys: Keys, pids: Callable[[], dict[str, int]],
+def children_records(client: Callable[[], redis.Redis], keys: Keys,
+                     pids: Callable[[], dict[str, int]],
                      ) -> Callable[[], list[dict[str, Any]]]:
+    """The records of this supervisor's children; ``client`` gives the broker client (it may
+    connect on first use: a cluster client needs a node to answer to be built)."""
     host = socket.gethostname()
 
     def records() -> list[dict[str, Any]]:
         wanted = set(pids().values())
         try:
-            names = list(client.scan_iter(match=keys.worker_pattern(), count=500))
-            raws = client.mget(names) if names else []
-        except (redis.exceptions.RedisError, OSError) as exc:
+            c = client()
+            names = list(c.scan_iter(match=keys.worker_pattern(), count=500))
+            raws = mget_any(c, names)
+        except (redis.exceptions.RedisError, OSError, BrokerUnavailable) as exc:
             return [{"id": "supervisor", "role": "supervisor", "host": host,
                      "state": "broker_down",
                      "threads": [{"name": "main", "state": "broker_down", "detail": str(exc)}]}]

@@ -1,0 +1,208 @@
+"""tailrace on a real 3-master Redis Cluster (one replica each): spread, reads, failover.
+
+Every test starts its own cluster of six ``redis-server`` processes on loopback ports and
+runs the roles as real processes against ``redis+cluster://``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import redis
+from helpers import Role, count_lines, read_json_lines, wait_for
+from multinode import status_json, stop_all, warnings_of, xreadgroup_calls
+from redis_cluster import ClusterUnderTest
+from test_e2e import assert_exactly_once, pipeline_config
+
+from tailrace.broker import connect, ensure_groups
+from tailrace.generate import Generator
+from tailrace.keys import PROCESSORS_GROUP, Keys
+from tailrace.readers import LaneReads
+
+pytestmark = pytest.mark.slow
+
+PARTITIONS = 6
+
+
+def test_pipeline_spreads_partitions_over_the_masters_and_delivers_exactly_once(
+        tmp_path: Path, cluster: ClusterUnderTest) -> None:
+    total = 30_000
+    gen = Generator(tmp_path / "logs", files=4, fmt="plain", rate=0, total=total)
+    gen.run()
+    gen.close()
+    cfg = pipeline_config(tmp_path, "tr", partitions=PARTITIONS)
+    url = cluster.url
+    roles = [Role("agent", cfg, url).start(), Role("processor", cfg, url).start(),
+             Role("processor", cfg, url).start(), Role("sink", cfg, url).start()]
+    out = tmp_path / "out" / "all.log"
+    try:
+        wait_for(lambda: count_lines(out) >= total, timeout=120, interval=0.25,
+                 message=f"{total} records through the cluster")
+        doc = status_json(cfg, url)
+    finally:
+        codes = stop_all(roles)
+    assert all(c == 0 for c in codes.values()), (codes, roles[0].output()[-2000:])
+    assert_exactly_once(read_json_lines(out), total)
+    # Every partition lives on the master that serves its slot, and status says so.
+    nodes = {n["node"]: n for n in doc["nodes"]}
+    masters = {f"127.0.0.1:{s.port}" for s in cluster.master_servers()}
+    assert set(nodes) == masters, nodes
+    assert all(n["role"] == "master" and n["replicas"] == 1 for n in nodes.values())
+    shown = sorted(p for n in nodes.values() for p in n["partitions"])
+    assert shown == list(range(PARTITIONS))
+    for p in range(PARTITIONS):
+        where = f"127.0.0.1:{cluster.master_of(Keys('tr').raw(p)).port}"
+        assert p in nodes[where]["partitions"], (p, where, nodes)
+    assert sum(1 for n in nodes.values() if n["partitions"]) >= 2, "all on one master"
+
+
+def test_an_idle_worker_blocks_on_every_partition_instead_of_polling(
+        tmp_path: Path, cluster: ClusterUnderTest) -> None:
+    cfg = pipeline_config(tmp_path, "tr", partitions=PARTITIONS)
+    proc = Role("processor", cfg, cluster.url).start()
+    try:
+        client = connect(cluster.url)
+        keys = Keys("tr")
+        wait_for(lambda: all(client.exists(keys.lease(p, PROCESSORS_GROUP))
+                             for p in range(PARTITIONS)),
+                 timeout=30, message="the processor to own every partition")
+        time.sleep(1.5)  # recovery of the fresh partitions is over; only live reads remain
+        ps = psutil.Process(proc.proc.pid)  # type: ignore[union-attr]
+        calls0, cpu0, t0 = xreadgroup_calls(cluster), sum(ps.cpu_times()[:2]), time.monotonic()
+        time.sleep(4.0)
+        calls1, cpu1, t1 = xreadgroup_calls(cluster), sum(ps.cpu_times()[:2]), time.monotonic()
+        client.close()
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.output()[-3000:]
+    elapsed = t1 - t0
+    # One blocking read per partition per BLOCK (1 s): ~24 calls in 4 s. A poll would make
+    # thousands; allow for a re-issue after each partition's first timeout.
+    assert calls1 - calls0 <= PARTITIONS * (elapsed + 2), (calls1 - calls0, elapsed)
+    assert calls1 - calls0 >= PARTITIONS * (elapsed - 1.5), "reads are not blocking per lane"
+    assert (cpu1 - cpu0) / elapsed < 0.15, f"idle worker used {cpu1 - cpu0:.2f}s CPU"
+
+
+def test_lane_reads_wake_on_the_first_partition_with_data_and_cancel_promptly(
+        cluster: ClusterUnderTest) -> None:
+    client = connect(cluster.url)
+    keys = Keys("lanes")
+    by_node: dict[int, int] = {}
+    for p in range(32):
+        by_node.setdefault(cluster.master_of(keys.raw(p)).port, p)
+    parts = sorted(by_node.values())
+    assert len(parts) == 3, "expected a partition on each master"
+    ensure_groups(client, keys, 32, [])
+    reads = LaneReads(client, PROCESSORS_GROUP, "w1", count=10, block_ms=10_000)
+    try:
+        for p in parts:
+            reads.issue(keys.raw(p), [keys.raw(p)], {p: 0})
+        assert reads.collect(0.3) == [], "a read returned without data"
+        client.xadd(keys.raw(parts[1]), {"v": "1", "b": b"x"})
+        t0 = time.monotonic()
+        replies = reads.collect(5.0)
+        woke = time.monotonic() - t0
+        assert woke < 1.0, f"took {woke:.2f}s to see data on one of three blocked lanes"
+        assert [(r.lane, r.tag) for r in replies] == [(keys.raw(parts[1]), {parts[1]: 0})]
+        assert replies[0].result[0][0] == keys.raw(parts[1]).encode()
+        assert set(reads.in_flight()) == {keys.raw(parts[0]), keys.raw(parts[2])}
+        t0 = time.monotonic()
+        reads.cancel(keys.raw(parts[0]))
+        reads.cancel(keys.raw(parts[2]))
+        assert time.monotonic() - t0 < 1.0, "cancel waited for the 10 s BLOCK"
+        assert reads.in_flight() == {}
+        assert all(not r.result and r.error is None for r in reads.collect(0))
+    finally:
+        reads.close()
+        client.close()
+
+
+@pytest.mark.parametrize("replication", ["async", "wait"])
+def test_a_killed_master_fails_over_and_every_line_arrives_once(
+        tmp_path: Path, cluster: ClusterUnderTest, replication: str) -> None:
+    """Kill -9 the master of partition 0 mid-stream; its replica takes over.
+
+    ``async``: Redis' default replication. ``wait``: ``wait_replicas: 1``; the killed
+    master is restarted (it rejoins as the new master's replica), else its old replica,
+    now alone, could never confirm a commit again.
+    """
+    total = 48_000
+    svc: dict[str, Any] = {}
+    if replication == "wait":
+        svc = {"replication": {"wait_replicas": 1, "wait_timeout_ms": 1000}}
+    cfg = pipeline_config(tmp_path, "tr", partitions=PARTITIONS, **svc)
+    gen = Generator(tmp_path / "logs", files=4, fmt="plain", rate=6_000, total=total)
+    gen_stop = threading.Event()
+    gen_thread = threading.Thread(target=gen.run, args=(gen_stop,), daemon=True)
+    url = cluster.url
+    roles = [Role("agent", cfg, url).start(), Role("processor", cfg, url).start(),
+             Role("processor", cfg, url).start(), Role("sink", cfg, url).start()]
+    out = tmp_path / "out" / "all.log"
+    gen_thread.start()
+    try:
+        wait_for(lambda: count_lines(out) >= 8_000, timeout=60, interval=0.1,
+                 message="8,000 records before the kill")
+        victim = cluster.master_of(Keys("tr").raw(0))
+        cluster.kill_master_and_wait_failover(victim)
+        if replication == "wait":
+            victim.start()  # rejoins as a replica of the promoted one
+            cluster.wait_healthy()
+        gen_thread.join(timeout=60)
+        assert gen.written == total
+        try:
+            wait_for(lambda: count_lines(out) >= total, timeout=90, interval=0.25,
+                     message=f"all {total} records after the failover")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {count_lines(out)} delivered\n"
+                                 f"{warnings_of(roles)}") from None
+        time.sleep(1.5)  # anything duplicated late would show up now
+    finally:
+        gen_stop.set()
+        gen.close()
+        codes = stop_all(roles)
+    assert all(c == 0 for c in codes.values()), codes
+    records = read_json_lines(out)
+    ids = Counter(str(r["_id"]) for r in records)
+    lost, dups = total - len(ids), sum(n - 1 for n in ids.values())
+    assert (lost, dups) == (0, 0), f"{replication}: lost {lost}, duplicated {dups}"
+    assert_exactly_once(records, total)
+    logs = "".join(r.output() for r in roles)
+    assert "consumer_broker_error" in logs, "the failover went unnoticed?"
+    assert "Traceback" not in logs, logs[-3000:]
+
+
+def test_status_and_scripts_follow_a_failover_without_a_restart(
+        tmp_path: Path, cluster: ClusterUnderTest) -> None:
+    """One long-lived client: its scripts and pipelines keep working on the promoted node."""
+    client = connect(cluster.url)
+    keys = Keys("fo")
+    ensure_groups(client, keys, PARTITIONS, ["sink:x"])
+    from tailrace.broker import ProduceResult, Scripts
+
+    scripts = Scripts(client, keys)
+    batch = scripts.batch()
+    for p in range(PARTITIONS):
+        scripts.produce(p, "f", 0, 10, b"payload", client=batch)
+    assert [ProduceResult.parse(r).status for r in batch.execute()] == ["ok"] * PARTITIONS
+    victim = cluster.master_of(keys.raw(0))
+    cluster.kill_master_and_wait_failover(victim)
+
+    def produced_again() -> bool:
+        b = scripts.batch()
+        for p in range(PARTITIONS):
+            scripts.produce(p, "f", 10, 20, b"payload", client=b)
+        try:
+            return [ProduceResult.parse(r).status for r in b.execute()] == ["ok"] * PARTITIONS
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException,
+                ConnectionError):
+            return False
+
+    wait_for(produced_again, timeout=30, interval=0.2, message="PRODUCE after the failover")
+    assert [client.hget(keys.offsets(p), "f") for p in range(PARTITIONS)] == [b"20"] * PARTITIONS
+    client.close()

@@ -1,0 +1,89 @@
+"""Broker URLs for one server, a Redis Cluster and Sentinel: parsing, lists, config errors."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import load_test_config
+
+from tailrace.config import ServiceConfig
+from tailrace.errors import BrokerUnavailable, ConfigError
+from tailrace.topology import (
+    BrokerAddress,
+    build_client,
+    join_broker_urls,
+    parse_broker_url,
+    redact_url,
+)
+
+
+def test_plain_urls_are_left_to_redis_py() -> None:
+    for url in ("redis://127.0.0.1:6379/0", "rediss://u:p@h:1/2", "unix:///tmp/r.sock"):
+        assert parse_broker_url(url) == BrokerAddress("single", url)
+
+
+def test_cluster_url_lists_every_seed_with_credentials_and_tls() -> None:
+    addr = parse_broker_url("rediss+cluster://app:s%40cret@10.0.0.1:7000,10.0.0.2:7001,"
+                            "[::1]:7002")
+    assert addr.kind == "cluster" and addr.tls
+    assert addr.hosts == (("10.0.0.1", 7000), ("10.0.0.2", 7001), ("::1", 7002))
+    assert (addr.username, addr.password) == ("app", "s@cret")
+
+
+def test_sentinel_url_names_the_service_and_database() -> None:
+    addr = parse_broker_url("redis+sentinel://:pw@s1:26379,s2:26379/logs/3"
+                            "?sentinel_password=spw")
+    assert addr.kind == "sentinel" and not addr.tls
+    assert addr.hosts == (("s1", 26379), ("s2", 26379))
+    assert (addr.service, addr.db, addr.password) == ("logs", 3, "pw")
+    assert addr.options == {"sentinel_password": "spw"}
+
+
+@pytest.mark.parametrize("url, says", [
+    ("http://h:1", "unknown broker URL scheme 'http'"),
+    ("redis+cluster://h", "expected host:port, got 'h'"),
+    ("redis+cluster://", "no host:port given"),
+    ("redis+cluster://h:1/2", "Redis Cluster has only database 0"),
+    ("redis+sentinel://h:1", "names its master service"),
+    ("redis+sentinel://h:1/svc/x", "expected /SERVICE or /SERVICE/DB"),
+])
+def test_malformed_urls_say_what_is_expected(url: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        parse_broker_url(url)
+
+
+def test_errors_never_show_the_password() -> None:
+    with pytest.raises(ValueError) as err:
+        parse_broker_url("redis+cluster://u:hunter2@h")
+    assert "hunter2" not in str(err.value) and "***" in str(err.value)
+    assert redact_url("redis+sentinel://u:hunter2@h:1/s") == "redis+sentinel://u:***@h:1/s"
+
+
+def test_a_list_of_seeds_becomes_one_url() -> None:
+    assert join_broker_urls(["redis+cluster://u:p@a:1", "redis+cluster://u:p@b:2"]) == \
+        "redis+cluster://u:p@a:1,b:2"
+    assert join_broker_urls(["redis+sentinel://a:1/svc/2", "redis+sentinel://b:2/svc/2"]) == \
+        "redis+sentinel://a:1,b:2/svc/2"
+    with pytest.raises(ValueError, match="differs from"):
+        join_broker_urls(["redis+cluster://a:1", "redis+sentinel://b:2/svc"])
+    with pytest.raises(ValueError, match="single server takes one"):
+        join_broker_urls(["redis://a:1", "redis://b:2"])
+
+
+def test_config_accepts_a_list_of_cluster_seeds() -> None:
+    svc = ServiceConfig.model_validate(
+        {"broker": ["redis+cluster://10.0.0.1:7000", "redis+cluster://10.0.0.2:7000"]})
+    assert svc.broker == "redis+cluster://10.0.0.1:7000,10.0.0.2:7000"
+
+
+def test_config_error_names_file_line_and_key_of_a_bad_broker_url() -> None:
+    text = "service:\n  partitions: 4\n  broker: redis+sentinel://s1:26379\n"
+    with pytest.raises(ConfigError) as err:
+        load_test_config(text, "pipeline.yaml")
+    msg = str(err.value)
+    assert msg.startswith("pipeline.yaml:3:11: service.broker:"), msg
+    assert "redis+sentinel://host:port,host:port/SERVICE" in msg
+
+
+def test_unreachable_cluster_seeds_are_a_retryable_broker_error() -> None:
+    with pytest.raises(BrokerUnavailable, match="no node of the Redis Cluster answered"):
+        build_client("redis+cluster://127.0.0.1:1", socket_connect_timeout=1)
