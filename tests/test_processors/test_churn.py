@@ -103,10 +103,12 @@ def test_five_workers_killed_at_random_for_30s_deliver_every_line_exactly_once(
         codes["agent"] = agent.stop()
         codes["sink"] = sink.stop()
         client.close()
-    assert all(c == 0 for c in codes.values()), codes
+    assert all(c == 0 for c in codes.values()), (codes, f"seed {seed}")
     assert kills >= 15, f"only {kills} kills in {CHURN_S}s"
-    assert takeover_s < 3 * 3.0, f"partitions of a killed worker moved after {takeover_s:.1f}s"
+    assert takeover_s < 3 * 3.0, (
+        f"partitions of a killed worker moved after {takeover_s:.1f}s (seed {seed})")
     # No stall: while workers kept dying, deliveries never stopped for long.
     stalls = [b[0] - a[0] for a, b in zip(samples, samples[1:], strict=False) if b[1] == a[1]]
-    assert sum(stalls) < CHURN_S / 2, f"output stalled for {sum(stalls):.1f}s of {CHURN_S}s"
+    assert sum(stalls) < CHURN_S / 2, (
+        f"output stalled for {sum(stalls):.1f}s of {CHURN_S}s (seed {seed})")
     assert_exactly_once(read_json_lines(out), total)
