@@ -84,7 +84,7 @@ class ClusterUnderTest:
         args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(node_timeout_ms),
                 "--cluster-replica-validity-factor", "0", "--protected-mode", "no",
-                *(extra or [])]
+                "--repl-diskless-sync-delay", "0", *(extra or [])]
         self.servers = [
             RedisServer(base_dir / f"node{i}", appendonly=appendonly, appendfsync="everysec",
                         port=cluster_port(), extra=args)
@@ -249,7 +249,7 @@ class SentinelUnderTest:
                  extra: list[str] | None = None) -> None:
         self.base_dir = base_dir
         self.service = service
-        args = ["--protected-mode", "no", *(extra or [])]
+        args = ["--protected-mode", "no", "--repl-diskless-sync-delay", "0", *(extra or [])]
         self.master = RedisServer(base_dir / "master", appendonly=appendonly, extra=args)
         self.replicas = [
             RedisServer(base_dir / f"replica{i}", appendonly=appendonly,
