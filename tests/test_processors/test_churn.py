@@ -26,7 +26,7 @@ def lease_owners(client: redis.Redis, prefix: str) -> list[str]:
     """The "worker:token" values of the processors' partition leases that exist now."""
     keys = Keys(prefix)
     values = client.mget([keys.lease(p, PROCESSORS_GROUP) for p in range(PARTITIONS)])
-    return [v.decode() for v in values if v]
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values if v]
 
 
 def settled(client: redis.Redis, keys: Keys) -> bool:
@@ -78,11 +78,14 @@ def test_five_workers_killed_at_random_for_30s_deliver_every_line_exactly_once(
             if w.proc is None:
                 w.start()
         # One more kill, timed: its partitions must have live owners again within seconds.
-        victim = next(w for w in workers if w.alive)
+        def owner_role() -> Role | None:  # a live worker that owns a partition now
+            owners = lease_owners(client, prefix)
+            return next((w for w in workers if w.alive and w.proc is not None and any(
+                f"-{w.proc.pid}-" in o for o in owners)), None)
+
+        victim = wait_for(owner_role, timeout=30, message="a worker owning a partition")
         assert victim.proc is not None
         mark = f"-{victim.proc.pid}-"  # worker ids are processor-HOST-PID-RANDOM
-        wait_for(lambda: any(mark in o for o in lease_owners(client, prefix)),
-                 timeout=30, message="the victim to own a partition")
         victim.kill()
         killed_at = time.monotonic()
         wait_for(lambda: (len(owners := lease_owners(client, prefix)) == PARTITIONS
