@@ -29,7 +29,7 @@ def es_output(url: str, **options: Any) -> dict[str, Any]:
 
 
 def load(r: redis.Redis, keys: Keys, total: int, per_entry: int, outputs: list[str],
-         bad: set[int] = frozenset()) -> list[dict[str, Any]]:  # type: ignore[assignment]
+         bad: set[int] | frozenset[int] = frozenset()) -> list[dict[str, Any]]:
     batches = []
     for start in range(0, total, per_entry):
         batch = make_records(per_entry, start=start)
