@@ -150,6 +150,13 @@ class Agent:
         ready: list[tuple[TailInput, TailedFile]] = []
         for inp in self.inputs:
             ready.extend((inp, tf) for tf in inp.poll(now, throttled))
+            retired = inp.take_retired()
+            if retired:
+                try:
+                    self._retire(client, retired)
+                except BROKER_ERRORS:
+                    inp.retired.extend(retired)
+                    raise
         if ready:
             self._produce(scripts, ready)
         elif throttled or self.memory_full:
@@ -228,6 +235,17 @@ class Agent:
             event(log, logging.INFO, "tail_file_opened",
                   f"following {tf.path} from byte {tf.pos} (generation {gen})",
                   input=inp.input_id, partition=tf.partition, file=tf.identity)
+
+    def _retire(self, client: redis.Redis, files: list[TailedFile]) -> None:
+        """Deleted and closed: the next file with the same base identity (a reused inode
+        with the same first line) is a new generation, read from byte 0."""
+        pipe = client.pipeline(transaction=False)
+        for tf in files:
+            gen = max(tf.generation, self.checkpoint.generation(tf.base)) + 1
+            pipe.hset(self.keys.generations(tf.partition), tf.base, gen)
+            self.checkpoint.set_generation(tf.base, gen)
+        pipe.execute()
+        self._dirty = True
 
     # -- producing ----------------------------------------------------------------------------
     def _produce(self, scripts: Scripts, ready: list[tuple[TailInput, TailedFile]]) -> None:

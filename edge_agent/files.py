@@ -66,6 +66,7 @@ class FileTable:
         self.busy: set[Key] = set()  # files with work in progress
         self.dirty: set[Key] = set()  # files inotify says changed since the last pass
         self._waiting: list[TailedFile] = []
+        self.retired: list[TailedFile] = []  # deleted files closed (see take_retired)
         self._limiter = RateLimiter()
 
     # -- discovery ------------------------------------------------------------------------
@@ -235,20 +236,25 @@ class FileTable:
             self.count("files_closed_idle", 1)
         return self.open_count + need <= self.max_open
 
-    def _close_fd(self, tf: TailedFile) -> None:
+    def _close_fd(self, tf: TailedFile) -> int | None:
+        """Close the descriptor; returns the file's link count then (0: deleted)."""
+        nlink = None
         if tf.fd >= 0:
             try:
                 st = os.fstat(tf.fd)
                 tf.mtime_ns = st.st_mtime_ns  # a later change of either reopens it
                 tf.size = st.st_size
+                nlink = st.st_nlink
                 os.close(tf.fd)
             except OSError:
                 pass
             tf.fd = -1
             self.open_count -= 1
+        return nlink
 
     def _forget(self, tf: TailedFile, why: str) -> None:
-        self._close_fd(tf)
+        if self._close_fd(tf) == 0 and tf.started:
+            self.retired.append(tf)  # deleted: its inode may come back with a new file
         key = (tf.fid.dev, tf.fid.ino)
         if self.files.get(key) is tf:
             del self.files[key]
@@ -267,6 +273,12 @@ class FileTable:
                    and self.files.get((tf.fid.dev, tf.fid.ino)) is tf]
         self._waiting.clear()
         return waiting
+
+    def take_retired(self) -> list[TailedFile]:
+        """Deleted files now closed: the agent moves their identity to a new generation, so
+        a new file that reuses the inode with the same first line starts from byte 0."""
+        retired, self.retired = self.retired, []
+        return retired
 
     def size_of(self, tf: TailedFile) -> int:
         """The current size of an open file (raises OSError)."""
