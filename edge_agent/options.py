@@ -214,12 +214,20 @@ class TailOptions(InputOptions):
         "skipped).",
     )
     read_bytes: ByteSize = Field(
-        DEFAULT_READ_BYTES, ge=4096, description="Bytes read from one file per pass (fairness)."
+        DEFAULT_READ_BYTES,
+        ge=4096,
+        description="Bytes per read call. Each pass reads up to one batch from every file in "
+        "turn (fairness).",
     )
     batch_lines: int = Field(
         DEFAULT_BATCH_LINES, ge=1, le=500_000, description="Messages per batch at most."
     )
-    batch_bytes: ByteSize = Field(DEFAULT_BATCH_BYTES, ge=1024, description="Bytes per batch.")
+    batch_bytes: ByteSize = Field(
+        DEFAULT_BATCH_BYTES,
+        ge=1024,
+        description="File bytes per batch (one stream entry); a batch closes at the first read "
+        "that reaches it.",
+    )
     batch_wait_ms: int = Field(
         DEFAULT_BATCH_WAIT_MS, ge=0, description="How long a partial batch waits for more lines."
     )
