@@ -390,15 +390,19 @@ class StreamConsumer:
             self.record.add("dead_letters", n)
             event(log, logging.ERROR, "consumer_poison_dead_lettered",
                   f"dead-lettered {n} poison entries", group=self.group, partition=op.partition)
-        parts = range(self.service.partitions) if self.single_writer else [op.partition]
-        pipe = self.client.pipeline(transaction=False)
-        for q in parts:
-            pipe.hgetall(self.keys.checkpoint(q, self.group))
-        self.handler.on_acquire(op.partition, pipe.execute())
+        self._sync_handler(op.partition)
         if claimed:
             event(log, logging.INFO, "consumer_pending_claimed",
                   f"took over {claimed} pending entries", group=self.group,
                   partition=op.partition)
+
+    def _sync_handler(self, partition: int) -> None:
+        """Hand the handler the committed checkpoints, to return to that state."""
+        parts = range(self.service.partitions) if self.single_writer else [partition]
+        pipe = self.client.pipeline(transaction=False)
+        for q in parts:
+            pipe.hgetall(self.keys.checkpoint(q, self.group))
+        self.handler.on_acquire(partition, pipe.execute())
 
     def _process(self, op: OwnedPartition, entries: list[Entry], stop: threading.Event) -> None:
         p = op.partition
@@ -447,6 +451,9 @@ class StreamConsumer:
                   partition=p)
             self._mode.pop(p, None)
             self._gen[p] = self._gen.get(p, 0) + 1
+            # A handler with effects outside Redis (the file output) must return to the
+            # committed state before its next write: what it did for this batch is not.
+            self._sync_handler(p)
             return
         rec = self.record
         rec.add("batches")

@@ -319,3 +319,53 @@ def test_sink_killed_during_writes_leaves_every_line_once_and_no_partial_line(
     assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicated lines"
     assert len(ids) == total
     assert len(list(out_dir.iterdir())) > 3, "rotation did not happen"
+
+
+def test_a_fenced_batch_is_cut_before_another_partition_commits(
+        tmp_path: Path, redis_url: str, prefix: str) -> None:
+    import threading
+
+    from sinkdata import group_done as done
+
+    from sinks.worker import sink_consumer
+    from tailrace.broker import connect
+    from tailrace.cli.registry import build_registry
+    from tailrace.config import load_config
+    from tailrace.keys import sink_group
+    from tailrace.lifecycle import Lifecycle
+
+    r = redis.Redis.from_url(redis_url)
+    keys = Keys(prefix)
+    preload(r, keys, 2, ["files"], (make_records(50, start=i) for i in range(0, 2000, 50)))
+    out = tmp_path / "out" / "all.log"
+    cfg = sink_config(tmp_path, prefix, [{"name": "file", "alias": "files", "path": str(out)}],
+                      partitions=2)
+    config = load_config(cfg, build_registry(entry_points=False))
+    client = connect(redis_url)
+    consumer = sink_consumer(config, keys, Lifecycle("sink"), config.output("files"), client)
+    handler = consumer.handler
+    handle = handler.handle
+    stolen = threading.Event()
+
+    def handle_then_lose_the_lease(partition: int, entries: Any, guard: Any) -> Any:
+        result = handle(partition, entries, guard)  # written and fsynced, not committed
+        if partition == 0 and not stolen.is_set():
+            stolen.set()  # another worker takes partition 0 for a moment: the commit is fenced
+            r.set(keys.lease(0, sink_group("files")), "thief:999999", px=1500)
+        return result
+
+    handler.handle = handle_then_lose_the_lease  # type: ignore[method-assign]
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: stolen.is_set() and done(r, keys, "files", 2), timeout=60,
+                 message="every entry committed after the fenced batch")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        handler.close()
+        client.close()
+        r.close()
+    ids = lines_of(out)
+    assert len(ids) == len(set(ids)) == 2000, f"{len(ids) - len(set(ids))} duplicated lines"
