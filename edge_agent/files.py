@@ -231,9 +231,20 @@ class FileTable:
         idle = [tf for tf in self.files.values()
                 if tf.fd >= 0 and tf.started and tf.rotated_at is None and tf.idle]
         idle.sort(key=lambda tf: tf.last_active)
-        for tf in idle[: max(excess, self.max_open // 10) if need else excess]:
+        quota = max(excess, self.max_open // 10) if need else excess
+        for tf in idle:
+            if quota <= 0:
+                break
+            try:
+                st = os.fstat(tf.fd)
+            except OSError:
+                continue
+            if st.st_size != tf.size or st.st_mtime_ns != tf.mtime_ns:
+                self.dirty.add((tf.fid.dev, tf.fid.ino))  # it has news: keep it open
+                continue
             self._close_fd(tf)
             self.count("files_closed_idle", 1)
+            quota -= 1
         return self.open_count + need <= self.max_open
 
     def _close_fd(self, tf: TailedFile) -> int | None:
@@ -241,10 +252,8 @@ class FileTable:
         nlink = None
         if tf.fd >= 0:
             try:
-                st = os.fstat(tf.fd)
-                tf.mtime_ns = st.st_mtime_ns  # a later change of either reopens it
-                tf.size = st.st_size
-                nlink = st.st_nlink
+                # size and mtime stay as last read: a scan that sees others reopens it
+                nlink = os.fstat(tf.fd).st_nlink
                 os.close(tf.fd)
             except OSError:
                 pass

@@ -271,3 +271,49 @@ def test_pending_multiline_message_is_flushed_on_timeout_and_on_shutdown(
     h.stop()  # well before flush_ms: shutdown flushes it
     s = h.shipped()
     assert s.lines[-1] == b"2024 INFO y\n\tcontinued"
+
+
+def test_invalid_utf8_and_binary_bytes_are_shipped_unchanged(tmp_path, make_agent,
+                                                             tail) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    raw = [b"caf\xe9 latin-1", b"\x00\x01\x02\xff binary", b"\xf0\x28\x8c\x28 bad utf-8"]
+    (logs / "a.log").write_bytes(b"\n".join(raw) + b"\n")
+    h = make_agent([tail(logs / "*.log")]).start()
+    s = h.wait_lines(3)
+    h.stop()
+    assert s.lines == raw
+
+
+def test_polling_follows_files_without_inotify(tmp_path, make_agent, tail) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    h = make_agent([tail(logs / "*.log", inotify=False, refresh_interval_s=0.2)]).start()
+    (logs / "a.log").write_bytes(lines("a", 5))
+    h.wait_lines(5)
+    assert h.agent.watcher is None
+    os.rename(logs / "a.log", logs / "a.log.1")
+    (logs / "a.log").write_bytes(lines("b", 5))
+    append(logs / "a.log.1", lines("a", 2, 5))
+    s = h.wait_lines(12)
+    h.stop()
+    assert sorted(s.lines) == sorted((lines("a", 7) + lines("b", 5)).splitlines())
+
+
+def test_a_thousand_files_are_followed_with_a_bounded_number_of_descriptors(
+        tmp_path, make_agent, tail) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for i in range(1000):
+        (logs / f"f{i:04d}.log").write_bytes(lines(f"f{i:04d}", 3))
+    h = make_agent([tail(logs / "*.log", max_open_files=100)]).start()
+    h.wait_lines(3000, timeout=60)
+    inp = h.agent.inputs[0]
+    assert inp.open_count <= 100
+    assert len(os.listdir("/proc/self/fd")) < 400  # this test process: agent + pytest
+    busy = range(0, 1000, 37)
+    for i in busy:
+        append(logs / f"f{i:04d}.log", lines(f"f{i:04d}", 2, 3))
+    s = h.wait_lines(3000 + 2 * len(busy), timeout=60)
+    h.stop()
+    assert len(s.lines) == len(set(s.lines)) == 3000 + 2 * len(busy)
