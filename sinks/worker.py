@@ -60,6 +60,7 @@ class SinkHandler:
         self.address = pc.id.encode()
         self.record = record
         self._limiter = RateLimiter()
+        self._stats_seen: dict[str, int] = {}
 
     def on_acquire(self, partition: int, checkpoints: list[Mapping[bytes, bytes]]) -> None:
         recover = getattr(self.output, "recover", None)
@@ -138,10 +139,22 @@ class SinkHandler:
                       "them after a backoff", output=self.pc.id, partition=partition)
             if guard.stop.wait(backoff.next_delay()):
                 raise BatchAbandoned("stop requested while retrying")
+        self._count_stats()
         ckpt = getattr(self.output, "checkpoint", None)
         if ckpt is not None:
             res.checkpoint = ckpt()
         return res
+
+    def _count_stats(self) -> None:
+        """Add the output's own counters (es: requests, conflicts, ...) to the lifecycle."""
+        stats = getattr(self.output, "stats", None)
+        if not isinstance(stats, dict):
+            return
+        for name, value in stats.items():
+            delta = value - self._stats_seen.get(name, 0)
+            if delta:
+                self.record.add(f"{self.pc.name}_{name}", delta)
+                self._stats_seen[name] = value
 
     def close(self) -> None:
         self.output.close()

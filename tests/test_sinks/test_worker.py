@@ -51,10 +51,13 @@ def test_every_document_once_only_failed_items_retried_bad_ones_dead_lettered(
     entry_of = {rec["_id"]: (p, eid) for p in range(PARTITIONS)
                 for eid, f in r.xrange(keys.out(p)) for rec in msgpack.unpackb(f[b"b"])}
     cfg = sink_config(tmp_path, prefix, [es_output(es.url)], partitions=PARTITIONS)
-    with running(cfg, redis_url, "search"):
+    with running(cfg, redis_url, "search") as lifecycle:
         wait_for(lambda: group_done(r, keys, "search", PARTITIONS), timeout=60,
                  message="every entry acknowledged")
     bad_ids = {f"r{i:07d}" for i in bad}
+    counters = lifecycle.counters()
+    assert counters["es_rejected"] == len(bad) and counters["es_retried"] == 2 * len(retried)
+    assert counters["dead_letters"] == len(bad)
     assert es.store.count() == 2000 - len(bad)
     assert set(es.store.created.values()) == {1}
     assert es.store.ids().keys() == {r["_id"] for r in records} - bad_ids
