@@ -52,6 +52,7 @@ DEFAULT_CHUNK = 1000
 _SLICE = 100  # ids per script call
 _RUN_TTL_S = 7 * 24 * 3600
 _BACKLOG_WAIT_S = 0.5
+_JOB_TIMEOUT_S = 3600  # a chunk may wait out a backlog; RQ's default (180 s) is too short
 JOB_RETRY = Retry(max=5, interval=[2, 10, 30, 120, 600])
 
 
@@ -132,7 +133,7 @@ def enqueue(client: redis.Redis, keys: Keys, replay: ReplayPlan, *, run: str,
     for n, (partition, ids) in enumerate(replay.chunks):
         jobs.append(queue.enqueue(
             replay_chunk, keys.prefix, partition, ids, output or "", run, backlog_limit,
-            job_id=f"{keys.prefix}-replay-{run}-{n}", retry=JOB_RETRY,
+            job_id=f"{keys.prefix}-replay-{run}-{n}", retry=JOB_RETRY, job_timeout=_JOB_TIMEOUT_S,
             description=f"replay {len(ids)} dead letters of partition {partition} (run {run})",
             meta={"run": run, "partition": partition, "total": len(ids), "done": 0},
             result_ttl=_RUN_TTL_S, failure_ttl=_RUN_TTL_S,
@@ -156,7 +157,8 @@ def replay_ids(client: redis.Redis, keys: Keys, partition: int, ids: Iterable[st
     totals = {"replayed": 0, "already": 0, "gone": 0}
     for i in range(0, len(todo), _SLICE):
         part = todo[i : i + _SLICE]
-        while backlog_limit and int(client.xlen(keys.out(partition))) >= backlog_limit:
+        while backlog_limit and max(int(client.xlen(keys.out(partition))),
+                                    int(client.xlen(keys.raw(partition)))) >= backlog_limit:
             time.sleep(_BACKLOG_WAIT_S)
         replayed, already, gone = (int(x) for x in script(
             keys=[keys.dlq(partition), keys.raw(partition), keys.out(partition),
