@@ -195,6 +195,8 @@ class Reader:
         tf.scanned += nl + 1
         if len(rest) > self.pending_cap:
             self.flush(tf, "size", now)
+        elif rest and now - tf.carry_since >= self.max_pending_s:
+            self.flush(tf, "timeout", now)  # lines keep coming, yet its oldest message waits
         return nl + 1
 
     def _cut(self, buf: bytes, base: int, d: Decoded, room: int) -> Decoded:

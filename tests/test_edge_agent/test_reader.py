@@ -1,0 +1,99 @@
+"""The reader alone: offsets, the carry of pending messages, bounds (no Redis)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from edge_agent.formats import make_decoder
+from edge_agent.identity import FileId
+from edge_agent.multiline import MultilineRule
+from edge_agent.options import TailOptions
+from edge_agent.reader import Reader, TailedFile
+
+T = "2024-05-01T12:00:00.000000000Z"
+
+
+def setup(tmp_path: Path, data: bytes, **opts: Any) -> tuple[Reader, TailedFile, Path]:
+    o = TailOptions.model_validate({"name": "tail", "path": "x", **opts})
+    rule = MultilineRule.build(o.multiline) if o.multiline else None
+    flush_s = rule.flush_s if rule else o.partial_flush_ms / 1000
+    reader = Reader(o, make_decoder(o.format, rule), o.format != "plain", flush_s,
+                    max(o.max_line_bytes, rule.max_bytes if rule else 0),
+                    lambda _k, _n: None, "tail.0")
+    path = tmp_path / "f.log"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    tf = TailedFile(str(path), fd, FileId(0, 0, 0), "a", 0, "t", {})
+    tf.size = len(data)
+    tf.started = True
+    return reader, tf, path
+
+
+def grow(tf: TailedFile, path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+    tf.size = path.stat().st_size
+
+
+def drain(reader: Reader, tf: TailedFile, now: float = 0.0) -> None:
+    while reader.read(tf, now):
+        pass
+
+
+def test_offsets_stay_ordered_committed_pos_scanned_size(tmp_path: Path) -> None:
+    cri = f"{T} stdout F done\n{T} stdout P half-\n".encode()
+    reader, tf, path = setup(tmp_path, cri + b"partial", format="cri")
+    drain(reader, tf)
+    assert tf.lines == [b"done"]
+    assert (tf.committed, tf.pos, tf.scanned, tf.size) == (0, cri.index(b"2024", 5),
+                                                          len(cri), len(cri) + 7)
+    assert tf.carry == cri[tf.pos:]  # the open P run waits in memory, not in the batch
+    os.close(tf.fd)
+
+
+def test_pending_partial_run_is_emitted_when_it_grows_past_max_line_bytes(
+        tmp_path: Path) -> None:
+    parts = "".join(f"{T} stdout P {'x' * 50}\n" for _ in range(10)).encode()
+    reader, tf, path = setup(tmp_path, parts, format="cri", max_line_bytes=256)
+    drain(reader, tf)
+    assert tf.lines and all(len(ln) <= 350 for ln in tf.lines)
+    assert not tf.carry or len(tf.carry) <= 256
+    os.close(tf.fd)
+
+
+def test_pending_message_waits_at_most_max_pending_while_other_streams_write(
+        tmp_path: Path) -> None:
+    reader, tf, path = setup(tmp_path, f"{T} stdout P never ends\n".encode(), format="cri",
+                             partial_flush_ms=100)
+    reader.read(tf, 0.0)
+    assert tf.carry and not tf.lines
+    for step in range(1, 12):  # stderr keeps writing, so the carry never goes quiet
+        grow(tf, path, f"{T} stderr F line {step}\n".encode())
+        reader.read(tf, step * 0.1)
+    assert tf.lines[0] == b"never ends"
+    assert b"line 1" in tf.lines
+    os.close(tf.fd)
+
+
+def test_batch_never_exceeds_batch_lines_and_resumes_at_the_cut(tmp_path: Path) -> None:
+    data = b"".join(b"line %d\n" % i for i in range(100))
+    reader, tf, path = setup(tmp_path, data, batch_lines=30)
+    reader.read(tf, 0.0)
+    assert len(tf.lines) == 30 and tf.pos == tf.scanned == data.index(b"line 30")
+    tf.lines, tf.offsets, tf.nbytes = [], [], 0
+    reader.read(tf, 0.0)
+    assert tf.lines[0] == b"line 30"
+    os.close(tf.fd)
+
+
+def test_multiline_batch_cut_keeps_messages_whole(tmp_path: Path) -> None:
+    data = b"".join(b"start %d\n  more\n" % i for i in range(50))
+    reader, tf, path = setup(tmp_path, data, batch_lines=7, multiline={"start": "^start"})
+    reader.read(tf, 0.0)
+    n = len(tf.lines)
+    assert 0 < n <= 7
+    assert tf.lines == [b"start %d\n  more" % i for i in range(n)]
+    assert data[tf.pos:].startswith(b"start %d\n" % n) and not tf.carry
+    os.close(tf.fd)
