@@ -81,9 +81,12 @@ def cluster() -> Cluster:
 def name(cluster: Cluster) -> Iterator[str]:
     base = f"tailrace-test-{uuid.uuid4().hex[:8]}"
     yield base
-    cluster.call("DELETE", f"/{base}*")
     if not cluster.opensearch:
         cluster.call("DELETE", f"/_data_stream/logs-{base}-default")
+    # Wildcard deletes are refused by default (action.destructive_requires_name): by name.
+    listed = cluster.call("GET", f"/_cat/indices/{base}*?format=json&h=index") or []
+    for entry in listed if isinstance(listed, list) else []:
+        cluster.call("DELETE", f"/{entry['index']}")
 
 
 def output(tmp_path: Path, **options: Any) -> ElasticsearchOutput:
