@@ -36,7 +36,7 @@ from pydantic import Field
 
 from tailrace.logs import event
 from tailrace.options import ByteSize, OutputOptions
-from tailrace.outcome import Delivered, Outcome
+from tailrace.outcome import Delivered, Outcome, Retry
 from tailrace.plugins import Record
 
 from .context import OutputContext
@@ -261,26 +261,49 @@ class FileOutput:
         rotating = bool(self.o.rotate_bytes or self.o.rotate_interval_s)
         now = self.clock()
         fds = []
-        for path, recs in groups.items():
-            f = self._state(path)
-            if rotating and self._due(f, now):
-                self._rotate(path, f, now)
-            fd = self._open(path, f)
-            for data in self.format(recs):
-                view = memoryview(data)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-                f.size += len(data)
-            self.touched.add(path)
-            fds.append(fd)
-        if self.o.fsync:
-            for fd in fds:
-                os.fsync(fd)
+        before: dict[str, int] = {}  # path -> its size before this batch
+        try:
+            for path, recs in groups.items():
+                f = self._state(path)
+                if rotating and self._due(f, now):
+                    self._rotate(path, f, now)
+                fd = self._open(path, f)
+                before.setdefault(path, f.size)
+                for data in self.format(recs):
+                    view = memoryview(data)
+                    while view:
+                        n = os.write(fd, view)
+                        view = view[n:]
+                    f.size += len(data)
+                self.touched.add(path)
+                fds.append(fd)
+            if self.o.fsync:
+                for fd in fds:
+                    os.fsync(fd)
+        except OSError as exc:
+            # A full disk or a permission problem: take this batch's bytes back out and
+            # retry it later (the entries stay pending: backpressure, never a dead letter).
+            self._take_back(before, exc)
+            where = exc.filename or next(iter(before), self.template)
+            return Retry(f"file: cannot write {where}: {exc.strerror or exc} (free space or "
+                         "fix permissions; retrying)", records)
         while len(self.fds) > self.o.max_open_files:
             _, fd = self.fds.popitem(last=False)
             os.close(fd)
         return Delivered()
+
+    def _take_back(self, before: dict[str, int], error: OSError) -> None:
+        """Cut the files written by a failed batch back to their sizes before it."""
+        for path, size in before.items():
+            fd = self.fds.get(path)
+            try:
+                if fd is not None:
+                    os.ftruncate(fd, size)
+                elif os.path.exists(path):
+                    os.truncate(path, size)
+            except OSError:
+                raise error from None  # cannot undo: the consumer rolls back via recovery
+            self.files[path].size = size
 
     def checkpoint(self) -> dict[str, str | int]:
         """State of the files written since the last call (committed with the acks)."""

@@ -369,3 +369,34 @@ def test_a_fenced_batch_is_cut_before_another_partition_commits(
         r.close()
     ids = lines_of(out)
     assert len(ids) == len(set(ids)) == 2000, f"{len(ids) - len(set(ids))} duplicated lines"
+
+
+def test_a_full_disk_takes_the_partial_batch_back_and_asks_for_a_retry(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os as real_os
+
+    from tailrace.outcome import Retry
+
+    h = Harness(tmp_path)
+    h.write(make_records(5))
+    h.commit()
+    calls = {"n": 0}
+    write = real_os.write
+
+    def write_then_fill_the_disk(fd: int, data: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return write(fd, bytes(data[:50]))  # part of a line lands, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("sinks.file.os.write", write_then_fill_the_disk)
+    outcome = h.out.write_batch(make_records(5, start=5))
+    assert isinstance(outcome, Retry) and len(outcome.records) == 5
+    assert "No space left on device" in outcome.reason and "web.app.log" in outcome.reason
+    monkeypatch.setattr("sinks.file.os.write", write)
+    assert lines_of(tmp_path / "out" / "web.app.log") == [f"r{i:07d}" for i in range(5)]
+    h.write(outcome.records)
+    h.commit()
+    h.crash_and_recover()
+    assert lines_of(tmp_path / "out" / "web.app.log") == [f"r{i:07d}" for i in range(10)]
