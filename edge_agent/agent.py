@@ -14,7 +14,7 @@ import logging
 import re
 import resource
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -22,7 +22,6 @@ from tailrace.broker import BROKER_ERRORS, ProduceResult, Scripts
 from tailrace.config import Config
 from tailrace.logs import RateLimiter, event
 from tailrace.retry import Backoff
-from tailrace.runtime import Runtime
 from tailrace.topology import memory_by_node
 from tailrace.wire import encode_raw
 
@@ -30,6 +29,9 @@ from .checkpoint import Checkpoint
 from .identity import base_of, identity_key, partition_for, resume_point
 from .inotify import Watcher
 from .tail import TailedFile, TailInput
+
+if TYPE_CHECKING:  # the CLI builds the runtime; importing the agent need not load it
+    from tailrace.runtime import Runtime
 
 __all__ = ["Agent"]
 
