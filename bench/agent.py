@@ -10,7 +10,8 @@ CPU meter run from that moment until Redis holds every file's final offset. Scen
 - ``1000 files``: 1,000 files of ``--small-lines`` lines each, all kept open (RSS).
 
 For each it prints lines/s, CPU seconds (user+system of the agent) per million lines,
-the agent's peak RSS (VmHWM) and its open descriptors at the end.
+the agent's peak RSS (VmHWM), its RSS once settled (every file open and read) and its
+open descriptors.
 
     python bench/agent.py                    # 2,000,000 lines; 1 file, 100 files, 1000 files
     python bench/agent.py --quick            # 200,000 lines, for a smoke run
@@ -53,6 +54,7 @@ class Result:
     seconds: float
     cpu_s: float
     peak_rss: int
+    rss: int
     fds: int
 
     def show(self) -> str:
@@ -60,7 +62,8 @@ class Result:
         cpu_m = self.cpu_s / (self.lines / 1e6) if self.lines else 0.0
         return (f"{self.name:<11} {self.files:>5} files {self.lines:>10,} lines  "
                 f"{rate:>11,.0f} lines/s  {cpu_m:>6.2f} CPU s/M lines  "
-                f"peak RSS {self.peak_rss / 2**20:>6.1f} MiB  {self.fds:>5} fds  "
+                f"peak RSS {self.peak_rss / 2**20:>5.1f} MiB (now {self.rss / 2**20:>5.1f})  "
+                f"{self.fds:>5} fds  "
                 f"({self.seconds:.2f} s)")
 
 
@@ -86,10 +89,11 @@ def committed_bytes(client: redis.Redis, keys: Keys) -> int:
     return sum(int(v) for vals in pipe.execute() for v in vals)
 
 
-def peak_rss(pid: int) -> int:
+def proc_status(pid: int, field: str) -> int:
+    """A memory figure of /proc/PID/status in bytes (VmHWM: peak RSS, VmRSS: RSS now)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
 
@@ -132,13 +136,14 @@ def run_scenario(name: str, work: Path, url: str, client: redis.Redis, files: in
         seconds = time.monotonic() - t0
         cpu = sum(ps.cpu_times()[:2]) - cpu0
         fds = ps.num_fds()
-        rss = peak_rss(proc.pid)
+        time.sleep(0.5)  # settled: every file open and read, nothing in flight
+        peak, rss = proc_status(proc.pid, "VmHWM"), proc_status(proc.pid, "VmRSS")
     finally:
         proc.terminate()
         proc.wait(30)
     for p in range(PARTITIONS):  # free the server's memory for the next scenario
         client.delete(keys.raw(p), keys.offsets(p), keys.generations(p))
-    return Result(name, lines, files, seconds, cpu, rss, fds)
+    return Result(name, lines, files, seconds, cpu, peak, rss, fds)
 
 
 def main() -> None:

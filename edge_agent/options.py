@@ -45,7 +45,7 @@ DEFAULT_MULTILINE_FLUSH_MS = 1000
 DEFAULT_MULTILINE_MAX_LINES = 500
 DEFAULT_MULTILINE_MAX_BYTES = 1024 * 1024
 DEFAULT_MAX_OPEN_FILES = 1024
-DEFAULT_MEM_BUF_LIMIT_BYTES = 1024 * 1024
+DEFAULT_MEM_BUF_LIMIT_BYTES = 512 * 1024
 
 # Metadata names a path (or a path_regex) can give a file; they feed the selectors and
 # become `kubernetes.<name>` in records.
