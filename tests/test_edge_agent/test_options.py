@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from helpers import load_test_config
 
@@ -53,3 +55,27 @@ def test_tag_may_use_path_regex_groups_and_kubernetes_fields() -> None:
     cfg = load_test_config(config(
         "    - {name: tail, path_regex: '/(?<team>\\w+)/x.log', tag: 'a.<team>.<pod>'}\n"))
     assert cfg.inputs[0].options.tag == "a.<team>.<pod>"
+
+
+def _default_cell(value: object) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, Selector):
+        return "`{include: ['*'], exclude: []}`"
+    return f"`{value}`" if not isinstance(value, list) else f"`{value!r}`"
+
+
+def test_every_option_is_documented_with_its_default() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "agent.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in doc.splitlines()
+            if line.startswith("| `")}
+    fields = [(k, f) for k, f in TailOptions.model_fields.items() if k != "name"]
+    fields += [(f"multiline.{k}", f) for k, f in MultilineOptions.model_fields.items()]
+    for key, field in fields:
+        row = rows.get(f"`{key}`")
+        assert row is not None, f"docs/agent.md does not list `{key}`"
+        default = field.default_factory() if field.default_factory else field.default
+        cell = row.split("|")[2].strip()
+        assert cell.startswith(_default_cell(default)), f"`{key}`: doc says {cell!r}"
