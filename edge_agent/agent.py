@@ -26,8 +26,9 @@ from tailrace.topology import memory_by_node
 from tailrace.wire import encode_raw
 
 from .checkpoint import Checkpoint
-from .identity import base_of, identity_key, partition_for, resume_point
+from .identity import base_of, partition_for
 from .inotify import Watcher
+from .starting import Starter
 from .tail import TailedFile, TailInput
 
 if TYPE_CHECKING:  # the CLI builds the runtime; importing the agent need not load it
@@ -48,7 +49,6 @@ MAX_FILES_SHOWN = 50  # per-file rows in the published state (the most behind fi
 WATCH_REFRESH_SCANS = 10
 PIPELINE_BYTES = 4 * 1024 * 1024  # payload bytes per PRODUCE pipeline
 FD_RESERVE = 64  # descriptors kept for Redis, logs, inotify and the embedded server
-_SEEN_FIELD = "agent-seen:{agent}"  # tr:meta field: this agent has started before
 
 
 class Agent:
@@ -63,9 +63,10 @@ class Agent:
         self.record = runtime.lifecycle.thread("tail")
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.agent_id)
         self.checkpoint_path = config.data_dir / f"agent-{safe}" / "checkpoints.json"
-        self._had_checkpoint = self.checkpoint_path.exists() or self.checkpoint_path.with_suffix(
-            ".json.tmp").exists()
+        had_checkpoint = (self.checkpoint_path.exists()
+                          or self.checkpoint_path.with_suffix(".json.tmp").exists())
         self.checkpoint = Checkpoint.load(self.checkpoint_path)
+        self.starter = Starter(self.keys, self.checkpoint, self.agent_id, had_checkpoint)
         fd_budget = _raise_fd_limit(config) // max(1, len(config.inputs))
         self.inputs: list[TailInput] = [
             pc.plugin(pc.options, agent=self.agent_id, input_id=pc.id,
@@ -76,7 +77,6 @@ class Agent:
         self.pipeline_bytes = min([PIPELINE_BYTES] + [inp.opts.mem_buf_limit
                                                       for inp in self.inputs])
         self.watcher: Watcher | None = None
-        self.fresh: bool | None = None  # the very first start of this agent (decided once)
         self.throttled: dict[int, float] = {}  # partition -> when to try again
         self.memory_full = False
         self._next_memory_check = 0.0
@@ -132,8 +132,7 @@ class Agent:
 
     def _pass(self, client: redis.Redis, scripts: Scripts) -> bool:
         now = time.monotonic()
-        if self.fresh is None:
-            self.fresh = self._first_start(client)
+        self.starter.first_start(client)
         self._watch_events(now)
         for inp in self.inputs:
             if inp.due_scan(now):
@@ -143,7 +142,7 @@ class Agent:
             waiting = inp.take_waiting()
             if waiting:
                 try:
-                    self._start_files(client, inp, waiting)
+                    self.starter.start(client, inp, waiting)
                 except BROKER_ERRORS:
                     inp.requeue([tf for tf in waiting if not tf.started])
                     raise
@@ -155,7 +154,7 @@ class Agent:
             retired = inp.take_retired()
             if retired:
                 try:
-                    self._retire(client, retired)
+                    self.starter.retire(client, retired)
                 except BROKER_ERRORS:
                     inp.retired.extend(retired)
                     raise
@@ -168,6 +167,10 @@ class Agent:
         if now >= self._next_publish:
             self._publish_files()
             self._next_publish = now + FILES_PUBLISH_INTERVAL_S
+        if self.starter.changed:  # new generations go into the local checkpoint at once
+            self.starter.changed = False
+            self._dirty = True
+            self._next_checkpoint = 0.0
         if now >= self._next_checkpoint:
             self._save_checkpoint(client)
             self._next_checkpoint = now + CHECKPOINT_INTERVAL_S
@@ -188,66 +191,6 @@ class Agent:
 
     def _buffered(self) -> bool:
         return any(tf.lines or tf.carry for inp in self.inputs for tf in inp.files.values())
-
-    def _first_start(self, client: redis.Redis) -> bool:
-        """Whether this agent never ran before (then files present now may start at their
-        end); remembered locally (checkpoint file) and in Redis (``tr:meta``)."""
-        field = _SEEN_FIELD.format(agent=self.agent_id)
-        seen = bool(client.hsetnx(self.keys.meta(), field, int(time.time())) == 0)
-        return not (seen or self._had_checkpoint)
-
-    # -- starting files ---------------------------------------------------------------------
-    def _start_files(self, client: redis.Redis, inp: TailInput, files: list[TailedFile]) -> None:
-        """Find each file's generation and committed offset (Redis, else the local
-        checkpoint), persist new generations, then let the input start reading."""
-        keys = self.keys
-        for tf in files:
-            if tf.restart == "rewritten":
-                inp.rekey(tf)
-        pipe = client.pipeline(transaction=False)
-        for tf in files:
-            pipe.hget(keys.generations(tf.partition), tf.base)
-        stored_gens = pipe.execute()
-        gens = [max(int(g or 0), self.checkpoint.generation(tf.base),
-                    tf.generation if tf.restart == "truncated" else 0)
-                for tf, g in zip(files, stored_gens, strict=True)]
-        pipe = client.pipeline(transaction=False)
-        for tf, gen in zip(files, gens, strict=True):
-            pipe.hget(keys.offsets(tf.partition), identity_key(tf.base, gen))
-        stored = pipe.execute()
-        plans: list[tuple[TailedFile, int, int | None]] = []
-        bumps = client.pipeline(transaction=False)
-        for tf, gen, value, g in zip(files, gens, stored, stored_gens, strict=True):
-            committed = int(value) if value is not None else None
-            local = self.checkpoint.get(identity_key(tf.base, gen))
-            new_gen, offset = resume_point(inp.size_of(tf), gen, committed, local,
-                                           tf.restart == "truncated")
-            if new_gen != int(g or 0):
-                bumps.hset(keys.generations(tf.partition), tf.base, new_gen)
-                self.checkpoint.set_generation(tf.base, new_gen)
-            plans.append((tf, new_gen, offset))
-        if len(bumps):
-            bumps.execute()  # before any batch of the new generation can be committed
-            self._dirty = True
-            self._next_checkpoint = 0.0  # and into the local checkpoint on this pass
-        for tf, gen, offset in plans:
-            from_end = (bool(self.fresh) and tf.initial and tf.restart is None
-                        and not inp.opts.read_from_head)
-            inp.start(tf, gen, offset, from_end)
-            event(log, logging.INFO, "tail_file_opened",
-                  f"following {tf.path} from byte {tf.pos} (generation {gen})",
-                  input=inp.input_id, partition=tf.partition, file=tf.identity)
-
-    def _retire(self, client: redis.Redis, files: list[TailedFile]) -> None:
-        """Deleted and closed: the next file with the same base identity (a reused inode
-        with the same first line) is a new generation, read from byte 0."""
-        pipe = client.pipeline(transaction=False)
-        for tf in files:
-            gen = max(tf.generation, self.checkpoint.generation(tf.base)) + 1
-            pipe.hset(self.keys.generations(tf.partition), tf.base, gen)
-            self.checkpoint.set_generation(tf.base, gen)
-        pipe.execute()
-        self._dirty = True
 
     # -- producing ----------------------------------------------------------------------------
     def _produce(self, scripts: Scripts, ready: list[tuple[TailInput, TailedFile]]) -> None:

@@ -1,0 +1,108 @@
+"""Where followed files start: generations and offsets, from Redis or the local checkpoint.
+
+Redis is authoritative (``tr:{pN}:offsets`` for offsets, ``tr:{pN}:gens`` for truncation
+generations, see :mod:`edge_agent.identity`); the local checkpoint stands in where Redis
+has nothing (first run, or Redis lost its data). New generations are written to Redis
+before any batch of them can be committed, and into the local checkpoint on the same pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+
+from tailrace.keys import Keys
+from tailrace.logs import event
+
+from .checkpoint import Checkpoint
+from .identity import identity_key, resume_point
+from .tail import TailedFile, TailInput
+
+__all__ = ["Starter"]
+
+log = logging.getLogger(__name__)
+
+_SEEN_FIELD = "agent-seen:{agent}"  # tr:meta field: this agent has started before
+
+
+class Starter:
+    """Starts files for the agent loop (a few Redis round trips per batch of files).
+
+    ``changed`` turns True when generations changed: the caller saves the checkpoint soon.
+    """
+
+    def __init__(self, keys: Keys, checkpoint: Checkpoint, agent_id: str,
+                 had_checkpoint: bool) -> None:
+        self.keys = keys
+        self.checkpoint = checkpoint
+        self.agent_id = agent_id
+        self.had_checkpoint = had_checkpoint
+        self.fresh: bool | None = None  # the very first start of this agent (decided once)
+        self.changed = False
+
+    def first_start(self, client: redis.Redis) -> bool:
+        """Whether this agent never ran before (then files present now may start at their
+        end); remembered locally (checkpoint file) and in Redis (``tr:meta``)."""
+        if self.fresh is None:
+            field = _SEEN_FIELD.format(agent=self.agent_id)
+            seen = bool(client.hsetnx(self.keys.meta(), field, int(time.time())) == 0)
+            self.fresh = not (seen or self.had_checkpoint)
+        return self.fresh
+
+    def start(self, client: redis.Redis, inp: TailInput, files: list[TailedFile]) -> None:
+        """Find each file's generation and committed offset (Redis, else the local
+        checkpoint), persist new generations, then let the input start reading.
+
+        Raises:
+            redis.exceptions.ConnectionError (and the other broker errors): retry later;
+            files not started stay waiting.
+        """
+        keys = self.keys
+        for tf in files:
+            if tf.restart == "rewritten":
+                inp.rekey(tf)
+        pipe = client.pipeline(transaction=False)
+        for tf in files:
+            pipe.hget(keys.generations(tf.partition), tf.base)
+        stored_gens = pipe.execute()
+        gens = [max(int(g or 0), self.checkpoint.generation(tf.base),
+                    tf.generation if tf.restart == "truncated" else 0)
+                for tf, g in zip(files, stored_gens, strict=True)]
+        pipe = client.pipeline(transaction=False)
+        for tf, gen in zip(files, gens, strict=True):
+            pipe.hget(keys.offsets(tf.partition), identity_key(tf.base, gen))
+        stored = pipe.execute()
+        plans: list[tuple[TailedFile, int, int | None]] = []
+        bumps = client.pipeline(transaction=False)
+        for tf, gen, value, g in zip(files, gens, stored, stored_gens, strict=True):
+            committed = int(value) if value is not None else None
+            local = self.checkpoint.get(identity_key(tf.base, gen))
+            new_gen, offset = resume_point(inp.size_of(tf), gen, committed, local,
+                                           tf.restart == "truncated")
+            if new_gen != int(g or 0):
+                bumps.hset(keys.generations(tf.partition), tf.base, new_gen)
+                self.checkpoint.set_generation(tf.base, new_gen)
+            plans.append((tf, new_gen, offset))
+        if len(bumps):
+            bumps.execute()  # before any batch of the new generation can be committed
+            self.changed = True
+        fresh = bool(self.first_start(client))
+        for tf, gen, offset in plans:
+            from_end = fresh and tf.initial and tf.restart is None and not inp.opts.read_from_head
+            inp.start(tf, gen, offset, from_end)
+            event(log, logging.INFO, "tail_file_opened",
+                  f"following {tf.path} from byte {tf.pos} (generation {gen})",
+                  input=inp.input_id, partition=tf.partition, file=tf.identity)
+
+    def retire(self, client: redis.Redis, files: list[TailedFile]) -> None:
+        """Deleted and closed: the next file with the same base identity (a reused inode
+        with the same first line) is a new generation, read from byte 0."""
+        pipe = client.pipeline(transaction=False)
+        for tf in files:
+            gen = max(tf.generation, self.checkpoint.generation(tf.base)) + 1
+            pipe.hset(self.keys.generations(tf.partition), tf.base, gen)
+            self.checkpoint.set_generation(tf.base, gen)
+        pipe.execute()
+        self.changed = True
