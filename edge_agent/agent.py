@@ -136,8 +136,9 @@ class Agent:
         self._watch_events(now)
         for inp in self.inputs:
             if inp.due_scan(now):
-                first = inp.scan(now)
-                if self.watcher is not None and (first or inp.scans % WATCH_REFRESH_SCANS == 0):
+                inp.scan(now)
+                if self.watcher is not None and (inp.layout_changed
+                                                 or inp.scans % WATCH_REFRESH_SCANS == 0):
                     inp.watched = self.watcher.watch(inp.watch_dirs())
             waiting = inp.take_waiting()
             if waiting:
@@ -184,7 +185,7 @@ class Agent:
         if w.overflowed:
             w.overflowed = False
             for inp in self.inputs:
-                inp.next_scan = now
+                inp.rescan_all(now)
         elif events:
             for inp in self.inputs:
                 inp.on_events(events, now)

@@ -63,6 +63,7 @@ class FileTable:
         self.last_scan = 0.0
         self.scans = 0
         self.watched = False  # inotify covers every folder: look only at changed files
+        self.layout_changed = True  # files opened in folders maybe not watched yet
         self.busy: set[Key] = set()  # files with work in progress
         self.dirty: set[Key] = set()  # files inotify says changed since the last pass
         self._waiting: list[TailedFile] = []
@@ -128,6 +129,11 @@ class FileTable:
         if rescan:
             self.next_scan = min(self.next_scan, self.last_scan + MIN_SCAN_GAP_S)
 
+    def rescan_all(self, now: float) -> None:
+        """After lost inotify events: re-scan and look at every file on the next pass."""
+        self.next_scan = now
+        self.layout_changed = True
+
     def watch_dirs(self) -> set[str]:
         """Folders to watch: where files may appear, and where followed files live."""
         dirs = self.discovery.watch_dirs()
@@ -166,6 +172,7 @@ class FileTable:
         key = (fid.dev, fid.ino)
         if real != path:
             self.by_real[real] = key
+        self.layout_changed = True
         self.files[key] = tf
         self.open_count += 1
         self._waiting.append(tf)

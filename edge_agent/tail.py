@@ -87,9 +87,10 @@ class TailInput(FileTable):
     def poll(self, now: float, throttled: set[int]) -> list[TailedFile]:
         """Read up to a batch from each file with news, in turn; returns the files with a
         sealed batch. Never blocks (reads only what the files already hold)."""
-        if not self.watched or now >= self._sweep_at:
+        if not self.watched or now >= self._sweep_at or self.layout_changed:
             keys = list(self.files)  # everything, at least once per refresh_interval_s
             self._sweep_at = now + self.opts.refresh_interval_s
+            self.layout_changed = False
         else:
             keys = list(self.busy | self.dirty)
         self.dirty.clear()

@@ -56,3 +56,27 @@ def test_agent_notices_a_new_file_long_before_the_refresh_interval(
     (logs / "new.log").write_bytes(b"hello\n")
     h.wait_lines(1, timeout=10)
     h.stop()
+
+
+def test_writes_behind_a_symlink_are_seen_through_the_target_folder(
+        tmp_path: Path, make_agent, tail) -> None:
+    from helpers import wait_for
+    containers, pods = tmp_path / "containers", tmp_path / "pods"
+    containers.mkdir()
+    pods.mkdir()
+    h = make_agent([tail(containers / "*.log", refresh_interval_s=60)]).start()
+    wait_for(lambda: h.agent.watcher is not None and h.agent.watcher.folders,
+             message="folder watched")
+    target = pods / "shop_web-1_uid" / "nginx" / "0.log"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"first\n")
+    (containers / ("web-1_shop_nginx-" + "ab" * 32 + ".log")).symlink_to(target)
+    h.wait_lines(1, timeout=10)
+    inp = h.agent.inputs[0]
+    wait_for(lambda: not inp.busy, message="file idle")
+    for i in range(3):
+        with open(target, "ab") as f:
+            f.write(b"more %d\n" % i)
+        h.wait_lines(2 + i, timeout=10)  # far sooner than refresh_interval_s
+    assert str(target.parent) in h.agent.watcher.folders
+    h.stop()
