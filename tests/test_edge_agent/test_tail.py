@@ -256,21 +256,30 @@ def test_unfinished_cri_partial_is_flushed_after_partial_flush_ms(tmp_path, make
     assert h.agent.record.counters.get("pending_flushed_timeout") == 1
 
 
-def test_pending_multiline_message_is_flushed_on_timeout_and_on_shutdown(
-        tmp_path, make_agent, tail) -> None:
+def test_pending_multiline_message_is_flushed_after_flush_ms(tmp_path, make_agent,
+                                                              tail) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
-    log = logs / "app.log"
-    log.write_bytes(b"2024 ERROR x\n\tat a\n\tat b\n")
+    (logs / "app.log").write_bytes(b"2024 ERROR x\n\tat a\n\tat b\n")
     h = make_agent([tail(logs / "*.log", multiline={"start": r"^\d{4} ", "flush_ms": 300})])
     h.start()
     s = h.wait_lines(1, timeout=10)
+    h.stop()
     assert s.lines == [b"2024 ERROR x\n\tat a\n\tat b"]
-    append(log, b"2024 INFO y\n\tcontinued\n")
-    time.sleep(0.05)
-    h.stop()  # well before flush_ms: shutdown flushes it
-    s = h.shipped()
-    assert s.lines[-1] == b"2024 INFO y\n\tcontinued"
+    assert h.agent.record.counters.get("pending_flushed_timeout") == 1
+
+
+def test_pending_multiline_message_is_flushed_on_shutdown(tmp_path, make_agent, tail) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_bytes(b"2024 INFO y\n\tcontinued\n2024 WARN z\n\tmore\n")
+    h = make_agent([tail(logs / "*.log",
+                         multiline={"start": r"^\d{4} ", "flush_ms": 600_000})]).start()
+    s = h.wait_lines(1)  # the first message is complete: the second start line ended it
+    assert s.lines == [b"2024 INFO y\n\tcontinued"]
+    h.stop()
+    assert h.shipped().lines == [b"2024 INFO y\n\tcontinued", b"2024 WARN z\n\tmore"]
+    assert h.agent.record.counters.get("pending_flushed_shutdown") == 1
 
 
 def test_invalid_utf8_and_binary_bytes_are_shipped_unchanged(tmp_path, make_agent,
