@@ -75,22 +75,25 @@ def records_from_batch(batch: RawBatch, path_key: str | None, now: float) -> tup
     """
     prefix = id_prefix(batch.agent, batch.file)
     tag = batch.tag
+    if batch.time is not None:
+        now = batch.time  # the agent's read time: a redone batch gives the same records
     tmpl = _meta_template(batch, path_key)
     nested = [k for k, v in tmpl.items() if isinstance(v, dict)]
     lines, offsets = batch.lines, batch.offsets
     if len(lines) != len(offsets):
         raise ValueError(f"batch has {len(lines)} lines but {len(offsets)} offsets")
-    invalid = 0
+    bad: list[int] = []  # lines that are not valid UTF-8
     try:
         texts = [ln.decode() for ln in lines]
     except UnicodeDecodeError:
         texts = []
-        for ln in lines:
+        for i, ln in enumerate(lines):
             try:
                 texts.append(ln.decode())
             except UnicodeDecodeError:
                 texts.append(ln.decode("utf-8", "replace"))
-                invalid += 1
+                bad.append(i)
+    invalid = len(bad)
     times = [t or now for t in batch.times] if batch.times else [now] * len(lines)
     out: list[Record] = [
         {"log": text, "time": t, "_id": f"{prefix}{off:x}", "_tag": tag, **tmpl}
@@ -104,6 +107,8 @@ def records_from_batch(batch: RawBatch, path_key: str | None, now: float) -> tup
     if streams is not None:
         for rec, stream in zip(out, streams, strict=False):
             rec["stream"] = stream
+    for i in bad:
+        out[i]["_raw"] = lines[i]  # the original bytes, for outputs that write them (plain)
     return out, invalid
 
 

@@ -34,8 +34,11 @@ def _json(records: list[dict[str, Any]]) -> Iterator[bytes]:
         part = records[i : i + SLICE]
         try:
             yield b"".join([dumps(r, option=opt) for r in part])
-        except TypeError:  # a record carries raw bytes (_raw): serialise those as text
-            yield b"".join([dumps(r, default=_default, option=opt) for r in part])
+        except TypeError:
+            # A line that was not valid UTF-8 carries its original bytes in ``_raw``; JSON
+            # already has it as text in ``log`` (with U+FFFD), so ``_raw`` is left out.
+            yield b"".join([dumps({k: v for k, v in r.items() if k != "_raw"},
+                                  default=_default, option=opt) for r in part])
 
 
 def _msgpack(records: list[dict[str, Any]]) -> Iterator[bytes]:

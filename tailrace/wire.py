@@ -61,6 +61,9 @@ class RawBatch:
     times: list[float] | None = None
     streams: list[str] | None = None
     meta: dict[str, str] = field(default_factory=dict)
+    #: when the agent read the batch (epoch seconds): the ``time`` of lines that carry none,
+    #: fixed in the batch so a redone batch yields the very same records.
+    time: float | None = None
 
 
 def encode_raw(batch: RawBatch) -> bytes:
@@ -81,6 +84,8 @@ def encode_raw(batch: RawBatch) -> bytes:
         doc["times"] = batch.times
     if batch.streams is not None:
         doc["streams"] = batch.streams
+    if batch.time is not None:
+        doc["time"] = batch.time
     return msgpack.packb(doc, use_bin_type=True)  # type: ignore[no-any-return]
 
 
@@ -154,6 +159,10 @@ def decode_raw(fields: Mapping[bytes, bytes]) -> RawBatch:
     meta = doc.get("meta") or {}
     if not isinstance(meta, dict):
         raise RecordError("raw batch 'meta' must be a map")
+    read_time = doc.get("time")
+    if read_time is not None and (not isinstance(read_time, (int, float))
+                                  or isinstance(read_time, bool)):
+        raise RecordError("raw batch 'time' must be a number (epoch seconds)")
     return RawBatch(
         agent=doc["agent"],
         input=doc["input"],
@@ -167,6 +176,7 @@ def decode_raw(fields: Mapping[bytes, bytes]) -> RawBatch:
         times=times,
         streams=streams,
         meta=meta,
+        time=float(read_time) if read_time is not None else None,
     )
 
 

@@ -95,3 +95,26 @@ def test_run_records_accepts_mixed_tags() -> None:
     cfg = config("pipeline:\n  filters:\n    - {name: modify, match: 'a', set: {hit: 1}}\n")
     recs = records({"n": 1}, tag="a") + records({"n": 2}, tag="b")
     assert [r.get("hit") for r in Chain(cfg).run_records(recs).records] == [1, None]
+
+
+def test_invalid_utf8_keeps_the_original_bytes_for_outputs_that_write_them() -> None:
+    from sinks.formats import formatter
+
+    recs, invalid = records_from_batch(batch(["fine", b"caf\xe9 \xff"]), None, now=1.0)
+    assert invalid == 1
+    assert "_raw" not in recs[0]
+    assert recs[1]["log"] == "caf\ufffd \ufffd" and recs[1]["_raw"] == b"caf\xe9 \xff"
+    assert formatter("plain")(recs) == b"fine\ncaf\xe9 \xff\n"
+    json_lines = formatter("json")(recs).splitlines()
+    assert b"_raw" not in json_lines[1] and "caf\ufffd".encode() in json_lines[1]
+
+
+def test_lines_without_their_own_time_take_the_batch_read_time() -> None:
+    b = batch(["a", "b"])
+    b.time = 1700000000.25
+    recs, _ = records_from_batch(b, None, now=5.0)
+    assert [r["time"] for r in recs] == [1700000000.25, 1700000000.25], \
+        "a redone batch must give the same records, so the time comes from the batch"
+    b.times = [0.0, 7.0]
+    recs, _ = records_from_batch(b, None, now=5.0)
+    assert [r["time"] for r in recs] == [1700000000.25, 7.0]

@@ -54,3 +54,13 @@ def test_records_without_id_or_tag_are_refused() -> None:
         decode_records(fields(msgpack.packb([{"log": "x"}])))
     with pytest.raises(RecordError, match="_tag"):
         decode_records(fields(msgpack.packb([{"_id": "1"}])))
+
+
+def test_the_batch_read_time_round_trips_and_is_checked() -> None:
+    b = batch(time=1700000000.5)
+    assert decode_raw(fields(encode_raw(b))).time == 1700000000.5
+    assert decode_raw(fields(encode_raw(batch()))).time is None
+    doc = msgpack.unpackb(encode_raw(batch()))
+    doc["time"] = "noon"
+    with pytest.raises(RecordError, match="'time' must be a number"):
+        decode_raw(fields(msgpack.packb(doc)))
