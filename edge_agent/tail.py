@@ -252,7 +252,7 @@ class TailInput(FileTable):
         tf.sealed = RawBatch(
             agent=self.agent, input=self.input_id, tag=tf.tag, path=tf.path, file=tf.identity,
             start=tf.committed, end=tf.pos, lines=tf.lines, offsets=tf.offsets,
-            times=tf.times, streams=tf.streams, meta=tf.meta,
+            times=tf.times, streams=tf.streams, meta=tf.meta, time=time.time(),
         )
         tf.lines, tf.offsets, tf.times, tf.streams, tf.nbytes = [], [], None, None, 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .backfill import backfill
 from .demo import demo
 from .dlq import dlq
 from .jobs import worker
@@ -23,7 +24,7 @@ def cli() -> None:
 
 
 for command in (run, agent, processor, sink, config_group, parse, generate, demo, status,
-                reload, worker, dlq):
+                reload, worker, dlq, backfill):
     cli.add_command(command)
 config_group.add_command(reference)
 config_group.add_command(schema)
