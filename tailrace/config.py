@@ -225,8 +225,11 @@ class Config:
         def dump(pc: PluginConfig) -> dict[str, Any]:
             return {"id": pc.id, **pc.options.model_dump(mode="json", exclude_none=True)}
 
+        service = self.service.model_dump(mode="json")
+        if isinstance(service.get("broker"), str):
+            service["broker"] = _redact(service["broker"])  # config check never shows secrets
         return {
-            "service": self.service.model_dump(mode="json"),
+            "service": service,
             "pipeline": {
                 "inputs": [dump(p) for p in self.inputs],
                 "filters": [dump(p) for p in self.filters],
@@ -234,6 +237,16 @@ class Config:
             },
             "parsers": [dump(p) for p in self.parsers.values()],
         }
+
+
+def _redact(url: str) -> str:
+    """A URL with its password (if any) replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0] if ":" in creds else creds
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
 
 
 # ------------------------------------------------------------------------------------------

@@ -133,3 +133,13 @@ def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["config", "check", "-c", str(tmp_path / "no.yaml")])
     assert result.exit_code == 2
     assert "cannot read config" in result.stderr
+
+
+def test_config_check_never_prints_the_broker_password(tmp_path: Path) -> None:
+    path = tmp_path / "secret.yaml"
+    path.write_text(GOOD.replace("partitions: 4",
+                                 "partitions: 4\n  broker: redis://app:s3cret@redis:6379/0"))
+    result = CliRunner().invoke(cli, ["config", "check", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "s3cret" not in result.output
+    assert "redis://app:***@redis:6379/0" in result.stdout
