@@ -20,6 +20,7 @@ from .errors import ConfigError, ConfigProblem
 from .options import ByteSize, Options
 from .plugins import Registry
 from .topology import join_broker_urls, parse_broker_url
+from .urls import redact_url
 from .yamlmarks import Marks, expand_env, load, path_str
 
 __all__ = [
@@ -227,7 +228,7 @@ class Config:
 
         service = self.service.model_dump(mode="json")
         if isinstance(service.get("broker"), str):
-            service["broker"] = _redact(service["broker"])  # config check never shows secrets
+            service["broker"] = redact_url(service["broker"])  # config check never shows secrets
         return {
             "service": service,
             "pipeline": {
@@ -237,16 +238,6 @@ class Config:
             },
             "parsers": [dump(p) for p in self.parsers.values()],
         }
-
-
-def _redact(url: str) -> str:
-    """A URL with its password (if any) replaced by ``***``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0] if ":" in creds else creds
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
 
 
 # ------------------------------------------------------------------------------------------

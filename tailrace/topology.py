@@ -30,6 +30,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from .errors import BrokerUnavailable, PipelineError
+from .urls import redact_url
 
 __all__ = [
     "DEFAULT_NODE",
@@ -58,16 +59,6 @@ KNOWN_SCHEMES = (*_PLAIN_SCHEMES, *_CLUSTER_SCHEMES, *_SENTINEL_SCHEMES)
 # Client-side retries inside redis-py's cluster client (MOVED, a node going away). Ours
 # wrap them: after these the error reaches the role's loop, which backs off and retries.
 _CLUSTER_RETRIES = 3
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, for logs and status."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0] if ":" in creds else ""
-    return f"{scheme}://{user}:***@{host}"
 
 
 @dataclass(frozen=True)
