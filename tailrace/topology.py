@@ -287,13 +287,23 @@ class NodeMemory:
 def memory_by_node(client: redis.Redis) -> list[NodeMemory]:
     """``INFO memory`` of every master (one node off-cluster), in one call per node."""
     if is_cluster(client):
-        infos = cast(dict[str, dict[str, Any]],
-                     client.info("memory", target_nodes=RedisCluster.PRIMARIES))
+        infos = _primaries_info(client, "memory")
         return [NodeMemory(name, int(i.get("used_memory", 0)), int(i.get("maxmemory", 0)))
                 for name, i in sorted(infos.items())]
     info = client.info("memory")
     return [NodeMemory(_single_name(client), int(info.get("used_memory", 0)),
                        int(info.get("maxmemory", 0)))]
+
+
+def _primaries_info(client: redis.Redis, section: str | None = None
+                    ) -> dict[str, dict[str, Any]]:
+    """``INFO`` of every master of a cluster, by node name (one call per node)."""
+    rc: Any = client
+    out = {}
+    for node in rc.get_primaries():
+        node_client = rc.get_redis_connection(node)
+        out[str(node.name)] = node_client.info(section) if section else node_client.info()
+    return out
 
 
 def _single_name(client: redis.Redis) -> str:
@@ -331,8 +341,7 @@ def describe_nodes(client: redis.Redis, keys_by_partition: dict[int, str]) -> li
     if single:
         infos = {next(iter(by_node), _single_name(client)): client.info()}
     else:
-        infos = cast(dict[str, dict[str, Any]],
-                     client.info(target_nodes=RedisCluster.PRIMARIES))
+        infos = _primaries_info(client)
     out = []
     for name in sorted(set(by_node) | set(infos)):
         info = infos.get(name, {})
