@@ -3,8 +3,9 @@
 ``tailrace dlq replay`` plans a *run*: it lists the selected dead letters (without their
 payloads), leaves out those replayed before, cuts the rest into chunks of one partition
 each and enqueues one RQ job per chunk on the pipeline's ``replay`` queue. A job
-(:func:`replay_chunk`) calls the REPLAY script on slices of its ids; the script puts each
-entry back where it will be delivered once and marks it replayed in the same step:
+(:func:`replay_chunk`) reads its dead letters in slices, combines the records bound for
+the same output into batches, and appends each batch with the REPLAY script, which marks
+every dead letter in it replayed in the same step:
 
 - records go to the partition's ``out`` stream, addressed (field ``to``) to the output
   named by ``--output``, or to the output that refused them (stage ``sink:NAME``): the
@@ -33,7 +34,9 @@ from rq import Queue, Retry, get_current_job
 from rq.job import Job
 
 from tailrace import scripts
+from tailrace.errors import RecordError
 from tailrace.keys import Keys
+from tailrace.wire import decode_records, encode_records
 
 from .dlq import DeadLetterStore, Selection, Summary
 
@@ -49,7 +52,8 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK = 1000
-_SLICE = 100  # ids per script call
+_SLICE = 200  # dead letters read per round trip
+_BATCH_RECORDS = 1000  # most records in one replayed entry
 _RUN_TTL_S = 7 * 24 * 3600
 _BACKLOG_WAIT_S = 0.5
 _JOB_TIMEOUT_S = 3600  # a chunk may wait out a backlog; RQ's default (180 s) is too short
@@ -141,13 +145,63 @@ def enqueue(client: redis.Redis, keys: Keys, replay: ReplayPlan, *, run: str,
     return jobs
 
 
+@dataclass
+class _Group:
+    """Dead letters to append as one entry: the same target stream and address."""
+
+    stream: str  # "raw" or "out"
+    address: str
+    ids: list[str] = field(default_factory=list)
+    records: list[Any] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # records of each id, in order
+    payload: bytes | None = None  # a raw batch, or a payload that is not a record list
+
+    def drop(self, entry_id: str) -> None:
+        """Leave dead letter ``entry_id`` (and its records) out of this group."""
+        at = self.ids.index(entry_id)
+        del self.ids[at]
+        if self.payload is None:
+            start = sum(self.sizes[:at])
+            del self.records[start : start + self.sizes[at]]
+            del self.sizes[at]
+
+
+def _groups(entries: list[tuple[str, dict[bytes, bytes]]], output: str) -> list[_Group]:
+    """Combine the records of dead letters bound for the same output into batches."""
+    out: list[_Group] = []
+    open_: dict[str, _Group] = {}
+    for entry_id, fields in entries:
+        kind = fields.get(b"kind", b"").decode()
+        payload = fields.get(b"b") or b""
+        if kind == "raw":
+            out.append(_Group("raw", "", [entry_id], payload=payload))
+            continue
+        stage = fields.get(b"stage", b"").decode()
+        address = output or (stage[5:] if stage.startswith("sink:") else "")
+        try:
+            records = decode_records({b"v": b"1", b"b": payload})
+        except RecordError:  # kept as it is: the sink will say what is wrong with it
+            out.append(_Group("out", address, [entry_id], payload=payload))
+            continue
+        group = open_.get(address)
+        if group is None or len(group.records) + len(records) > _BATCH_RECORDS:
+            group = open_[address] = _Group("out", address)
+            out.append(group)
+        group.ids.append(entry_id)
+        group.records.extend(records)
+        group.sizes.append(len(records))
+    return out
+
+
 def replay_ids(client: redis.Redis, keys: Keys, partition: int, ids: Iterable[str], *,
                output: str = "", backlog_limit: int = 0, run: str | None = None,
                on_progress: Any = None) -> dict[str, int]:
     """Replay dead letters ``ids`` of ``partition``, each at most once (see module doc).
 
-    Waits while the target stream's backlog is over ``backlog_limit`` entries (0 = never):
-    a large replay pushes back like any producer.
+    The records of dead letters bound for the same output travel together, up to
+    1,000 per entry (a dead letter usually holds one record). Waits while the partition's
+    backlog is over ``backlog_limit`` entries (0 = never): a large replay pushes back like
+    any producer.
 
     Returns:
         counts: ``replayed``, ``already`` (by an earlier run or attempt), ``gone`` (purged).
@@ -160,21 +214,52 @@ def replay_ids(client: redis.Redis, keys: Keys, partition: int, ids: Iterable[st
         while backlog_limit and max(int(client.xlen(keys.out(partition))),
                                     int(client.xlen(keys.raw(partition)))) >= backlog_limit:
             time.sleep(_BACKLOG_WAIT_S)
-        replayed, already, gone = (int(x) for x in script(
-            keys=[keys.dlq(partition), keys.raw(partition), keys.out(partition),
-                  keys.dlq_replayed(partition)],
-            args=[output, int(time.time() * 1000), *part]))
-        totals["replayed"] += replayed
-        totals["already"] += already
-        totals["gone"] += gone
+        counts = _replay_slice(client, keys, script, partition, part, output)
+        for name, n in counts.items():
+            totals[name] += n
         if run is not None:
             pipe = client.pipeline(transaction=False)
-            for name, n in (("replayed", replayed), ("already", already), ("gone", gone)):
+            for name, n in counts.items():
                 pipe.hincrby(keys.replay_run(run), name, n)
             pipe.execute()
         if on_progress is not None:
             on_progress(i + len(part))
     return totals
+
+
+def _replay_slice(client: redis.Redis, keys: Keys, script: Any, partition: int,
+                  ids: list[str], output: str) -> dict[str, int]:
+    counts = {"replayed": 0, "already": 0, "gone": 0}
+    pipe = client.pipeline(transaction=False)
+    pipe.hmget(keys.dlq_replayed(partition), ids)
+    for entry_id in ids:
+        pipe.xrange(keys.dlq(partition), entry_id, entry_id)
+    marks, *found = pipe.execute()
+    entries = []
+    for entry_id, mark, hit in zip(ids, marks, found, strict=True):
+        if mark is not None:
+            counts["already"] += 1
+        elif not hit:
+            counts["gone"] += 1
+        else:
+            entries.append((entry_id, hit[0][1]))
+    stamp = int(time.time() * 1000)
+    for group in _groups(entries, output):
+        while group.ids:
+            payload = group.payload if group.payload is not None else encode_records(
+                group.records)
+            target = keys.raw(partition) if group.stream == "raw" else keys.out(partition)
+            code, what = script(
+                keys=[keys.dlq(partition), target, keys.dlq_replayed(partition)],
+                args=[group.address, stamp, payload, group.stream, *group.ids])
+            if int(code) == 1:
+                counts["replayed"] += len(group.ids)
+                break
+            # Another job got there first (or a purge): leave that one out, go again.
+            lost = what.decode() if isinstance(what, bytes) else str(what)
+            counts["already" if int(code) == 0 else "gone"] += 1
+            group.drop(lost)
+    return counts
 
 
 def replay_chunk(prefix: str, partition: int, ids: list[str], output: str, run: str,

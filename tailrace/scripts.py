@@ -297,49 +297,33 @@ end
 return out
 """
 
-# Replay dead letters back into the pipeline, each at most once (a retried job or a re-run
-# skips what is done). Raw batches go to `raw` (the processors redo them); records go to
-# `out`, addressed to one output (field `to`) when ARGV[1] is set, or to the output that
-# dead-lettered them (stage `sink:NAME`), else to every output.
-# KEYS[1] dlq stream   KEYS[2] raw stream   KEYS[3] out stream   KEYS[4] replayed hash
-# ARGV[1] output to address records to ('' = as above)   ARGV[2] time ms   ARGV[3..] ids
-# returns {replayed, already replayed, gone (purged or trimmed)}
+# Replay dead letters back into the pipeline, each at most once: append one payload that
+# holds them (the caller combines the records of several dead letters into one batch, or
+# passes one raw batch) and mark every one of them replayed, in one step. A retried job, a
+# second worker or a re-run finds them marked and appends nothing.
+# KEYS[1] dlq stream   KEYS[2] target stream (raw or out)   KEYS[3] replayed hash
+# ARGV[1] output the records are addressed to ('' = every output)   ARGV[2] time ms
+# ARGV[3] payload   ARGV[4] mark prefix ('raw' or 'out')   ARGV[5..] dead letter ids
+# returns {1, new entry id} appended and marked; {0, id} that id was replayed already,
+#         {-1, id} that id is gone (purged): nothing written in either case
 REPLAY = """
-local replayed, already, gone = 0, 0, 0
-for i = 3, #ARGV do
-  local id = ARGV[i]
-  if redis.call('HEXISTS', KEYS[4], id) == 1 then
-    already = already + 1
-  else
-    local e = redis.call('XRANGE', KEYS[1], id, id)
-    if not e[1] then
-      gone = gone + 1
-    else
-      local payload, kind, stage = '', '', ''
-      local f = e[1][2]
-      for j = 1, #f, 2 do
-        if f[j] == 'b' then payload = f[j + 1]
-        elseif f[j] == 'kind' then kind = f[j + 1]
-        elseif f[j] == 'stage' then stage = f[j + 1] end
-      end
-      local new, where
-      if kind == 'raw' then
-        new = redis.call('XADD', KEYS[2], '*', 'v', '1', 'b', payload)
-        where = 'raw ' .. new .. ' '
-      else
-        local to = ARGV[1]
-        if to == '' and string.sub(stage, 1, 5) == 'sink:' then to = string.sub(stage, 6) end
-        if to ~= '' then
-          new = redis.call('XADD', KEYS[3], '*', 'v', '1', 'b', payload, 'to', to)
-        else
-          new = redis.call('XADD', KEYS[3], '*', 'v', '1', 'b', payload)
-        end
-        where = 'out ' .. new .. ' ' .. to
-      end
-      redis.call('HSET', KEYS[4], id, where .. ' ' .. ARGV[2])
-      replayed = replayed + 1
-    end
+for i = 5, #ARGV do
+  if redis.call('HEXISTS', KEYS[3], ARGV[i]) == 1 then
+    return {0, ARGV[i]}
+  end
+  if #redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i]) == 0 then
+    return {-1, ARGV[i]}
   end
 end
-return {replayed, already, gone}
+local new
+if ARGV[1] ~= '' then
+  new = redis.call('XADD', KEYS[2], '*', 'v', '1', 'b', ARGV[3], 'to', ARGV[1])
+else
+  new = redis.call('XADD', KEYS[2], '*', 'v', '1', 'b', ARGV[3])
+end
+local mark = ARGV[4] .. ' ' .. new .. ' ' .. ARGV[1] .. ' ' .. ARGV[2]
+for i = 5, #ARGV do
+  redis.call('HSET', KEYS[3], ARGV[i], mark)
+end
+return {1, new}
 """

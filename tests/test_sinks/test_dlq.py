@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import orjson
 import pytest
 import redis
@@ -146,14 +147,16 @@ def test_cli_show_prints_the_reason_and_the_records(r: redis.Redis, keys: Keys,
 def test_cli_replay_runs_the_jobs_and_a_second_run_finds_nothing_to_do(
         r: redis.Redis, keys: Keys, dlq_cli: Any) -> None:
     for i in range(5):
-        add_dead_letter(r, keys, i % 2, stage="sink:search")
+        add_dead_letter(r, keys, i % 2, stage="sink:search", records=make_records(1, start=i))
     dry = dlq_cli("replay", "--dry-run")
     assert "5 dead letters to replay in 2 jobs" in dry.output
     assert r.xlen(keys.out(0)) == 0
     res = dlq_cli("replay", "--chunk", "2")
     assert res.exit_code == 0, res.output
     assert "5 replayed" in res.output and "3/3 jobs done" in res.output
-    assert r.xlen(keys.out(0)) + r.xlen(keys.out(1)) == 5
+    replayed = [x for p in (0, 1) for _, f in r.xrange(keys.out(p))
+                for x in msgpack.unpackb(f[b"b"])]
+    assert sorted(x["_id"] for x in replayed) == [f"r{i:07d}" for i in range(5)]
     again = dlq_cli("replay")
     assert "0 dead letters to replay" in again.output and "5 replayed before" in again.output
     runs = dlq_cli("runs", "--json")

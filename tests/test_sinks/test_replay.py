@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -44,6 +45,12 @@ def store(r: redis.Redis, keys: Keys) -> DeadLetterStore:
 
 def out_entries(r: redis.Redis, keys: Keys, p: int) -> list[dict[bytes, bytes]]:
     return [f for _, f in r.xrange(keys.out(p))]
+
+
+def out_records(r: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
+    """Every record in the ``out`` streams (replays combine dead letters into batches)."""
+    return [rec for p in range(PARTITIONS) for f in out_entries(r, keys, p)
+            for rec in msgpack.unpackb(f[b"b"])]
 
 
 def work(r: redis.Redis, keys: Keys) -> None:
@@ -121,14 +128,14 @@ def test_a_plan_selects_by_partition_time_stage_and_plugin(r: redis.Redis, keys:
 
 def test_rq_jobs_replay_every_entry_once_and_a_rerun_replays_nothing(
         r: redis.Redis, keys: Keys) -> None:
-    ids = [add_dead_letter(r, keys, i % 2) for i in range(30)]
+    ids = [add_dead_letter(r, keys, i % 2, records=make_records(1, start=i)) for i in range(30)]
     s = store(r, keys)
     first = plan(s, Selection(), output=None, chunk=10)
     jobs = enqueue(r, keys, first, run="run1", output=None, backlog_limit=0)
     assert len(jobs) == 4
     work(r, keys)
     assert all(j.get_status(refresh=True) == "finished" for j in jobs)
-    assert sum(len(out_entries(r, keys, p)) for p in range(PARTITIONS)) == 30
+    assert sorted(x["_id"] for x in out_records(r, keys)) == sorted(f"r{i:07d}" for i in range(30))
     progress = run_progress(r, keys, "run1")
     assert progress is not None
     assert (progress["replayed"], progress["done"], progress["jobs_done"]) == (30, 30, 4)
@@ -139,14 +146,15 @@ def test_rq_jobs_replay_every_entry_once_and_a_rerun_replays_nothing(
 
 def test_a_job_retried_after_dying_midway_replays_only_the_rest(r: redis.Redis,
                                                                keys: Keys) -> None:
-    ids = [add_dead_letter(r, keys, 0) for _ in range(250)]
+    ids = [add_dead_letter(r, keys, 0, records=make_records(1, start=i)) for i in range(250)]
     jobs = enqueue(r, keys, plan(store(r, keys), Selection(), output=None), run="run2",
                    output=None, backlog_limit=0)
     replay_ids(r, keys, 0, ids[:130])  # what the first attempt did before its worker died
     work(r, keys)
     assert jobs[0].get_status(refresh=True) == "finished"
     assert jobs[0].return_value() == {"replayed": 120, "already": 130, "gone": 0}
-    assert len(out_entries(r, keys, 0)) == 250
+    assert sorted(x["_id"] for x in out_records(r, keys)) == sorted(
+        f"r{i:07d}" for i in range(250)), "each record once"
 
 
 def test_replay_waits_while_the_output_backlog_is_over_the_limit(r: redis.Redis,
@@ -208,3 +216,32 @@ def test_records_of_an_output_no_longer_configured_are_left_out_unless_redirecte
     assert p.total == 1 and p.orphaned == {"old-es": 1}
     redirected = plan(s, Selection(), output="archive", outputs=["search", "archive"])
     assert redirected.total == 2 and not redirected.orphaned
+
+
+def test_records_of_many_dead_letters_travel_together_per_output(r: redis.Redis,
+                                                                 keys: Keys) -> None:
+    ids = [add_dead_letter(r, keys, 0, stage=f"sink:{'a' if i % 3 else 'b'}",
+                           records=make_records(2, start=2 * i)) for i in range(30)]
+    raw = add_dead_letter(r, keys, 0, kind="raw", payload=b"\x01", stage="processors")
+    assert replay_ids(r, keys, 0, [*ids, raw]) == {"replayed": 31, "already": 0, "gone": 0}
+    entries = out_entries(r, keys, 0)
+    assert sorted(e[b"to"] for e in entries) == [b"a", b"b"]
+    assert sorted(len(msgpack.unpackb(e[b"b"])) for e in entries) == [20, 40]
+    assert [f for _, f in r.xrange(keys.raw(0))] == [{b"v": b"1", b"b": b"\x01"}]
+
+
+def test_a_dead_letter_replayed_by_another_job_meanwhile_is_left_out_of_the_batch(
+        r: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sinks.replay as replay
+
+    ids = [add_dead_letter(r, keys, 0, records=make_records(1, start=i)) for i in range(5)]
+    groups = replay._groups
+
+    def racing(entries: Any, output: str) -> Any:
+        monkeypatch.setattr(replay, "_groups", groups)
+        replay_ids(r, keys, 0, [ids[2]])  # another worker, between our read and our append
+        return groups(entries, output)
+
+    monkeypatch.setattr(replay, "_groups", racing)
+    assert replay_ids(r, keys, 0, ids) == {"replayed": 4, "already": 1, "gone": 0}
+    assert sorted(x["_id"] for x in out_records(r, keys)) == [f"r{i:07d}" for i in range(5)]
