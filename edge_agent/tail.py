@@ -134,14 +134,17 @@ class TailInput(FileTable):
                 self._waiting.append(tf)
             elif tf.rotated_at is not None and now - tf.rotated_at >= o.rotate_wait_s:
                 self._finish_rotated(tf, now)
+                if files.get(key) is not tf:
+                    continue  # drained and closed
             if tf.idle and tf.rotated_at is None:
                 self.busy.discard(key)
             else:
                 self.busy.add(key)
         if budget <= 0:  # memory is full: commit what is held rather than wait for more
             for key in self.busy:
-                tf = files[key]
-                if tf.lines and tf.sealed is None and tf.partition not in throttled:
+                tf = files.get(key)
+                if (tf is not None and tf.lines and tf.sealed is None
+                        and tf.partition not in throttled):
                     self._seal(tf)
                     ready.append(tf)
         if self.open_count > self.max_open:
