@@ -60,6 +60,7 @@ from tailrace.keys import Keys  # noqa: E402
 from tailrace.wire import RawBatch, encode_raw  # noqa: E402
 
 PARTITIONS = 12  # 3/3/6 slots over three equal masters (docs/scaling.md)
+LAG_S = 3.0  # --lagging-replica: how long the replica is stalled before its master dies
 
 
 # -- deployments -----------------------------------------------------------------------------
@@ -267,6 +268,19 @@ def pipeline_run(url: str, servers: list[Any], logs: Path, lines: int, work: Pat
 
 
 # -- failover ----------------------------------------------------------------------------
+def replication_gap(written: int, promoted: Any) -> int:
+    """Bytes the dead master had written (its replication offset at the kill) that the
+    promoted replica never received (Redis lost them with the master)."""
+    c = promoted.client()
+    try:
+        info = c.info("replication")
+    finally:
+        c.close()
+    # The promoted replica's history ends at second_repl_offset (where it took over).
+    had = int(info.get("second_repl_offset", -1))
+    return max(0, written - had) if had >= 0 else -1
+
+
 def failover_trial(base: Path, setting: str, lagging: bool, total: int, rate: int
                    ) -> dict[str, Any]:
     shutil.rmtree(base, ignore_errors=True)
@@ -290,29 +304,44 @@ def failover_trial(base: Path, setting: str, lagging: bool, total: int, rate: in
         victim = cluster.master_of(Keys("tr").raw(0))
         replica = cluster.replica_of(victim)
         if lagging:
+            # The replica loses its link and cannot get it back (here: a wrong masterauth
+            # makes every reconnection fail): what the master acknowledges from then on
+            # exists nowhere else when it dies.
             rc = replica.client()
-            end = time.monotonic() + 0.5
-            while time.monotonic() < end:  # keep the replica's link down for 0.5 s
-                try:
-                    rc.client_kill_filter(_type="master")
-                except redis.ResponseError:
-                    pass
-                time.sleep(0.02)
+            rc.config_set("masterauth", "not-the-password")
+            rc.client_kill_filter(_type="master")
+            end = time.monotonic() + 5
+            while rc.info("replication").get("master_link_status") == "up":
+                if time.monotonic() > end:
+                    raise SystemExit("could not cut the replica's link")
+                time.sleep(0.01)
             rc.close()
+            time.sleep(LAG_S)
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.is_set():
+                samples.append((time.monotonic(), count_complete(out)))
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        vc = victim.client()
+        written = int(vc.info("replication")["master_repl_offset"])
+        vc.close()
         t_kill = time.monotonic()
+        sampler.start()
         cluster.kill_master_and_wait_failover(victim)
         promoted = time.monotonic() - t_kill
+        unsent = replication_gap(written, replica)
         if setting == "wait":
             victim.start()
             cluster.wait_healthy()
         writer.join(timeout=300)
         deadline = time.monotonic() + 180
-        while True:
-            n = count_complete(out)
-            samples.append((time.monotonic(), n))
-            if n >= total or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        while count_complete(out) < total and time.monotonic() < deadline:
+            time.sleep(0.1)
+        sampling.set()
+        sampler.join()
         time.sleep(2.0)
     finally:
         stop.set()
@@ -332,7 +361,8 @@ def failover_trial(base: Path, setting: str, lagging: bool, total: int, rate: in
         if n != last_n:
             stall = max(stall, t - last_t)
             last_t, last_n = t, n
-    return {"setting": setting, "lagging_replica": lagging, "lost": total - len(lines),
+    return {"setting": setting, "lagging_replica": lagging, "redis_bytes_unsent": unsent,
+            "lost": total - len(lines),
             "duplicated": sum(c - 1 for c in ids.values()), "promoted_s": round(promoted, 1),
             "stall_s": round(stall, 1)}
 
