@@ -20,6 +20,7 @@ import redis
 
 from tailrace.broker import BROKER_ERRORS, ProduceResult, Scripts
 from tailrace.config import Config
+from tailrace.errors import StopRequested
 from tailrace.logs import RateLimiter, event
 from tailrace.retry import Backoff
 from tailrace.topology import memory_by_node
@@ -89,7 +90,10 @@ class Agent:
     def run(self) -> None:
         """Tail until the runtime's stop event, then flush, commit and close (never raises
         for broker outages: they are waited out with capped backoff)."""
-        client = self.runtime.connect()
+        try:
+            client = self.runtime.connect()
+        except StopRequested:
+            return  # stopped while the broker was still down: nothing read, nothing to flush
         scripts = Scripts(client, self.keys, wait=self.runtime.wait_policy)
         if any(inp.opts.inotify for inp in self.inputs):
             self.watcher = Watcher.create()

@@ -170,6 +170,7 @@ class StreamConsumer:
         self._resync = False  # after a broker error: re-run recovery on owned partitions
         self._paused: dict[int, float] = {}  # partition -> time to re-check the backlog
         self._failures: dict[bytes, int] = {}
+        self._last_error: dict[bytes, str] = {}  # entry id -> why it failed here last
         self._next_trim = 0.0
         self._limiter = RateLimiter()
 
@@ -197,12 +198,23 @@ class StreamConsumer:
                     except BROKER_ERRORS:
                         pass  # the next step fails again and backs off further
                     stop.wait(backoff.next_delay())
+                except Fenced as exc:
+                    self._drop_fenced(exc)
         finally:
             self.record.set_state("draining")
             self._reads.close()
             self.keeper.leave()
             self.lifecycle.partitions[self.group] = []
             self.record.set_state("stopped")
+
+    def _drop_fenced(self, exc: Fenced) -> None:
+        """A recovery step or a dead-lettering found the lease taken over: the partition is
+        someone else's now; forget it (the keeper takes it again if it is free) and go on."""
+        event(log, logging.WARNING, "consumer_partition_fenced", str(exc), group=self.group,
+              partition=exc.partition)
+        self._mode.pop(exc.partition, None)
+        self._gen[exc.partition] = self._gen.get(exc.partition, 0) + 1
+        self.keeper.release([exc.partition])
 
     def _to_history(self, p: int) -> None:
         """Send ``p`` back to its pending entries; replies of reads issued before are stale."""
@@ -214,10 +226,12 @@ class StreamConsumer:
         for p in [p for p in self._mode if p not in owned]:
             del self._mode[p]
             self._gen[p] = self._gen.get(p, 0) + 1
-        acquired = self.keeper.take_acquired()
-        if self._resync:
-            acquired = sorted(set(acquired) | set(owned))
-        acquired = [p for p in acquired if p in owned]
+        acquired = [p for p in self.keeper.take_acquired() if p in owned]
+        # After a broker error or a handler failure the fate of the last commit is unknown:
+        # the handler returns to the committed state (no claim: the entries are ours).
+        resync = sorted(set(owned) - set(acquired)) if self._resync else []
+        for p in resync:
+            self._to_history(p)
         for p in acquired:
             self._to_history(p)
         extras = sorted(self.keeper.extras() & set(owned))
@@ -233,7 +247,14 @@ class StreamConsumer:
             owned.pop(p, None)
         for p in acquired:
             if p in owned:
-                self._recover(owned[p])
+                try:
+                    self._recover(owned[p])
+                except Fenced as exc:
+                    self._drop_fenced(exc)
+                    owned.pop(p, None)
+        for p in resync:
+            if p in owned:
+                self._sync_handler(p)
         self._resync = False
         self.lifecycle.partitions[self.group] = sorted(owned)
         if not owned:
@@ -381,11 +402,13 @@ class StreamConsumer:
             ms, seq = last.split("-")
             start = f"{ms}-{int(seq) + 1}"
         if poison:
+            last = next((self._last_error[i] for i in poison if i in self._last_error), None)
             n = self.scripts.dead_letter_pending(
                 op.partition, self.group, op.owner, stage_in=self.stage_in, kind=self.kind,
                 stage=self.group, ids=poison,
                 reason=f"delivered more than {self.service.max_deliveries} times without being "
-                f"committed (it keeps crashing or stalling workers); dead-lettered as poison",
+                f"committed (it keeps crashing or stalling workers); dead-lettered as poison"
+                + (f"; last error here: {last}" if last else ""),
             )
             self.record.add("dead_letters", n)
             event(log, logging.ERROR, "consumer_poison_dead_lettered",
@@ -421,12 +444,14 @@ class StreamConsumer:
         except Exception as exc:  # a handler bug must not kill the worker or lose the entries
             n = self._failures.get(first, 0) + 1
             self._failures[first] = n
+            self._last_error[first] = repr(exc)
             self.record.add("errors")
             event(log, logging.ERROR, "consumer_batch_error",
                   f"processing entries {first.decode()}.. failed ({n}/"
                   f"{self.service.max_deliveries}): {exc!r}", group=self.group, partition=p)
             if n >= self.service.max_deliveries:
                 self._failures.pop(first, None)
+                self._last_error.pop(first, None)
                 done = self.scripts.dead_letter_pending(
                     p, self.group, op.owner, stage_in=self.stage_in, kind=self.kind,
                     stage=self.group, ids=[e[0] for e in entries],
@@ -439,6 +464,7 @@ class StreamConsumer:
                 stop.wait(min(0.1 * 2**n, 5.0))
             return
         self._failures.pop(first, None)
+        self._last_error.pop(first, None)
         try:
             outlen = self.scripts.commit(
                 p, self.group, op.owner, stage_in=self.stage_in,

@@ -7,7 +7,8 @@
     ├── BrokerUnavailable          Redis cannot be reached: retry with backoff
     ├── Fenced                     this worker lost a partition lease: drop the batch
     ├── DeliveryError              an output failed; ``retryable`` says retry or dead-letter
-    └── RecordError                one record or entry is bad: dead-letter it, keep going
+    ├── RecordError                one record or entry is bad: dead-letter it, keep going
+    └── StopRequested              asked to stop before there was anything to do: exit 0
 
 Messages say what failed, where (file, key, partition, entry id) and what to do next.
 Context is attached on the way up with :func:`context`, not rebuilt at every raise.
@@ -27,6 +28,7 @@ __all__ = [
     "Fenced",
     "PipelineError",
     "RecordError",
+    "StopRequested",
     "context",
 ]
 
@@ -97,6 +99,13 @@ class DeliveryError(PipelineError):
 
 class RecordError(PipelineError):
     """One record or stream entry is bad: it goes to the dead-letter stream with this reason."""
+
+
+class StopRequested(PipelineError):
+    """A stop was requested before the role got going (e.g. the broker never answered).
+
+    Not a failure: the role has nothing in flight, so it exits cleanly (status 0).
+    """
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ from .broker import (
 )
 from .config import Config, load_config
 from .embedded import EmbeddedRedis
-from .errors import BrokerUnavailable, ConfigError
+from .errors import ConfigError, StopRequested
 from .httpserver import StatusServer
 from .keys import Keys, sink_group
 from .lifecycle import Lifecycle, Publisher
@@ -208,9 +208,10 @@ class Runtime:
                       f"cannot reach the broker at {redact_url(self.url)}: {exc}; retrying",
                       role=self.lifecycle.role)
                 self.stop.wait(backoff.next_delay())
-        if client is None:
-            raise BrokerUnavailable(f"stopped before the broker at {redact_url(self.url)} "
-                                    "answered")
+        else:
+            # The loop ended without a break: asked to stop before the broker answered.
+            raise StopRequested(f"stopped before the broker at {redact_url(self.url)} answered")
+        assert client is not None
         rec.set_state("active")
         self.client = client
         self.wait_policy = WaitPolicy(replication.wait_replicas, replication.wait_timeout_ms)

@@ -10,7 +10,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from ..config import Config, load_config
-from ..errors import ConfigError, PipelineError
+from ..errors import ConfigError, PipelineError, StopRequested
 from ..logs import setup_logging
 from .registry import build_registry
 
@@ -67,6 +67,8 @@ def run_role(fn: Callable[[], None]) -> None:
     """Run a role's main function; turn tailrace errors into a message and exit code 1."""
     try:
         fn()
+    except StopRequested:
+        return  # stopped before anything started: nothing to drain, a clean exit
     except PipelineError as exc:
         fail(str(exc))
 

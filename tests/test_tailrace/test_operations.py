@@ -174,3 +174,12 @@ def test_a_broken_config_on_sighup_keeps_the_old_pipeline(tmp_path: Path, redis_
     finally:
         code = proc.stop()
     assert code == 0
+
+
+def test_a_role_stopped_while_the_broker_never_answered_exits_0(tmp_path: Path,
+                                                                prefix: str) -> None:
+    cfg = pipeline_config(tmp_path, prefix)
+    proc = Role("processor", cfg, f"redis://127.0.0.1:{free_port()}/0").start()
+    wait_for(lambda: "runtime_broker_unreachable" in proc.output(), timeout=30,
+             message="the processor to wait for the broker")
+    assert proc.stop() == 0, proc.output()[-2000:]
