@@ -53,6 +53,15 @@ def _agent_files(worker: dict[str, Any]) -> list[dict[str, Any]]:
     return [f for f in files if isinstance(f, dict)]
 
 
+def _agent_totals(worker: dict[str, Any]) -> dict[str, int]:
+    """Files followed, open, and bytes not yet committed, over all of an agent's files."""
+    files = worker.get("files")
+    if not isinstance(files, dict):
+        return {}
+    return {"files_total": int(files.get("total", 0)), "files_open": int(files.get("open", 0)),
+            "bytes_behind": int(files.get("bytes_behind", 0))}
+
+
 def _lag(client: redis.Redis, stream: str, info: dict[str, Any]) -> int:
     """Entries of ``stream`` not yet delivered to the group (Redis 7 reports it directly)."""
     lag = info.get("lag")
@@ -113,8 +122,8 @@ def collect(client: redis.Redis, keys: Keys, partitions: int,
         })
     workers = _workers(client, keys)
     nodes = describe_nodes(client, {p: keys.raw(p) for p in range(partitions)})
-    agents = [{"id": w["id"], "host": w.get("host"), "files": _agent_files(w)}
-              for w in workers if w.get("role") == "agent"]
+    agents = [{"id": w["id"], "host": w.get("host"), "files": _agent_files(w),
+               **_agent_totals(w)} for w in workers if w.get("role") == "agent"]
     return {
         "pipeline": {"prefix": keys.prefix, "partitions": partitions},
         "time": now_ms / 1000,

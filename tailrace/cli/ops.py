@@ -93,9 +93,14 @@ def render(doc: dict[str, Any]) -> Group:
     parts.append(f"dead letters: {dl['total']:,}" + (
         "  (" + " ".join(f"p{p}:{n}" for p, n in dl["partitions"].items()) + ")  "
         "see `tailrace dlq list`" if dl["total"] else ""))
+    for a in doc.get("agents", []):
+        if "files_total" in a:
+            parts.append(f"agent {a.get('host')}: {a['files_total']:,} files followed "
+                         f"({a.get('files_open', 0):,} open), {a.get('bytes_behind', 0):,} "
+                         "bytes not yet committed")
     files = [(a, f) for a in doc.get("agents", []) for f in a.get("files") or []]
     if files:
-        ft = Table(title="agent files", title_justify="left")
+        ft = Table(title="agent files (most behind first)", title_justify="left")
         for col in ("agent", "path", "partition", "offset", "size", "behind", "state"):
             ft.add_column(col)
         for a, f in files:

@@ -83,8 +83,14 @@ def test_status_shows_lag_rising_while_the_sink_is_stopped_and_falling_after(
         doc = orjson.loads(result.stdout)
         assert doc["groups"]["sink:all"]["lag"] == sink_lag() > 0
         assert {w["role"] for w in doc["workers"]} >= {"agent", "processor"}
+        agents = wait_for(lambda: [a for a in collect(r, keys, 4, ["sink:all"])["agents"]
+                                   if a.get("files_total") == 2
+                                   and a.get("bytes_behind") == 0], timeout=15,
+                          message="the agent's published files, all read")
+        assert {Path(f["path"]).parent for f in agents[0]["files"]} == {tmp_path / "logs"}
         table = CliRunner().invoke(cli, ["status", "-c", str(cfg), "--broker", redis_url])
         assert table.exit_code == 0 and "sink:all" in table.stdout
+        assert "2 files followed" in table.stdout
         sink = Role("sink", cfg, redis_url).start()
         roles.append(sink)
         out = tmp_path / "out" / "all.log"
