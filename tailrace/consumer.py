@@ -261,7 +261,15 @@ class StreamConsumer:
             self.record.set_state("idle", "no partitions owned")
             stop.wait(self.keeper.heartbeat_s)
             return
-        history = [p for p in owned if self._mode.get(p) == "history"]
+        # A partition whose lease could not be renewed lately (its node, or the output-wide
+        # lease's node, is failing over) waits: reading it now would only deliver entries
+        # to abandon, again and again, each time counting as a delivery (toward poison).
+        usable = {p for p in owned if self.keeper.valid(p)}
+        if not usable:
+            self.record.set_state("active", "waiting for lease renewals to go through")
+            stop.wait(_PAUSE_RECHECK_S)
+            return
+        history = [p for p in owned if self._mode.get(p) == "history" and p in usable]
         if history:
             self.record.set_state("active", "recovering pending entries")
             for p in history:
@@ -278,7 +286,7 @@ class StreamConsumer:
                     continue
                 self._process(owned[p], entries, stop)
             return
-        lanes = self._live_lanes(owned)
+        lanes = self._live_lanes(owned, exclude=set(owned) - usable)
         self._settle_reads(lanes)
         if not lanes and not self._reads.in_flight() and not self._reads.has_ready():
             self.record.set_state("throttled", "output backlog over its limit")

@@ -234,12 +234,20 @@ class LeaseKeeper(threading.Thread):
         return False
 
     def tick(self) -> None:
-        # Renew first: on a Redis Cluster the membership key may sit on a node that is
-        # failing over, which must not let the leases held on healthy nodes lapse.
-        self._renew()
+        # Renewals first, each lease on its own node: on a Redis Cluster a node that is
+        # failing over (it may hold the membership key) must not let the partition leases
+        # held on healthy nodes, or the output-wide lease, lapse.
+        failed: BaseException | None = None
+        try:
+            self._renew()
+        except BROKER_ERRORS as exc:
+            failed = exc
+        holds_output = self._hold_output_lease() if self.single_writer else False
+        if failed is not None:
+            raise failed
         members = self.live_members()
         if self.single_writer:
-            share = self.partitions if self._hold_output_lease() else 0
+            share = self.partitions if holds_output else 0
         else:
             share = math.ceil(self.partitions / members)
         if self.max_partitions is not None:

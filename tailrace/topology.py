@@ -297,13 +297,24 @@ def memory_by_node(client: redis.Redis) -> list[NodeMemory]:
 
 def _primaries_info(client: redis.Redis, section: str | None = None
                     ) -> dict[str, dict[str, Any]]:
-    """``INFO`` of every master of a cluster, by node name (one call per node)."""
+    """``INFO`` of every master of a cluster, by node name (one call per node).
+
+    A master that does not answer makes the client re-read the slot map once (it may have
+    failed over: its replica is the master now) before the error is raised.
+    """
     rc: Any = client
-    out = {}
-    for node in rc.get_primaries():
-        node_client = rc.get_redis_connection(node)
-        out[str(node.name)] = node_client.info(section) if section else node_client.info()
-    return out
+    for attempt in (1, 2):
+        out = {}
+        try:
+            for node in rc.get_primaries():
+                node_client = rc.get_redis_connection(node)
+                out[str(node.name)] = node_client.info(section) if section else node_client.info()
+            return out
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            if attempt == 2:
+                raise
+            rc.nodes_manager.initialize()
+    raise AssertionError("unreachable")
 
 
 def _single_name(client: redis.Redis) -> str:
