@@ -10,10 +10,11 @@ a single ``redis-server``, a Redis Cluster with one master, and one with three m
 - ``pipeline``: the real roles (one agent, ``--processors`` processors, one file sink)
   on pre-written nginx lines, from the first raw batch to the last line in the output.
 
-Failover (``--failover``) runs the pipeline on a 3-master cluster with one replica each,
+Failover (``--failover``) runs the pipeline on a 3-master cluster with one replica each
+(``--sentinel``: a master, a replica and three sentinels),
 writes lines at a steady rate, and kills the master of partition 0 mid-stream; with
-``--lagging-replica`` the replica's link is first cut for half a second, so that the
-master acknowledges writes its replica never gets (the case asynchronous replication
+``--lagging-replica`` the replica's link is first cut for 3 s, so that the master
+acknowledges writes its replica never gets (the case asynchronous replication
 loses). Each setting (asynchronous, ``wait_replicas: 1``) is repeated ``--trials`` times;
 it prints lines lost and duplicated in the output, and how long delivery stalled.
 
@@ -21,6 +22,7 @@ it prints lines lost and duplicated in the output, and how long delivery stalled
     python bench/cluster.py --lines 200000 --processors 2
     python bench/cluster.py --failover --trials 3
     python bench/cluster.py --failover --lagging-replica --trials 3
+    python bench/cluster.py --failover --sentinel --lagging-replica --trials 3
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from redis_cluster import ClusterUnderTest  # noqa: E402
+from redis_cluster import ClusterUnderTest, SentinelUnderTest  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 
 from tailrace.broker import ProduceResult, Scripts, connect, ensure_groups  # noqa: E402
@@ -281,13 +283,19 @@ def replication_gap(written: int, promoted: Any) -> int:
     return max(0, written - had) if had >= 0 else -1
 
 
-def failover_trial(base: Path, setting: str, lagging: bool, total: int, rate: int
-                   ) -> dict[str, Any]:
+def failover_trial(base: Path, setting: str, lagging: bool, total: int, rate: int,
+                   kind: str = "cluster") -> dict[str, Any]:
+    """One failover under load on ``kind`` (``cluster``: 3 masters with a replica each;
+    ``sentinel``: a master, a replica and three sentinels)."""
     shutil.rmtree(base, ignore_errors=True)
     service: dict[str, Any] = {}
     if setting == "wait":
         service = {"replication": {"wait_replicas": 1, "wait_timeout_ms": 1000}}
-    cluster = ClusterUnderTest(base / "cluster", masters=3, replicas=1).start()
+    cluster: Any
+    if kind == "sentinel":
+        cluster = SentinelUnderTest(base / "sentinel").start()
+    else:
+        cluster = ClusterUnderTest(base / "cluster", masters=3, replicas=1).start()
     logs = base / "logs"
     gen = Generator(logs, files=4, fmt="plain", rate=rate, total=total)
     stop = threading.Event()
@@ -301,8 +309,11 @@ def failover_trial(base: Path, setting: str, lagging: bool, total: int, rate: in
         while count_complete(out) < total // 5:
             roles.check()
             time.sleep(0.05)
-        victim = cluster.master_of(Keys("tr").raw(0))
-        replica = cluster.replica_of(victim)
+        if kind == "sentinel":
+            victim, replica = cluster.master, cluster.replicas[0]
+        else:
+            victim = cluster.master_of(Keys("tr").raw(0))
+            replica = cluster.replica_of(victim)
         if lagging:
             # The replica loses its link and cannot get it back (here: a wrong masterauth
             # makes every reconnection fail): what the master acknowledges from then on
@@ -330,12 +341,16 @@ def failover_trial(base: Path, setting: str, lagging: bool, total: int, rate: in
         vc.close()
         t_kill = time.monotonic()
         sampler.start()
-        cluster.kill_master_and_wait_failover(victim)
+        if kind == "sentinel":
+            cluster.kill_master_and_wait_failover()
+        else:
+            cluster.kill_master_and_wait_failover(victim)
         promoted = time.monotonic() - t_kill
         unsent = replication_gap(written, replica)
         if setting == "wait":
-            victim.start()
-            cluster.wait_healthy()
+            victim.start()  # it rejoins as a replica: the promoted master has one again
+            if kind != "sentinel":
+                cluster.wait_healthy()
         writer.join(timeout=300)
         deadline = time.monotonic() + 180
         while count_complete(out) < total and time.monotonic() < deadline:
@@ -361,7 +376,8 @@ def failover_trial(base: Path, setting: str, lagging: bool, total: int, rate: in
         if n != last_n:
             stall = max(stall, t - last_t)
             last_t, last_n = t, n
-    return {"setting": setting, "lagging_replica": lagging, "redis_bytes_unsent": unsent,
+    return {"deployment": kind, "setting": setting, "lagging_replica": lagging,
+            "redis_bytes_unsent": unsent,
             "lost": total - len(lines),
             "duplicated": sum(c - 1 for c in ids.values()), "promoted_s": round(promoted, 1),
             "stall_s": round(stall, 1)}
@@ -375,6 +391,8 @@ def main() -> None:
     ap.add_argument("--failover", action="store_true", help="lines lost/duplicated")
     ap.add_argument("--lagging-replica", action="store_true",
                     help="with --failover: cut the replica's link first")
+    ap.add_argument("--sentinel", action="store_true",
+                    help="with --failover: a Sentinel deployment instead of a cluster")
     ap.add_argument("--lines", type=int, default=400_000)
     ap.add_argument("--processors", type=int, default=2)
     ap.add_argument("--producers", type=int, default=2)
@@ -395,7 +413,8 @@ def main() -> None:
             for setting in args.settings.split(","):
                 for trial in range(args.trials):
                     res = failover_trial(base / f"fo-{setting}-{trial}", setting,
-                                         args.lagging_replica, total, args.rate)
+                                         args.lagging_replica, total, args.rate,
+                                         "sentinel" if args.sentinel else "cluster")
                     print(" ".join(f"{k}={v}" for k, v in res.items()), flush=True)
             return
         logs = base / "logs"

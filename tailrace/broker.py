@@ -453,6 +453,31 @@ class Scripts:
             raise Fenced(group, partition)
         return int(result[1])
 
+    def confirm(self, partition: int) -> None:
+        """Wait until the replicas have everything the partition's node wrote so far.
+
+        One write to the partition's probe key and ``WAIT`` on the same connection: the
+        replicas acknowledge in order, so this confirms every earlier commit there too
+        (e.g. one that raised :class:`NotReplicated`). No-op without a :class:`WaitPolicy`.
+
+        Raises:
+            NotReplicated: still not confirmed within the policy's timeout.
+        """
+        if not self.wait.replicas:
+            return
+        key = self.keys.probe(partition)
+        pipe: Any = self.client.pipeline(transaction=False)
+        pipe.set(key, "1", px=60_000)
+        pipe.execute_command("WAIT", self.wait.replicas, self.wait.timeout_ms,
+                             **route_to(self.client, key))
+        _set, acked = pipe.execute()
+        if int(acked) < self.wait.replicas:
+            raise NotReplicated(
+                f"partition {partition}'s Redis node has not confirmed earlier commits to "
+                f"{self.wait.replicas} replica(s) within {self.wait.timeout_ms} ms (only "
+                f"{int(acked)}): holding back until it does; check the replicas (INFO "
+                "replication) or restart a failed node so it rejoins as a replica")
+
     def dead_letter_pending(
         self,
         partition: int,

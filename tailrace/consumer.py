@@ -171,6 +171,9 @@ class StreamConsumer:
         self._paused: dict[int, float] = {}  # partition -> time to re-check the backlog
         self._failures: dict[bytes, int] = {}
         self._last_error: dict[bytes, str] = {}  # entry id -> why it failed here last
+        # A partition whose last commit ran but was not confirmed by the replicas asked for
+        # (WaitPolicy): nothing else moves until it is, or until a failover rolled it back.
+        self._unconfirmed: int | None = None
         self._next_trim = 0.0
         self._limiter = RateLimiter()
 
@@ -222,6 +225,12 @@ class StreamConsumer:
         self._gen[p] = self._gen.get(p, 0) + 1
 
     def _step(self, stop: threading.Event) -> None:
+        if self._unconfirmed is not None:
+            # Going on with other partitions now could commit, on other nodes, state that
+            # comes after this commit (a file output's checkpoint covering its bytes); if a
+            # failover then lost this one, it would be redone after them.
+            self.scripts.confirm(self._unconfirmed)
+            self._unconfirmed = None
         owned = self.keeper.owned()
         for p in [p for p in self._mode if p not in owned]:
             del self._mode[p]
@@ -480,6 +489,11 @@ class StreamConsumer:
                 dead_letters=result.dead_letters, checkpoint=result.checkpoint,
                 dlq_maxlen=self.service.dlq_max_entries,
             )
+        except BROKER_ERRORS:
+            # Not confirmed (NotReplicated), or its answer was lost: it may have run.
+            if self.scripts.wait.replicas:
+                self._unconfirmed = p
+            raise
         except Fenced as exc:
             event(log, logging.WARNING, "consumer_commit_fenced", str(exc), group=self.group,
                   partition=p)

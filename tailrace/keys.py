@@ -12,6 +12,7 @@ touch a partition's streams, offsets, leases and checkpoints in one slot::
     tr:{p3}:lease:GROUP      string: "worker:token", PX ttl
     tr:{p3}:epoch:GROUP      int:    fencing token counter, only grows
     tr:{p3}:ckpt:GROUP       hash:   sink checkpoint (e.g. file path -> committed size)
+    tr:{p3}:probe            string: written (short TTL) to WAIT for replicas of the node
 
 Keys that span partitions carry no partition tag::
 
@@ -98,6 +99,11 @@ class Keys:
 
     def checkpoint(self, partition: int, group: str) -> str:
         return self._p(partition, f"ckpt:{group}")
+
+    def probe(self, partition: int) -> str:
+        """A throwaway key in the partition's slot: a write to it, then ``WAIT``, confirms
+        that everything the node wrote before has reached its replicas."""
+        return self._p(partition, "probe")
 
     def stream(self, stage: str, partition: int) -> str:
         """The stream a consumer of ``stage`` (``raw`` or ``out``) reads."""
