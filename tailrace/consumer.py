@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -58,6 +58,12 @@ DEFAULT_READ_COUNT = 2  # entries per partition per read: each holds thousands o
 DEFAULT_BLOCK_MS = 1000
 DEFAULT_TRIM_INTERVAL_S = 2.0
 _PAUSE_RECHECK_S = 0.2
+
+
+def _group_lost(exc: BaseException) -> bool:
+    """The stream or its group is gone (``NOGROUP``; ``UNBLOCKED`` for a blocked read whose
+    stream was deleted): what a failover to a node that never had them looks like."""
+    return str(exc).startswith(("NOGROUP", "UNBLOCKED"))
 
 
 class BatchAbandoned(Exception):
@@ -203,6 +209,17 @@ class StreamConsumer:
                     stop.wait(backoff.next_delay())
                 except Fenced as exc:
                     self._drop_fenced(exc)
+                except redis.exceptions.ResponseError as exc:
+                    if not _group_lost(exc):
+                        raise
+                    # The broker lost the group (a failover to a replica that never had it,
+                    # or to an empty node): recreate it, then start over from pending.
+                    self._recreate_group(range(self.service.partitions))
+                    for p in list(self._mode):
+                        self._to_history(p)
+                    self._resync = True
+                    self._reads.reset()
+                    stop.wait(backoff.next_delay())
         finally:
             self.record.set_state("draining")
             self._reads.close()
@@ -372,26 +389,37 @@ class StreamConsumer:
             raise RuntimeError(f"reading group {self.group}: {failure!r}") from failure
 
     def _nogroup(self, error: BaseException, tag: Mapping[int, int]) -> bool:
-        """Recreate this group where the stream lost it (a failover that lost its creation).
+        """Recreate the group when a read found it missing; True when that was the error."""
+        if not (isinstance(error, redis.exceptions.ResponseError) and _group_lost(error)):
+            return False
+        self._recreate_group(tag)
+        return True
+
+    def _recreate_group(self, partitions: Iterable[int]) -> None:
+        """Create this group again where the stream lost it (a failover that lost its
+        creation, or a node that came back empty).
 
         The group starts at 0, so every entry still in the stream is read again; outputs
-        are idempotent by record id. Returns True when that was the error.
+        are idempotent by record id. Other outputs' groups come back when their sinks meet
+        the same error.
         """
-        if not (isinstance(error, redis.exceptions.ResponseError)
-                and str(error).startswith("NOGROUP")):
-            return False
-        for p in tag:
-            stream = self.keys.stream(self.stage_in, p)
-            try:
-                self.client.xgroup_create(stream, self.group, id="0", mkstream=True)
-            except redis.exceptions.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        parts = sorted(partitions)
+        pipe = self.client.pipeline(transaction=False)
+        for p in parts:
+            pipe.xgroup_create(self.keys.stream(self.stage_in, p), self.group, id="0",
+                               mkstream=True)
+        created = []
+        for p, res in zip(parts, pipe.execute(raise_on_error=False), strict=True):
+            if not isinstance(res, BaseException):
+                created.append(p)
+            elif isinstance(res, BROKER_ERRORS) or "BUSYGROUP" not in str(res):
+                raise res
+        if not created:
+            return
         event(log, logging.WARNING, "consumer_group_recreated",
-              f"group {self.group} was missing on partitions {sorted(tag)} (lost in a "
-              "failover?); recreated it at id 0: entries still in the stream are read again",
-              group=self.group)
-        return True
+              f"group {self.group} was missing on partitions {created} (lost in a failover, "
+              "or Redis lost its data); recreated it at id 0: entries still in the streams "
+              "are read again", group=self.group)
 
     # -- pieces ---------------------------------------------------------------------------
     def _recover(self, op: OwnedPartition) -> None:

@@ -346,7 +346,13 @@ class SentinelUnderTest:
                 c.close()
 
         _wait(promoted, timeout, "the sentinels to promote a replica")
-        return self.current_master()
+        new = self.current_master()
+        # Every sentinel must know before the old master may come back: one that still
+        # believes in it would vote it back in (empty, without persistence).
+        live = [s for s in self.sentinels if s.proc is not None]
+        _wait(lambda: all(self.sentinel_view(s)[0] == new.port for s in live), timeout,
+              "every sentinel to know the new master")
+        return new
 
     def stop(self) -> None:
         for s in self.sentinels:
