@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
-from helpers import load_test_config
+import re
+from pathlib import Path
 
+import pytest
+import yaml
+from helpers import load_test_config
+from redis.crc import key_slot
+
+from tailrace.broker import PartitionCountChanged, ensure_partition_count
 from tailrace.config import ServiceConfig
 from tailrace.errors import BrokerUnavailable, ConfigError
+from tailrace.keys import Keys
 from tailrace.topology import (
     BrokerAddress,
     build_client,
@@ -87,3 +94,44 @@ def test_config_error_names_file_line_and_key_of_a_bad_broker_url() -> None:
 def test_unreachable_cluster_seeds_are_a_retryable_broker_error() -> None:
     with pytest.raises(BrokerUnavailable, match="no node of the Redis Cluster answered"):
         build_client("redis+cluster://127.0.0.1:1", socket_connect_timeout=1)
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "scaling.md"
+
+
+def test_the_scaling_doc_examples_are_what_tailrace_does() -> None:
+    """docs/scaling.md cannot drift: its YAML validates, its spread table and refusal text
+    are computed here."""
+    text = DOC.read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        ServiceConfig.model_validate(yaml.safe_load(block)["service"])
+    rows = re.findall(r"^\| (\d+)(?: \(default\))? \| (\d+) / (\d+) / (\d+) \|$", text, re.M)
+    assert len(rows) >= 5, "the spread table went missing"
+    for row in rows:
+        partitions, spread = int(row[0]), [int(x) for x in row[1:]]
+        per_master = [0, 0, 0]
+        for p in range(partitions):
+            slot = key_slot(Keys("tr").raw(p).encode())
+            per_master[0 if slot <= 5460 else 1 if slot <= 10922 else 2] += 1
+        assert per_master == spread, (partitions, per_master, spread)
+    client = FakeMeta(stored=8)
+    with pytest.raises(PartitionCountChanged) as err:
+        ensure_partition_count(client, Keys("tr"), 16)  # type: ignore[arg-type]
+    shown = re.search(r"tailrace: (this pipeline .*?)\n```", text, re.S)
+    assert shown is not None
+    assert " ".join(shown.group(1).split()) == str(err.value)
+
+
+class FakeMeta:
+    """Just enough of a client for ensure_partition_count: a stored count."""
+
+    def __init__(self, stored: int) -> None:
+        self.stored = stored
+
+    def hsetnx(self, _key: str, _field: str, _value: int) -> int:
+        return 0
+
+    def hget(self, _key: str, _field: str) -> bytes:
+        return str(self.stored).encode()
