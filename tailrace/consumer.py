@@ -33,7 +33,7 @@ import redis
 
 from .broker import BROKER_ERRORS, DeadLetter, Scripts, WaitPolicy
 from .config import ServiceConfig
-from .errors import Fenced
+from .errors import BrokerUnavailable, Fenced
 from .keys import Keys
 from .lease import LeaseKeeper, OwnedPartition
 from .lifecycle import Lifecycle
@@ -372,7 +372,13 @@ class StreamConsumer:
                         self._to_history(p)
                 if self._nogroup(reply.error, tag):
                     continue
-                failure = failure or reply.error
+                error = reply.error
+                if isinstance(error, redis.exceptions.AskError):  # MOVED too
+                    error = BrokerUnavailable(
+                        f"partitions {sorted(tag)} moved to another Redis node (slot "
+                        f"{error.slot_id} is at {error.node_addr} now: a failover or a slot "
+                        "move); re-reading the cluster's slot map")
+                failure = failure or error
                 continue
             for key, entries in reply.result or []:
                 p = self.keys.partition_of(key)

@@ -6,6 +6,7 @@ import click
 
 from .. import __version__
 from .backfill import backfill
+from .cluster import cluster_group
 from .demo import demo
 from .dlq import dlq
 from .jobs import worker
@@ -24,7 +25,7 @@ def cli() -> None:
 
 
 for command in (run, agent, processor, sink, config_group, parse, generate, demo, status,
-                reload, worker, dlq, backfill):
+                reload, worker, dlq, backfill, cluster_group):
     cli.add_command(command)
 config_group.add_command(reference)
 config_group.add_command(schema)

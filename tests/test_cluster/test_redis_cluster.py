@@ -6,6 +6,8 @@ runs the roles as real processes against ``redis+cluster://``.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -206,3 +208,48 @@ def test_status_and_scripts_follow_a_failover_without_a_restart(
     wait_for(produced_again, timeout=30, interval=0.2, message="PRODUCE after the failover")
     assert [client.hget(keys.offsets(p), "f") for p in range(PARTITIONS)] == [b"20"] * PARTITIONS
     client.close()
+
+
+def test_cluster_spread_evens_out_partitions_while_the_pipeline_runs(
+        tmp_path: Path, cluster: ClusterUnderTest) -> None:
+    """8 partitions land 2/2/4 on three equal masters; `tailrace cluster spread --apply`
+    moves slots (MIGRATE under load: clients follow ASK and MOVED) to 3/3/2."""
+    total = 36_000
+    cfg = pipeline_config(tmp_path, "tr", partitions=8)
+    gen = Generator(tmp_path / "logs", files=4, fmt="plain", rate=6_000, total=total)
+    gen_stop = threading.Event()
+    gen_thread = threading.Thread(target=gen.run, args=(gen_stop,), daemon=True)
+    url = cluster.url
+    roles = [Role("agent", cfg, url).start(), Role("processor", cfg, url).start(),
+             Role("processor", cfg, url).start(), Role("sink", cfg, url).start()]
+    out = tmp_path / "out" / "all.log"
+    gen_thread.start()
+    try:
+        wait_for(lambda: count_lines(out) >= 6_000, timeout=60, interval=0.1,
+                 message="6,000 records before the move")
+        before = sorted(len(n["partitions"]) for n in status_json(cfg, url)["nodes"])
+        assert before == [2, 2, 4], before
+        done = subprocess.run([sys.executable, "-m", "tailrace", "cluster", "spread", "-c",
+                               str(cfg), "--broker", url, "--apply"], capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "moving partition" in done.stdout, done.stdout
+        after = sorted(len(n["partitions"]) for n in status_json(cfg, url)["nodes"])
+        assert after == [2, 3, 3], after
+        gen_thread.join(timeout=60)
+        try:
+            wait_for(lambda: count_lines(out) >= total, timeout=90, interval=0.25,
+                     message=f"all {total} records after the move")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{warnings_of(roles)}") from None
+        time.sleep(1.5)
+    finally:
+        gen_stop.set()
+        gen.close()
+        codes = stop_all(roles)
+    assert all(c == 0 for c in codes.values()), codes
+    assert_exactly_once(read_json_lines(out), total)
+    again = subprocess.run([sys.executable, "-m", "tailrace", "cluster", "spread", "-c",
+                            str(cfg), "--broker", url], capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert "already even" in again.stdout, again.stdout

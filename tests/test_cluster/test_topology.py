@@ -135,3 +135,17 @@ class FakeMeta:
 
     def hget(self, _key: str, _field: str) -> bytes:
         return str(self.stored).encode()
+
+
+def test_plan_spread_moves_the_fewest_partitions_to_within_one_of_each_other() -> None:
+    from tailrace.slots import Move, plan_spread
+
+    def slot(p: int) -> int:
+        return 1000 + p
+
+    assert plan_spread({"a": [3], "b": [2, 7], "c": [0, 1, 4, 5]}, slot) == [
+        Move(5, 1005, "c", "a")]
+    assert plan_spread({"a": [], "b": [], "c": [0, 1, 2, 3, 4, 5]}, slot) == [
+        Move(5, 1005, "c", "a"), Move(4, 1004, "c", "b"), Move(3, 1003, "c", "a"),
+        Move(2, 1002, "c", "b")]
+    assert plan_spread({"a": [0, 1], "b": [2], "c": [3, 4]}, slot) == []
