@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["redact_url"]
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, for logs, status and ``config check``."""
+    """The URL with any password replaced by ``***``, for logs, status and ``config check``.
+
+    Passwords are the user info's and a Sentinel URL's ``sentinel_password=`` option.
+    """
+    url = re.sub(r"(sentinel_password=)[^&]*", r"\1***", url)
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url

@@ -63,6 +63,8 @@ def test_errors_never_show_the_password() -> None:
         parse_broker_url("redis+cluster://u:hunter2@h")
     assert "hunter2" not in str(err.value) and "***" in str(err.value)
     assert redact_url("redis+sentinel://u:hunter2@h:1/s") == "redis+sentinel://u:***@h:1/s"
+    assert redact_url("redis+sentinel://h:1/s?sentinel_password=hunter2&x=1") == \
+        "redis+sentinel://h:1/s?sentinel_password=***&x=1"
 
 
 def test_a_list_of_seeds_becomes_one_url() -> None:
