@@ -404,6 +404,9 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=8000, help="failover: lines/s written")
     ap.add_argument("--dir", default=None)
     args = ap.parse_args()
+    # A SIGTERM (e.g. from `timeout`) unwinds like an error, so the servers and role
+    # processes, each in a session of its own, are stopped by the finally blocks.
+    signal.signal(signal.SIGTERM, lambda _s, _f: sys.exit(143))
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="tailrace-cluster-"))
     print(f"# machine: {platform.node()}, {psutil.cpu_count()} cpus, python "
           f"{platform.python_version()}, load {os.getloadavg()[0]:.1f}")
