@@ -318,6 +318,18 @@ class FileOutput:
         self.touched.clear()
         return out
 
+    def committed(self) -> None:
+        """The checkpoint of the last batch is in Redis: its files need no journal entry.
+
+        Dropping them now matters when Redis later loses its data: recovery then finds no
+        checkpoint, and a stale journal entry would cut delivered lines off the file.
+        """
+        stale = [p for p in self.journal if p in self.known]
+        if stale:
+            for p in stale:
+                del self.journal[p]
+            _save_journal(self.journal_path, self.journal, self.rotations)
+
     def _close_all(self) -> None:
         for fd in self.fds.values():
             os.close(fd)

@@ -62,6 +62,12 @@ class SinkHandler:
         self._limiter = RateLimiter()
         self._stats_seen: dict[str, int] = {}
 
+    def on_committed(self, partition: int) -> None:
+        """The last batch's commit is in Redis: outputs may drop what guarded it."""
+        hook = getattr(self.output, "committed", None)
+        if hook is not None:
+            hook()
+
     def on_acquire(self, partition: int, checkpoints: list[Mapping[bytes, bytes]]) -> None:
         recover = getattr(self.output, "recover", None)
         if recover is not None:

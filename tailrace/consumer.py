@@ -116,6 +116,8 @@ class BatchHandler(Protocol):
         is unknown: the handler must return to the committed state.
         """
 
+    # Optional: ``on_committed(partition)`` is called after each successful commit.
+
     def handle(self, partition: int, entries: list[Entry], guard: LeaseGuard) -> HandleResult:
         """Process one partition's entries (in order). May raise :class:`BatchAbandoned`."""
 
@@ -537,6 +539,9 @@ class StreamConsumer:
             # committed state before its next write: what it did for this batch is not.
             self._sync_handler(p)
             return
+        committed = getattr(self.handler, "on_committed", None)
+        if committed is not None:
+            committed(p)  # e.g. the file output forgets journal entries now covered in Redis
         rec = self.record
         rec.add("batches")
         rec.add("lines_in", result.lines_in)

@@ -47,6 +47,7 @@ class Harness:
     def commit(self, partition: int = 0) -> None:
         for k, v in self.out.checkpoint().items():
             self.ckpt[partition][k.encode()] = str(v).encode()
+        self.out.committed()  # what the sink worker does once the commit is in Redis
 
     def crash_and_recover(self) -> None:
         self.out._close_all()  # the process dies: written bytes stay, nothing is committed
@@ -119,6 +120,15 @@ def test_a_file_that_existed_before_is_cut_back_to_its_journaled_size(tmp_path: 
     h.write(make_records(3))  # never committed
     h.crash_and_recover()
     assert lines_of(target) == ["older"]
+
+
+def test_redis_losing_its_checkpoints_never_cuts_delivered_lines(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.write(make_records(3))
+    h.commit()
+    h.ckpt = {0: {}, 1: {}}  # Redis came back empty (wiped, or failed over to an empty node)
+    h.crash_and_recover()
+    assert lines_of(tmp_path / "out" / "web.app.log") == [f"r{i:07d}" for i in range(3)]
 
 
 def test_latest_commit_wins_even_when_a_file_shrank_in_between(tmp_path: Path) -> None:
