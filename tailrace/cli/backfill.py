@@ -12,17 +12,18 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..config import load_config
 from ..keys import Keys
 from .common import broker_option, config_option, fail, load
 from .ops import open_broker
 from .registry import build_registry
+
+if TYPE_CHECKING:  # rich loads on use: the long-running roles never pay for it
+    from rich.console import Console
 
 __all__ = ["backfill", "backfill_job"]
 
@@ -74,6 +75,7 @@ def backfill_job(config_path: str, path: str, input_id: str) -> dict[str, Any]:
 def backfill(config_path: str, broker: str | None, paths: tuple[str, ...],
              input_id: str | None, wait: bool) -> None:
     """Enqueue one backfill job per file (plain or gzip); running it twice adds nothing."""
+    from rich.console import Console
     from rq import Queue, SimpleWorker, Worker
 
     config = load(config_path)
@@ -120,6 +122,14 @@ def backfill(config_path: str, broker: str | None, paths: tuple[str, ...],
 
 
 def _show_progress(jobs: list[Any], done: threading.Event, console: Console) -> None:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as bar:
         tasks = {job.id: bar.add_task(Path(job.args[1]).name, total=None) for job in jobs}

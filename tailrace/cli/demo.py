@@ -17,19 +17,20 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 import orjson
 import redis
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from ..embedded import EmbeddedRedis
 from ..generate import Generator
 from ..keys import Keys
 from ..supervise import Child, Supervisor
 from .common import child_env, load
+
+if TYPE_CHECKING:  # rich loads on use: the long-running roles never pay for it
+    from rich.table import Table
 
 __all__ = ["demo"]
 
@@ -101,6 +102,8 @@ def _workers(client: redis.Redis, keys: Keys) -> list[dict[str, object]]:
 
 def _view(gen: Generator, counter: _OutputCounter, workers: list[dict[str, object]],
           elapsed: float, total: int) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"tailrace demo — {elapsed:5.1f}s", expand=False)
     table.add_column("worker")
     table.add_column("state")
@@ -134,6 +137,9 @@ def _view(gen: Generator, counter: _OutputCounter, workers: list[dict[str, objec
 def demo(directory: str, total: int, rate: float, files: int, rotate_bytes: int,
          timeout: float) -> None:
     """Generator + pipeline + file output on an embedded Redis, with a live view."""
+    from rich.console import Console
+    from rich.live import Live
+
     root = Path(directory).resolve()
     for sub in ("logs", "out", "data"):
         shutil.rmtree(root / sub, ignore_errors=True)

@@ -17,8 +17,6 @@ from typing import Any
 
 import click
 import orjson
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from ..keys import Keys
 from .common import EXIT_CONFIG, broker_option, config_option, fail, load
@@ -227,6 +225,8 @@ def replay(config_path: str, broker: str | None, partitions: tuple[int, ...],
 
 def _work_here(client: Any, keys: Keys, run: str, total: int) -> None:
     """Run the replay queue in this process (an RQ burst worker), with a progress bar."""
+    from rich.console import Console  # loaded on use: long-running roles never need it
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rq import Queue, SimpleWorker
 
     from sinks.replay import run_progress

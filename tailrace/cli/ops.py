@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 import redis
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
 
 from ..broker import BROKER_ERRORS, connect, redact_url
 from ..config import Config
@@ -20,6 +17,10 @@ from ..keys import Keys, sink_group
 from ..runtime import broker_url
 from ..status import collect
 from .common import broker_option, config_option, fail, load
+
+if TYPE_CHECKING:  # rich loads on use: the long-running roles never pay for it
+    from rich.console import Group
+    from rich.table import Table
 
 __all__ = ["reload", "status"]
 
@@ -53,6 +54,9 @@ def _age(seconds: float | None) -> str:
 
 def render(doc: dict[str, Any]) -> Group:
     """The status document as rich tables: workers, lag per group, dead letters, files."""
+    from rich.console import Group
+    from rich.table import Table
+
     workers = Table(title="workers", title_justify="left", expand=False)
     for col in ("role", "host", "pid", "state", "partitions", "lines/s", "lines out", "errors",
                 "dead letters", "heartbeat"):
@@ -121,6 +125,8 @@ def _bytes(n: float) -> str:
 
 def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
     """Redis masters: which partitions each serves, its memory and replicas."""
+    from rich.table import Table
+
     table = Table(title="broker nodes (partitions per Redis master)", title_justify="left")
     for col in ("node", "role", "partitions", "memory", "maxmemory", "replicas"):
         table.add_column(col, justify="right" if col in ("memory", "maxmemory", "replicas")
@@ -143,6 +149,9 @@ def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
 def status(config_path: str, broker: str | None, as_json: bool, watch: bool,
            interval: float) -> None:
     """Workers, states, throughput, lag per group and partition, dead letters."""
+    from rich.console import Console
+    from rich.live import Live
+
     config = load(config_path)
     client = open_broker(config, broker)
     keys = Keys(config.service.prefix)
