@@ -35,9 +35,18 @@ from tailrace.generate import Generator  # noqa: E402
 
 @dataclass
 class RoleStats:
-    cpu_s: float = 0.0
+    """CPU (user, system) by pid, last sample, and the peak RSS of any process of a role."""
+
+    cpu: dict[int, tuple[float, float]] = field(default_factory=dict)
     peak_rss: int = 0
-    pids: set[int] = field(default_factory=set)
+
+    @property
+    def user_s(self) -> float:
+        return sum(u for u, _ in self.cpu.values())
+
+    @property
+    def sys_s(self) -> float:
+        return sum(s for _, s in self.cpu.values())
 
 
 def role_of(proc: psutil.Process) -> str | None:
@@ -102,9 +111,7 @@ def run_once(lines: int, files: int, processors: int, partitions: int, logs: Pat
                     rss = child.memory_info().rss
                 except psutil.Error:
                     continue
-                st.pids.add(child.pid)
-                key = f"cpu{child.pid}"
-                st.__dict__[key] = ct.user + ct.system
+                st.cpu[child.pid] = (ct.user, ct.system)
                 st.peak_rss = max(st.peak_rss, rss)
             if t_first is None:
                 if client is None and sock.exists():
@@ -137,8 +144,8 @@ def run_once(lines: int, files: int, processors: int, partitions: int, logs: Pat
     elapsed = t_last - t_first
     roles = {}
     for role, st in stats.items():
-        cpu = sum(v for k, v in st.__dict__.items() if k.startswith("cpu") and k != "cpu_s")
-        roles[role] = {"cpu_s": round(cpu, 2), "peak_rss_mib": round(st.peak_rss / 2**20, 1)}
+        roles[role] = {"cpu_s": round(st.user_s + st.sys_s, 2), "sys_s": round(st.sys_s, 2),
+                       "peak_rss_mib": round(st.peak_rss / 2**20, 1)}
     return {
         "lines": lines, "files": files, "processors": processors, "partitions": partitions,
         "seconds": round(elapsed, 2), "lines_per_s": round(lines / elapsed),
@@ -171,7 +178,9 @@ def main() -> None:
         assert isinstance(roles, dict)
         print(" ".join(f"{k}={v}" for k, v in res.items()))
         for role, r in sorted(roles.items()):
-            print(f"    {role:10s} cpu_s={r['cpu_s']:7.2f}  peak_rss_mib={r['peak_rss_mib']:6.1f}")
+            print(f"    {role:10s} cpu_s={r['cpu_s']:7.2f} (system {r['sys_s']:5.2f})  "
+                  f"cpu_us_per_line={r['cpu_s'] / args.lines * 1e6:5.2f}  "
+                  f"peak_rss_mib={r['peak_rss_mib']:6.1f}")
     if not args.dir:
         shutil.rmtree(base, ignore_errors=True)
 
