@@ -144,6 +144,7 @@ class Agent:
                 if self.watcher is not None and (inp.layout_changed
                                                  or inp.scans % WATCH_REFRESH_SCANS == 0):
                     inp.watched = self.watcher.watch(inp.watch_dirs())
+            self._retire(client, inp)  # left over by a broker error: before any new file
             waiting = inp.take_waiting()
             if waiting:
                 try:
@@ -156,13 +157,7 @@ class Agent:
         ready: list[tuple[TailInput, TailedFile]] = []
         for inp in self.inputs:
             ready.extend((inp, tf) for tf in inp.poll(now, throttled))
-            retired = inp.take_retired()
-            if retired:
-                try:
-                    self.starter.retire(client, retired)
-                except BROKER_ERRORS:
-                    inp.retired.extend(retired)
-                    raise
+            self._retire(client, inp)
         if ready:
             self._produce(scripts, ready)
         elif throttled or self.memory_full:
@@ -180,6 +175,17 @@ class Agent:
             self._save_checkpoint(client)
             self._next_checkpoint = now + CHECKPOINT_INTERVAL_S
         return bool(ready)
+
+    def _retire(self, client: redis.Redis, inp: TailInput) -> None:
+        """Move deleted, closed files to their next generation. Done before new files start:
+        a new file may reuse the inode (and first line), and must not get the old identity."""
+        retired = inp.take_retired()
+        if retired:
+            try:
+                self.starter.retire(client, retired)
+            except BROKER_ERRORS:
+                inp.retired.extend(retired)
+                raise
 
     def _watch_events(self, now: float) -> None:
         w = self.watcher
@@ -242,7 +248,7 @@ class Agent:
             result = ProduceResult.parse(raw)
             if result.status == "ok":
                 batch = inp.on_committed(tf)
-                self.checkpoint.record(batch.file, batch.end, tf.path)
+                self.checkpoint.record(batch.file, batch.end, tf.path, tf.end_crc)
                 self._dirty = True
                 committed += 1
                 rec.add("lines_out", len(batch.lines))
@@ -255,7 +261,7 @@ class Agent:
                       f"{tf.sealed.start if tf.sealed else '?'}; resuming there (a previous run "
                       "committed it)", partition=tf.partition, file=tf.identity)
                 inp.on_conflict(tf, result.offset)
-                self.checkpoint.record(tf.identity, result.offset, tf.path)
+                self.checkpoint.record(tf.identity, result.offset, tf.path, tf.end_crc)
             else:
                 self.throttled[tf.partition] = now + THROTTLE_RECHECK_S
         if committed:

@@ -6,7 +6,8 @@ file is preferred when it is complete (a crash between its fsync and the rename)
 stays authoritative: this copy is only read for files Redis has no offset for.
 
 Version 2 adds the truncation generation of each file (see :mod:`edge_agent.identity`);
-version 1 files load with no generations.
+version 3 the checksum of the bytes before each offset (``crc``, see
+:func:`edge_agent.identity.has_end`). Older versions load without them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = [
     "loads",
 ]
 
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
 DEFAULT_GRACE_S = 24 * 3600.0
 
 
@@ -36,6 +37,7 @@ class FileCheckpoint:
     offset: int
     path: str
     updated: float
+    crc: int | None = None  # checksum of the bytes before ``offset`` (None: unknown)
 
 
 @dataclass
@@ -48,12 +50,15 @@ class Checkpoint:
     files: dict[str, FileCheckpoint] = field(default_factory=dict)
     generations: dict[str, tuple[int, float]] = field(default_factory=dict)
 
-    def record(self, identity: str, offset: int, path: str) -> None:
-        self.files[identity] = FileCheckpoint(offset, path, time.time())
+    def record(self, identity: str, offset: int, path: str, crc: int | None = None) -> None:
+        self.files[identity] = FileCheckpoint(offset, path, time.time(), crc)
 
     def get(self, identity: str) -> int | None:
         fc = self.files.get(identity)
         return fc.offset if fc else None
+
+    def entry(self, identity: str) -> FileCheckpoint | None:
+        return self.files.get(identity)
 
     def set_generation(self, base: str, generation: int) -> None:
         self.generations[base] = (generation, time.time())
@@ -131,6 +136,7 @@ def dumps(cp: Checkpoint) -> bytes:
         "version": CHECKPOINT_VERSION,
         "files": {
             k: {"offset": v.offset, "path": v.path, "updated": v.updated}
+            | ({} if v.crc is None else {"crc": v.crc})
             for k, v in cp.files.items()
         },
         "generations": {b: {"generation": g, "updated": t}
@@ -140,17 +146,19 @@ def dumps(cp: Checkpoint) -> bytes:
 
 
 def loads(data: bytes) -> Checkpoint:
-    """Parse a checkpoint of version 1 or 2.
+    """Parse a checkpoint of version 1, 2 or 3.
 
     Raises:
         ValueError: not a checkpoint, or of another version.
     """
     doc = json.loads(data)
-    if not isinstance(doc, dict) or doc.get("version") not in (1, CHECKPOINT_VERSION):
+    if not isinstance(doc, dict) or doc.get("version") not in (1, 2, CHECKPOINT_VERSION):
         raise ValueError("unsupported checkpoint version")
     files = {}
     for k, v in doc.get("files", {}).items():
-        files[str(k)] = FileCheckpoint(int(v["offset"]), str(v["path"]), float(v["updated"]))
+        crc = v.get("crc")
+        files[str(k)] = FileCheckpoint(int(v["offset"]), str(v["path"]), float(v["updated"]),
+                                       None if crc is None else int(crc))
     gens = {str(b): (int(v["generation"]), float(v["updated"]))
             for b, v in doc.get("generations", {}).items()}
     return Checkpoint(files, gens)

@@ -12,6 +12,14 @@ device, inode and checksum, yet its offsets start again at 0: record ids derived
 gives the file a new *generation*, part of its identity (``...:g2``). Generations are
 stored in Redis (``tr:{pN}:gens``) and in the local checkpoint, so a restart finds them.
 All generations of a file map to one partition, so its lines stay in order.
+
+Device, inode and first line still cannot tell a file from another one that got its inode
+and has the same first line (a file deleted while the agent was not looking and replaced at
+once: ext4 hands the inode out again), nor from itself truncated and regrown past the
+committed offset with the same first line. So every committed offset also keeps a checksum
+of the bytes just before it (:func:`end_checksum`, in the local checkpoint and on the open
+file): a file resumes at an offset only when those bytes are still there
+(:func:`has_end`); else it gets the next generation and is read from byte 0.
 """
 
 from __future__ import annotations
@@ -25,7 +33,9 @@ __all__ = [
     "FINGERPRINT_BYTES",
     "FileId",
     "base_of",
+    "end_checksum",
     "fingerprint",
+    "has_end",
     "identity_key",
     "partition_for",
     "resume_point",
@@ -70,7 +80,8 @@ def resume_point(size: int, generation: int, committed: int | None, local: int |
         generation: its current generation (the highest stored in Redis or locally).
         committed: Redis's offset for that generation (authoritative), if any.
         local: the local checkpoint's offset for it, if any.
-        truncated: the agent saw the file shrink: the next generation starts at 0.
+        truncated: the agent knows the content is not what was read under this identity
+            (it shrank, or other bytes precede the offset): the next generation, from 0.
 
     A stored offset past the end means the file was truncated while nobody watched: the
     next generation, from byte 0. A generation above 0 without an offset starts at 0.
@@ -98,6 +109,32 @@ def fingerprint(fd: int, st: os.stat_result) -> FileId | None:
     elif len(head) < FINGERPRINT_BYTES:
         return None
     return FileId(st.st_dev, st.st_ino, zlib.crc32(head))
+
+
+def end_checksum(fd: int, offset: int) -> int | None:
+    """Checksum of the bytes just before ``offset`` (``FINGERPRINT_BYTES`` at most), what
+    a committed offset is checked against; ``None`` when the file is shorter than that.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    n = min(offset, FINGERPRINT_BYTES)
+    data = os.pread(fd, n, offset - n) if n else b""
+    return zlib.crc32(data) if len(data) == n else None
+
+
+def has_end(fd: int, offset: int, crc: int | None) -> bool:
+    """Whether the open file still holds, just before ``offset``, the bytes whose checksum
+    was ``crc`` when it was read there: False means another content (truncated and regrown,
+    or another file on a reused inode with the same first line). An unknown ``crc`` or an
+    unreadable file cannot tell: True (the offset is trusted, as without the check).
+    """
+    if crc is None:
+        return True
+    try:
+        return end_checksum(fd, offset) == crc
+    except OSError:
+        return True
 
 
 def partition_for(base: str, partitions: int) -> int:

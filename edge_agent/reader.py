@@ -39,11 +39,11 @@ class TailedFile:
     """One followed file: where it is read, what is batched, what is committed."""
 
     __slots__ = (
-        "base", "batch_at", "carry", "carry_at", "carry_since", "committed", "fd", "fid",
-        "folder", "generation", "identity", "initial", "last_active", "lines", "meta",
+        "base", "batch_at", "carry", "carry_at", "carry_since", "committed", "end_crc", "fd",
+        "fid", "folder", "generation", "identity", "initial", "last_active", "lines", "meta",
         "mtime_ns", "nbytes", "partial_at",
         "offsets", "partition", "path", "pos", "restart", "rotated_at", "scanned", "sealed",
-        "size", "skipping", "started", "streams", "tag", "times",
+        "sealed_crc", "size", "skipping", "started", "streams", "tag", "times",
     )
 
     def __init__(self, path: str, fd: int, fid: FileId, agent: str, partition: int,
@@ -74,6 +74,10 @@ class TailedFile:
         self.nbytes = 0
         self.batch_at = 0.0  # when the batch being built got its first line
         self.sealed: RawBatch | None = None  # waiting for its commit
+        # Checksums of the bytes just before ``committed`` and before the sealed batch's end
+        # (see identity.has_end): the file still holds what was read, or it is another one.
+        self.end_crc: int | None = None
+        self.sealed_crc: int | None = None
         self.rotated_at: float | None = None  # renamed away or deleted: drain, then close
         self.skipping = False  # inside an over-long line being truncated or skipped
         self.size = 0
@@ -88,6 +92,7 @@ class TailedFile:
     def seek(self, offset: int) -> None:
         """Drop everything buffered and continue at ``offset`` (a committed offset)."""
         self.sealed = None
+        self.end_crc = self.sealed_crc = None  # unknown until the caller sets it
         self.lines, self.offsets, self.times, self.streams, self.nbytes = [], [], None, None, 0
         self.carry = b""
         self.skipping = False

@@ -4,6 +4,12 @@ Redis is authoritative (``tr:{pN}:offsets`` for offsets, ``tr:{pN}:gens`` for tr
 generations, see :mod:`edge_agent.identity`); the local checkpoint stands in where Redis
 has nothing (first run, or Redis lost its data). New generations are written to Redis
 before any batch of them can be committed, and into the local checkpoint on the same pass.
+
+A stored offset is trusted only while the file still holds, just before the offset the
+local checkpoint recorded, the bytes read there (:func:`edge_agent.identity.has_end`): a
+file deleted while the agent was not looking and replaced on the same inode with the same
+first line, or truncated and regrown past the offset, has the same identity but other
+bytes, and gets the next generation from byte 0 instead of skipping its head.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from tailrace.keys import Keys
 from tailrace.logs import event
 
 from .checkpoint import Checkpoint
-from .identity import identity_key, resume_point
+from .identity import has_end, identity_key, resume_point
 from .tail import TailedFile, TailInput
 
 __all__ = ["Starter"]
@@ -25,6 +31,9 @@ __all__ = ["Starter"]
 log = logging.getLogger(__name__)
 
 _SEEN_FIELD = "agent-seen:{agent}"  # tr:meta field: this agent has started before
+# TailedFile.restart values after which a file's content starts again at byte 0 (the next
+# generation); "rewritten" (another first line) is another base identity instead.
+_NEW_CONTENT = ("truncated", "replaced")
 
 
 class Starter:
@@ -68,7 +77,7 @@ class Starter:
             pipe.hget(keys.generations(tf.partition), tf.base)
         stored_gens = pipe.execute()
         gens = [max(int(g or 0), self.checkpoint.generation(tf.base),
-                    tf.generation if tf.restart == "truncated" else 0)
+                    tf.generation if tf.restart in _NEW_CONTENT else 0)
                 for tf, g in zip(files, stored_gens, strict=True)]
         pipe = client.pipeline(transaction=False)
         for tf, gen in zip(files, gens, strict=True):
@@ -78,9 +87,22 @@ class Starter:
         bumps = client.pipeline(transaction=False)
         for tf, gen, value, g in zip(files, gens, stored, stored_gens, strict=True):
             committed = int(value) if value is not None else None
-            local = self.checkpoint.get(identity_key(tf.base, gen))
+            entry = self.checkpoint.entry(identity_key(tf.base, gen))
+            local = entry.offset if entry is not None else None
+            new_content = tf.restart in _NEW_CONTENT
+            if (not new_content and entry is not None
+                    and not has_end(tf.fd, entry.offset, entry.crc)):
+                new_content = True
+                inp.count("files_replaced", 1)
+                event(log, logging.WARNING, "tail_file_replaced",
+                      f"{tf.path} does not hold the bytes read before its offset "
+                      f"{entry.offset}: another file on the same inode with the same first "
+                      "line, or truncated and regrown while not followed; it gets a new "
+                      "identity and is read from its start",
+                      input=inp.input_id, partition=tf.partition,
+                      file=identity_key(tf.base, gen))
             new_gen, offset = resume_point(inp.size_of(tf), gen, committed, local,
-                                           tf.restart == "truncated")
+                                           new_content)
             if new_gen != int(g or 0):
                 bumps.hset(keys.generations(tf.partition), tf.base, new_gen)
                 self.checkpoint.set_generation(tf.base, new_gen)

@@ -12,8 +12,10 @@ What happens on each kind of rotation:
 - rename + create: the renamed file keeps its identity (device, inode, first-line
   checksum); it is read to its end and closed once drained and ``rotate_wait_s`` passed.
   The new file at the path is a new identity, read from its start.
-- copytruncate: the file shrinks below what was read (or its first line changes); what was
-  read is committed, then the file gets a new generation (a new identity, see
+- copytruncate: the file shrinks below what was read, its first line changes, or the bytes
+  before the committed offset are not those read there (truncated and regrown past it
+  between two looks, or, for a file closed by the LRU, replaced on the same inode); what
+  was read is committed, then the file gets a new generation (a new identity, see
   :mod:`.identity`) and is read again from byte 0.
 - deleted while open: like a rename (the open descriptor keeps the data): drained, closed.
 """
@@ -32,7 +34,7 @@ from tailrace.wire import RawBatch
 
 from .files import FileTable
 from .formats import make_decoder
-from .identity import fingerprint
+from .identity import end_checksum, fingerprint, has_end
 from .multiline import MultilineRule
 from .options import TailOptions
 from .reader import Reader, TailedFile
@@ -78,6 +80,7 @@ class TailInput(FileTable):
         if offset is None:
             offset = _last_line_end(tf.fd, size) if from_end and generation == 0 else 0
         tf.seek(offset)
+        tf.end_crc = _end_crc(tf, offset)
         tf.size = size
         tf.restart = None
         tf.started = True
@@ -171,11 +174,15 @@ class TailInput(FileTable):
                 if fid is not None and fid.crc != tf.fid.crc:
                     self._restart(tf, "rewritten", now)
                     return
+                if not has_end(tf.fd, tf.committed, tf.end_crc):  # the same first line
+                    self._restart(tf, "replaced", now)
+                    return
         if st.st_nlink == 0 and tf.rotated_at is None:
             self._rotated(tf, now)  # deleted while open
 
     def _restart(self, tf: TailedFile, why: str, now: float) -> None:
-        """Truncated or rewritten: commit what was read, then a new identity from byte 0."""
+        """Truncated, rewritten (another first line) or replaced (other bytes before the
+        committed offset): commit what was read, then a new identity from byte 0."""
         if tf.restart is not None:
             return
         self.reader.flush(tf, "truncated", now)
@@ -257,6 +264,7 @@ class TailInput(FileTable):
             start=tf.committed, end=tf.pos, lines=tf.lines, offsets=tf.offsets,
             times=tf.times, streams=tf.streams, meta=tf.meta, time=time.time(),
         )
+        tf.sealed_crc = _end_crc(tf, tf.pos)  # just read: the bytes of this batch's end
         tf.lines, tf.offsets, tf.times, tf.streams, tf.nbytes = [], [], None, None, 0
 
     # -- commit feedback ----------------------------------------------------------------------
@@ -265,11 +273,22 @@ class TailInput(FileTable):
         assert batch is not None
         tf.sealed = None
         tf.committed = batch.end
+        tf.end_crc = tf.sealed_crc
         return batch
 
     def on_conflict(self, tf: TailedFile, stored: int) -> None:
         """Redis holds another offset for this file: it wins; drop what is buffered."""
         tf.seek(stored)
+        tf.end_crc = _end_crc(tf, stored)
+
+
+def _end_crc(tf: TailedFile, offset: int) -> int | None:
+    """The checksum of the bytes before ``offset`` (see :func:`.identity.has_end`); None
+    when unreadable (then the offset is not checked)."""
+    try:
+        return end_checksum(tf.fd, offset)
+    except OSError:
+        return None
 
 
 def _last_line_end(fd: int, size: int) -> int:

@@ -124,6 +124,17 @@ class AgentHarness:
                  message=f"{n} lines in the raw streams")
         return self.shipped()
 
+    def wait_read_to_end(self, path: Path, timeout: float = 30.0) -> None:
+        """Until the agent follows the file now at ``path`` and committed all of it."""
+        st = path.stat()
+
+        def done() -> bool:
+            assert self.agent is not None
+            return any(tf.fid.ino == st.st_ino and tf.started and tf.committed == st.st_size
+                       for inp in self.agent.inputs for tf in list(inp.files.values()))
+
+        wait_for(done, timeout=timeout, message=f"{path} read to its end")
+
     def state(self) -> str:
         assert self.agent is not None
         return self.agent.record.state

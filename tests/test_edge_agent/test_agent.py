@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import orjson
+import pytest
 import redis
 from helpers import Role, wait_for, write_config
 
@@ -132,6 +134,46 @@ def test_broker_outage_holds_batches_and_resumes_exactly_where_it_was(
     wait_for(lambda: h.state() in ("idle", "active"), message="recovered state")
     h.stop()
     assert s.lines == lines("a", 6000).splitlines()
+
+
+def test_deleted_file_is_retired_before_a_new_file_on_its_inode_starts_even_after_a_broker_error(  # noqa: E501
+        tmp_path, make_agent, tail) -> None:
+    """The retirement of a deleted file (its next generation) failed on a broker error, and
+    a new file with its inode and first line appeared meanwhile: the retirement is done
+    before the new file starts, so the new file's generation is never bumped again under it
+    (which would read it once more after a restart)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    log.write_bytes(b"# header\n" + lines("first", 20))
+    h = make_agent([tail(logs / "*.log", rotate_wait_s=0.1)]).start()
+    h.wait_lines(21)
+    new = b"# header\n" + lines("second", 40)
+    starter = h.agent.starter
+    retire = starter.retire
+    reused: list[bool] = []
+
+    def retire_fails_once(client, files):  # the deleted file is closed: its inode is free
+        if reused:
+            return retire(client, files)
+        ino = files[0].fid.ino
+        log.write_bytes(new)
+        reused.append(log.stat().st_ino == ino)
+        raise redis.exceptions.ConnectionError("injected: broker lost during retire")
+
+    starter.retire = retire_fails_once
+    log.unlink()
+    wait_for(lambda: reused, message="deleted file closed")
+    if not reused[0]:
+        h.stop()
+        pytest.skip("the file system did not hand out the same inode again")
+    h.wait_read_to_end(log)
+    h.stop()
+    h.start().wait_read_to_end(log)
+    h.stop()
+    s = h.shipped()
+    assert Counter(s.lines) == Counter((b"# header\n" + lines("first", 20)).splitlines()
+                                       + new.splitlines())
 
 
 def test_cri_batches_carry_runtime_time_stream_path_and_kubernetes_metadata(

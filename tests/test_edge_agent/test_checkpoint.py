@@ -58,3 +58,18 @@ def test_entries_of_vanished_files_expire_after_the_grace_period() -> None:
     assert cp.remove_expired({"live"}, set(), grace_s=1000) == ([], [])
     assert cp.remove_expired({"live"}, set(), grace_s=10) == (["gone"], ["gone-base"])
     assert cp.get("live") == 2 and cp.get("gone") is None
+
+
+def test_checksum_before_each_offset_round_trips_and_older_versions_load_without_it() -> None:
+    cp = Checkpoint()
+    cp.record("f", 120, "/a", crc=0xDEADBEEF)
+    cp.record("g", 5, "/b")
+    back = loads(dumps(cp))
+    f, g = back.entry("f"), back.entry("g")
+    assert f is not None and f.offset == 120 and f.crc == 0xDEADBEEF
+    assert g is not None and g.crc is None
+    v2 = json.dumps({"version": 2, "files": {"f": {"offset": 5, "path": "/a", "updated": 1.0}},
+                     "generations": {"b": {"generation": 1, "updated": 1.0}}})
+    old = loads(v2.encode())
+    entry = old.entry("f")
+    assert entry is not None and entry.crc is None and old.generation("b") == 1

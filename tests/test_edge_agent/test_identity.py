@@ -8,7 +8,9 @@ from pathlib import Path
 from edge_agent.identity import (
     FINGERPRINT_BYTES,
     base_of,
+    end_checksum,
     fingerprint,
+    has_end,
     identity_key,
     partition_for,
     resume_point,
@@ -66,3 +68,27 @@ def test_resume_point_prefers_redis_then_local_and_bumps_generation_when_truncat
     assert resume_point(100, 2, None, None, False) == (2, 0)  # a later generation: from 0
     assert resume_point(10, 1, 40, None, False) == (2, 0)  # shorter than committed
     assert resume_point(100, 1, 40, None, True) == (2, 0)  # truncation seen while running
+
+
+def test_end_checksum_tells_whether_the_bytes_before_an_offset_are_still_there(
+        tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_bytes(b"# header\n" + b"old line\n" * 40)
+    fd = os.open(log, os.O_RDONLY)
+    try:
+        offset = 9 + 9 * 40
+        crc = end_checksum(fd, offset)
+        assert crc is not None and end_checksum(fd, 0) is not None
+        with open(log, "ab") as f:
+            f.write(b"more\n")
+        assert has_end(fd, offset, crc)  # grown: the same file
+        with open(log, "r+b") as f:  # same first line, regrown past the offset
+            f.truncate(0)
+            f.write(b"# header\n" + b"new line\n" * 80)
+        assert not has_end(fd, offset, crc)
+        with open(log, "r+b") as f:
+            f.truncate(100)
+        assert end_checksum(fd, offset) is None and not has_end(fd, offset, crc)
+        assert has_end(fd, offset, None)  # nothing recorded: cannot tell
+    finally:
+        os.close(fd)

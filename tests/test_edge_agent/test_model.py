@@ -115,6 +115,10 @@ class LogFilesMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.agent.running)
     @rule(f=st.integers(0, FILES - 1))
     def delete_after_drain(self, f: int) -> None:
+        """Delete the live file once its lines were shipped. When the agent has not opened it
+        in its current life yet (restarted, the broker not answering), nothing waits and the
+        deletion goes unseen; the next new fN.log often gets the inode back, with the same
+        first line: it must still be read from its start."""
         if not self.path(f).exists():
             return
         self.wait_shipped(self.live[f])

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from helpers import wait_for
 
 from tailrace.record import record_id
@@ -171,6 +172,107 @@ def test_replaced_file_with_a_reused_inode_is_read_from_its_start(tmp_path, make
     s = h.wait_lines(70)
     h.stop()
     assert s.lines[50:] == lines("second", 20).splitlines()
+
+
+def replace_reusing_inode(log: Path, data: bytes) -> None:
+    """Delete ``log`` and create it again with ``data``; skip unless the new file got the
+    old inode (ext4 hands it out again at once, tmpfs never does)."""
+    ino = log.stat().st_ino
+    log.unlink()
+    log.write_bytes(data)
+    if log.stat().st_ino != ino:
+        pytest.skip("the file system did not hand out the same inode again")
+
+
+def rewrite_in_place(log: Path, data: bytes) -> None:
+    """Truncate ``log`` and write ``data`` into it (same device and inode)."""
+    with open(log, "r+b") as f:
+        f.truncate(0)
+        f.write(data)
+
+
+def test_file_replaced_while_the_agent_is_down_with_the_same_inode_and_first_line_is_read_from_its_start(  # noqa: E501
+        tmp_path, make_agent, tail) -> None:
+    """Same device, inode and first line, so the same identity, and longer than the
+    committed offset: only the bytes before that offset tell it is another file."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    log.write_bytes(b"# header\n" + lines("first", 20))
+    h = make_agent([tail(logs / "*.log")])
+    h.start().wait_lines(21)
+    h.stop()
+    new = b"# header\n" + lines("second", 40)
+    replace_reusing_inode(log, new)
+    h.start().wait_read_to_end(log)
+    h.stop()
+    s = h.shipped()
+    assert s.lines[21:] == new.splitlines()
+    assert s.batches[-1][1].file.endswith(":g1")
+    assert_no_id_collision(s.records())
+
+
+def test_file_truncated_and_regrown_past_its_offset_while_the_agent_is_down_is_read_from_its_start(  # noqa: E501
+        tmp_path, make_agent, tail) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    log.write_bytes(b"# header\n" + lines("old", 20))
+    h = make_agent([tail(logs / "*.log")])
+    h.start().wait_lines(21)
+    h.stop()
+    new = b"# header\n" + lines("new", 60)
+    rewrite_in_place(log, new)
+    h.start().wait_read_to_end(log)
+    h.stop()
+    s = h.shipped()
+    assert s.lines[21:] == new.splitlines()
+    assert s.batches[-1][1].file.endswith(":g1")
+    assert_no_id_collision(s.records())
+    h.start().wait_read_to_end(log)  # the new generation survives a restart
+    h.stop()
+    assert len(h.shipped().lines) == 82
+
+
+def test_file_truncated_and_regrown_in_place_with_the_same_first_line_is_read_from_its_start(
+        tmp_path, make_agent, tail) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    log.write_bytes(b"# header\n" + lines("old", 10))
+    h = make_agent([tail(logs / "*.log")]).start()
+    h.wait_lines(11)
+    new = b"# header\n" + lines("new", 40)
+    rewrite_in_place(log, new)  # past the old size, likely before the agent looks again
+    h.wait_read_to_end(log)
+    h.stop()
+    s = h.shipped()
+    assert s.lines[11:] == new.splitlines()
+    assert_no_id_collision(s.records())
+
+
+def test_idle_file_closed_by_the_lru_then_rewritten_with_the_same_first_line_is_read_from_its_start(  # noqa: E501
+        tmp_path, make_agent, tail) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    log.write_bytes(b"# header\n" + lines("old", 20))
+    h = make_agent([tail(logs / "*.log", max_open_files=2)]).start()
+    h.wait_lines(21)
+    for i in range(3):  # newer files push the idle app.log out of the descriptor LRU
+        (logs / f"other{i}.log").write_bytes(lines(f"o{i}", 1))
+    h.wait_lines(24)
+    inp = h.agent.inputs[0]
+    ino = log.stat().st_ino
+    wait_for(lambda: any(tf.fid.ino == ino and tf.fd < 0 for tf in list(inp.files.values())),
+             message="app.log closed by the LRU")
+    new = b"# header\n" + lines("new", 40)
+    rewrite_in_place(log, new)  # or replaced by a file that got its inode: the same case
+    h.wait_read_to_end(log)
+    h.stop()
+    s = h.shipped()
+    assert s.lines[24:] == new.splitlines()
+    assert_no_id_collision(s.records())
 
 
 def test_idle_files_are_closed_under_max_open_files_and_reopened_when_they_grow(
