@@ -40,6 +40,10 @@ __all__ = ["Agent"]
 log = logging.getLogger(__name__)
 
 CHECKPOINT_INTERVAL_S = 5.0
+# How often the committed offsets are compared with Redis's: a Redis that restarted without
+# its last writes (AOF everysec) or failed over to a replica that missed them has moved
+# offsets back, and a file that gets no new line would never meet a CONFLICT to say so.
+VERIFY_INTERVAL_S = 5.0
 MEMORY_CHECK_INTERVAL_S = 1.0
 THROTTLE_RECHECK_S = 0.25
 IDLE_WAIT_MIN_S = 0.002
@@ -83,6 +87,7 @@ class Agent:
         self._next_memory_check = 0.0
         self._next_checkpoint = 0.0
         self._next_publish = 0.0
+        self._next_verify = 0.0
         self._dirty = False
         self._limiter = RateLimiter()
 
@@ -111,6 +116,7 @@ class Agent:
                     if self._limiter.allow("broker"):
                         event(log, logging.WARNING, "agent_broker_error",
                               f"broker unreachable, holding batches and retrying: {exc}")
+                    self._next_verify = 0.0  # it may come back without its last writes
                     stop.wait(backoff.next_delay())
                     continue
                 if progressed:
@@ -174,7 +180,42 @@ class Agent:
         if now >= self._next_checkpoint:
             self._save_checkpoint(client)
             self._next_checkpoint = now + CHECKPOINT_INTERVAL_S
+        if now >= self._next_verify:
+            self._verify_offsets(client)
+            self._next_verify = now + VERIFY_INTERVAL_S
         return bool(ready)
+
+    def _verify_offsets(self, client: redis.Redis) -> None:
+        """Seek back every settled file whose offset Redis no longer has (see VERIFY_...).
+
+        Redis wins: a file is re-read from Redis's offset, so the batches Redis lost are
+        produced again (offsets and batches roll back together: each PRODUCE is atomic). A
+        field that vanished (the first commits lost, or Redis wiped) sends the file back
+        to the last offset seen in Redis, or where this agent started following it.
+        """
+        files = [(inp, tf) for inp in self.inputs for tf in list(inp.files.values())
+                 if tf.started and tf.sealed is None and tf.committed > tf.verified]
+        if not files:
+            return
+        pipe = client.pipeline(transaction=False)
+        for _inp, tf in files:
+            pipe.hget(self.keys.offsets(tf.partition), tf.identity)
+        for (inp, tf), raw in zip(files, pipe.execute(), strict=True):
+            if tf.sealed is not None:
+                continue
+            stored = int(raw) if raw is not None else None
+            if stored == tf.committed:
+                tf.verified = stored
+                continue
+            back = stored if stored is not None else tf.verified
+            self.record.add("offsets_rolled_back")
+            event(log, logging.WARNING, "agent_offset_rolled_back",
+                  f"{tf.path}: Redis has offset {stored} where this agent committed up to "
+                  f"{tf.committed} (Redis restarted without its last writes, or failed over); "
+                  f"reading again from {back}", partition=tf.partition, file=tf.identity)
+            inp.on_conflict(tf, back)
+            self.checkpoint.record(tf.identity, back, tf.path, tf.end_crc)
+            self._dirty = True
 
     def _retire(self, client: redis.Redis, inp: TailInput) -> None:
         """Move deleted, closed files to their next generation. Done before new files start:

@@ -43,7 +43,7 @@ class TailedFile:
         "fid", "folder", "generation", "identity", "initial", "last_active", "lines", "meta",
         "mtime_ns", "nbytes", "partial_at",
         "offsets", "partition", "path", "pos", "restart", "rotated_at", "scanned", "sealed",
-        "sealed_crc", "size", "skipping", "started", "streams", "tag", "times",
+        "sealed_crc", "size", "skipping", "started", "streams", "tag", "times", "verified",
     )
 
     def __init__(self, path: str, fd: int, fid: FileId, agent: str, partition: int,
@@ -63,6 +63,7 @@ class TailedFile:
         self.restart: str | None = None  # "truncated" / "rewritten": needs a new identity
         self.pos = 0
         self.committed = 0
+        self.verified = 0  # the last offset seen in Redis (or where following started)
         self.scanned = 0
         self.carry = b""
         self.carry_at = 0.0  # when a line last joined the carry

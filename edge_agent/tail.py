@@ -80,6 +80,7 @@ class TailInput(FileTable):
         if offset is None:
             offset = _last_line_end(tf.fd, size) if from_end and generation == 0 else 0
         tf.seek(offset)
+        tf.verified = offset
         tf.end_crc = _end_crc(tf, offset)
         tf.size = size
         tf.restart = None
@@ -279,6 +280,7 @@ class TailInput(FileTable):
     def on_conflict(self, tf: TailedFile, stored: int) -> None:
         """Redis holds another offset for this file: it wins; drop what is buffered."""
         tf.seek(stored)
+        tf.verified = stored
         tf.end_crc = _end_crc(tf, stored)
 
 

@@ -12,6 +12,7 @@ import redis
 from helpers import Role, wait_for, write_config
 
 from tailrace.keys import Keys
+from tailrace.wire import decode_raw
 
 CID = "0123456789abcdef" * 4
 T = "2024-05-01T12:00:00.500000000Z"
@@ -242,3 +243,50 @@ def test_agent_process_flushes_pending_message_and_exits_zero_on_sigterm(
     assert client.hget(Keys(prefix).offsets(0), decode_raw(r.xrange(raw)[-1][1]).file) == str(
         (logs / "a.log").stat().st_size).encode()
     client.close()
+
+
+def test_redis_rolling_back_its_last_writes_makes_an_idle_file_read_again(
+        tmp_path, make_agent, tail, r, prefix, monkeypatch) -> None:
+    """A Redis that restarted without its last second (AOF everysec) or failed over to a
+    replica that missed it has lost a file's last batch: the agent re-reads it by itself,
+    even though the file gets no new line (no PRODUCE meets a CONFLICT to say so)."""
+    import edge_agent.agent as agent_mod
+
+    monkeypatch.setattr(agent_mod, "VERIFY_INTERVAL_S", 0.2)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log").write_bytes(lines("a", 100))
+    h = make_agent([tail(logs / "*.log", batch_lines=40)], partitions=1)
+    h.start().wait_lines(100)
+    keys = Keys(prefix)
+    # Roll Redis back to after the first batch: the later batches and offset moves vanish.
+    entries = r.xrange(keys.raw(0))
+    assert len(entries) == 3
+    first_end = decode_raw(entries[0][1]).end
+    r.xdel(keys.raw(0), *[e[0] for e in entries[1:]])
+    (field,) = r.hkeys(keys.offsets(0))
+    r.hset(keys.offsets(0), field, first_end)
+    s = h.wait_lines(100)
+    wait_for(lambda: h.agent is not None
+             and h.agent.record.counters.get("offsets_rolled_back", 0) == 1,
+             message="the roll-back noticed")
+    h.stop()
+    assert s.lines == lines("a", 100).splitlines()
+    assert int(r.hget(keys.offsets(0), field)) == (logs / "a.log").stat().st_size
+
+
+def test_a_lost_first_commit_makes_the_file_read_again_from_where_it_started(
+        tmp_path, make_agent, tail, r, prefix, monkeypatch) -> None:
+    import edge_agent.agent as agent_mod
+
+    monkeypatch.setattr(agent_mod, "VERIFY_INTERVAL_S", 0.2)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log").write_bytes(lines("a", 30))
+    h = make_agent([tail(logs / "*.log")], partitions=1)
+    h.start().wait_lines(30)
+    keys = Keys(prefix)
+    r.delete(keys.offsets(0), keys.raw(0))  # the first commit never reached the replica
+    s = h.wait_lines(30)
+    h.stop()
+    assert s.lines == lines("a", 30).splitlines()
