@@ -131,7 +131,7 @@ def _view(gen: Generator, counter: _OutputCounter, workers: list[dict[str, objec
 @click.option("--lines", "total", default=100_000, show_default=True, help="Lines to generate.")
 @click.option("--rate", default=20_000.0, show_default=True, help="Lines per second.")
 @click.option("--files", default=4, show_default=True, help="Container log files.")
-@click.option("--rotate-bytes", default=4 * 1024 * 1024, show_default=True,
+@click.option("--rotate-bytes", default=1024 * 1024, show_default=True,
               help="Rotate log files past this size.")
 @click.option("--timeout", default=300.0, show_default=True, help="Give up after seconds.")
 def demo(directory: str, total: int, rate: float, files: int, rotate_bytes: int,
@@ -178,6 +178,7 @@ def demo(directory: str, total: int, rate: float, files: int, rotate_bytes: int,
     sup_thread.start()
     gen_thread.start()
     ok = False
+    elapsed = 0.0
     try:
         with Live(console=console, refresh_per_second=4) as live:
             while not stop.wait(0.5):
@@ -185,7 +186,7 @@ def demo(directory: str, total: int, rate: float, files: int, rotate_bytes: int,
                 elapsed = time.monotonic() - start
                 live.update(_view(gen, counter, _workers(client, keys), elapsed, total))
                 if len(counter.seen) >= total and gen.written >= total:
-                    ok = True
+                    ok = True  # elapsed: until the last line was delivered (no shutdown)
                     break
                 if elapsed > timeout:
                     console.print(f"[red]timed out after {timeout:.0f}s[/]")
@@ -199,12 +200,11 @@ def demo(directory: str, total: int, rate: float, files: int, rotate_bytes: int,
         client.close()
         embedded.stop()
     counter.poll()
-    elapsed = time.monotonic() - start
     exact = ok and counter.duplicates == 0 and counter.lines == total
     console.print(
-        f"generated {gen.written:,} lines · delivered {len(counter.seen):,} distinct · "
-        f"{counter.duplicates} duplicates · {elapsed:.1f}s "
-        f"({len(counter.seen) / max(elapsed, 1e-9):,.0f} lines/s)"
+        f"generated {gen.written:,} lines at up to {rate:,.0f}/s over {gen.rotations} "
+        f"rotations · delivered {len(counter.seen):,} distinct in {elapsed:.1f}s · "
+        f"{counter.duplicates} duplicates", soft_wrap=True,
     )
     console.print(f"output: {counter.path}")
     if exact:
