@@ -200,6 +200,7 @@ def demo(directory: str, total: int, rate: float, files: int, rotate_bytes: int,
         client.close()
         embedded.stop()
     counter.poll()
+    console.print()  # the live view's last frame may end without a newline
     exact = ok and counter.duplicates == 0 and counter.lines == total
     console.print(
         f"generated {gen.written:,} lines at up to {rate:,.0f}/s over {gen.rotations} "
