@@ -189,6 +189,7 @@ class StreamConsumer:
     def run(self, stop: threading.Event) -> None:
         self.keeper.start()
         backoff = Backoff()
+        failed: str | None = None
         try:
             while not stop.is_set():
                 try:
@@ -222,12 +223,19 @@ class StreamConsumer:
                     self._resync = True
                     self._reads.reset()
                     stop.wait(backoff.next_delay())
+        except BaseException as exc:
+            # A bug escaped the loop: say so (status, /health) before the thread ends; the
+            # leases are released below and another worker (or a restart) takes over.
+            failed = f"{type(exc).__name__}: {exc}"
+            event(log, logging.ERROR, "consumer_failed", f"the consumer loop died: {failed}",
+                  group=self.group)
+            raise
         finally:
             self.record.set_state("draining")
             self._reads.close()
             self.keeper.leave()
             self.lifecycle.partitions[self.group] = []
-            self.record.set_state("stopped")
+            self.record.set_state("failed" if failed else "stopped", failed or "")
 
     def _drop_fenced(self, exc: Fenced) -> None:
         """A recovery step or a dead-lettering found the lease taken over: the partition is

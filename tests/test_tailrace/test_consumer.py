@@ -107,3 +107,22 @@ def test_a_lease_lost_during_recovery_does_not_stop_the_consumer(
         wait_for(lambda: set(h.seen) >= {b"after", b"after-1"}, timeout=30,
                  message="entries handled after the fenced recoveries")
         assert t.is_alive()
+
+
+def test_a_consumer_that_dies_shows_failed_and_gives_its_partitions_back(
+        r: redis.Redis, pipeline: tuple[Keys, Any]) -> None:
+    keys, service = pipeline
+
+    class Broken(Recorder):
+        def on_acquire(self, partition: int, checkpoints: list[Mapping[bytes, bytes]]) -> None:
+            raise SystemError("a bug")
+
+    lifecycle = Lifecycle("processor")
+    c = StreamConsumer(r, keys, service, PROCESSORS_GROUP, Broken(), lifecycle,
+                       stage_in="raw", stage_out="out")
+    with pytest.raises(SystemError):
+        c.run(threading.Event())
+    rec = lifecycle.threads["consumer"]
+    assert rec.state == "failed" and "a bug" in rec.detail
+    assert lifecycle.state == "failed"
+    assert not any(r.exists(keys.lease(p, PROCESSORS_GROUP)) for p in range(2))
