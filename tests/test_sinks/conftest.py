@@ -1,4 +1,4 @@
-"""Fixtures of the sink tests: the Bulk API test server, TLS material."""
+"""Fixtures of the sink tests: key names, the Bulk API test server, TLS material."""
 
 from __future__ import annotations
 
@@ -7,7 +7,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from esserver import EsServer
+
+from tailrace.keys import Keys
+
+
+@pytest.fixture
+def keys(prefix: str, r: redis.Redis) -> Iterator[Keys]:
+    """This test's key names; RQ's keys of its queues (``rq:*<prefix>*``) go afterwards."""
+    k = Keys(prefix)
+    yield k
+    for name in list(r.scan_iter(match=f"rq:*{prefix}*")):
+        r.delete(name)
 
 
 @pytest.fixture

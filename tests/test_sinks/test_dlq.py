@@ -25,14 +25,6 @@ PARTITIONS = 2
 
 
 @pytest.fixture
-def keys(prefix: str, r: redis.Redis) -> Iterator[Keys]:
-    k = Keys(prefix)
-    yield k
-    for name in list(r.scan_iter(match=f"rq:*{prefix}*")):
-        r.delete(name)
-
-
-@pytest.fixture
 def dlq_cli(tmp_path: Path, redis_url: str, keys: Keys) -> Iterator[Any]:
     cfg = sink_config(tmp_path, keys.prefix, [
         {"name": "file", "alias": "archive", "path": str(tmp_path / "a.log")},

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,6 @@ from tailrace.keys import Keys
 from tailrace.wire import RawBatch, encode_raw
 
 PARTITIONS = 2
-
-
-@pytest.fixture
-def keys(prefix: str, r: redis.Redis) -> Iterator[Keys]:
-    k = Keys(prefix)
-    yield k
-    for name in list(r.scan_iter(match=f"rq:*{prefix}*")):
-        r.delete(name)
 
 
 def store(r: redis.Redis, keys: Keys) -> DeadLetterStore:
