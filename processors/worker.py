@@ -17,8 +17,9 @@ import msgpack
 
 from tailrace.broker import DeadLetter
 from tailrace.config import Config
-from tailrace.consumer import Entry, HandleResult, LeaseGuard, StreamConsumer
+from tailrace.consumer import StreamConsumer
 from tailrace.errors import RecordError
+from tailrace.handler import Entry, HandleResult, LeaseGuard
 from tailrace.keys import PROCESSORS_GROUP
 from tailrace.lifecycle import ThreadRecord
 from tailrace.logs import RateLimiter, event
@@ -42,6 +43,9 @@ class ProcessorHandler:
     No broker access of its own: shared services the filters need (``rate_limits``) are
     handed in by whoever owns the broker.
     """
+
+    # Pure over the entries, so the consumer may commit a batch while handling the next.
+    overlap_commits = True
 
     def __init__(self, config: Config, record: ThreadRecord, *,
                  rate_limits: RateLimits | None = None) -> None:

@@ -21,8 +21,9 @@ import msgpack
 
 from tailrace.broker import DeadLetter
 from tailrace.config import Config, PluginConfig
-from tailrace.consumer import BatchAbandoned, Entry, HandleResult, LeaseGuard, StreamConsumer
+from tailrace.consumer import StreamConsumer
 from tailrace.errors import RecordError
+from tailrace.handler import BatchAbandoned, Entry, HandleResult, LeaseGuard
 from tailrace.keys import Keys, sink_group
 from tailrace.lifecycle import Lifecycle, ThreadRecord
 from tailrace.logs import RateLimiter, event

@@ -11,8 +11,9 @@ import redis
 from helpers import load_test_config, wait_for
 
 from tailrace.broker import ensure_groups
-from tailrace.consumer import Entry, HandleResult, LeaseGuard, StreamConsumer
+from tailrace.consumer import StreamConsumer
 from tailrace.errors import Fenced
+from tailrace.handler import Entry, HandleResult, LeaseGuard
 from tailrace.keys import PROCESSORS_GROUP, Keys
 from tailrace.lifecycle import Lifecycle
 
