@@ -56,14 +56,14 @@ FILTERS = [
 ]
 
 
-def make_config(work: Path, url: str, partitions: int, overlap: bool = True) -> Path:
+def make_config(work: Path, url: str, partitions: int) -> Path:
     cfg = {
         "service": {"broker": url, "data_dir": str(work / "data"), "partitions": partitions,
-                    "prefix": "bench", "log_level": "warning", "overlap_commits": overlap,
+                    "prefix": "bench", "log_level": "warning",
                     "backlog": {"max_entries_per_partition": 0}},
         "pipeline": {"filters": FILTERS},
     }
-    path = work / f"bench-{'overlap' if overlap else 'serial'}.yaml"
+    path = work / "bench.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
@@ -269,8 +269,6 @@ def main() -> None:
     ap.add_argument("--skip-workers", action="store_true", help="only the in-process run")
     ap.add_argument("--appendfsync", default="everysec", choices=["always", "everysec", "no"],
                     help="the benchmark Redis's AOF fsync policy (default everysec)")
-    ap.add_argument("--overlap", default="on", help="commit overlap variants to run, side by "
-                    "side: on, off or on,off (service.overlap_commits)")
     ap.add_argument("--regex-engines", action="store_true",
                     help="compare regex engines (speed, catastrophic backtracking) and exit")
     args = ap.parse_args()
@@ -289,20 +287,16 @@ def main() -> None:
         client = redis.Redis.from_url(server.url)
         keys = Keys("bench")
         cfg = make_config(work, server.url, args.partitions)
-        variants = [v.strip() for v in args.overlap.split(",") if v.strip()]
         if args.inproc or args.profile or args.skip_workers:
             inproc(cfg, batches, lines, args.profile)
         if not args.skip_workers:
-            counts = [int(x) for x in args.workers.split(",") if x]
-            for n, variant in [(n, v) for n in counts for v in variants]:
-                vcfg = make_config(work, server.url, args.partitions, variant == "on")
+            for n in [int(x) for x in args.workers.split(",") if x]:
                 preload(client, keys, args.partitions, batches)
                 os.sync()  # the preload's AOF write-back must not land in the timed window
-                r = run_workers(vcfg, server.url, n, client, keys, args.partitions,
+                r = run_workers(cfg, server.url, n, client, keys, args.partitions,
                                 len(batches), lines, redis_proc)
-                label = f" overlap {variant:<3}" if len(variants) > 1 else ""
-                print(f"{n} worker{'s' if n > 1 else ' '}{label}: {r['lines_s']:>10,.0f} "
-                      f"lines/s  {r['cpu_per_m']:6.2f} CPU s per million lines  "
+                print(f"{n} worker{'s' if n > 1 else ' '}: {r['lines_s']:>10,.0f} lines/s  "
+                      f"{r['cpu_per_m']:6.2f} CPU s per million lines  "
                       f"peak RSS {r['peak_rss_mb']:6.1f} MiB per worker  "
                       f"(redis {r['redis_cpu_per_m']:.2f} CPU s/M; {r['elapsed_s']:.2f} s)")
         client.close()

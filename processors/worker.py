@@ -44,9 +44,6 @@ class ProcessorHandler:
     handed in by whoever owns the broker.
     """
 
-    # Pure over the entries, so the consumer may commit a batch while handling the next.
-    overlap_commits = True
-
     def __init__(self, config: Config, record: ThreadRecord, *,
                  rate_limits: RateLimits | None = None) -> None:
         self.chain = Chain(config, rate_limits=rate_limits)

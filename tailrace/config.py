@@ -145,11 +145,6 @@ class ServiceConfig(Options):
         ge=1,
         description="An entry delivered more often (it keeps killing workers) is dead-lettered.",
     )
-    overlap_commits: bool = Field(
-        True,
-        description="Processors commit a batch while they read and process the next one "
-        "(commits stay in order; off: one after the other, for comparison).",
-    )
     health_max_errors_per_min: int = Field(
         100, ge=0, description="/health answers 503 when a process logs more errors than this "
         "in a minute (0 = never for errors alone).",

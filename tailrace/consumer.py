@@ -25,9 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from functools import partial
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import redis
@@ -116,14 +114,6 @@ class StreamConsumer:
         self._unconfirmed: int | None = None
         self._next_trim = 0.0
         self._limiter = RateLimiter()
-        # Overlapping commits: batch N's commit runs on this thread while the loop reads and
-        # processes batch N+1 (about a quarter of a processor's time was spent waiting for
-        # commit replies). Only for handlers without effects outside Redis: N+1 is computed
-        # before N is known to be committed, and is dropped if N's commit fails.
-        self._committer: ThreadPoolExecutor | None = None
-        if service.overlap_commits and getattr(handler, "overlap_commits", False):
-            self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"commit-{group}")
-        self._inflight: tuple[OwnedPartition, HandleResult, Future[int]] | None = None
 
     # -- loop ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -136,7 +126,6 @@ class StreamConsumer:
                     self._step(stop)
                     backoff.reset()
                 except BROKER_ERRORS as exc:
-                    self._settle_quietly()
                     self.record.set_state("broker_down", str(exc))
                     if self._limiter.allow("broker"):
                         event(log, logging.WARNING, "consumer_broker_error",
@@ -156,7 +145,6 @@ class StreamConsumer:
                 except redis.exceptions.ResponseError as exc:
                     if not group_lost(exc):
                         raise
-                    self._settle_quietly()
                     # The broker lost the group (a failover to a replica that never had it,
                     # or to an empty node): recreate it, then start over from pending.
                     self._recreate_group(range(self.service.partitions))
@@ -174,21 +162,10 @@ class StreamConsumer:
             raise
         finally:
             self.record.set_state("draining")
-            self._settle_quietly()
-            if self._committer is not None:
-                self._committer.shutdown(wait=True)
             self._reads.close()
             self.keeper.leave()
             self.lifecycle.partitions[self.group] = []
             self.record.set_state("failed" if failed else "stopped", failed or "")
-
-    def _steady(self) -> bool:
-        """Every partition is live and stays with this worker: the next step only reads
-        and processes, so a commit in flight may go on while it does."""
-        return (not self._resync and self._unconfirmed is None
-                and set(self.keeper.owned()) == set(self._mode)
-                and all(m == "live" for m in self._mode.values())
-                and not self.keeper.has_acquired() and not self.keeper.extras())
 
     def _drop_fenced(self, exc: Fenced) -> None:
         """A recovery step or a dead-lettering found the lease taken over: the partition is
@@ -205,8 +182,6 @@ class StreamConsumer:
         self._gen[p] = self._gen.get(p, 0) + 1
 
     def _step(self, stop: threading.Event) -> None:
-        if self._inflight is not None and not self._steady():
-            self._settle()  # partitions change hands or mode below: no commit may be in flight
         if self._unconfirmed is not None:
             # Going on with other partitions now could commit, on other nodes, state that
             # comes after this commit (a file output's checkpoint covering its bytes); if a
@@ -249,7 +224,6 @@ class StreamConsumer:
         self._resync = False
         self.lifecycle.partitions[self.group] = sorted(owned)
         if not owned:
-            self._settle()
             self.record.set_state("idle", "no partitions owned")
             stop.wait(self.keeper.heartbeat_s)
             return
@@ -258,7 +232,6 @@ class StreamConsumer:
         # to abandon, again and again, each time counting as a delivery (toward poison).
         usable = {p for p in owned if self.keeper.valid(p)}
         if not usable:
-            self._settle()
             self.record.set_state("active", "waiting for lease renewals to go through")
             stop.wait(_PAUSE_RECHECK_S)
             return
@@ -282,13 +255,11 @@ class StreamConsumer:
         lanes = self._live_lanes(owned, exclude=set(owned) - usable)
         self._settle_reads(lanes)
         if not lanes and not self._reads.in_flight() and not self._reads.has_ready():
-            self._settle()
             self.record.set_state("throttled", "output backlog over its limit")
             stop.wait(_PAUSE_RECHECK_S)
             return
         replies = self._read_live(lanes)
         if not any(r.result for r in replies):
-            self._settle()
             self.record.set_state("idle")
         self._handle_replies(replies, owned, stop)
         self._maybe_trim(owned)
@@ -416,24 +387,11 @@ class StreamConsumer:
         except BROKER_ERRORS:
             raise
         except Exception as exc:
-            self._settle()
             self._failed(op, entries, exc, stop)
             return
-        self._settle()  # the commit before must be through: commits go in order
-        if p not in self._mode:
-            return  # that commit found the lease taken over: this batch is not ours either
         self._failures.pop(first, None)
         self._last_error.pop(first, None)
-        commit = partial(
-            self.scripts.commit, p, self.group, op.owner, stage_in=self.stage_in,
-            ids=[e[0] for e in entries], outputs=result.outputs, stage_out=self.stage_out,
-            dead_letters=result.dead_letters, checkpoint=result.checkpoint,
-            dlq_maxlen=self.service.dlq_max_entries,
-        )
-        if self._committer is not None:
-            self._inflight = (op, result, self._committer.submit(commit))
-        else:
-            self._committed(op, result, commit)
+        self._commit(op, entries, result)
 
     def _failed(self, op: OwnedPartition, entries: list[Entry], exc: Exception,
                 stop: threading.Event) -> None:
@@ -467,31 +425,16 @@ class StreamConsumer:
             self._resync = True  # the handler may have half-done work to roll back
             stop.wait(min(0.1 * 2**n, 5.0))
 
-    def _settle(self) -> None:
-        """Wait for the commit in flight (if any) and account for it."""
-        if self._inflight is None:
-            return
-        op, result, future = self._inflight
-        self._inflight = None
-        self._committed(op, result, future.result)
-
-    def _settle_quietly(self) -> None:
-        """Settle before recovering from a broker error (or stopping): whatever that commit
-        did, the partitions go back to their pending entries, so its error adds nothing."""
-        try:
-            self._settle()
-        except BROKER_ERRORS:
-            pass
-        except Exception as exc:  # never mask the error being recovered from
-            event(log, logging.ERROR, "consumer_commit_failed",
-                  f"a commit in flight failed: {exc!r}", group=self.group)
-
-    def _committed(self, op: OwnedPartition, result: HandleResult,
-                   commit: Callable[[], int]) -> None:
-        """Run (or collect) one batch's commit and account for it."""
+    def _commit(self, op: OwnedPartition, entries: list[Entry], result: HandleResult) -> None:
+        """Commit one batch (fenced: outputs, dead letters, checkpoint, acks) and count it."""
         p = op.partition
         try:
-            outlen = commit()
+            outlen = self.scripts.commit(
+                p, self.group, op.owner, stage_in=self.stage_in,
+                ids=[e[0] for e in entries], outputs=result.outputs, stage_out=self.stage_out,
+                dead_letters=result.dead_letters, checkpoint=result.checkpoint,
+                dlq_maxlen=self.service.dlq_max_entries,
+            )
         except BROKER_ERRORS:
             # Not confirmed (NotReplicated), or its answer was lost: it may have run.
             if self.scripts.wait.replicas:

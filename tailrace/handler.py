@@ -70,10 +70,7 @@ class BatchHandler(Protocol):
         is unknown: the handler must return to the committed state.
         """
 
-    # Optional: ``on_committed(partition)`` is called after each successful commit, and a
-    # true ``overlap_commits`` attribute lets the consumer commit a batch while the next is
-    # handled: only for handlers with no effects outside Redis (the next batch is computed
-    # before the previous one is known to be committed, and dropped if it is not).
+    # Optional: ``on_committed(partition)`` is called after each successful commit.
 
     def handle(self, partition: int, entries: list[Entry], guard: LeaseGuard) -> HandleResult:
         """Process one partition's entries (in order). May raise :class:`BatchAbandoned`."""

@@ -95,11 +95,6 @@ class LeaseKeeper(threading.Thread):
             out, self._acquired = self._acquired, []
             return out
 
-    def has_acquired(self) -> bool:
-        """Partitions were acquired since the last :meth:`take_acquired`."""
-        with self._lock:
-            return bool(self._acquired)
-
     def extras(self) -> set[int]:
         with self._lock:
             return set(self._extras)
