@@ -56,9 +56,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from redis_cluster import ClusterUnderTest, SentinelUnderTest  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 
-from tailrace.broker import ProduceResult, Scripts, connect, ensure_groups  # noqa: E402
+from tailrace.broker import connect, ensure_groups  # noqa: E402
 from tailrace.generate import Generator, nginx_line  # noqa: E402
 from tailrace.keys import Keys  # noqa: E402
+from tailrace.scriptcalls import ProduceResult, Scripts  # noqa: E402
 from tailrace.wire import RawBatch, encode_raw  # noqa: E402
 
 PARTITIONS = 12  # 3/3/6 slots over three equal masters (docs/scaling.md)

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from tailrace.broker import BROKER_ERRORS, ProduceResult, Scripts
+from tailrace.broker import BROKER_ERRORS
 from tailrace.config import Config
 from tailrace.errors import StopRequested
 from tailrace.logs import RateLimiter, event
 from tailrace.retry import Backoff
+from tailrace.scriptcalls import ProduceResult, Scripts
 from tailrace.topology import memory_by_node
 from tailrace.wire import encode_raw
 

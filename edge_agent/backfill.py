@@ -22,10 +22,10 @@ from typing import IO, cast
 
 import redis
 
-from tailrace.broker import ProduceResult, Scripts
 from tailrace.errors import PipelineError
 from tailrace.keys import Keys
 from tailrace.logs import event
+from tailrace.scriptcalls import ProduceResult, Scripts
 from tailrace.wire import RawBatch, encode_raw
 
 from .discovery import Discovery

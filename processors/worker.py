@@ -15,7 +15,6 @@ from collections.abc import Mapping
 
 import msgpack
 
-from tailrace.broker import DeadLetter
 from tailrace.config import Config
 from tailrace.consumer import StreamConsumer
 from tailrace.errors import RecordError
@@ -27,6 +26,7 @@ from tailrace.outcome import Rejection
 from tailrace.plugins import Record
 from tailrace.ratelimit import RateLimits, RedisRateLimits
 from tailrace.runtime import Runtime
+from tailrace.scriptcalls import DeadLetter
 from tailrace.wire import decode_raw, encode_records
 
 from .chain import Chain

@@ -19,7 +19,6 @@ from typing import Any
 
 import msgpack
 
-from tailrace.broker import DeadLetter
 from tailrace.config import Config, PluginConfig
 from tailrace.consumer import StreamConsumer
 from tailrace.errors import RecordError
@@ -30,6 +29,7 @@ from tailrace.logs import RateLimiter, event
 from tailrace.outcome import Delivered, Rejected, Rejection, Retry
 from tailrace.retry import Backoff
 from tailrace.runtime import Runtime
+from tailrace.scriptcalls import DeadLetter
 from tailrace.tags import TagMatcher
 from tailrace.wire import decode_records
 

@@ -32,7 +32,7 @@ import redis
 
 from .backlog import RECHECK_S as _PAUSE_RECHECK_S
 from .backlog import OutputBacklog
-from .broker import BROKER_ERRORS, Scripts, WaitPolicy
+from .broker import BROKER_ERRORS
 from .config import ServiceConfig
 from .errors import BrokerUnavailable, Fenced
 from .handler import BatchAbandoned, BatchHandler, Entry, HandleResult, LeaseGuard
@@ -43,6 +43,7 @@ from .logs import RateLimiter, event
 from .readers import LaneReads, LaneReply
 from .recovery import claim_pending, group_lost, over_delivered, recreate_group
 from .retry import Backoff
+from .scriptcalls import Scripts, WaitPolicy
 from .topology import DEFAULT_NODE, is_cluster, refresh_topology
 
 __all__ = ["StreamConsumer"]

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .broker import DeadLetter
 from .lease import LeaseKeeper
+from .scriptcalls import DeadLetter
 
 __all__ = ["BatchAbandoned", "BatchHandler", "Entry", "HandleResult", "LeaseGuard"]
 

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 import redis
 
-from .broker import BROKER_ERRORS, Scripts
+from .broker import BROKER_ERRORS
 from .keys import Keys
 from .lifecycle import ThreadRecord
 from .logs import event
+from .scriptcalls import Scripts
 
 __all__ = ["LeaseKeeper", "OwnedPartition"]
 

@@ -31,7 +31,6 @@ import redis
 from .broker import (
     BROKER_ERRORS,
     PartitionCountChanged,
-    WaitPolicy,
     connect,
     ensure_groups,
     ensure_partition_count,
@@ -45,6 +44,7 @@ from .keys import Keys, sink_group
 from .lifecycle import Lifecycle, Publisher
 from .logs import event
 from .retry import Backoff
+from .scriptcalls import WaitPolicy
 from .topology import set_min_replicas
 
 __all__ = ["NO_HTTP_ENV", "Runtime", "broker_url"]

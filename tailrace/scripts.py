@@ -4,7 +4,7 @@ Each script changes shared state in one atomic step, so a process may die betwee
 scripts without leaving a half-done change. A script touches only the keys passed in
 ``KEYS``, and every key of one call shares one partition hash tag (Redis Cluster safe).
 Scripts are registered once per client (EVALSHA, reloaded on NOSCRIPT) by
-:class:`tailrace.broker.Scripts`, which also turns their return codes into results.
+:class:`tailrace.scriptcalls.Scripts`, which also turns their return codes into results.
 Floor version: Redis 6.2 (XAUTOCLAIM, XTRIM MINID); no Redis 7 functions are used.
 """
 

@@ -7,16 +7,9 @@ import time
 import pytest
 import redis
 
-from tailrace.broker import (
-    BROKER_ERRORS,
-    NoReplicasError,
-    NotReplicated,
-    ProduceResult,
-    Scripts,
-    WaitPolicy,
-    ensure_groups,
-)
+from tailrace.broker import BROKER_ERRORS, NoReplicasError, NotReplicated, ensure_groups
 from tailrace.keys import Keys
+from tailrace.scriptcalls import ProduceResult, Scripts, WaitPolicy
 
 
 def test_a_batch_reloads_scripts_the_server_forgot_and_runs_each_call_once(

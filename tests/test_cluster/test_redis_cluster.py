@@ -185,7 +185,7 @@ def test_status_and_scripts_follow_a_failover_without_a_restart(
     client = connect(cluster.url)
     keys = Keys("fo")
     ensure_groups(client, keys, PARTITIONS, ["sink:x"])
-    from tailrace.broker import ProduceResult, Scripts
+    from tailrace.scriptcalls import ProduceResult, Scripts
 
     scripts = Scripts(client, keys)
     batch = scripts.batch()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tailrace.broker import DeadLetter, ProduceResult, Scripts, ensure_groups
+from tailrace.broker import ensure_groups
 from tailrace.errors import Fenced
 from tailrace.keys import PROCESSORS_GROUP, Keys
+from tailrace.scriptcalls import DeadLetter, ProduceResult, Scripts
 
 
 @pytest.fixture
