@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from .errors import ConfigError, ConfigProblem
 from .options import ByteSize, Options
 from .plugins import Registry
+from .problems import ProblemCollector, show, validate
 from .topology import join_broker_urls, parse_broker_url
 from .urls import redact_url
-from .yamlmarks import Marks, expand_env, load, path_str
+from .yamlmarks import expand_env, load
 
 __all__ = [
     "BacklogConfig",
@@ -240,87 +241,9 @@ class Config:
         }
 
 
-# ------------------------------------------------------------------------------------------
-class _Collector:
-    def __init__(self, filename: str, marks: Marks) -> None:
-        self.filename = filename
-        self.marks = marks
-        self.problems: list[ConfigProblem] = []
-
-    def mark(self, path: tuple[str | int, ...]) -> tuple[int, int]:
-        while path:
-            if path in self.marks:
-                return self.marks[path]
-            path = path[:-1]
-        return self.marks.get((), (0, 0))
-
-    def add(self, path: tuple[str | int, ...], message: str, *, at_key: bool = False) -> None:
-        key_path = (*path, "<key>")
-        line, col = self.marks[key_path] if at_key and key_path in self.marks else self.mark(path)
-        self.problems.append(ConfigProblem(self.filename, line, col, path_str(path), message))
-
-    def pydantic(self, prefix: tuple[str | int, ...], exc: ValidationError, model: Any) -> None:
-        seen: set[str] = set()
-        for err in exc.errors(include_url=False):
-            # Drop loc parts that are pydantic's own (union member names), keep data paths.
-            path: tuple[str | int, ...] = prefix
-            loc = list(err["loc"])
-            for i, part in enumerate(loc):
-                cand = (*path, part)
-                if cand in self.marks or i == len(loc) - 1 or isinstance(part, int):
-                    if isinstance(part, (str, int)):
-                        path = cand
-            kind = err["type"]
-            if kind == "extra_forbidden":
-                allowed = _field_names(model, list(err["loc"])[:-1])
-                msg = f"unknown key {path[-1]!r}"
-                if allowed:
-                    msg += f"; expected one of: {', '.join(allowed)}"
-                self.add(path, msg, at_key=True)
-                continue
-            if kind == "missing":
-                msg = f"required key {path[-1]!r} is missing"
-            else:
-                msg = f"{_lower_first(err['msg'])}, got {_show(err.get('input'))}"
-            text = path_str(path)
-            if text in seen:
-                continue
-            seen.add(text)
-            self.add(path, msg)
-
-
-def _lower_first(s: str) -> str:
-    return s[:1].lower() + s[1:]
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _field_names(model: Any, loc: Sequence[Any]) -> list[str]:
-    cls = model
-    for part in loc:
-        if isinstance(part, int) or not (isinstance(cls, type) and issubclass(cls, BaseModel)):
-            continue
-        f = cls.model_fields.get(part)
-        ann = f.annotation if f else None
-        cls = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    if isinstance(cls, type) and issubclass(cls, BaseModel):
-        return sorted(cls.model_fields)
-    return []
-
-
-def _validate(model: Any, data: Any, prefix: tuple[str | int, ...], col: _Collector) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        col.pydantic(prefix, exc, model)
-        return None
-
-
 def _plugins(
-    kind: str, entries: Any, prefix: tuple[str | int, ...], table: dict[str, Any], col: _Collector
+    kind: str, entries: Any, prefix: tuple[str | int, ...], table: dict[str, Any],
+    col: ProblemCollector,
 ) -> list[PluginConfig]:
     if entries is None:
         return []
@@ -332,7 +255,7 @@ def _plugins(
     for i, entry in enumerate(entries):
         path = (*prefix, i)
         if not isinstance(entry, dict):
-            col.add(path, f"expected a mapping with a 'name' key, got {_show(entry)}")
+            col.add(path, f"expected a mapping with a 'name' key, got {show(entry)}")
             continue
         name = entry.get("name")
         if not isinstance(name, str):
@@ -343,7 +266,7 @@ def _plugins(
             known = ", ".join(sorted(table)) or "none"
             col.add((*path, "name"), f"unknown {kind[:-1]} plugin {name!r}; known: {known}")
             continue
-        options = _validate(cls.Options, entry, path, col)
+        options = validate(cls.Options, entry, path, col)
         n = counts.get(name, 0)
         counts[name] = n + 1
         if options is not None:
@@ -368,20 +291,20 @@ def parse_config(
     """Validate config text; raises :class:`ConfigError` listing every problem found."""
     data, marks = load(text, filename)
     data, env_problems = expand_env(data, marks, filename, env)
-    col = _Collector(filename, marks)
+    col = ProblemCollector(filename, marks)
     col.problems.extend(env_problems)
     if not isinstance(data, dict):
-        col.add((), f"expected a mapping with keys {', '.join(_TOP_KEYS)}, got {_show(data)}")
+        col.add((), f"expected a mapping with keys {', '.join(_TOP_KEYS)}, got {show(data)}")
         raise ConfigError(col.problems)
     for key in data:
         if key not in _TOP_KEYS:
             col.add((str(key),), f"unknown key {key!r}; expected one of: {', '.join(_TOP_KEYS)}",
                     at_key=True)
-    service = _validate(ServiceConfig, data.get("service") or {}, ("service",), col)
+    service = validate(ServiceConfig, data.get("service") or {}, ("service",), col)
     pipeline = data.get("pipeline") or {}
     if not isinstance(pipeline, dict):
         col.add(("pipeline",),
-                f"expected a mapping of inputs/filters/outputs, got {_show(pipeline)}")
+                f"expected a mapping of inputs/filters/outputs, got {show(pipeline)}")
         pipeline = {}
     for key in pipeline:
         if key not in _PIPELINE_KEYS:
@@ -423,7 +346,7 @@ _SECTION: dict[str, tuple[str, ...]] = {
 }
 
 
-def _parsers(entries: Any, registry: Registry, col: _Collector) -> dict[str, PluginConfig]:
+def _parsers(entries: Any, registry: Registry, col: ProblemCollector) -> dict[str, PluginConfig]:
     result: dict[str, PluginConfig] = {}
     if entries is None:
         return result
@@ -433,7 +356,7 @@ def _parsers(entries: Any, registry: Registry, col: _Collector) -> dict[str, Plu
     for i, entry in enumerate(entries):
         path: tuple[str | int, ...] = ("parsers", i)
         if not isinstance(entry, dict):
-            col.add(path, f"expected a mapping with 'name' and 'format', got {_show(entry)}")
+            col.add(path, f"expected a mapping with 'name' and 'format', got {show(entry)}")
             continue
         fmt = entry.get("format")
         if not isinstance(fmt, str):
@@ -444,7 +367,7 @@ def _parsers(entries: Any, registry: Registry, col: _Collector) -> dict[str, Plu
             known = ", ".join(sorted(registry.parsers)) or "none"
             col.add((*path, "format"), f"unknown parser format {fmt!r}; known: {known}")
             continue
-        options = _validate(cls.Options, entry, path, col)
+        options = validate(cls.Options, entry, path, col)
         if options is None:
             continue
         if options.name in result:

@@ -1,0 +1,97 @@
+"""Config problems, collected: pydantic's validation errors turned into
+``FILE:LINE:COL: key.path: what was expected, what was found``, every one of a file at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import ConfigProblem
+from .yamlmarks import Marks, path_str
+
+__all__ = ["ProblemCollector", "show", "validate"]
+
+
+class ProblemCollector:
+    """Gathers every problem of one config file, each placed at its line and column."""
+
+    def __init__(self, filename: str, marks: Marks) -> None:
+        self.filename = filename
+        self.marks = marks
+        self.problems: list[ConfigProblem] = []
+
+    def mark(self, path: tuple[str | int, ...]) -> tuple[int, int]:
+        while path:
+            if path in self.marks:
+                return self.marks[path]
+            path = path[:-1]
+        return self.marks.get((), (0, 0))
+
+    def add(self, path: tuple[str | int, ...], message: str, *, at_key: bool = False) -> None:
+        key_path = (*path, "<key>")
+        line, col = self.marks[key_path] if at_key and key_path in self.marks else self.mark(path)
+        self.problems.append(ConfigProblem(self.filename, line, col, path_str(path), message))
+
+    def pydantic(self, prefix: tuple[str | int, ...], exc: ValidationError, model: Any) -> None:
+        seen: set[str] = set()
+        for err in exc.errors(include_url=False):
+            # Drop loc parts that are pydantic's own (union member names), keep data paths.
+            path: tuple[str | int, ...] = prefix
+            loc = list(err["loc"])
+            for i, part in enumerate(loc):
+                cand = (*path, part)
+                if cand in self.marks or i == len(loc) - 1 or isinstance(part, int):
+                    if isinstance(part, (str, int)):
+                        path = cand
+            kind = err["type"]
+            if kind == "extra_forbidden":
+                allowed = _field_names(model, list(err["loc"])[:-1])
+                msg = f"unknown key {path[-1]!r}"
+                if allowed:
+                    msg += f"; expected one of: {', '.join(allowed)}"
+                self.add(path, msg, at_key=True)
+                continue
+            if kind == "missing":
+                msg = f"required key {path[-1]!r} is missing"
+            else:
+                msg = f"{_lower_first(err['msg'])}, got {show(err.get('input'))}"
+            text = path_str(path)
+            if text in seen:
+                continue
+            seen.add(text)
+            self.add(path, msg)
+
+
+def _lower_first(s: str) -> str:
+    return s[:1].lower() + s[1:]
+
+
+def show(value: Any) -> str:
+    """A value as an error message shows it: its repr, cut at 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_names(model: Any, loc: Sequence[Any]) -> list[str]:
+    cls = model
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            continue
+        f = cls.model_fields.get(part)
+        ann = f.annotation if f else None
+        cls = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return sorted(cls.model_fields)
+    return []
+
+
+def validate(model: Any, data: Any, prefix: tuple[str | int, ...], col: ProblemCollector) -> Any:
+    """``model`` validated from ``data``, or None with its problems added to ``col``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        col.pydantic(prefix, exc, model)
+        return None
