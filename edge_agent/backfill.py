@@ -29,7 +29,7 @@ from tailrace.scriptcalls import ProduceResult, Scripts
 from tailrace.wire import RawBatch, encode_raw
 
 from .discovery import Discovery
-from .formats import Decoded, make_decoder
+from .formats import Decoded, line_cap, make_decoder, message_limit
 from .identity import FINGERPRINT_BYTES, FileId, partition_for
 from .multiline import MultilineRule
 from .options import TailOptions
@@ -118,7 +118,8 @@ def backfill_file(
         raise PipelineError(f"cannot read {p}: {exc.strerror}") from None
     scripts = Scripts(client, keys)
     rule = MultilineRule.build(options.multiline) if options.multiline else None
-    decode = make_decoder(options.format, rule)
+    decode = make_decoder(options.format, rule, message_limit(
+        options.format, options.max_line_bytes, options.long_lines))
     desc = Discovery(options, base_dir=base_dir, host=agent, input_id=input_id,
                      plugin_name="tail").describe(str(p))
     with raw, stream:
@@ -178,8 +179,9 @@ class _Feeder:
             buf += b"\n"  # the file is complete: its last line needs no newline
         d = self.decode(buf, self.pos, eof)
         consumed = min(d.consumed, len(self.carry) + len(chunk))
-        if not d.lines and consumed == 0 and len(buf) > self.o.max_line_bytes:
-            head = buf[: self.o.max_line_bytes]  # an over-long line is split, as by the agent
+        cap = line_cap(self.o.format, self.o.max_line_bytes)
+        if not d.lines and consumed == 0 and len(buf) > cap:
+            head = buf[:cap]  # an over-long line is split, as by the agent
             d = Decoded([head], [self.pos], [0.0] if self.container else None,
                         ["stdout"] if self.container else None, len(head))
             consumed = len(head)

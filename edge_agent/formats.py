@@ -18,7 +18,7 @@ import calendar
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate, repeat
-from operator import add
+from operator import add, itemgetter
 
 import orjson
 
@@ -27,9 +27,12 @@ from .multiline import MultilineRule
 __all__ = [
     "Decoded",
     "Decoder",
+    "MessageLimit",
+    "line_cap",
     "decode_plain",
     "line_offsets",
     "make_decoder",
+    "message_limit",
     "parse_rfc3339",
 ]
 
@@ -41,6 +44,47 @@ class Decoded:
     times: list[float] | None = None
     streams: list[str] | None = None
     consumed: int = 0  # bytes of the chunk consumed (always ends after a newline)
+    long: int = 0  # container messages over the MessageLimit (split, truncated or skipped)
+    long_skipped: int = 0  # bytes of the messages skipped
+
+
+# Container runtimes cut messages at 16 KiB per physical line (docker's JSON escaping can
+# make one ~100 KiB); such lines are read whole so that the limit applies to the message.
+CONTAINER_LINE_BYTES = 256 * 1024
+
+
+def line_cap(fmt: str, max_line_bytes: int) -> int:
+    """The longest physical line read whole: ``max_line_bytes`` for plain lines; for the
+    container formats at least :data:`CONTAINER_LINE_BYTES`, with ``max_line_bytes`` applied
+    to the decoded message instead (:class:`MessageLimit`)."""
+    return max_line_bytes if fmt == "plain" else max(max_line_bytes, CONTAINER_LINE_BYTES)
+
+
+def message_limit(fmt: str, max_line_bytes: int, policy: str) -> MessageLimit | None:
+    """The limit on a container format's messages; None for plain lines."""
+    return None if fmt == "plain" else MessageLimit(max_line_bytes, policy)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageLimit:
+    """``max_line_bytes`` and ``long_lines`` applied to a container runtime's *message*.
+
+    The runtime's header (time, stream) and its JSON or ``P``/``F`` framing stay intact, so
+    every piece of a split message keeps its time and stream. Piece ``k`` starts at offset
+    ``start + k * max_bytes``: inside the message's own bytes, so every record keeps a
+    distinct, deterministic id.
+    """
+
+    max_bytes: int
+    policy: str  # "split" | "truncate" | "skip"
+
+    def pieces(self, msg: bytes) -> list[bytes]:
+        n = self.max_bytes
+        if self.policy == "skip":
+            return []
+        if self.policy == "truncate":
+            return [msg[:n]]
+        return [msg[i : i + n] for i in range(0, len(msg), n)]
 
 
 # (chunk, base offset, final) -> Decoded
@@ -106,6 +150,9 @@ def parse_rfc3339(ts: bytes) -> float:
     return secs + frac
 
 
+_start = itemgetter(0)
+
+
 class _Open:
     """An open partial run or multiline message of one stream (a few per file at most)."""
 
@@ -138,12 +185,16 @@ class _Joiner:
     are released in start order once no open run or message straddles them.
     """
 
-    __slots__ = ("container", "groups", "lines", "offsets", "partial", "rule", "safe",
-                 "staged", "streams", "times")
+    __slots__ = ("container", "groups", "limit", "lines", "long", "long_skipped", "offsets",
+                 "partial", "rule", "safe", "staged", "streams", "times")
 
-    def __init__(self, rule: MultilineRule | None, container: bool, base: int) -> None:
+    def __init__(self, rule: MultilineRule | None, container: bool, base: int,
+                 limit: MessageLimit | None = None) -> None:
         self.rule = rule
         self.container = container
+        self.limit = limit
+        self.long = 0
+        self.long_skipped = 0
         self.lines: list[bytes] = []
         self.offsets: list[int] = []
         self.times: list[float] = []
@@ -165,6 +216,24 @@ class _Joiner:
         if run is not None:
             run.add(msg, end, 0)
             msg, start, t = run.joined(b""), run.start, run.time
+        if self.limit is not None and len(msg) > self.limit.max_bytes:
+            for k, piece in self._over_limit(msg):
+                self._message(stream, piece, start + k, t, end)
+            self._release(end)
+            return
+        self._message(stream, msg, start, t, end)
+
+    def _over_limit(self, msg: bytes) -> list[tuple[int, bytes]]:
+        """(offset from the message's start, piece) of a message over the limit; counted."""
+        limit = self.limit
+        assert limit is not None
+        self.long += 1
+        pieces = limit.pieces(msg)
+        if not pieces:
+            self.long_skipped += len(msg)
+        return [(k * limit.max_bytes, piece) for k, piece in enumerate(pieces)]
+
+    def _message(self, stream: str, msg: bytes, start: int, t: float, end: int) -> None:
         if self.rule is not None:
             self._group(stream, msg, start, t, end)
         elif not self.partial and not self.staged:
@@ -208,7 +277,7 @@ class _Joiner:
                         limit, moved = s[0], True
             ready = [s for s in staged if s[1] <= limit]
             if ready:
-                ready.sort()
+                ready.sort(key=_start)  # stable: the pieces of one message keep their order
                 for start, _end, msg, t, stream in ready:
                     self._emit(start, msg, t, stream)
                 self.staged = [s for s in staged if s[1] > limit]
@@ -228,27 +297,30 @@ class _Joiner:
             for stream in list(self.partial):
                 run = self.partial.pop(stream)
                 msg = run.joined(b"")
-                if self.rule is not None:
-                    self._group(stream, msg, run.start, run.time, run.end)
-                else:
-                    self.staged.append((run.start, run.end, msg, run.time, stream))
+                over = self.limit is not None and len(msg) > self.limit.max_bytes
+                for k, piece in self._over_limit(msg) if over else [(0, msg)]:
+                    if self.rule is not None:
+                        self._group(stream, piece, run.start + k, run.time, run.end)
+                    else:
+                        self.staged.append((run.start + k, run.end, piece, run.time, stream))
             for stream, g in list(self.groups.items()):
                 self._close_group(stream, g)
             self._release(end)
         if self.container:
             return Decoded(self.lines, self.offsets, self.times, self.streams,
-                           self.safe - base)
+                           self.safe - base, self.long, self.long_skipped)
         return Decoded(self.lines, self.offsets, None, None, self.safe - base)
 
 
-def _decode_cri(chunk: bytes, base: int, final: bool, rule: MultilineRule | None) -> Decoded:
+def _decode_cri(chunk: bytes, base: int, final: bool, rule: MultilineRule | None,
+                limit: MessageLimit | None = None) -> Decoded:
     """CRI log lines ``<time> <stream> <P|F> <message>``; ``P`` partials are joined.
 
     A line that does not follow the format is passed through whole (as a message of
     stream ``unknown``), so nothing is dropped.
     """
     end = chunk.rfind(b"\n")
-    j = _Joiner(rule, True, base)
+    j = _Joiner(rule, True, base, limit)
     if end < 0:
         return j.done(base, False, base)
     pos = base
@@ -272,14 +344,15 @@ def _decode_cri(chunk: bytes, base: int, final: bool, rule: MultilineRule | None
     return j.done(base, final, pos)
 
 
-def _decode_docker(chunk: bytes, base: int, final: bool, rule: MultilineRule | None) -> Decoded:
+def _decode_docker(chunk: bytes, base: int, final: bool, rule: MultilineRule | None,
+                   limit: MessageLimit | None = None) -> Decoded:
     """Docker json-file lines ``{"log": "...", "stream": "...", "time": "..."}``.
 
     A ``log`` without a trailing newline is a partial (docker splits at 16 KiB) and is
     joined with what follows on the same stream. Lines that are not such JSON pass through.
     """
     end = chunk.rfind(b"\n")
-    j = _Joiner(rule, True, base)
+    j = _Joiner(rule, True, base, limit)
     if end < 0:
         return j.done(base, False, base)
     pos = base
@@ -307,7 +380,8 @@ def _decode_docker(chunk: bytes, base: int, final: bool, rule: MultilineRule | N
 
 
 def _decode_plain_multiline(chunk: bytes, base: int, final: bool,
-                            rule: MultilineRule | None) -> Decoded:
+                            rule: MultilineRule | None, limit: MessageLimit | None = None
+                            ) -> Decoded:
     end = chunk.rfind(b"\n")
     j = _Joiner(rule, False, base)
     if end < 0:
@@ -321,16 +395,19 @@ def _decode_plain_multiline(chunk: bytes, base: int, final: bool,
     return j.done(base, final, pos)
 
 
-def make_decoder(fmt: str, rule: MultilineRule | None) -> Decoder:
+def make_decoder(fmt: str, rule: MultilineRule | None,
+                 limit: MessageLimit | None = None) -> Decoder:
     """The decoder of ``fmt`` (``plain``, ``cri``, ``docker``) with an optional multiline rule.
 
-    Plain lines without multiline take a split-only fast path.
+    Plain lines without multiline take a split-only fast path. ``limit`` applies to the
+    messages of the container formats (a plain line's limit is its physical length, which
+    the reader applies).
     """
     if fmt == "plain" and rule is None:
         return decode_plain
     impl = {"plain": _decode_plain_multiline, "cri": _decode_cri, "docker": _decode_docker}[fmt]
 
     def decode(chunk: bytes, base: int, final: bool = False) -> Decoded:
-        return impl(chunk, base, final, rule)
+        return impl(chunk, base, final, rule, limit)
 
     return decode

@@ -232,7 +232,9 @@ class TailOptions(InputOptions):
         DEFAULT_BATCH_WAIT_MS, ge=0, description="How long a partial batch waits for more lines."
     )
     max_line_bytes: ByteSize = Field(
-        DEFAULT_MAX_LINE_BYTES, ge=64, description="Longest physical line kept whole."
+        DEFAULT_MAX_LINE_BYTES, ge=64,
+        description="Longest line kept whole; for `cri` and `docker`, the longest message "
+        "(its pieces keep the runtime's time and stream).",
     )
     long_lines: Literal["split", "truncate", "skip"] = Field(
         "split",

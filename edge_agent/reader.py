@@ -22,7 +22,7 @@ from collections.abc import Callable
 from tailrace.logs import RateLimiter, event
 from tailrace.wire import RawBatch
 
-from .formats import Decoded, Decoder
+from .formats import Decoded, Decoder, line_cap
 from .identity import FileId, identity_key
 from .options import TailOptions
 
@@ -130,8 +130,8 @@ class Reader:
         self.flush_s = flush_s
         self.max_pending_s = flush_s * MAX_PENDING_FLUSHES
         self.pending_cap = pending_cap
-        self.max_line = opts.max_line_bytes
-        self.read_size = min(opts.read_bytes, opts.max_line_bytes + 1)
+        self.max_line = line_cap(opts.format, opts.max_line_bytes)  # physical lines
+        self.read_size = min(opts.read_bytes, self.max_line + 1)
         self.long_lines = opts.long_lines
         self.batch_lines = opts.batch_lines
         self.rule_free = opts.multiline is None
@@ -230,6 +230,8 @@ class Reader:
 
     def append(self, tf: TailedFile, d: Decoded, consumed: int, now: float) -> None:
         """Add decoded messages to the batch and move ``pos`` past ``consumed`` bytes."""
+        if d.long:
+            self._long_messages(tf, d)
         if d.lines:
             if not tf.lines:
                 tf.batch_at = now
@@ -242,6 +244,18 @@ class Reader:
                 tf.streams.extend(d.streams or ())
         tf.nbytes += consumed
         tf.pos += consumed
+
+    def _long_messages(self, tf: TailedFile, d: Decoded) -> None:
+        """Container messages over ``max_line_bytes``: the decoder applied ``long_lines``."""
+        policy = self.long_lines
+        self.count(f"long_lines_{policy}", d.long)
+        if d.long_skipped:
+            self.count("long_line_bytes_skipped", d.long_skipped)
+        if self._limiter.allow(tf.path):
+            event(log, logging.WARNING, "tail_long_line",
+                  f"{tf.path}: {d.long} message(s) near byte {tf.pos} longer than "
+                  f"max_line_bytes; long_lines={policy} (raise max_line_bytes to keep such "
+                  "messages whole)", input=self.input_id, partition=tf.partition)
 
     def _long_line(self, tf: TailedFile, head: bytes, now: float) -> None:
         policy = self.long_lines

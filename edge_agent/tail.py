@@ -33,7 +33,7 @@ from tailrace.logs import event
 from tailrace.wire import RawBatch
 
 from .files import FileTable
-from .formats import make_decoder
+from .formats import make_decoder, message_limit
 from .identity import end_checksum, fingerprint, has_end
 from .multiline import MultilineRule
 from .options import TailOptions
@@ -60,7 +60,8 @@ class TailInput(FileTable):
                          base_dir=base_dir, counters=counters, fd_budget=fd_budget)
         rule = MultilineRule.build(options.multiline) if options.multiline else None
         self.flush_s = rule.flush_s if rule else options.partial_flush_ms / 1000
-        self.reader = Reader(options, make_decoder(options.format, rule),
+        limit = message_limit(options.format, options.max_line_bytes, options.long_lines)
+        self.reader = Reader(options, make_decoder(options.format, rule, limit),
                              options.format != "plain", self.flush_s,
                              max(options.max_line_bytes, rule.max_bytes if rule else 0),
                              counters, input_id)

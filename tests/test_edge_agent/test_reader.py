@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edge_agent.formats import make_decoder
+import pytest
+
+from edge_agent.formats import make_decoder, message_limit
 from edge_agent.identity import FileId
 from edge_agent.multiline import MultilineRule
 from edge_agent.options import TailOptions
@@ -15,13 +17,16 @@ from edge_agent.reader import Reader, TailedFile
 T = "2024-05-01T12:00:00.000000000Z"
 
 
-def setup(tmp_path: Path, data: bytes, **opts: Any) -> tuple[Reader, TailedFile, Path]:
+def setup(tmp_path: Path, data: bytes, counts: dict[str, int] | None = None,
+          **opts: Any) -> tuple[Reader, TailedFile, Path]:
     o = TailOptions.model_validate({"name": "tail", "path": "x", **opts})
     rule = MultilineRule.build(o.multiline) if o.multiline else None
     flush_s = rule.flush_s if rule else o.partial_flush_ms / 1000
-    reader = Reader(o, make_decoder(o.format, rule), o.format != "plain", flush_s,
+    limit = message_limit(o.format, o.max_line_bytes, o.long_lines)
+    reader = Reader(o, make_decoder(o.format, rule, limit), o.format != "plain", flush_s,
                     max(o.max_line_bytes, rule.max_bytes if rule else 0),
-                    lambda _k, _n: None, "tail.0")
+                    lambda k, n: counts.__setitem__(k, counts.get(k, 0) + n)
+                    if counts is not None else None, "tail.0")
     path = tmp_path / "f.log"
     path.write_bytes(data)
     fd = os.open(path, os.O_RDONLY)
@@ -96,4 +101,63 @@ def test_multiline_batch_cut_keeps_messages_whole(tmp_path: Path) -> None:
     assert 0 < n <= 7
     assert tf.lines == [b"start %d\n  more" % i for i in range(n)]
     assert data[tf.pos:].startswith(b"start %d\n" % n) and not tf.carry
+    os.close(tf.fd)
+
+
+LONG_CASES = {
+    "cri": f"{T} stdout F short\n{T} stderr F {'a' * 150}\n{T} stdout F after\n".encode(),
+    "docker": (b'{"log":"short\\n","stream":"stdout","time":"%s"}\n'
+               b'{"log":"%s\\n","stream":"stderr","time":"%s"}\n'
+               b'{"log":"after\\n","stream":"stdout","time":"%s"}\n'
+               % (T.encode(), b"a" * 150, T.encode(), T.encode())),
+}
+LONG_EXPECTED = {
+    "split": [b"short", b"a" * 64, b"a" * 64, b"a" * 22, b"after"],
+    "truncate": [b"short", b"a" * 64, b"after"],
+    "skip": [b"short", b"after"],
+}
+
+
+@pytest.mark.parametrize("policy", ["split", "truncate", "skip"])
+@pytest.mark.parametrize("fmt", ["cri", "docker"])
+def test_a_long_container_message_keeps_its_time_and_stream_in_every_piece(
+        tmp_path: Path, fmt: str, policy: str) -> None:
+    counts: dict[str, int] = {}
+    data = LONG_CASES[fmt]
+    reader, tf, path = setup(tmp_path, data, counts, format=fmt, max_line_bytes=64,
+                             long_lines=policy)
+    drain(reader, tf)
+    assert tf.lines == LONG_EXPECTED[policy]
+    assert tf.streams == ["stdout"] + ["stderr"] * (len(tf.lines) - 2) + ["stdout"]
+    assert tf.times is not None and all(t > 1.7e9 for t in tf.times)  # the runtime's time
+    # Distinct, ordered offsets: record ids (prefix + offset) stay distinct and stable.
+    assert tf.offsets == sorted(set(tf.offsets))
+    second = data.index(b"\n") + 1
+    assert tf.offsets[1 : len(tf.lines) - 1] == [
+        second + 64 * k for k in range(len(tf.lines) - 2)]
+    assert counts[f"long_lines_{policy}"] == 1
+    assert counts.get("long_line_bytes_skipped", 0) == (150 if policy == "skip" else 0)
+    assert tf.pos == tf.scanned == len(data) and not tf.carry  # nothing waits, nothing lost
+    os.close(tf.fd)
+
+
+def test_a_long_partial_run_is_split_in_order_with_the_runs_time_and_stream(
+        tmp_path: Path) -> None:
+    data = (f"{T} stderr P {'a' * 40}\n{T} stderr P {'b' * 40}\n"
+            f"{T} stderr F {'c' * 40}\n").encode()
+    reader, tf, path = setup(tmp_path, data, format="cri", max_line_bytes=64)
+    drain(reader, tf)
+    joined = b"a" * 40 + b"b" * 40 + b"c" * 40
+    assert b"".join(tf.lines) == joined and all(len(ln) <= 64 for ln in tf.lines)
+    assert tf.streams == ["stderr"] * len(tf.lines)
+    assert tf.offsets == sorted(set(tf.offsets))
+    os.close(tf.fd)
+
+
+def test_a_batch_cut_never_separates_or_repeats_the_pieces_of_a_message(
+        tmp_path: Path) -> None:
+    data = LONG_CASES["cri"]
+    reader, tf, path = setup(tmp_path, data, format="cri", max_line_bytes=64, batch_lines=2)
+    drain(reader, tf)
+    assert tf.lines == LONG_EXPECTED["split"]  # every piece once, in order
     os.close(tf.fd)
