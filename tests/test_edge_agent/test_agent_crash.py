@@ -5,6 +5,9 @@ A writer appends unique lines to three files and rotates them every few hundred 
 has not read yet disappears while it is dead; the input follows ``*.log*``, so a restarted
 agent finds renamed files again by their identity. Every restart must resume exactly at
 the committed offsets: the raw streams end up with every line once, in order per file.
+
+With ``format: cri`` most messages are written as ``P`` parts and a final ``F`` line, so
+kills land inside partial runs too: a message must come out joined, once, never cut.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ PARTITIONS = 4
 class RotatingWriter:
     """Appends unique lines to FILES files, rotating each every few hundred lines."""
 
-    def __init__(self, folder: Path, seed: int) -> None:
+    def __init__(self, folder: Path, seed: int, fmt: str = "plain") -> None:
         self.folder = folder
+        self.fmt = fmt
         self.rng = random.Random(seed)
         self.written: list[bytes] = []
         self.rotations = 0
@@ -52,7 +56,7 @@ class RotatingWriter:
                 seq += 1
                 lines.append(b"app%d-%07d %s" % (f, seq, b"." * self.rng.randrange(80)))
             with open(path, "ab") as out:
-                out.write(b"".join(ln + b"\n" for ln in lines))
+                out.write(b"".join(self.encode(ln) for ln in lines))
             self.written.extend(lines)
             self.since_rotation[f] += n
             if self.since_rotation[f] >= self.rng.randint(100, 400):
@@ -61,9 +65,20 @@ class RotatingWriter:
                 self.since_rotation[f] = 0
             time.sleep(0.01)
 
+    def encode(self, line: bytes) -> bytes:
+        """The line as written to the file: plain, or CRI in 1 to 4 pieces (P.. F)."""
+        if self.fmt == "plain":
+            return line + b"\n"
+        cuts = sorted(self.rng.sample(range(1, len(line)), self.rng.randint(0, 3)))
+        pieces = [line[a:b] for a, b in zip([0, *cuts], [*cuts, len(line)], strict=True)]
+        return b"".join(b"2024-05-01T12:00:00.000000001Z stdout %s %s\n"
+                        % (b"F" if i == len(pieces) - 1 else b"P", piece)
+                        for i, piece in enumerate(pieces))
 
+
+@pytest.mark.parametrize("fmt", ["plain", "cri"])
 def test_kill_9_during_rotation_storms_loses_and_duplicates_nothing(
-        tmp_path: Path, fresh_redis: RedisServer, prefix: str) -> None:
+        tmp_path: Path, fresh_redis: RedisServer, prefix: str, fmt: str) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     cfg = write_config(tmp_path / "agent.yaml", {
@@ -71,12 +86,13 @@ def test_kill_9_during_rotation_storms_loses_and_duplicates_nothing(
                     "prefix": prefix, "agent_id": "crashy"},
         "pipeline": {"inputs": [{"name": "tail", "path": str(logs / "*.log*"),
                                  "read_from_head": True, "refresh_interval_s": 0.1,
+                                 "format": fmt,
                                  "batch_wait_ms": 20, "batch_lines": 50,
                                  "rotate_wait_s": 0.5}],
                      "outputs": [{"name": "stdout"}]},
     })
     rng = random.Random(20240501)
-    writer = RotatingWriter(logs, seed=7)
+    writer = RotatingWriter(logs, seed=7, fmt=fmt)
     thread = threading.Thread(target=writer.run, daemon=True)
     agent = Role("agent", cfg, fresh_redis.url).start()
     client = fresh_redis.client()
