@@ -60,6 +60,7 @@ class SinkHandler:
         self.matcher = TagMatcher(pc.options.match, pc.options.match_regex)
         self.address = pc.id.encode()
         self.record = record
+        record.set_state("idle", "waiting for records")  # the output is built
         self._limiter = RateLimiter()
         self._stats_seen: dict[str, int] = {}
 
@@ -121,6 +122,7 @@ class SinkHandler:
 
         make_backoff = getattr(self.output, "backoff", None)
         backoff = make_backoff() if make_backoff else Backoff(_RETRY_BASE_S, _RETRY_CAP_S)
+        self.record.set_state("active")
         while records:
             guard.check()  # never write without a lease that surely holds
             outcome = self.output.write_batch(records)
@@ -146,6 +148,7 @@ class SinkHandler:
                       "them after a backoff", output=self.pc.id, partition=partition)
             if guard.stop.wait(backoff.next_delay()):
                 raise BatchAbandoned("stop requested while retrying")
+        self.record.set_state("idle")  # delivered: no longer throttled, whatever it was
         self._count_stats()
         ckpt = getattr(self.output, "checkpoint", None)
         if ckpt is not None:

@@ -39,6 +39,7 @@ DEMO_CONFIG = """\
 service:
   data_dir: ./data
   partitions: 4
+  publish_interval_s: 1   # the demo's table shows each worker's state every second
 pipeline:
   inputs:
     - name: tail

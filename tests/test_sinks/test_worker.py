@@ -91,6 +91,10 @@ def test_a_long_outage_holds_the_entries_pending_then_delivers_them_once(
         es.clear_faults()
         wait_for(lambda: group_done(r, keys, "search", PARTITIONS), timeout=60,
                  message="delivery after the outage")
+        # Once delivering again, the sink no longer says throttled (status, /health).
+        wait_for(lambda: lifecycle.threads["sink:search"].state != "throttled", timeout=10,
+                 message="the sink's state after the outage")
+        assert lifecycle.state in ("active", "idle")
     assert es.store.count() == 1200 and set(es.store.created.values()) == {1}
     assert not dead_letters(r, keys, PARTITIONS)
 
