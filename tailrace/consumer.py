@@ -95,7 +95,8 @@ class StreamConsumer:
         self.record = lifecycle.thread("consumer")
         self.keeper = LeaseKeeper(
             client, self.scripts, keys, group, self.me, service.partitions,
-            service.lease_ttl_ms, service.heartbeat_ms, lifecycle.thread("lease-keeper"),
+            service.lease_ttl_ms, service.heartbeat_ms,
+            lifecycle.thread("lease-keeper", housekeeping=True),
             single_writer=single_writer,
         )
         self.single_writer = single_writer

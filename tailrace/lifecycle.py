@@ -42,6 +42,9 @@ class ThreadRecord:
     detail: str = ""
     since: float = field(default_factory=time.time)
     counters: dict[str, int] = field(default_factory=dict)
+    # Keeps the process going (main, publisher, lease keeper) rather than doing its work:
+    # its 'active' or 'idle' says nothing about whether the process is busy.
+    housekeeping: bool = False
 
     def set_state(self, state: str, detail: str = "") -> None:
         if state not in STATES:
@@ -70,16 +73,23 @@ class Lifecycle:
         self._last_time = time.monotonic()
         self._rates: dict[str, float] = {}
 
-    def thread(self, name: str) -> ThreadRecord:
+    def thread(self, name: str, *, housekeeping: bool = False) -> ThreadRecord:
         with self._lock:
             rec = self.threads.get(name)
             if rec is None:
-                rec = self.threads[name] = ThreadRecord(name=name, role=self.role)
+                rec = self.threads[name] = ThreadRecord(name=name, role=self.role,
+                                                        housekeeping=housekeeping)
             return rec
 
     @property
     def state(self) -> str:
-        states = {t.state for t in list(self.threads.values())}
+        """The most urgent state of any thread; whether it is ``active`` or ``idle`` is
+        up to the threads that do the work."""
+        threads = list(self.threads.values())
+        states = {t.state for t in threads
+                  if not (t.housekeeping and t.state in ("active", "idle"))}
+        if not states:
+            states = {t.state for t in threads}
         for s in _URGENCY:
             if s in states:
                 return s
@@ -146,7 +156,7 @@ class Publisher(threading.Thread):
         self.client.set(self.key, body, px=int(self.interval_s * 3000))
 
     def run(self) -> None:
-        rec = self.lifecycle.thread("publisher")
+        rec = self.lifecycle.thread("publisher", housekeeping=True)
         rec.set_state("active")
         first = True
         while first or not self.stop_event.wait(self.interval_s):

@@ -180,7 +180,7 @@ class Runtime:
             self.url = self.embedded.url
         assert self.url is not None
         client: redis.Redis | None = None
-        rec = self.lifecycle.thread("main")
+        rec = self.lifecycle.thread("main", housekeeping=True)
         backoff = Backoff()
         service = self.config.service
         replication = service.replication
@@ -240,7 +240,7 @@ class Runtime:
         When a reload was requested, re-execute the same command line in place instead of
         returning.
         """
-        self.lifecycle.thread("main").set_state("stopped")
+        self.lifecycle.thread("main", housekeeping=True).set_state("stopped")
         if self.publisher is not None:
             self.publisher.stop(final=True)
         if self.client is not None:

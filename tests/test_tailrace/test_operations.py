@@ -91,11 +91,22 @@ def test_status_shows_lag_rising_while_the_sink_is_stopped_and_falling_after(
         table = CliRunner().invoke(cli, ["status", "-c", str(cfg), "--broker", redis_url])
         assert table.exit_code == 0 and "sink:all" in table.stdout
         assert "2 files followed" in table.stdout
+
+        def states() -> dict[str, str]:
+            return {w["role"]: w["state"]
+                    for w in collect(r, keys, 4, ["sink:all"])["workers"]}
+
+        # Nothing left to read or process: both say idle (their housekeeping threads, always
+        # running, do not make them look busy).
+        wait_for(lambda: states() == {"agent": "idle", "processor": "idle"}, timeout=15,
+                 message=f"agent and processor idle (states: {states()})")
         sink = Role("sink", cfg, redis_url).start()
         roles.append(sink)
         out = tmp_path / "out" / "all.log"
         wait_for(lambda: count_lines(out) >= total, timeout=90, message="the sink to catch up")
         wait_for(lambda: sink_lag() == 0, timeout=30, message="the sink's lag to fall to 0")
+        wait_for(lambda: states().get("sink") == "idle", timeout=15,
+                 message="the sink idle once caught up")
     finally:
         codes = [role.stop() for role in roles if role.alive]
     assert codes == [0] * len(codes)
