@@ -170,10 +170,7 @@ class ScriptBatch:
         out = list(pipe.execute(raise_on_error=False))
         replies, acked = out[: len(calls)], out[len(calls) :]
         for node, n in zip(waits, acked, strict=True):
-            if isinstance(n, BaseException):
-                if isinstance(n, BROKER_ERRORS):
-                    raise n
-                raise BrokerUnavailable(f"WAIT failed on {node}: {n}")
+            _raise_wait_error(n, f"node {node}")
             if int(n) < self.wait.replicas:
                 where = f" on node {node}" if node != "default" else ""
                 raise NotReplicated(
@@ -181,6 +178,21 @@ class ScriptBatch:
                     f"{self.wait.timeout_ms} ms{where} (only {int(n)} acknowledged): "
                     "retrying; check the replicas' link and lag (INFO replication)")
         return replies
+
+
+def _raise_wait_error(reply: Any, where: str) -> None:
+    """Raise an error reply of a WAIT (or of its probe write) as a broker error.
+
+    WAIT sent to a node that became a replica in a failover ("WAIT cannot be used with
+    replica instances") is a moment of the topology changing, not a bug: the loop retries
+    once the client has the new slot map.
+    """
+    if not isinstance(reply, BaseException):
+        return
+    if isinstance(reply, BROKER_ERRORS):
+        raise reply
+    raise BrokerUnavailable(f"confirming writes on {where} failed: {reply} (a failover in "
+                            "progress?); retrying with the new topology")
 
 
 class Scripts:
@@ -329,7 +341,9 @@ class Scripts:
         pipe.set(key, "1", px=60_000)
         pipe.execute_command("WAIT", self.wait.replicas, self.wait.timeout_ms,
                              **route_to(self.client, key))
-        _set, acked = pipe.execute()
+        written, acked = pipe.execute(raise_on_error=False)
+        for reply in (written, acked):
+            _raise_wait_error(reply, f"partition {partition}'s node")
         if int(acked) < self.wait.replicas:
             raise NotReplicated(
                 f"partition {partition}'s Redis node has not confirmed earlier commits to "

@@ -253,3 +253,35 @@ def test_cluster_spread_evens_out_partitions_while_the_pipeline_runs(
                             str(cfg), "--broker", url], capture_output=True, text=True,
                            timeout=60, check=False)
     assert "already even" in again.stdout, again.stdout
+
+
+def test_confirming_on_a_node_demoted_to_replica_is_a_broker_error_then_works(
+        cluster: ClusterUnderTest) -> None:
+    """A planned failover (CLUSTER FAILOVER) the client has not seen yet: the probe write
+    follows MOVED to the new master, but WAIT goes to the old one, now a replica. That is
+    the topology changing (retried by every loop), never an error that kills a worker."""
+    from tailrace.broker import BROKER_ERRORS
+    from tailrace.scriptcalls import Scripts, WaitPolicy
+
+    client = connect(cluster.url)
+    keys = Keys("demoted")
+    scripts = Scripts(client, keys, wait=WaitPolicy(replicas=1, timeout_ms=2000))
+    scripts.confirm(0)  # the client knows the slot map as it is now
+    old = cluster.master_of(keys.probe(0))
+    new = cluster.replica_of(old)
+    admin = new.client()
+    admin.execute_command("CLUSTER", "FAILOVER")
+    admin.close()
+    wait_for(lambda: cluster.role(new) == "master" and cluster.role(old) == "slave",
+             timeout=30, message="the replica promoted and the old master demoted")
+    cluster.wait_healthy()
+
+    def confirmed() -> bool:
+        try:
+            scripts.confirm(0)
+        except BROKER_ERRORS:
+            return False  # e.g. "WAIT cannot be used with replica instances", as BrokerUnavailable
+        return True
+
+    wait_for(confirmed, timeout=30, interval=0.2, message="confirm on the new master")
+    client.close()
