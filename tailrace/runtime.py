@@ -24,9 +24,12 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
+
+if TYPE_CHECKING:
+    from .httpserver import StatusServer
 
 from .broker import (
     BROKER_ERRORS,
@@ -39,7 +42,6 @@ from .broker import (
 from .config import Config, load_config
 from .embedded import EmbeddedRedis
 from .errors import ConfigError, StopRequested
-from .httpserver import StatusServer
 from .keys import Keys, sink_group
 from .lifecycle import Lifecycle, Publisher
 from .logs import event
@@ -224,6 +226,9 @@ class Runtime:
         address = self.config.service.http
         if not address or os.environ.get(NO_HTTP_ENV) or self.http is not None:
             return
+        # Imported here: prometheus-client costs ~10 MiB, paid only with the endpoint on.
+        from .httpserver import StatusServer
+
         try:
             self.http = StatusServer(
                 address, lambda: [self.lifecycle.snapshot()],

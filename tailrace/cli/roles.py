@@ -17,7 +17,6 @@ from ..broker import connect
 from ..config import Config, load_config
 from ..embedded import EmbeddedRedis
 from ..errors import ConfigError
-from ..httpserver import StatusServer
 from ..keys import Keys
 from ..logs import event
 from ..runtime import NO_HTTP_ENV, broker_url
@@ -104,6 +103,8 @@ def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
 
     try:
         if config.service.http:
+            from ..httpserver import StatusServer  # ~10 MiB: only with the endpoint on
+
             keys = Keys(config.service.prefix)
             http = StatusServer(
                 config.service.http, children_records(client, keys, sup.pids),
