@@ -21,6 +21,7 @@ from .topology import redact_url
 
 __all__ = [
     "BROKER_ERRORS",
+    "BrokerFullError",
     "NoReplicasError",
     "NotReplicated",
     "PartitionCountChanged",
@@ -49,9 +50,24 @@ class MisconfError(redis.exceptions.ResponseError):
         return f"MISCONF {super().__str__()}"
 
 
+class BrokerFullError(redis.exceptions.OutOfMemoryError):
+    """Redis refused a write: ``used_memory`` is over its ``maxmemory`` (``OOM``).
+
+    Backpressure, not a bug: the writers (processors' commits, lease renewals) retry with
+    backoff while sinks acknowledge and the trimmed streams give memory back.
+    """
+
+    def __str__(self) -> str:
+        return (f"OOM {super().__str__()} (Redis is full: writes wait until sinks catch up "
+                "and acknowledged entries are trimmed; raise maxmemory, add sinks, or check "
+                "`tailrace status` for a stuck group)")
+
+
 # redis-py has no classes for these replies; register them so they can be caught by type.
 BaseParser.EXCEPTION_CLASSES.setdefault("NOREPLICAS", NoReplicasError)
 BaseParser.EXCEPTION_CLASSES.setdefault("MISCONF", MisconfError)
+# Its OOM class is plain; ours (a subclass) tells the operator what is going on.
+BaseParser.EXCEPTION_CLASSES["OOM"] = BrokerFullError
 
 
 class NotReplicated(BrokerUnavailable):
@@ -80,6 +96,7 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.RedisClusterException,
     NoReplicasError,
     MisconfError,
+    redis.exceptions.OutOfMemoryError,
     BrokerUnavailable,
     ConnectionError,
 )

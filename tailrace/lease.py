@@ -175,13 +175,8 @@ class LeaseKeeper(threading.Thread):
             pass
 
     def live_members(self) -> int:
-        now_ms = int(time.time() * 1000)
-        key = self.keys.members(self.group)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(key, {self.worker_id: now_ms})
-        pipe.zremrangebyscore(key, "-inf", now_ms - self.ttl_ms)
-        pipe.zcard(key)
-        return max(1, int(pipe.execute()[-1]))
+        return max(1, self.scripts.members(self.keys.members(self.group), self.worker_id,
+                                           self.ttl_ms))
 
     def _renew(self) -> None:
         owned = self.owned()
@@ -228,7 +223,7 @@ class LeaseKeeper(threading.Thread):
                 self._owned.clear()
                 self._deadline.clear()
         owner = f"{self.worker_id}:1"
-        if self.client.set(key, owner, nx=True, px=self.ttl_ms):
+        if self.scripts.acquire_key(key, owner, self.ttl_ms):
             self._output_owner = owner
             self._output_deadline = sent + self.ttl_ms / 1000
             return True

@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 import redis
 
+from . import scripts
+
 __all__ = ["STATES", "Lifecycle", "Publisher", "ThreadRecord", "new_worker_id"]
 
 STATES = ("starting", "active", "idle", "throttled", "broker_down", "draining", "stopped",
@@ -150,10 +152,12 @@ class Publisher(threading.Thread):
         self.key = key
         self.interval_s = interval_s
         self.stop_event = threading.Event()
+        # A script, so the record is still written when Redis is full (tailrace.scripts).
+        self._publish = client.register_script(scripts.PUBLISH)
 
     def publish(self) -> None:
         body = orjson.dumps(self.lifecycle.snapshot(update_rates=True))
-        self.client.set(self.key, body, px=int(self.interval_s * 3000))
+        self._publish(keys=[self.key], args=[body, int(self.interval_s * 3000)])
 
     def run(self) -> None:
         rec = self.lifecycle.thread("publisher", housekeeping=True)

@@ -17,7 +17,7 @@ import redis
 from redis.commands.core import Script
 
 from . import scripts
-from .broker import BROKER_ERRORS, NotReplicated
+from .broker import BROKER_ERRORS, BrokerFullError, NotReplicated
 from .errors import BrokerUnavailable, Fenced
 from .keys import Keys
 from .topology import is_cluster, node_of, route_to
@@ -128,10 +128,12 @@ class ScriptBatch:
                 replies = self._send_per_node([calls[i] for i in todo])
             missing = []
             for i, reply in zip(todo, replies, strict=True):
+                reply = _full_in_script(reply)
                 if isinstance(reply, redis.exceptions.NoScriptError):
                     missing.append(i)
-                elif isinstance(reply, BROKER_ERRORS) and not partial:
-                    raise reply
+                elif (isinstance(reply, BROKER_ERRORS) and not partial
+                      and not isinstance(reply, redis.exceptions.OutOfMemoryError)):
+                    raise reply  # (a full node refuses its calls only: see execute's Returns)
                 else:
                     results[i] = reply
             if not missing:
@@ -180,6 +182,24 @@ class ScriptBatch:
         return replies
 
 
+def _full_in_script(reply: Any) -> Any:
+    """Redis 6.2 reports a write refused by maxmemory inside a script as a plain script error;
+    give it the class Redis 7 gives it (:class:`BrokerFullError`, one of the broker errors)."""
+    if (isinstance(reply, redis.exceptions.ResponseError)
+            and not isinstance(reply, redis.exceptions.OutOfMemoryError)
+            and "OOM command not allowed" in str(reply)):
+        return BrokerFullError(str(reply))
+    return reply
+
+
+def _call(script: Script, keys: list[str], args: list[Any], client: Any = None) -> Any:
+    """Run one script now (EVALSHA, loaded again on NOSCRIPT by redis-py)."""
+    try:
+        return script(keys=keys, args=args, client=client)
+    except redis.exceptions.ResponseError as exc:
+        raise _full_in_script(exc) from None
+
+
 def _raise_wait_error(reply: Any, where: str) -> None:
     """Raise an error reply of a WAIT (or of its probe write) as a broker error.
 
@@ -210,6 +230,8 @@ class Scripts:
         self.wait = wait or WaitPolicy()
         self._produce: Script = client.register_script(scripts.PRODUCE)
         self._acquire: Script = client.register_script(scripts.ACQUIRE)
+        self._acquire_key: Script = client.register_script(scripts.ACQUIRE_KEY)
+        self._members: Script = client.register_script(scripts.MEMBERS)
         self._renew: Script = client.register_script(scripts.RENEW)
         self._release: Script = client.register_script(scripts.RELEASE)
         self._commit: Script = client.register_script(scripts.COMMIT)
@@ -225,7 +247,7 @@ class Scripts:
         if isinstance(client, ScriptBatch):
             client.add(script, keys, args)
             return None
-        return script(keys=keys, args=args, client=client)
+        return _call(script, keys, args, client)
 
     # -- producer ---------------------------------------------------------------------
     def produce(
@@ -248,12 +270,16 @@ class Scripts:
     def acquire(self, partition: int, group: str, worker: str, ttl_ms: int) -> int:
         """Take the lease; returns the fencing token, or 0 if another worker holds it."""
         k = self.keys
-        return int(
-            self._acquire(
-                keys=[k.lease(partition, group), k.epoch(partition, group)],
-                args=[worker, ttl_ms],
-            )
-        )
+        return int(_call(self._acquire, [k.lease(partition, group), k.epoch(partition, group)],
+                         [worker, ttl_ms]))
+
+    def acquire_key(self, key: str, owner: str, ttl_ms: int) -> bool:
+        """Take a free lease without a fencing token (a single-writer output's)."""
+        return int(_call(self._acquire_key, [key], [owner, ttl_ms])) == 1
+
+    def members(self, key: str, worker: str, ttl_ms: int) -> int:
+        """Membership heartbeat of ``worker`` in a group; returns the live member count."""
+        return int(_call(self._members, [key], [worker, int(time.time() * 1000), ttl_ms]))
 
     def renew(self, partition: int, group: str, owner: str, ttl_ms: int, client: Any = None) -> Any:
         return self.renew_key(self.keys.lease(partition, group), owner, ttl_ms, client=client)
@@ -319,7 +345,7 @@ class Scripts:
             if isinstance(result, BaseException):
                 raise result
         else:
-            result = self._commit(keys=keys, args=args)
+            result = _call(self._commit, keys, args)
         if int(result[0]) == scripts.CODE_FENCED:
             raise Fenced(group, partition)
         return int(result[1])
@@ -371,17 +397,16 @@ class Scripts:
         if not ids:
             return 0
         k = self.keys
-        n = int(
-            self._dead_letter(
-                keys=[k.lease(partition, group), k.stream(stage_in, partition), k.dlq(partition)],
-                args=[group, owner, kind, stage, reason, int(time.time() * 1000), *ids],
-            )
-        )
+        n = int(_call(
+            self._dead_letter,
+            [k.lease(partition, group), k.stream(stage_in, partition), k.dlq(partition)],
+            [group, owner, kind, stage, reason, int(time.time() * 1000), *ids],
+        ))
         if n < 0:
             raise Fenced(group, partition)
         return n
 
     def trim(self, stream_key: str) -> tuple[int, str]:
         """Trim ``stream_key`` below what every group acknowledged; (trimmed, min id kept)."""
-        n, minid = self._trim(keys=[stream_key], args=[])
+        n, minid = _call(self._trim, [stream_key], [])
         return int(n), minid.decode() if isinstance(minid, bytes) else str(minid)

@@ -6,16 +6,27 @@ scripts without leaving a half-done change. A script touches only the keys passe
 Scripts are registered once per client (EVALSHA, reloaded on NOSCRIPT) by
 :class:`tailrace.scriptcalls.Scripts`, which also turns their return codes into results.
 Floor version: Redis 6.2 (XAUTOCLAIM, XTRIM MINID); no Redis 7 functions are used.
+
+When Redis is full (``maxmemory`` with ``noeviction``) it refuses a script's commands that
+may grow memory, but only while the script has written nothing yet: a script is never cut
+in half. The scripts that let a full pipeline drain (taking a lease, membership, worker
+records, a sink's commit) therefore start with a write that cannot grow memory
+(``PEXPIRE`` of a key, ``ZREMRANGEBYSCORE``, ``XACK``), so their few bytes still go
+through; ``PRODUCE`` and a processor's ``XADD`` come first in theirs and are refused:
+that refusal is the backpressure.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ACQUIRE",
+    "ACQUIRE_KEY",
     "COMMIT",
     "DEAD_LETTER_PENDING",
     "DLQ_SCAN",
+    "MEMBERS",
     "PRODUCE",
+    "PUBLISH",
     "RELEASE",
     "RENEW",
     "REPLAY",
@@ -76,9 +87,39 @@ if cur then
   end
   return 0
 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])  -- no-op (absent key): lets a full Redis take it
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
 return token
+"""
+
+# Take a free lease that needs no fencing token (a single-writer output's lease).
+# KEYS[1] lease key   ARGV[1] owner   ARGV[2] ttl ms
+# returns 1 taken, 0 held by someone (this owner included: renew it with RENEW)
+ACQUIRE_KEY = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])  -- no-op (absent key): lets a full Redis take it
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# Group membership heartbeat: drop members silent for a TTL, (re)add this one, count.
+# KEYS[1] members sorted set   ARGV[1] worker id   ARGV[2] now ms   ARGV[3] ttl ms
+# returns the number of live members
+MEMBERS = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return redis.call('ZCARD', KEYS[1])
+"""
+
+# A worker's published record (status), kept even when Redis is full.
+# KEYS[1] worker key   ARGV[1] record (JSON)   ARGV[2] ttl ms
+PUBLISH = """
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 """
 
 # Extend a lease this worker still holds.
@@ -144,12 +185,14 @@ for j = 0, n_dlq - 1 do
   end
 end
 i = i + n_dlq * 7
+-- The acks before the checkpoint: a sink's commit then starts with a write that cannot
+-- grow memory, so it goes through when Redis is full (see the top of this module).
+if n_ids > 0 then
+  redis.call('XACK', KEYS[2], ARGV[1], unpack(ARGV, ids_at, ids_at + n_ids - 1))
+end
 local n_ckpt = tonumber(ARGV[i]); i = i + 1
 for j = 0, n_ckpt - 1 do
   redis.call('HSET', KEYS[5], ARGV[i + 2 * j], ARGV[i + 2 * j + 1])
-end
-if n_ids > 0 then
-  redis.call('XACK', KEYS[2], ARGV[1], unpack(ARGV, ids_at, ids_at + n_ids - 1))
 end
 local len = 0
 if n_out > 0 then

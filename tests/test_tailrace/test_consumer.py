@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 import redis
 from helpers import load_test_config, wait_for
+from redis_server import RedisServer
 
 from tailrace.broker import ensure_groups
 from tailrace.consumer import StreamConsumer
 from tailrace.errors import Fenced
 from tailrace.handler import Entry, HandleResult, LeaseGuard
 from tailrace.keys import PROCESSORS_GROUP, Keys
-from tailrace.lifecycle import Lifecycle
+from tailrace.lifecycle import Lifecycle, Publisher
 
 
 class Recorder:
@@ -127,3 +129,115 @@ def test_a_consumer_that_dies_shows_failed_and_gives_its_partitions_back(
     assert rec.state == "failed" and "a bug" in rec.detail
     assert lifecycle.state == "failed"
     assert not any(r.exists(keys.lease(p, PROCESSORS_GROUP)) for p in range(2))
+
+
+def fill_up(r: redis.Redis) -> list[str]:
+    """Fill Redis with 4 MiB, then set a maxmemory (noeviction) 1 MiB below what it holds:
+    every command that may grow memory is refused until the fillers are deleted."""
+    if int(r.info("server")["redis_version"].split(".")[0]) < 7:
+        pytest.skip("Redis before 7 lets scripts write past maxmemory: no OOM to meet")
+    fillers = [f"filler{i}" for i in range(8)]
+    for key in fillers:
+        r.set(key, b"x" * 2**19)
+    r.config_set("maxmemory-policy", "noeviction")
+    r.config_set("maxmemory", int(r.info("memory")["used_memory"]) - 2**20)
+    return fillers
+
+
+def start_consumer(r: redis.Redis, keys: Keys, service: Any, group: str, handler: Any,
+                   stage_in: str) -> tuple[StreamConsumer, Lifecycle, threading.Event,
+                                           threading.Thread]:
+    lifecycle = Lifecycle("processor" if stage_in == "raw" else "sink")
+    c = StreamConsumer(r, keys, service, group, handler, lifecycle, stage_in=stage_in,
+                       stage_out="out", single_writer=False)
+    stop = threading.Event()
+    t = threading.Thread(target=c.run, args=(stop,), daemon=True)
+    t.start()
+    return c, lifecycle, stop, t
+
+
+def test_redis_out_of_memory_holds_a_processor_back_until_memory_is_freed(
+        fresh_redis: RedisServer, prefix: str) -> None:
+    """maxmemory reached (noeviction): a processor's commits (XADD) are refused with OOM.
+    That is backpressure: the loop waits and retries, keeps its leases (renewals still go
+    through), dies of nothing, and commits everything once memory is back."""
+    r = fresh_redis.client()
+    cfg = load_test_config(f"service: {{prefix: {prefix}, partitions: 2, lease_ttl_ms: 1500, "
+                           "heartbeat_ms: 200}\n")
+    keys = Keys(prefix)
+    ensure_groups(r, keys, 2, [])
+    sent = [f"e{i}".encode() * 1000 for i in range(20)]
+    for b in sent:
+        r.xadd(keys.raw(0), {"v": "1", "b": b})
+    fillers = fill_up(r)
+    h = Recorder()
+    c, lifecycle, stop, t = start_consumer(r, keys, cfg.service, PROCESSORS_GROUP, h, "raw")
+    try:
+        full = wait_for(lambda: [rec for rec in lifecycle.threads.values()
+                                 if "Redis is full" in rec.detail], timeout=20,
+                        message="the consumer held back by OOM, saying so")
+        assert full[0].state == "broker_down"
+        held = c.keeper.owned()
+        time.sleep(3 * 1.5)  # three lease TTLs while Redis stays full
+        assert c.keeper.owned().keys() == held.keys() == {0, 1}, "leases lapsed while full"
+        assert r.xlen(keys.out(0)) == 0 and t.is_alive()
+        r.delete(*fillers)
+        wait_for(lambda: r.xlen(keys.out(0)) == len(sent), timeout=30,
+                 message="everything committed once memory is back")
+        assert t.is_alive() and lifecycle.state != "failed"
+    finally:
+        stop.set()
+        t.join(timeout=15)
+    assert [f[b"b"] for _i, f in r.xrange(keys.out(0))] == sent
+    r.close()
+
+
+class CheckpointingSink:
+    """A sink-like handler: delivers nowhere, commits a checkpoint with its acks."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def on_acquire(self, partition: int, checkpoints: list[Mapping[bytes, bytes]]) -> None:
+        return None
+
+    def handle(self, partition: int, entries: list[Entry], guard: LeaseGuard) -> HandleResult:
+        self.seen += len(entries)
+        return HandleResult(checkpoint={"seen": self.seen}, lines_in=len(entries))
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_full_redis_still_takes_a_sinks_commits_and_new_workers(
+        fresh_redis: RedisServer, prefix: str) -> None:
+    """Sinks are what frees memory (their acks let the streams be trimmed), so their commits
+    (acks + checkpoint), a new worker's lease and membership, and the workers' published
+    records must go through when Redis is full; otherwise a full Redis never drains."""
+    r = fresh_redis.client()
+    cfg = load_test_config(f"service: {{prefix: {prefix}, partitions: 2, lease_ttl_ms: 1500, "
+                           "heartbeat_ms: 200}\n")
+    keys = Keys(prefix)
+    group = "sink:x"
+    ensure_groups(r, keys, 2, [group])
+    for i in range(30):
+        r.xadd(keys.out(i % 2), {"v": "1", "b": b"r%d" % i})
+    fillers = fill_up(r)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        r.hset("probe", "a", "b")  # Redis is full indeed
+    h = CheckpointingSink()
+    c, lifecycle, stop, t = start_consumer(r, keys, cfg.service, group, h, "out")
+    publisher = Publisher(lifecycle, r, keys.worker(lifecycle.id), 1.0)
+    try:
+        wait_for(lambda: sum(r.xpending(keys.out(p), group)["pending"] for p in (0, 1)) == 0
+                 and h.seen == 30, timeout=30, message="every entry acknowledged while full")
+        assert {int(r.hget(keys.checkpoint(p, group), "seen") or 0) for p in (0, 1)} - {0}
+        assert c.keeper.owned().keys() == {0, 1}
+        publisher.publish()
+        assert r.exists(keys.worker(lifecycle.id)), "the worker's record while full"
+        assert lifecycle.state != "failed" and t.is_alive()
+    finally:
+        stop.set()
+        t.join(timeout=15)
+        r.delete(*fillers)
+    r.close()
