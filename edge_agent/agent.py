@@ -271,7 +271,7 @@ class Agent:
             assert batch is not None
             payload = encode_raw(batch) if batch.lines else b""
             scripts.produce(tf.partition, batch.file, batch.start, batch.end, payload, limit,
-                            client=pipe)
+                            client=pipe, memory_limit=self.service.backlog.max_redis_memory)
         results = pipe.execute()
         now = time.monotonic()
         rec = self.record

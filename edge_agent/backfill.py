@@ -100,11 +100,15 @@ def backfill_file(
     partitions: int,
     base_dir: Path,
     backlog_limit: int = 0,
+    memory_limit: int | None = None,
     progress: Progress | None = None,
 ) -> BackfillResult:
     """Commit every line of ``path`` to the raw streams (see the module docstring).
 
     Args:
+        backlog_limit: wait while the partition's raw backlog has this many entries.
+        memory_limit: wait while Redis uses this many bytes (0: 90% of its maxmemory;
+            None: no check), as the agent does.
         progress: called with (bytes of the file read, file size) after every batch.
 
     Raises:
@@ -137,7 +141,7 @@ def backfill_file(
                              file=identity, start=start, end=end, lines=lines,
                              offsets=offsets, times=times, streams=streams, meta=desc.meta,
                              time=time.time())
-            resume = _produce(scripts, partition, batch, backlog_limit, result)
+            resume = _produce(scripts, partition, batch, backlog_limit, memory_limit, result)
             if resume is not None and resume > end:
                 feeder.skip_to(resume)  # committed further by someone else: go on from there
             if progress is not None:
@@ -213,12 +217,13 @@ class _Feeder:
 
 
 def _produce(scripts: Scripts, partition: int, batch: RawBatch, backlog_limit: int,
-             result: BackfillResult) -> int | None:
+             memory_limit: int | None, result: BackfillResult) -> int | None:
     """Commit one batch; returns the offset to skip to after a CONFLICT, else None."""
     payload = encode_raw(batch)
     while True:
         res = ProduceResult.parse(scripts.produce(partition, batch.file, batch.start, batch.end,
-                                                  payload, backlog_limit))
+                                                  payload, backlog_limit,
+                                                  memory_limit=memory_limit))
         if res.status == "ok":
             result.lines += len(batch.lines)
             result.batches += 1
@@ -226,4 +231,4 @@ def _produce(scripts: Scripts, partition: int, batch: RawBatch, backlog_limit: i
         if res.status == "conflict":
             result.skipped_batches += 1
             return res.offset if res.offset > batch.start else None
-        time.sleep(_BACKPRESSURE_WAIT_S)  # backlog over its limit: wait like the agent does
+        time.sleep(_BACKPRESSURE_WAIT_S)  # backlog or memory over its limit: wait, as the agent

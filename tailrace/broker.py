@@ -135,8 +135,11 @@ def ensure_partition_count(client: redis.Redis, keys: Keys, partitions: int) -> 
     Raises:
         PartitionCountChanged: the pipeline under this prefix has another count.
     """
-    client.hsetnx(keys.meta(), "partitions", partitions)
-    stored = int(client.hget(keys.meta(), "partitions") or partitions)
+    raw = client.hget(keys.meta(), "partitions")  # read first: a full Redis refuses HSETNX
+    if raw is None:
+        client.hsetnx(keys.meta(), "partitions", partitions)
+        raw = client.hget(keys.meta(), "partitions")
+    stored = int(raw or partitions)
     if stored != partitions:
         raise PartitionCountChanged(
             f"this pipeline (prefix {keys.prefix!r}) was created with {stored} partitions but "
@@ -156,17 +159,41 @@ def ensure_groups(
 
     All groups exist from the start, so trimming never drops entries a group that has not
     started yet would still need: ``processors`` on ``raw`` and one group per output on
-    ``out``.
+    ``out``. Existing groups are looked up first and only missing ones created: a Redis
+    that is full refuses XGROUP CREATE, and a worker must still be able to start then
+    (sinks are what frees the memory).
     """
     from .keys import PROCESSORS_GROUP
 
     wanted = [("raw", PROCESSORS_GROUP)] + [("out", g) for g in sink_groups]
+    streams = [(keys.stream(stage, p), stage) for p in range(partitions) for stage in
+               ("raw", "out")]
     pipe = client.pipeline(transaction=False)
+    for stream, _stage in streams:
+        pipe.xinfo_groups(stream)
+    have: set[tuple[str, str]] = set()
+    for (stream, _stage), info in zip(streams, pipe.execute(raise_on_error=False),
+                                      strict=True):
+        if isinstance(info, BROKER_ERRORS):
+            raise info
+        if isinstance(info, list):  # else "no such key": the stream does not exist yet
+            have.update((stream, _text(g["name"])) for g in info)
+    pipe = client.pipeline(transaction=False)
+    missing = 0
     for p in range(partitions):
         for stage, group in wanted:
-            pipe.xgroup_create(keys.stream(stage, p), group, id="0", mkstream=True)
+            stream = keys.stream(stage, p)
+            if (stream, group) not in have:
+                pipe.xgroup_create(stream, group, id="0", mkstream=True)
+                missing += 1
+    if not missing:
+        return
     for result in pipe.execute(raise_on_error=False):
         if isinstance(result, BROKER_ERRORS):
             raise result
         if isinstance(result, redis.exceptions.ResponseError) and "BUSYGROUP" not in str(result):
             raise result
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -127,6 +127,8 @@ class StreamConsumer:
                 try:
                     self._step(stop)
                     backoff.reset()
+                except redis.exceptions.OutOfMemoryError as exc:
+                    self._redis_full(exc, stop)
                 except BROKER_ERRORS as exc:
                     self.record.set_state("broker_down", str(exc))
                     if self._limiter.allow("broker"):
@@ -168,6 +170,24 @@ class StreamConsumer:
             self.keeper.leave()
             self.lifecycle.partitions[self.group] = []
             self.record.set_state("failed" if failed else "stopped", failed or "")
+
+    def _redis_full(self, exc: BaseException, stop: threading.Event) -> None:
+        """Redis refused a commit for want of memory (maxmemory): backpressure, not an
+        outage. The refused script wrote nothing; its entries are still pending here and are
+        redone once sinks have freed memory. Look again soon, without a growing backoff, and
+        trim what was acknowledged: that frees memory too."""
+        self.record.set_state("throttled", str(exc))
+        if self._limiter.allow("full"):
+            event(log, logging.WARNING, "consumer_redis_full", str(exc), group=self.group)
+        for p in list(self._mode):
+            self._to_history(p)
+        self._resync = True  # a sink's output may hold what the refused commit covered
+        try:
+            self._next_trim = 0.0
+            self._maybe_trim(self.keeper.owned())
+        except BROKER_ERRORS:
+            pass
+        stop.wait(_PAUSE_RECHECK_S)
 
     def _drop_fenced(self, exc: Fenced) -> None:
         """A recovery step or a dead-lettering found the lease taken over: the partition is

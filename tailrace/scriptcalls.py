@@ -42,13 +42,15 @@ class ProduceResult:
     """Outcome of one idempotent-producer call.
 
     ``status`` is ``ok`` (appended; offset moved to the batch end), ``conflict`` (the stored
-    offset is ``offset``: resume there) or ``backpressure`` (backlog is ``backlog`` entries).
+    offset is ``offset``: resume there), ``backpressure`` (backlog is ``backlog`` entries)
+    or ``memory`` (the node's used memory, ``memory`` bytes, is over the limit).
     """
 
     status: str
     entry_id: str = ""
     offset: int = 0
     backlog: int = 0
+    memory: int = 0
 
     @staticmethod
     def parse(raw: Sequence[Any]) -> ProduceResult:
@@ -58,6 +60,8 @@ class ProduceResult:
             return ProduceResult("ok", entry_id=text)
         if code == scripts.CODE_CONFLICT:
             return ProduceResult("conflict", offset=int(text))
+        if code == scripts.CODE_MEMORY:
+            return ProduceResult("memory", memory=int(text))
         return ProduceResult("backpressure", backlog=int(text))
 
 
@@ -259,12 +263,17 @@ class Scripts:
         payload: bytes,
         backlog_limit: int = 0,
         client: Any = None,
+        *,
+        memory_limit: int | None = None,
     ) -> Any:
         """Run PRODUCE, or queue it in ``client`` (a :meth:`batch`); parse the reply with
-        :meth:`ProduceResult.parse`."""
+        :meth:`ProduceResult.parse`. ``memory_limit``: refuse (status ``memory``) while the
+        node's used memory is over this many bytes (0: 90% of its maxmemory)."""
         k = self.keys
-        return self._run(self._produce, [k.offsets(partition), k.raw(partition)],
-                         [file_id, start, end, payload, backlog_limit], client)
+        args: list[Any] = [file_id, start, end, payload, backlog_limit]
+        if memory_limit is not None:
+            args.append(memory_limit)
+        return self._run(self._produce, [k.offsets(partition), k.raw(partition)], args, client)
 
     # -- leases -----------------------------------------------------------------------
     def acquire(self, partition: int, group: str, worker: str, ttl_ms: int) -> int:

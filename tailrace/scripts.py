@@ -36,6 +36,7 @@ __all__ = [
     "CODE_ALREADY",
     "CODE_CONFLICT",
     "CODE_FENCED",
+    "CODE_MEMORY",
     "CODE_OK",
 ]
 
@@ -44,15 +45,20 @@ CODE_OK = 1
 CODE_BACKPRESSURE = 2
 CODE_FENCED = 0
 CODE_ALREADY = 3
+CODE_MEMORY = 4
 
 # Idempotent producer: append a batch only if the file's committed offset is its start.
 # KEYS[1] offsets hash   KEYS[2] raw stream
 # ARGV[1] file identity  ARGV[2] batch start  ARGV[3] batch end
 # ARGV[4] payload ("" = move the offset only, e.g. a run of skipped lines)
 # ARGV[5] backlog limit in entries (0 = none)
+# ARGV[6] memory limit in bytes of this node's used_memory (0 = 90% of its maxmemory, if
+#         set; absent = no check): exact where the agent's periodic look is late, so lines
+#         never take the room the processors' records need to drain
 # returns {1, entry id | ""}   appended (offset moved to end)
 #         {0, stored offset}   CONFLICT: the stored offset differs, seek there and go on
 #         {2, stream length}   BACKPRESSURE: backlog over the limit, nothing written
+#         {4, used_memory}     BACKPRESSURE: Redis memory over the limit, nothing written
 PRODUCE = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur and cur ~= ARGV[2] then
@@ -63,6 +69,17 @@ if ARGV[4] ~= '' and limit > 0 then
   local len = redis.call('XLEN', KEYS[2])
   if len >= limit then
     return {2, tostring(len)}
+  end
+end
+if ARGV[4] ~= '' and ARGV[6] then
+  local info = redis.call('INFO', 'memory')
+  local used = tonumber(string.match(info, 'used_memory:(%d+)'))
+  local cap = tonumber(ARGV[6])
+  if cap == 0 then
+    cap = math.floor(tonumber(string.match(info, 'maxmemory:(%d+)') or '0') * 0.9)
+  end
+  if cap > 0 and used >= cap then
+    return {4, tostring(used)}
   end
 end
 local id = ''

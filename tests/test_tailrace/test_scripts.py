@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis
+from redis_server import RedisServer
 
 from tailrace.broker import ensure_groups
 from tailrace.errors import Fenced
@@ -59,6 +60,30 @@ def test_produce_refuses_over_the_backlog_limit_and_writes_nothing(
     res = produce(s, 20, 30, limit=2)
     assert res == ProduceResult("backpressure", backlog=2)
     assert r.hget(k.offsets(0), "f1") == b"20"
+
+
+def test_produce_refuses_while_redis_memory_is_over_the_limit_and_writes_nothing(
+        fresh_redis: RedisServer, prefix: str) -> None:
+    """The exact memory check of PRODUCE (the agent's periodic look can be a second late)."""
+    r = fresh_redis.client()
+    k = Keys(prefix)
+    ensure_groups(r, k, 1, [])
+    s = Scripts(r, k)
+    used = int(r.info("memory")["used_memory"])
+
+    def attempt(start: int, **kw: int | None) -> ProduceResult:
+        return ProduceResult.parse(s.produce(0, "f", start, start + 10, b"x", **kw))
+
+    assert attempt(0, memory_limit=used // 2).status == "memory"  # an explicit limit
+    assert attempt(0, memory_limit=0).status == "ok"  # 0: 90% of maxmemory, none is set
+    used = int(r.info("memory")["used_memory"])
+    r.config_set("maxmemory", int(used / 0.95))  # 90% of it is below what Redis uses
+    full = attempt(10, memory_limit=0)
+    r.config_set("maxmemory", 0)
+    assert full.status == "memory" and full.memory >= used * 0.9
+    assert r.xlen(k.raw(0)) == 1 and r.hget(k.offsets(0), "f") == b"10"  # nothing written
+    assert attempt(10).status == "ok"  # no limit asked for: no check
+    r.close()
 
 
 def test_a_lease_token_grows_on_every_acquisition(setup: tuple[Scripts, Keys]) -> None:
