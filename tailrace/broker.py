@@ -53,8 +53,9 @@ class MisconfError(redis.exceptions.ResponseError):
 class BrokerFullError(redis.exceptions.OutOfMemoryError):
     """Redis refused a write: ``used_memory`` is over its ``maxmemory`` (``OOM``).
 
-    Backpressure, not a bug: the writers (processors' commits, lease renewals) retry with
-    backoff while sinks acknowledge and the trimmed streams give memory back.
+    Backpressure, not a bug: the writers (agents per partition, processors' commits) hold
+    their batches and retry while sinks acknowledge and the trimmed streams give memory
+    back; what lets the pipeline drain still goes through (see :mod:`tailrace.scripts`).
     """
 
     def __str__(self) -> str:
@@ -166,14 +167,12 @@ def ensure_groups(
     from .keys import PROCESSORS_GROUP
 
     wanted = [("raw", PROCESSORS_GROUP)] + [("out", g) for g in sink_groups]
-    streams = [(keys.stream(stage, p), stage) for p in range(partitions) for stage in
-               ("raw", "out")]
+    streams = [keys.stream(stage, p) for p in range(partitions) for stage in ("raw", "out")]
     pipe = client.pipeline(transaction=False)
-    for stream, _stage in streams:
+    for stream in streams:
         pipe.xinfo_groups(stream)
     have: set[tuple[str, str]] = set()
-    for (stream, _stage), info in zip(streams, pipe.execute(raise_on_error=False),
-                                      strict=True):
+    for stream, info in zip(streams, pipe.execute(raise_on_error=False), strict=True):
         if isinstance(info, BROKER_ERRORS):
             raise info
         if isinstance(info, list):  # else "no such key": the stream does not exist yet
