@@ -35,15 +35,23 @@ def check(config_path: str, quiet: bool) -> None:
 
 
 @click.command()
-@config_option
+@click.option("-c", "--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              envvar="TAILRACE_CONFIG",
+              help="Pipeline config whose parsers: to use (none: the stock parsers only).")
 @click.option("--parser", "parser_name", required=True, help="Parser name (config or stock).")
-def parse(config_path: str, parser_name: str) -> None:
-    """Parse lines from stdin with a parser; print one JSON record per line."""
+def parse(config_path: str | None, parser_name: str) -> None:
+    """Parse lines from stdin with a parser; print one JSON record per line.
+
+    Exits 1 when a line did not parse (it is printed with an ``error``).
+    """
     from processors.chain import build_parsers
     from processors.parsers.base import ParseFailure
     from processors.safe_regex import WATCHDOG
 
-    config = load(config_path)
+    from ..config import parse_config
+    from .registry import build_registry
+
+    config = load(config_path) if config_path else parse_config("{}", "<none>", build_registry())
     parsers = build_parsers(config)
     parser = parsers.get(parser_name)
     if parser is None:

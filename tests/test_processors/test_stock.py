@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 import time
 
+import orjson
 import pytest
 from helpers import load_test_config
 
@@ -105,3 +106,17 @@ def test_every_stock_parser_the_issue_names_is_shipped(stock: dict[str, BoundPar
     for name in ("apache2", "apache_error", "nginx", "syslog-rfc3164", "syslog-rfc5424", "cri",
                  "docker", "json", "logfmt"):
         assert name in stock
+
+
+def test_tailrace_parse_tries_a_stock_parser_without_any_config() -> None:
+    from click.testing import CliRunner
+
+    from tailrace.cli.main import cli
+
+    line = '10.0.0.1 - - [28/Nov/2026:04:00:01 +0000] "GET /x HTTP/1.1" 200 12 "-" "curl"'
+    result = CliRunner().invoke(cli, ["parse", "--parser", "nginx"],
+                                input=f"{line}\nnot nginx\n")
+    assert result.exit_code == 1  # the second line did not parse
+    first, second = (orjson.loads(x) for x in result.stdout.splitlines())
+    assert first["path"] == "/x" and first["time"] == 1795838401.0
+    assert second == {"log": "not nginx", "error": "parser 'nginx' did not match"}
