@@ -306,6 +306,15 @@ class Agent:
                 self.checkpoint.record(tf.identity, result.offset, tf.path, tf.end_crc)
             else:
                 self.throttled[tf.partition] = now + THROTTLE_RECHECK_S
+                if result.status == "memory" and not self.memory_full:
+                    # PRODUCE saw it before the periodic look did: pause every read now;
+                    # _check_memory resumes them once Redis has room again.
+                    self.memory_full = True
+                    self._next_memory_check = now + MEMORY_CHECK_INTERVAL_S
+                    event(log, logging.WARNING, "agent_memory_throttle",
+                          f"Redis refused a batch of {tf.path}: it uses {result.memory} "
+                          "bytes, over service.backlog.max_redis_memory (default 90% of "
+                          "maxmemory): pausing reads", partition=tf.partition)
         if committed:
             rec.set_state("active")
 

@@ -119,6 +119,23 @@ def test_redis_memory_limit_pauses_reading(tmp_path, make_agent, tail, r, prefix
     h.stop()
 
 
+def test_produce_refuses_over_the_memory_limit_even_before_the_agent_looks(
+        tmp_path, make_agent, tail, r, prefix, monkeypatch, caplog) -> None:
+    """The agent looks at Redis memory once a second; between two looks, PRODUCE itself
+    refuses a batch while Redis is over the limit, and the agent pauses at once."""
+    import edge_agent.agent
+
+    monkeypatch.setattr(edge_agent.agent, "memory_by_node", lambda _client: [])  # never looks
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log").write_bytes(lines("a", 100))
+    h = make_agent([tail(logs / "*.log")], backlog={"max_redis_memory": 1}).start()
+    wait_for(lambda: "pausing reads" in caplog.text, message="PRODUCE refusing for memory")
+    assert "Redis refused a batch" in caplog.text
+    assert not h.shipped().lines
+    h.stop()
+
+
 def test_broker_outage_holds_batches_and_resumes_exactly_where_it_was(
         tmp_path, make_agent, tail, fresh_redis) -> None:
     logs = tmp_path / "logs"
