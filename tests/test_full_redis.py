@@ -21,19 +21,20 @@ def test_a_pipeline_that_fills_redis_drains_exactly_once_when_the_sink_comes(
     r = fresh_redis.client()
     if int(r.info("server")["redis_version"].split(".")[0]) < 7:
         pytest.skip("Redis before 7 lets scripts write past maxmemory: no wall to hit")
-    total = 60_000  # ~6.5 MB of lines; parsed records take more room than the lines
+    total = 40_000  # ~4.4 MB of lines; parsed records take more room than the lines
     gen = Generator(tmp_path / "logs", files=2, fmt="plain", rate=0, total=total)
     gen.run()
     gen.close()
-    limit = int(r.info("memory")["used_memory"]) + 6 * 2**20
+    limit = int(r.info("memory")["used_memory"]) + 4 * 2**20
     r.config_set("maxmemory-policy", "noeviction")
     r.config_set("maxmemory", limit)
     # Agents pause at 90% of maxmemory; the processors then fill the rest with records
-    # (larger than lines) until Redis refuses them. Batches of 16 KiB keep the proportions
-    # of a real deployment (maxmemory of hundreds of MB, batches of 256 KiB) in this 6 MiB.
+    # (larger than lines) until Redis refuses them. Reads and batches of 8 KiB keep the
+    # proportions of a real deployment (maxmemory of hundreds of MB, batches of 256 KiB:
+    # the last 10% holds many processed batches) in this 4 MiB.
     cfg = pipeline_config(tmp_path, prefix, partitions=2)
     doc = yaml.safe_load(cfg.read_text())
-    doc["pipeline"]["inputs"][0]["batch_bytes"] = 16384
+    doc["pipeline"]["inputs"][0].update(read_bytes=8192, batch_bytes=8192)
     cfg.write_text(yaml.safe_dump(doc))
     agent = Role("agent", cfg, fresh_redis.url).start()
     proc = Role("processor", cfg, fresh_redis.url).start()
