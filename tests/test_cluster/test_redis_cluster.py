@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,7 +17,7 @@ import psutil
 import pytest
 import redis
 from helpers import Role, count_lines, read_json_lines, wait_for
-from multinode import status_json, stop_all, warnings_of, xreadgroup_calls
+from multinode import flowing_pipeline, status_json, stop_all, xreadgroup_calls
 from redis_cluster import ClusterUnderTest
 from test_e2e import assert_exactly_once, pipeline_config
 
@@ -139,36 +138,16 @@ def test_a_killed_master_fails_over_and_every_line_arrives_once(
     if replication == "wait":
         svc = {"replication": {"wait_replicas": 1, "wait_timeout_ms": 1000}}
     cfg = pipeline_config(tmp_path, "tr", partitions=PARTITIONS, **svc)
-    gen = Generator(tmp_path / "logs", files=4, fmt="plain", rate=6_000, total=total)
-    gen_stop = threading.Event()
-    gen_thread = threading.Thread(target=gen.run, args=(gen_stop,), daemon=True)
-    url = cluster.url
-    roles = [Role("agent", cfg, url).start(), Role("processor", cfg, url).start(),
-             Role("processor", cfg, url).start(), Role("sink", cfg, url).start()]
-    out = tmp_path / "out" / "all.log"
-    gen_thread.start()
-    try:
-        wait_for(lambda: count_lines(out) >= 8_000, timeout=60, interval=0.1,
-                 message="8,000 records before the kill")
+    with flowing_pipeline(cfg, cluster.url, files=4, total=total) as flow:
+        flow.delivered(8_000, "before the kill")
         victim = cluster.master_of(Keys("tr").raw(0))
         cluster.kill_master_and_wait_failover(victim)
         if replication == "wait":
             victim.start()  # rejoins as a replica of the promoted one
             cluster.wait_healthy()
-        gen_thread.join(timeout=60)
-        assert gen.written == total
-        try:
-            wait_for(lambda: count_lines(out) >= total, timeout=90, interval=0.25,
-                     message=f"all {total} records after the failover")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; {count_lines(out)} delivered\n"
-                                 f"{warnings_of(roles)}") from None
-        time.sleep(1.5)  # anything duplicated late would show up now
-    finally:
-        gen_stop.set()
-        gen.close()
-        codes = stop_all(roles)
-    assert all(c == 0 for c in codes.values()), codes
+        flow.all_delivered(total, "after the failover")
+    assert all(c == 0 for c in flow.codes.values()), flow.codes
+    roles, out = flow.roles, flow.out
     records = read_json_lines(out)
     ids = Counter(str(r["_id"]) for r in records)
     lost, dups = total - len(ids), sum(n - 1 for n in ids.values())
@@ -216,17 +195,9 @@ def test_cluster_spread_evens_out_partitions_while_the_pipeline_runs(
     moves slots (MIGRATE under load: clients follow ASK and MOVED) to 3/3/2."""
     total = 36_000
     cfg = pipeline_config(tmp_path, "tr", partitions=8)
-    gen = Generator(tmp_path / "logs", files=4, fmt="plain", rate=6_000, total=total)
-    gen_stop = threading.Event()
-    gen_thread = threading.Thread(target=gen.run, args=(gen_stop,), daemon=True)
     url = cluster.url
-    roles = [Role("agent", cfg, url).start(), Role("processor", cfg, url).start(),
-             Role("processor", cfg, url).start(), Role("sink", cfg, url).start()]
-    out = tmp_path / "out" / "all.log"
-    gen_thread.start()
-    try:
-        wait_for(lambda: count_lines(out) >= 6_000, timeout=60, interval=0.1,
-                 message="6,000 records before the move")
+    with flowing_pipeline(cfg, url, files=4, total=total) as flow:
+        flow.delivered(6_000, "before the move")
         before = sorted(len(n["partitions"]) for n in status_json(cfg, url)["nodes"])
         assert before == [2, 2, 4], before
         done = subprocess.run([sys.executable, "-m", "tailrace", "cluster", "spread", "-c",
@@ -236,19 +207,9 @@ def test_cluster_spread_evens_out_partitions_while_the_pipeline_runs(
         assert "moving partition" in done.stdout, done.stdout
         after = sorted(len(n["partitions"]) for n in status_json(cfg, url)["nodes"])
         assert after == [2, 3, 3], after
-        gen_thread.join(timeout=60)
-        try:
-            wait_for(lambda: count_lines(out) >= total, timeout=90, interval=0.25,
-                     message=f"all {total} records after the move")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{warnings_of(roles)}") from None
-        time.sleep(1.5)
-    finally:
-        gen_stop.set()
-        gen.close()
-        codes = stop_all(roles)
-    assert all(c == 0 for c in codes.values()), codes
-    assert_exactly_once(read_json_lines(out), total)
+        flow.all_delivered(total, "after the move")
+    assert all(c == 0 for c in flow.codes.values()), flow.codes
+    assert_exactly_once(read_json_lines(flow.out), total)
     again = subprocess.run([sys.executable, "-m", "tailrace", "cluster", "spread", "-c",
                             str(cfg), "--broker", url], capture_output=True, text=True,
                            timeout=60, check=False)

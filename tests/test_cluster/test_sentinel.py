@@ -6,14 +6,13 @@ the replica when the master is killed, and every role must find the new master b
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import redis
 from helpers import Role, count_lines, read_json_lines, wait_for
-from multinode import stop_all, warnings_of
+from multinode import flowing_pipeline, stop_all, warnings_of
 from redis_cluster import SentinelUnderTest
 from test_e2e import assert_exactly_once, pipeline_config
 
@@ -30,26 +29,12 @@ def test_after_a_sentinel_failover_every_role_continues_on_the_new_master(
         tmp_path: Path, sentinel: SentinelUnderTest) -> None:
     total = 36_000
     cfg = pipeline_config(tmp_path, "tr", partitions=4)
-    gen = Generator(tmp_path / "logs", files=3, fmt="plain", rate=6_000, total=total)
-    gen_stop = threading.Event()
-    gen_thread = threading.Thread(target=gen.run, args=(gen_stop,), daemon=True)
-    url = sentinel.url
-    roles = [Role("agent", cfg, url).start(), Role("processor", cfg, url).start(),
-             Role("processor", cfg, url).start(), Role("sink", cfg, url).start()]
-    out = tmp_path / "out" / "all.log"
-    gen_thread.start()
-    try:
-        wait_for(lambda: count_lines(out) >= 6_000, timeout=60, interval=0.1,
-                 message="6,000 records before the failover")
+    with flowing_pipeline(cfg, sentinel.url, files=3, total=total) as flow:
+        flow.delivered(6_000, "before the failover")
         old = sentinel.current_master()
         new = sentinel.kill_master_and_wait_failover()
         assert new is not old
-        gen_thread.join(timeout=60)
-        try:
-            wait_for(lambda: count_lines(out) >= total, timeout=90, interval=0.25,
-                     message=f"all {total} records after the failover")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{warnings_of(roles)}") from None
+        flow.all_delivered(total, "after the failover")
         c = new.client()
         try:
             names = client_names(c)
@@ -57,11 +42,7 @@ def test_after_a_sentinel_failover_every_role_continues_on_the_new_master(
             c.close()
         # Every role talks to the promoted master now.
         assert {"tailrace-agent", "tailrace-processor", "tailrace-sink"} <= names, names
-        time.sleep(1.5)
-    finally:
-        gen_stop.set()
-        gen.close()
-        codes = stop_all(roles)
+    roles, out, codes = flow.roles, flow.out, flow.codes
     assert all(code == 0 for code in codes.values()), codes
     assert_exactly_once(read_json_lines(out), total)
     logs = "".join(r.output() for r in roles)

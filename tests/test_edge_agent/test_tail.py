@@ -191,29 +191,13 @@ def rewrite_in_place(log: Path, data: bytes) -> None:
         f.write(data)
 
 
-def test_file_replaced_while_the_agent_is_down_with_the_same_inode_and_first_line_is_read_from_its_start(  # noqa: E501
-        tmp_path, make_agent, tail) -> None:
+@pytest.mark.parametrize("change", [replace_reusing_inode, rewrite_in_place],
+                         ids=["replaced_reusing_the_inode", "truncated_and_regrown"])
+def test_a_file_changed_under_the_same_identity_while_the_agent_is_down_is_read_from_its_start(  # noqa: E501
+        tmp_path, make_agent, tail, change) -> None:
     """Same device, inode and first line, so the same identity, and longer than the
-    committed offset: only the bytes before that offset tell it is another file."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    log = logs / "app.log"
-    log.write_bytes(b"# header\n" + lines("first", 20))
-    h = make_agent([tail(logs / "*.log")])
-    h.start().wait_lines(21)
-    h.stop()
-    new = b"# header\n" + lines("second", 40)
-    replace_reusing_inode(log, new)
-    h.start().wait_read_to_end(log)
-    h.stop()
-    s = h.shipped()
-    assert s.lines[21:] == new.splitlines()
-    assert s.batches[-1][1].file.endswith(":g1")
-    assert_no_id_collision(s.records())
-
-
-def test_file_truncated_and_regrown_past_its_offset_while_the_agent_is_down_is_read_from_its_start(  # noqa: E501
-        tmp_path, make_agent, tail) -> None:
+    committed offset: only the bytes before that offset tell it is another file (or the
+    same file rewritten). Either way it is a new generation, read from byte 0, once."""
     logs = tmp_path / "logs"
     logs.mkdir()
     log = logs / "app.log"
@@ -222,7 +206,7 @@ def test_file_truncated_and_regrown_past_its_offset_while_the_agent_is_down_is_r
     h.start().wait_lines(21)
     h.stop()
     new = b"# header\n" + lines("new", 60)
-    rewrite_in_place(log, new)
+    change(log, new)
     h.start().wait_read_to_end(log)
     h.stop()
     s = h.shipped()
