@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 import redis
@@ -151,7 +151,8 @@ class StreamConsumer:
                         raise
                     # The broker lost the group (a failover to a replica that never had it,
                     # or to an empty node): recreate it, then start over from pending.
-                    self._recreate_group(range(self.service.partitions))
+                    recreate_group(self.client, self.keys, self.stage_in, self.group,
+                                   range(self.service.partitions))
                     for p in list(self._mode):
                         self._to_history(p)
                     self._resync = True
@@ -360,11 +361,8 @@ class StreamConsumer:
         """Recreate the group when a read found it missing; True when that was the error."""
         if not (isinstance(error, redis.exceptions.ResponseError) and group_lost(error)):
             return False
-        self._recreate_group(tag)
+        recreate_group(self.client, self.keys, self.stage_in, self.group, tag)
         return True
-
-    def _recreate_group(self, partitions: Iterable[int]) -> None:
-        recreate_group(self.client, self.keys, self.stage_in, self.group, partitions)
 
     # -- pieces ---------------------------------------------------------------------------
     def _recover(self, op: OwnedPartition) -> None:
