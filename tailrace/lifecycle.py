@@ -19,6 +19,7 @@ import orjson
 import redis
 
 from . import scripts
+from .redaction import scrub
 
 __all__ = ["STATES", "Lifecycle", "Publisher", "ThreadRecord", "new_worker_id"]
 
@@ -133,7 +134,8 @@ class Lifecycle:
             "counters": counters,
             "rates": rates,
             "threads": [
-                {"name": t.name, "state": t.state, "detail": t.detail, "since": t.since,
+                {"name": t.name, "state": t.state, "detail": scrub(t.detail) if t.detail else "",
+                 "since": t.since,
                  "counters": dict(t.counters)}
                 for t in list(self.threads.values())
             ],

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
+import traceback
 from typing import Any
 
 import orjson
+
+from .redaction import scrub
 
 __all__ = ["RateLimiter", "event", "setup_logging"]
 
@@ -29,7 +33,7 @@ class _JsonFormatter(logging.Formatter):
             doc.update(fields)
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(doc, default=str).decode()
+        return scrub(orjson.dumps(doc, default=str).decode())
 
 
 class _TextFormatter(logging.Formatter):
@@ -38,7 +42,7 @@ class _TextFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if fields:
             base += " " + " ".join(f"{k}={v}" for k, v in fields.items())
-        return base
+        return scrub(base)  # no secret in a log line, whoever wrote the message
 
 
 def setup_logging(level: str = "info", fmt: str = "text", role: str = "") -> None:
@@ -54,6 +58,22 @@ def setup_logging(level: str = "info", fmt: str = "text", role: str = "") -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # A traceback nobody caught goes to stderr too: scrubbed like every log line.
+    sys.excepthook = _scrubbed_excepthook
+    threading.excepthook = _scrubbed_thread_excepthook
+
+
+def _scrubbed_excepthook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+    sys.stderr.write(scrub("".join(traceback.format_exception(kind, exc, tb))))
+
+
+def _scrubbed_thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    text = "".join(traceback.format_exception(args.exc_type, args.exc_value,
+                                              args.exc_traceback))
+    sys.stderr.write(scrub(f"Exception in thread {name}:\n{text}"))
 
 
 def event(logger: logging.Logger, level: int, name: str, message: str, **fields: Any) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigProblem
+from .redaction import MASK, mask_secrets, scrub, secret_field
 from .yamlmarks import Marks, path_str
 
 __all__ = ["ProblemCollector", "show", "validate"]
@@ -57,12 +58,67 @@ class ProblemCollector:
             if kind == "missing":
                 msg = f"required key {path[-1]!r} is missing"
             else:
-                msg = f"{_lower_first(err['msg'])}, got {show(err.get('input'))}"
+                msg = _message(err, model)
             text = path_str(path)
             if text in seen:
                 continue
             seen.add(text)
             self.add(path, msg)
+
+
+# Our own validators' messages (``raise ValueError(...)``) say what was wrong and quote
+# what matters; pydantic's prefix adds nothing and the input (for a cross-field check the
+# whole entry, secrets included) is not repeated.
+_OWN_MESSAGE = {"value_error": "Value error, ", "assertion_error": "Assertion failed, "}
+
+
+def _message(err: Any, model: Any) -> str:
+    kind = err["type"]
+    text = str(err["msg"])
+    value = err.get("input")
+    sub = _secret_loc(model, list(err["loc"]))
+    if kind in _OWN_MESSAGE:
+        # A validator may quote a value: never a secret one (nor a URL's password).
+        text = scrub(text.removeprefix(_OWN_MESSAGE[kind]))
+        for secret in _secrets_in(value, None if sub is True else sub, sub is True):
+            text = text.replace(secret, MASK)
+        return _lower_first(text)
+    if sub is True:
+        name = type(value).__name__
+        article = "an" if name[:1] in "aeiou" else "a"
+        return f"{_lower_first(text)}, got {article} {name} (not shown: a secret option)"
+    return f"{_lower_first(text)}, got {show(mask_secrets(value, sub))}"
+
+
+def _secrets_in(value: Any, model: Any, secret: bool) -> list[str]:
+    """The string values of secret options in config input ``value``."""
+    if isinstance(value, str):
+        return [value] if secret and value else []
+    if isinstance(value, dict):
+        return [s for k, v in value.items()
+                for s in _secrets_in(v, None, secret or (isinstance(k, str)
+                                                         and secret_field(model, k)))]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _secrets_in(v, model, secret)]
+    return []
+
+
+def _secret_loc(model: Any, loc: Sequence[Any]) -> Any:
+    """True when ``loc`` names a secret option, else the model class the input belongs to."""
+    cls = model
+    for part in loc:
+        if not isinstance(part, str):
+            continue
+        if secret_field(cls, part):
+            return True
+        fields = getattr(cls, "model_fields", None) or {}
+        f = fields.get(part)
+        if f is not None:
+            ann = f.annotation
+            nested = [a for a in (ann, *getattr(ann, "__args__", ()))
+                      if isinstance(a, type) and issubclass(a, BaseModel)]
+            cls = nested[0] if nested else None
+    return cls
 
 
 def _lower_first(s: str) -> str:

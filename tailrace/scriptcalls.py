@@ -20,6 +20,7 @@ from . import scripts
 from .broker import BROKER_ERRORS, BrokerFullError, NotReplicated
 from .errors import BrokerUnavailable, Fenced
 from .keys import Keys
+from .redaction import scrub
 from .topology import is_cluster, node_of, route_to
 
 __all__ = ["DeadLetter", "ProduceResult", "ScriptBatch", "Scripts", "WaitPolicy"]
@@ -77,7 +78,8 @@ class DeadLetter:
     source: str  # stream entry id it came from
 
     def fields(self, now_ms: int) -> list[Any]:
-        return [self.kind, self.payload, self.stage, self.plugin, self.error, self.source, now_ms]
+        return [self.kind, self.payload, self.stage, self.plugin, scrub(self.error), self.source,
+                now_ms]
 
 
 class ScriptBatch:
@@ -409,7 +411,7 @@ class Scripts:
         n = int(_call(
             self._dead_letter,
             [k.lease(partition, group), k.stream(stage_in, partition), k.dlq(partition)],
-            [group, owner, kind, stage, reason, int(time.time() * 1000), *ids],
+            [group, owner, kind, stage, scrub(reason), int(time.time() * 1000), *ids],
         ))
         if n < 0:
             raise Fenced(group, partition)

@@ -12,6 +12,7 @@ import click
 from ..config import Config, load_config
 from ..errors import ConfigError, PipelineError, StopRequested
 from ..logs import setup_logging
+from ..redaction import scrub
 from .registry import build_registry
 
 __all__ = ["EXIT_CONFIG", "broker_option", "config_option", "fail", "load", "log_options"]
@@ -21,7 +22,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"tailrace: {message}", err=True)
+    click.echo(scrub(f"tailrace: {message}"), err=True)
     sys.exit(code)
 
 
