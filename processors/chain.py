@@ -25,6 +25,7 @@ from tailrace.wire import RawBatch
 
 from .context import FilterContext
 from .parsers.base import BoundParser
+from .reserved import KEEPS_RESERVED, ReservedGuard, report_kept
 from .safe_regex import WATCHDOG
 from .stock import STOCK_PARSERS
 
@@ -163,6 +164,11 @@ class Chain:
         #: Counters per filter id since the chain was built (for tests and status).
         self.totals: dict[str, Counter[str]] = {s.id: Counter() for s in self.steps}
         self._limiter = RateLimiter()
+        # Filters that could change _id/_tag are checked per batch (processors.reserved);
+        # the value says whether _tag is kept too (not for a filter that changes tags).
+        self._guards = {s.id: not s.changes_tags
+                        for pc, s in zip(config.filters, self.steps, strict=True)
+                        if pc.name not in KEEPS_RESERVED}
 
     @property
     def filters(self) -> list[tuple[str, TagMatcher, Any]]:
@@ -250,12 +256,17 @@ class Chain:
         return FilterResult(merged, rejected)
 
     def _call(self, step: _Step, records: list[Record]) -> FilterResult:
+        keep_tag = self._guards.get(step.id)
+        guard = ReservedGuard(records, keep_tag) if keep_tag is not None else None
         try:
-            return step.plugin.process(records)  # type: ignore[no-any-return]
+            fr: FilterResult = step.plugin.process(records)
         except BROKER_ERRORS:
             raise
         except Exception as exc:  # a filter bug or bad record must not fail the batch
-            return self._isolate(step, records, exc)
+            fr = self._isolate(step, records, exc)
+        if guard is not None:
+            report_kept(step.id, guard.restore(), step.counters, self._limiter)
+        return fr
 
     def _isolate(self, step: _Step, records: list[Record], first: Exception) -> FilterResult:
         """Re-run a failed filter record by record; reject only the records that fail."""
