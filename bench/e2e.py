@@ -1,12 +1,20 @@
-"""End-to-end benchmark: N nginx lines through `tailrace run` (agent, processor, file sink).
+"""End-to-end benchmark: N log lines through `tailrace run` (agent, processors, file sink).
 
-Writes N access-log lines into fresh files, then runs the whole pipeline on an embedded
-Redis: the tail input, the stock `nginx` regex parser, JSON lines out. The clock runs from
-the first batch in Redis (first read) to the last line in the output file. Prints lines/s,
-MB/s, and per role the CPU seconds and peak RSS (sampled with psutil).
+Writes N lines of a workload (bench/data.py: ``access`` nginx lines by default, ``backfill``
+over 30 days, ``json`` application logs in CRI files, ``simple`` the old shape) into fresh
+files, then runs the whole pipeline on an embedded Redis (AOF everysec): the tail input
+from the head, a parser with time_key / time_format / types, JSON lines out. The clock runs
+from the first batch in Redis (first read) to the last line in the output file. Prints
+lines/s, MB/s, the start-up (launch to first raw batch, launch to first line written), and
+per role the CPU µs per line and peak RSS (sampled with psutil; CPU includes start-up).
 
-    python bench/e2e.py                      # 1,000,000 lines, 1 processor
-    python bench/e2e.py --lines 200000 --processors 1,2 --files 4
+``--compare-with REV`` checks REV out into a temporary git worktree and runs it and this
+checkout in turns on the same data (``--rounds`` pairs, old first), so a noisy shared machine
+hits both alike; the summary gives each side's median.
+
+    python bench/e2e.py                                   # 1,000,000 access lines, 1 file
+    python bench/e2e.py --lines 1000000 --files 4 --processors 2
+    python bench/e2e.py --data backfill --lines 500000 --compare-with HEAD~3 --rounds 2
 """
 
 from __future__ import annotations
@@ -16,12 +24,14 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import redis
@@ -30,7 +40,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tailrace.generate import Generator  # noqa: E402
+from bench.data import WORKLOADS, write_files  # noqa: E402
 
 
 @dataclass
@@ -61,64 +71,86 @@ def role_of(proc: psutil.Process) -> str | None:
     return None
 
 
-def write_config(work: Path, files: str, partitions: int) -> Path:
-    cfg = {
+def write_config(work: Path, files: str, partitions: int, data: str) -> Path:
+    wl = WORKLOADS[data]
+    cfg: dict[str, Any] = {
         "service": {"data_dir": str(work / "data"), "partitions": partitions,
                     "embedded": {"appendfsync": "everysec"}},
         "pipeline": {
-            "inputs": [{"name": "tail", "tag": "nginx", "path": files, "read_from_head": True,
-                        "refresh_interval_s": 0.2}],
-            "filters": [{"name": "parser", "match": "*", "key": "log", "parser": "nginx",
+            "inputs": [{"name": "tail", "tag": "bench", "path": files, "read_from_head": True,
+                        "format": wl.fmt, "refresh_interval_s": 0.2}],
+            "filters": [{"name": "parser", "match": "*", "key": "log", "parser": wl.parser_name,
                          "reserve_data": True}],
             "outputs": [{"name": "file", "alias": "out", "match": "*",
-                         "path": str(work / "out" / "nginx.log")}],
+                         "path": str(work / "out" / "bench.log")}],
         },
     }
+    if wl.parser:
+        cfg["parsers"] = [wl.parser]
     path = work / "bench.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
-def run_once(lines: int, files: int, processors: int, partitions: int, logs: Path,
-             work: Path) -> dict[str, object]:
+def run_once(root: Path, lines: int, processors: int, partitions: int, data: str, logs: Path,
+             work: Path) -> dict[str, Any]:
+    """One `tailrace run` of checkout ``root`` over ``logs``; figures of the run."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    cfg = write_config(work, str(logs / "*.log"), partitions)
-    out = work / "out" / "nginx.log"
+    cfg = write_config(work, str(logs / "*.log"), partitions, data)
+    out = work / "out" / "bench.log"
     input_bytes = sum(p.stat().st_size for p in logs.glob("*.log"))
-    env = dict(os.environ)
+    env = dict(os.environ, PYTHONPATH=str(root))
     env.pop("TAILRACE_BROKER", None)
+    os.sync()  # the data files' write-back must not land in the timed window
     launched = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tailrace", "run", "-c", str(cfg), "--processors",
          str(processors), "--log-level", "warning"],
-        cwd=ROOT, env=env, start_new_session=True)
+        cwd=root, env=env, start_new_session=True)
     parent = psutil.Process(proc.pid)
     stats: dict[str, RoleStats] = {}
+    roles: dict[int, str | None] = {proc.pid: "run"}
+    procs: dict[int, psutil.Process] = {proc.pid: parent}
     sock = work / "data" / "redis" / "redis.sock"
     client: redis.Redis | None = None
-    t_first = t_last = None
+    t_first = t_first_out = t_last = None
     seen = pos = 0
+    next_sample = 0.0
+
+    def sample() -> None:
+        for child in parent.children(recursive=True):
+            if child.pid not in roles:
+                roles[child.pid] = role_of(child)
+                procs[child.pid] = child
+        for pid, role in roles.items():
+            if role is None:
+                continue
+            st = stats.setdefault(role, RoleStats())
+            try:
+                p = procs[pid]
+                ct = p.cpu_times()
+                rss = p.memory_info().rss
+            except psutil.Error:
+                continue
+            st.cpu[pid] = (ct.user, ct.system)
+            st.peak_rss = max(st.peak_rss, rss)
+
     try:
         while True:
-            for child in parent.children(recursive=True):
-                role = role_of(child)
-                if role is None:
-                    continue
-                st = stats.setdefault(role, RoleStats())
-                try:
-                    ct = child.cpu_times()
-                    rss = child.memory_info().rss
-                except psutil.Error:
-                    continue
-                st.cpu[child.pid] = (ct.user, ct.system)
-                st.peak_rss = max(st.peak_rss, rss)
+            now = time.monotonic()
+            if now >= next_sample:
+                sample()
+                next_sample = now + 0.2
             if t_first is None:
                 if client is None and sock.exists():
                     client = redis.Redis(unix_socket_path=str(sock))
                 if client is not None:
                     try:
-                        if any(client.xlen(f"tr:{{p{p}}}:raw") for p in range(partitions)):
+                        pipe = client.pipeline(transaction=False)
+                        for p in range(partitions):
+                            pipe.xlen(f"tr:{{p{p}}}:raw")
+                        if any(pipe.execute()):
                             t_first = time.monotonic()
                     except redis.RedisError:
                         pass
@@ -127,62 +159,127 @@ def run_once(lines: int, files: int, processors: int, partitions: int, logs: Pat
                     f.seek(pos)
                     chunk = f.read()
                 cut = chunk.rfind(b"\n") + 1
+                if cut and t_first_out is None:
+                    t_first_out = time.monotonic()
                 seen += chunk.count(b"\n", 0, cut)
                 pos += cut
                 if seen >= lines:
                     t_last = time.monotonic()
+                    sample()
                     break
             if time.monotonic() - launched > 900:
                 raise SystemExit("benchmark timed out after 900 s")
-            time.sleep(0.01)
+            time.sleep(0.005 if t_first_out is None else 0.02)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
         if client is not None:
             client.close()
-    assert t_first is not None and t_last is not None
+    assert t_first is not None and t_last is not None and t_first_out is not None
     elapsed = t_last - t_first
-    roles = {}
-    for role, st in stats.items():
-        roles[role] = {"cpu_s": round(st.user_s + st.sys_s, 2), "sys_s": round(st.sys_s, 2),
-                       "peak_rss_mib": round(st.peak_rss / 2**20, 1)}
     return {
-        "lines": lines, "files": files, "processors": processors, "partitions": partitions,
-        "seconds": round(elapsed, 2), "lines_per_s": round(lines / elapsed),
+        "lines_per_s": round(lines / elapsed), "seconds": round(elapsed, 2),
         "mb_per_s": round(input_bytes / elapsed / 1e6, 1),
-        "startup_s": round(t_first - launched, 2), "roles": roles,
+        "first_batch_s": round(t_first - launched, 3),
+        "first_line_s": round(t_first_out - launched, 3),
+        "roles": {role: {"cpu_us": (st.user_s + st.sys_s) / lines * 1e6,
+                         "sys_us": st.sys_s / lines * 1e6,
+                         "rss_mib": st.peak_rss / 2**20} for role, st in stats.items()},
     }
+
+
+def show(label: str, res: dict[str, Any]) -> None:
+    head = {k: v for k, v in res.items() if k != "roles"}
+    total = sum(r["cpu_us"] for r in res["roles"].values())
+    print(f"{label:8s} " + " ".join(f"{k}={v}" for k, v in head.items())
+          + f" cpu_us_per_line={total:.2f}")
+    for role, r in sorted(res["roles"].items()):
+        print(f"    {role:10s} cpu_us_per_line={r['cpu_us']:5.2f} (system {r['sys_us']:4.2f})  "
+              f"peak_rss_mib={r['rss_mib']:6.1f}")
+
+
+def summary(results: dict[str, list[dict[str, Any]]]) -> None:
+    """Median of each figure per side, old and new next to each other."""
+    labels = list(results)
+    rows: list[tuple[str, list[str]]] = []
+
+    def med(vals: list[float]) -> str:
+        return f"{statistics.median(vals):,.2f}" if vals else "-"
+
+    for key in ("lines_per_s", "first_batch_s", "first_line_s"):
+        rows.append((key, [med([r[key] for r in results[lb]]) for lb in labels]))
+    role_names = sorted({role for runs in results.values() for r in runs for role in r["roles"]})
+    for role in role_names:
+        for key, name in (("cpu_us", "cpu µs/line"), ("rss_mib", "peak RSS MiB")):
+            rows.append((f"{role} {name}", [med([r["roles"][role][key] for r in results[lb]
+                                                 if role in r["roles"]]) for lb in labels]))
+    rows.append(("total cpu µs/line", [med([sum(x["cpu_us"] for x in r["roles"].values())
+                                            for r in results[lb]]) for lb in labels]))
+    print("\n| median of " + ", ".join(f"{len(results[lb])} {lb}" for lb in labels) + " | "
+          + " | ".join(labels) + " |")
+    print("|---|" + "---|" * len(labels))
+    for name, vals in rows:
+        print(f"| {name} | " + " | ".join(vals) + " |")
+
+
+def worktree(rev: str) -> Path:
+    """A temporary checkout of ``rev`` (removed by :func:`drop_worktree`)."""
+    where = Path(tempfile.mkdtemp(prefix="tailrace-cmp-"))
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), rev],
+                   check=True, stdout=subprocess.DEVNULL)
+    return where
+
+
+def drop_worktree(where: Path) -> None:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)],
+                   check=False)
+    shutil.rmtree(where, ignore_errors=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--files", type=int, default=1)
-    ap.add_argument("--processors", default="1", help="comma list, run side by side")
+    ap.add_argument("--processors", default="1", help="comma list, run one after the other")
     ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--data", default="access", choices=sorted(WORKLOADS),
+                    help="; ".join(f"{w.name}: {w.help}" for w in WORKLOADS.values()))
+    ap.add_argument("--compare-with", metavar="REV", default=None,
+                    help="also run git revision REV (a temporary worktree), in turns")
+    ap.add_argument("--rounds", type=int, default=1, help="runs of each side (in turns)")
     ap.add_argument("--dir", default=None, help="work dir (default: a temp dir)")
     args = ap.parse_args()
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="tailrace-bench-"))
     logs = base / "logs"
     shutil.rmtree(logs, ignore_errors=True)
-    gen = Generator(logs, files=args.files, fmt="plain", rate=0, total=args.lines)
-    gen.run(chunk=5000)
-    gen.close()
+    write_files(logs, args.data, args.lines, args.files)
+    sides: list[tuple[str, Path]] = [("new", ROOT)]
+    old: Path | None = None
+    if args.compare_with:
+        old = worktree(args.compare_with)
+        sides.insert(0, (args.compare_with, old))
     print(f"# machine: {platform.node()} {platform.processor() or platform.machine()}, "
-          f"{psutil.cpu_count()} cpus, python {platform.python_version()}")
-    print(f"# input: {args.lines:,} nginx lines in {args.files} file(s), "
-          f"{sum(p.stat().st_size for p in logs.glob('*.log')) / 1e6:.1f} MB")
-    for n in [int(x) for x in args.processors.split(",")]:
-        res = run_once(args.lines, args.files, n, args.partitions, logs, base / f"run-p{n}")
-        roles = res.pop("roles")
-        assert isinstance(roles, dict)
-        print(" ".join(f"{k}={v}" for k, v in res.items()))
-        for role, r in sorted(roles.items()):
-            print(f"    {role:10s} cpu_s={r['cpu_s']:7.2f} (system {r['sys_s']:5.2f})  "
-                  f"cpu_us_per_line={r['cpu_s'] / args.lines * 1e6:5.2f}  "
-                  f"peak_rss_mib={r['peak_rss_mib']:6.1f}")
-    if not args.dir:
-        shutil.rmtree(base, ignore_errors=True)
+          f"{psutil.cpu_count()} cpus, python {platform.python_version()}, "
+          f"load {os.getloadavg()[0]:.2f}")
+    size = sum(p.stat().st_size for p in logs.glob("*.log"))
+    print(f"# input: {args.lines:,} {args.data} lines in {args.files} file(s), {size / 1e6:.1f} MB "
+          f"({size / args.lines:.0f} B/line)")
+    try:
+        for n in [int(x) for x in args.processors.split(",")]:
+            results: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in sides}
+            for rnd in range(args.rounds):
+                for label, root in sides:
+                    res = run_once(root, args.lines, n, args.partitions, args.data, logs,
+                                   base / f"run-{n}")
+                    results[label].append(res)
+                    show(f"{label} p={n} #{rnd + 1}", res)
+            if len(sides) > 1 or args.rounds > 1:
+                summary(results)
+    finally:
+        if old is not None:
+            drop_worktree(old)
+        if not args.dir:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Processor benchmark: raw batches pre-loaded in Redis, nginx regex parser + grep + modify.
 
-Starts its own redis-server (a temporary folder, AOF everysec), writes N nginx lines as
+Starts its own redis-server (a temporary folder, AOF everysec), writes N lines (``--data``:
+the workloads of bench/data.py, realistic nginx access lines by default) as
 raw batches of 1,000 lines over the partitions, then runs ``tailrace processor`` workers
 (one, then two, ...) until every entry is acknowledged. The clock runs from the first
 processed batch to the last ack, so start-up (imports, leases) is not counted. Prints
@@ -42,6 +43,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.data import WORKLOADS  # noqa: E402
+from bench.data import lines as workload_lines  # noqa: E402
 from tailrace.broker import ensure_groups  # noqa: E402
 from tailrace.embedded import EmbeddedRedis  # noqa: E402
 from tailrace.generate import nginx_line  # noqa: E402
@@ -49,38 +52,54 @@ from tailrace.keys import PROCESSORS_GROUP, Keys  # noqa: E402
 from tailrace.wire import RawBatch, encode_raw  # noqa: E402
 
 BATCH_LINES = 1000
-FILTERS = [
-    {"name": "parser", "match": "*", "key": "log", "parser": "nginx", "reserve_data": True},
-    {"name": "grep", "match": "*", "exclude": "path ^/healthz"},
-    {"name": "modify", "match": "*", "set": {"cluster": "bench"}, "remove": ["referer"]},
-]
 
 
-def make_config(work: Path, url: str, partitions: int) -> Path:
-    cfg = {
+def filters(data: str) -> list[dict[str, Any]]:
+    """The workload's parser, then a grep and a modify (as a typical pipeline has)."""
+    return [
+        {"name": "parser", "match": "*", "key": "log", "parser": WORKLOADS[data].parser_name,
+         "reserve_data": True},
+        {"name": "grep", "match": "*", "exclude": "path ^/healthz"},
+        {"name": "modify", "match": "*", "set": {"cluster": "bench"}, "remove": ["referer"]},
+    ]
+
+
+def make_config(work: Path, url: str, partitions: int, data: str) -> Path:
+    cfg: dict[str, Any] = {
         "service": {"broker": url, "data_dir": str(work / "data"), "partitions": partitions,
                     "prefix": "bench", "log_level": "warning",
                     "backlog": {"max_entries_per_partition": 0}},
-        "pipeline": {"filters": FILTERS},
+        "pipeline": {"filters": filters(data)},
     }
+    parser = WORKLOADS[data].parser
+    if parser:
+        cfg["parsers"] = [parser]
     path = work / "bench.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
-def make_batches(lines: int, partitions: int, seed: int = 7) -> list[tuple[int, bytes]]:
-    """(partition, payload) of raw batches: one file per partition, 1000 lines each."""
+def make_batches(lines: int, partitions: int, data: str = "access",
+                 seed: int = 7) -> list[tuple[int, bytes]]:
+    """(partition, payload) of raw batches: one file per partition, 1000 lines each.
+
+    ``simple`` is the shape before 2026-12 (50,000 lines a second, 5 paths); the others
+    come from bench/data.py."""
     rng = random.Random(seed)
     start = time.time() - 3600
     paths = ["/api/v1/items", "/api/v1/users", "/healthz", "/static/app.js", "/login"]
+    texts = None if data == "simple" else workload_lines(data, lines, seed)
     out: list[tuple[int, bytes]] = []
     offsets = [0] * partitions
     n = 0
     while n < lines:
         p = (n // BATCH_LINES) % partitions
         k = min(BATCH_LINES, lines - n)
-        raw = [nginx_line(rng, start + (n + i) / 50_000, f"{rng.choice(paths)}/{n + i}").encode()
-               for i in range(k)]
+        if texts is None:
+            raw = [nginx_line(rng, start + (n + i) / 50_000,
+                              f"{rng.choice(paths)}/{n + i}").encode() for i in range(k)]
+        else:
+            raw = [next(texts).encode() for _ in range(k)]
         offs = []
         pos = offsets[p]
         for ln in raw:
@@ -269,6 +288,8 @@ def main() -> None:
     ap.add_argument("--skip-workers", action="store_true", help="only the in-process run")
     ap.add_argument("--appendfsync", default="everysec", choices=["always", "everysec", "no"],
                     help="the benchmark Redis's AOF fsync policy (default everysec)")
+    ap.add_argument("--data", default="access", choices=sorted(WORKLOADS),
+                    help="; ".join(f"{w.name}: {w.help}" for w in WORKLOADS.values()))
     ap.add_argument("--regex-engines", action="store_true",
                     help="compare regex engines (speed, catastrophic backtracking) and exit")
     args = ap.parse_args()
@@ -277,16 +298,16 @@ def main() -> None:
         return
     lines = 200_000 if args.quick else args.lines
     work = Path(tempfile.mkdtemp(prefix="tailrace-bench-proc-"))
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; {lines:,} nginx lines in "
-          f"batches of {BATCH_LINES} over {args.partitions} partitions; filters: "
-          + " + ".join(f["name"] for f in FILTERS))
-    batches = make_batches(lines, args.partitions)
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; {lines:,} {args.data} "
+          f"lines in batches of {BATCH_LINES} over {args.partitions} partitions; filters: "
+          + " + ".join(f["name"] for f in filters(args.data)))
+    batches = make_batches(lines, args.partitions, args.data)
     server = EmbeddedRedis(work / "data", args.appendfsync).start()
     redis_proc = psutil.Process(server.owned_pid) if server.owned_pid else None
     try:
         client = redis.Redis.from_url(server.url)
         keys = Keys("bench")
-        cfg = make_config(work, server.url, args.partitions)
+        cfg = make_config(work, server.url, args.partitions, args.data)
         if args.inproc or args.profile or args.skip_workers:
             inproc(cfg, batches, lines, args.profile)
         if not args.skip_workers:
