@@ -27,7 +27,7 @@ from tailrace.plugins import Record
 from tailrace.ratelimit import RateLimits, RedisRateLimits
 from tailrace.runtime import Runtime
 from tailrace.scriptcalls import DeadLetter
-from tailrace.wire import decode_raw, encode_records
+from tailrace.wire import decode_raw, encode_processed
 
 from .chain import Chain
 
@@ -79,11 +79,11 @@ class ProcessorHandler:
             records = result.records
             if records:
                 try:
-                    payload = encode_records(records)
+                    payload = encode_processed(records)
                 except (TypeError, ValueError, OverflowError):
                     records, unencodable = _split_encodable(records)
                     result.rejected.extend(unencodable)
-                    payload = encode_records(records) if records else b""
+                    payload = encode_processed(records) if records else b""
                 if records:
                     res.outputs.append(payload)
                     res.lines_out += len(records)
@@ -98,17 +98,18 @@ class ProcessorHandler:
 
 
 def _split_encodable(records: list[Record]) -> tuple[list[Record], list[tuple[str, Rejection]]]:
-    """Records msgpack can encode, and the others as rejections (e.g. a python filter put a
-    datetime or a set in a record): one bad record must not fail the batch forever."""
+    """Records the wire format can encode, and the others as rejections (e.g. a python
+    filter put a set in a record): one bad record must not fail the batch forever."""
     good: list[Record] = []
     bad: list[tuple[str, Rejection]] = []
     for r in records:
         try:
-            encode_records([r])
+            encode_processed([r])
         except (TypeError, ValueError, OverflowError) as exc:
             bad.append(("wire", Rejection(r, f"record cannot be encoded for the out stream "
                                              f"({exc}); values must be text, numbers, bools, "
-                                             "None, lists or maps")))
+                                             "None, lists or maps, and '_id' and '_tag' "
+                                             "text")))
         else:
             good.append(r)
     return good, bad

@@ -26,7 +26,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -38,6 +38,7 @@ from tailrace.logs import event
 from tailrace.options import ByteSize, OutputOptions
 from tailrace.outcome import Delivered, Outcome, Retry
 from tailrace.plugins import Record
+from tailrace.wire import JsonBatch
 
 from .context import OutputContext
 from .formats import chunk_formatter
@@ -182,11 +183,12 @@ class FileOutput:
 
     # -- writing ------------------------------------------------------------------------
     def _path(self, record: Record) -> str:
-        tag = record.get("_tag", "")
+        return self._path_of(record.get("_tag", ""), record.get("time"))
+
+    def _path_of(self, tag: str, t: Any) -> str:
         if not self.has_time:
             key = (tag, 0)
         else:
-            t = record.get("time")
             key = (tag, int(t) if isinstance(t, (int, float)) else int(self.clock()))
         path = self._path_cache.get(key)
         if path is None:
@@ -251,13 +253,30 @@ class FileOutput:
         event(log, logging.INFO, "file_output_rotated",
               f"{path} rotated to {rotated_name(path, gen)}", path=path, generation=gen)
 
-    def write_batch(self, records: list[Record]) -> Outcome:
+    def _groups(self, records: Sequence[Record]) -> dict[str, Sequence[Record]]:
+        """The batch's records by the file they go to."""
+        if isinstance(records, JsonBatch):
+            if self.o.format != "json":
+                records = records.records()  # decoded before anything is written
+            else:  # route by the tags and times beside the JSON: nothing decoded
+                tags, times = records.tags, records.times
+                if not self.has_time and tags and tags.count(tags[0]) == len(tags):
+                    return {self._path_of(tags[0], None): records}
+                at: dict[str, list[int]] = {}
+                path_of = self._path_of
+                for i, (tag, t) in enumerate(zip(tags, times, strict=True)):
+                    at.setdefault(path_of(tag, t), []).append(i)
+                return {p: records.select(ix) for p, ix in at.items()}
         groups: dict[str, list[Record]] = {}
         if not self.has_time and records and len(set(map(_tag_of, records))) == 1:
-            groups[self._path(records[0])] = records
+            groups[self._path(records[0])] = list(records)
         else:
             for r in records:
                 groups.setdefault(self._path(r), []).append(r)
+        return dict(groups)
+
+    def write_batch(self, records: Sequence[Record]) -> Outcome:
+        groups = self._groups(records)
         rotating = bool(self.o.rotate_bytes or self.o.rotate_interval_s)
         now = self.clock()
         fds = []
@@ -286,7 +305,7 @@ class FileOutput:
             self._take_back(before, exc)
             where = exc.filename or next(iter(before), self.template)
             return Retry(f"file: cannot write {where}: {exc.strerror or exc} (free space or "
-                         "fix permissions; retrying)", records)
+                         "fix permissions; retrying)", list(records))
         while len(self.fds) > self.o.max_open_files:
             _, fd = self.fds.popitem(last=False)
             os.close(fd)

@@ -1,6 +1,8 @@
 """A sink worker: the ``sink:<output>`` group on ``out``, delivery, fenced acks.
 
-Records are decoded, selected by the output's ``match``, and handed to the output. An
+Records are decoded, selected by the output's ``match``, and handed to the output: while
+every entry is wire version 2 as a :class:`~tailrace.wire.JsonBatch` (the processor's JSON,
+decoded only if the output reads the records as maps), else as a list of maps. An
 entry addressed to one output (field ``to``, written by ``tailrace dlq replay --output``)
 is delivered by that output only, whatever its ``match``, and skipped (acked) by the
 others. The output's outcome decides: ``Delivered`` -> ack (rejected records to the
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -31,7 +33,7 @@ from tailrace.retry import Backoff
 from tailrace.runtime import Runtime
 from tailrace.scriptcalls import DeadLetter
 from tailrace.tags import TagMatcher
-from tailrace.wire import decode_records
+from tailrace.wire import JsonBatch, decode_processed
 
 from .context import OutputContext
 
@@ -75,8 +77,8 @@ class SinkHandler:
         if recover is not None:
             recover(checkpoints)
 
-    def _dead(self, records: list[dict[str, Any]], reason: str, source: str) -> DeadLetter:
-        payload = msgpack.packb(records, use_bin_type=True, default=str)
+    def _dead(self, records: Sequence[dict[str, Any]], reason: str, source: str) -> DeadLetter:
+        payload = msgpack.packb(list(records), use_bin_type=True, default=str)
         return DeadLetter("records", payload, self.group, self.pc.id, reason, source)
 
     def _rejections(self, rejected: list[Rejection], origin: dict[int, str],
@@ -85,10 +87,30 @@ class SinkHandler:
         for rej in rejected:
             out.append(self._dead([rej.record], rej.reason, origin.get(id(rej.record), "")))
 
+    def _select(self, batch: JsonBatch | list[dict[str, Any]]) -> JsonBatch | list[dict[str, Any]]:
+        """The records of ``batch`` this output's ``match`` selects."""
+        matcher = self.matcher
+        if isinstance(batch, list):
+            return [r for r in batch if matcher(r["_tag"])]
+        tags = batch.tags
+        if not tags or tags.count(tags[0]) == len(tags):  # one tag: one decision
+            return batch if not tags or matcher(tags[0]) else batch.select([])
+        verdict: dict[str, bool] = {}
+        keep = []
+        for i, t in enumerate(tags):
+            ok = verdict.get(t)
+            if ok is None:
+                ok = verdict[t] = matcher(t)
+            if ok:
+                keep.append(i)
+        return batch.select(keep)
+
     def handle(self, partition: int, entries: list[Entry], guard: LeaseGuard) -> HandleResult:
         res = HandleResult()
-        records: list[dict[str, Any]] = []
+        parts: list[JsonBatch | list[dict[str, Any]]] = []
+        taken: list[tuple[str, bytes]] = []  # (entry id, payload) of the entries in parts
         spans: list[tuple[int, str]] = []  # (records so far, entry id): where records came from
+        count = 0
         for entry_id, fields in entries:
             if not fields:
                 continue
@@ -96,18 +118,23 @@ class SinkHandler:
             if to is not None and to != self.address:
                 continue  # a replay for another output
             try:
-                batch = decode_records(fields)
+                batch = decode_processed(fields)
             except RecordError as exc:
                 res.dead_letters.append(DeadLetter(
                     "records", fields.get(b"b", b"") or b"", self.group, "wire",
                     f"malformed processed entry: {exc}", entry_id.decode()))
                 continue
             res.lines_in += len(batch)
-            if self.matcher.matches_all or to is not None:
-                records.extend(batch)
-            else:
-                records.extend(r for r in batch if self.matcher(r["_tag"]))
-            spans.append((len(records), entry_id.decode()))
+            if not (self.matcher.matches_all or to is not None):
+                batch = self._select(batch)
+            parts.append(batch)
+            taken.append((entry_id.decode(), fields.get(b"b", b"") or b""))
+            count += len(batch)
+            spans.append((count, entry_id.decode()))
+        try:
+            records: JsonBatch | list[dict[str, Any]] = _combine(parts)
+        except RecordError as exc:
+            return self._undecodable(res, taken, exc)
         everything = records
         origin: dict[int, str] = {}
 
@@ -125,7 +152,10 @@ class SinkHandler:
         self.record.set_state("active")
         while records:
             guard.check()  # never write without a lease that surely holds
-            outcome = self.output.write_batch(records)
+            try:
+                outcome = self.output.write_batch(records)
+            except RecordError as exc:  # a version-2 record that does not decode
+                return self._undecodable(res, taken, exc)
             if isinstance(outcome, Delivered):
                 if outcome.rejected:
                     self._rejections(outcome.rejected, where(), res.dead_letters)
@@ -155,6 +185,15 @@ class SinkHandler:
             res.checkpoint = ckpt()
         return res
 
+    def _undecodable(self, res: HandleResult, taken: list[tuple[str, bytes]],
+                     exc: RecordError) -> HandleResult:
+        """Dead-letter the entries of a batch whose records do not decode (outputs decode
+        version-2 records on demand and do so before they write anything)."""
+        for eid, payload in taken:
+            res.dead_letters.append(DeadLetter("records", payload, self.group, "wire",
+                                               f"malformed processed entry: {exc}", eid))
+        return res
+
     def _count_stats(self) -> None:
         """Add the output's own counters (es: requests, conflicts, ...) to the lifecycle."""
         stats = getattr(self.output, "stats", None)
@@ -168,6 +207,16 @@ class SinkHandler:
 
     def close(self) -> None:
         self.output.close()
+
+
+def _combine(parts: list[JsonBatch | list[dict[str, Any]]]) -> JsonBatch | list[dict[str, Any]]:
+    """One batch of the entries' records: still encoded while every entry is version 2."""
+    if parts and all(isinstance(p, JsonBatch) for p in parts):
+        return JsonBatch.concat(parts)  # type: ignore[arg-type]
+    records: list[dict[str, Any]] = []
+    for p in parts:  # version-1 entries among them (an upgrade): records as maps
+        records.extend(p.records() if isinstance(p, JsonBatch) else p)
+    return records
 
 
 def sink_consumer(config: Config, keys: Keys, lifecycle: Lifecycle, pc: PluginConfig,

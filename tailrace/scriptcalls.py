@@ -22,6 +22,7 @@ from .errors import BrokerUnavailable, Fenced
 from .keys import Keys
 from .redaction import scrub
 from .topology import is_cluster, node_of, route_to
+from .wire import RECORDS_VERSION
 
 __all__ = ["DeadLetter", "ProduceResult", "ScriptBatch", "Scripts", "WaitPolicy"]
 
@@ -334,7 +335,8 @@ class Scripts:
         """
         k = self.keys
         now_ms = int(time.time() * 1000)
-        args: list[Any] = [group, owner, dlq_maxlen, len(ids), *ids, len(outputs), *outputs]
+        args: list[Any] = [group, owner, dlq_maxlen, len(ids), *ids, len(outputs),
+                           RECORDS_VERSION, *outputs]
         args.append(len(dead_letters))
         for dl in dead_letters:
             args.extend(dl.fields(now_ms))

@@ -165,7 +165,7 @@ return 0
 # KEYS[1] lease key   KEYS[2] input stream   KEYS[3] output stream   KEYS[4] dlq stream
 # KEYS[5] checkpoint hash
 # ARGV[1] group   ARGV[2] "worker:token"   ARGV[3] dlq max length (0 = unbounded)
-# then: n_ids, ids...; n_out, payloads...; n_dlq, 7 fields each
+# then: n_ids, ids...; n_out, wire version of the outputs, payloads...; n_dlq, 7 fields each
 #       (kind, payload, stage, plugin, error, source id, time ms); n_ckpt, field/value pairs
 # returns {1, output stream length} committed, {0} FENCED (nothing written),
 #         {3, 0} already committed: the first id is no longer pending (a retried call whose
@@ -184,8 +184,9 @@ if n_ids > 0 then
   end
 end
 local n_out = tonumber(ARGV[i]); i = i + 1
+local version = ARGV[i]; i = i + 1
 for j = 0, n_out - 1 do
-  redis.call('XADD', KEYS[3], '*', 'v', '1', 'b', ARGV[i + j])
+  redis.call('XADD', KEYS[3], '*', 'v', version, 'b', ARGV[i + j])
 end
 i = i + n_out
 local n_dlq = tonumber(ARGV[i]); i = i + 1

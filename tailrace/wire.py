@@ -1,20 +1,24 @@
-"""Wire format version 1: what travels in the streams, as msgpack.
+"""The wire format: what travels in the streams.
 
-One stream entry carries one batch in two fields: ``v`` (format version, ``b"1"``) and
-``b`` (the msgpack bytes). Raw batches (agent -> processors) carry a file's lines as
-bytes with their byte offsets; processed batches (processors -> sinks) are a list of
-records (maps). Decoding is defensive: a size limit before unpacking, msgpack's own
-container limits, and a schema check; anything that fails raises :class:`RecordError`
-so the caller can dead-letter the entry instead of crashing.
+One stream entry carries one batch in two fields: ``v`` (format version) and ``b`` (the
+payload). Raw batches (agent -> processors, version 1) carry a file's lines as bytes with
+their byte offsets, as msgpack. Processed batches (processors -> sinks) are version 2 since
+2026-12: each record already encoded as the JSON document the file output writes, plus what
+a sink needs to route them without decoding (:class:`JsonBatch`); version 1 (a msgpack list
+of records) is still read, so entries left in the streams by older processors are delivered
+during an upgrade, and dead-letter replays still write it. Decoding is defensive: a size
+limit before unpacking, msgpack's own container limits, and a schema check; anything that
+fails raises :class:`RecordError` so the caller can dead-letter the entry instead of crashing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import msgpack
+import orjson
 
 from .errors import RecordError
 
@@ -27,16 +31,23 @@ except ImportError:  # pragma: no cover - exercised where ormsgpack is absent
 __all__ = [
     "FORMAT_VERSION",
     "MAX_ENTRY_BYTES",
+    "RECORDS_VERSION",
+    "JsonBatch",
     "RawBatch",
+    "decode_processed",
     "decode_raw",
     "decode_records",
+    "encode_processed",
     "encode_raw",
     "encode_records",
     "entry_payload",
 ]
 
 FORMAT_VERSION = 1
+#: The version processors write on ``out`` (:func:`encode_processed`); 1 is still read.
+RECORDS_VERSION = 2
 _VERSION_FIELD = b"1"
+_V2_FIELD = b"2"
 MAX_ENTRY_BYTES = 64 * 1024 * 1024
 _MAX_LINES_PER_BATCH = 1_000_000
 
@@ -89,13 +100,15 @@ def encode_raw(batch: RawBatch) -> bytes:
     return msgpack.packb(doc, use_bin_type=True)  # type: ignore[no-any-return]
 
 
-def entry_payload(fields: Mapping[bytes, bytes]) -> bytes:
-    """Check the entry's version field and size, and return its ``b`` payload."""
+def entry_payload(fields: Mapping[bytes, bytes], versions: tuple[bytes, ...] = (_VERSION_FIELD,)
+                  ) -> bytes:
+    """Check the entry's version field (one of ``versions``) and size; its ``b`` payload."""
     version = fields.get(b"v")
-    if version != _VERSION_FIELD:
+    if version not in versions:
+        known = ", ".join(v.decode() for v in versions)
         raise RecordError(
             f"unsupported wire format version {version!r} (this tailrace reads version "
-            f"{FORMAT_VERSION}); upgrade the workers or replay the entry with a matching version"
+            f"{known} here); upgrade the workers or replay the entry with a matching version"
         )
     payload = fields.get(b"b")
     if not isinstance(payload, bytes):
@@ -186,11 +199,13 @@ def encode_records(records: list[dict[str, Any]]) -> bytes:
 
 
 def decode_records(fields: Mapping[bytes, bytes]) -> list[dict[str, Any]]:
-    """Decode and schema-check a processed batch entry.
+    """Decode and schema-check a processed batch entry (either version) into records.
 
     Raises:
         RecordError: the entry is not a list of records each carrying ``_id`` and ``_tag``.
     """
+    if fields.get(b"v") == _V2_FIELD:
+        return _decode_v2(entry_payload(fields, (_V2_FIELD,))).records()
     doc = _unpack(entry_payload(fields))
     if not isinstance(doc, list):
         raise RecordError(f"processed batch must be a list of records, got {type(doc).__name__}")
@@ -200,3 +215,171 @@ def decode_records(fields: Mapping[bytes, bytes]) -> list[dict[str, Any]]:
         if not isinstance(rec.get("_tag"), str):
             raise RecordError(f"record {rec['_id']} has no '_tag'")
     return doc
+
+
+# -- processed batches, version 2 -------------------------------------------------------
+# Payload: a msgpack map {"n": records, "tag": str (all share it) | "tags": [str],
+# "times": [number | None], "json": n JSON documents, each ending in "\n",
+# "raw": [[index, bytes], ...] (optional: the original bytes of lines that were not valid
+# UTF-8)}.
+# The JSON is made once, by the processor; a file or stdout output writes it as it is and
+# only outputs that want the structure (es, msgpack, templates) decode it, on demand.
+
+_SLICE = 100  # records encoded per join: few live objects at a time (see sinks/formats.py)
+
+
+def _bytes_as_text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def encode_processed(records: list[dict[str, Any]]) -> bytes:
+    """Pack a processed batch (version 2) for the ``b`` field.
+
+    Raises:
+        TypeError, ValueError: a record cannot be encoded (a value JSON cannot hold, a
+            missing or non-text ``_id``/``_tag``); the caller splits the batch to find it.
+    """
+    dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    parts: list[bytes] = []
+    raws: dict[int, bytes] = {}
+    for i in range(0, len(records), _SLICE):
+        part = records[i : i + _SLICE]
+        try:
+            parts.append(b"".join([dumps(r, option=opt) for r in part]))
+        except TypeError:
+            # A line that was not valid UTF-8 carries its original bytes in ``_raw``: the
+            # JSON has it as text in ``log`` (U+FFFD), the bytes travel beside it.
+            docs = []
+            for j, r in enumerate(part, i):
+                raw = r.get("_raw")
+                if isinstance(raw, bytes):
+                    raws[j] = raw
+                    r = {k: v for k, v in r.items() if k != "_raw"}
+                docs.append(dumps(r, default=_bytes_as_text, option=opt))
+            parts.append(b"".join(docs))
+    tags = [r.get("_tag") for r in records if type(r.get("_id")) is str]
+    if len(tags) != len(records) or not all(type(t) is str for t in tags):
+        raise ValueError("every record needs a text '_id' and '_tag'")
+    doc: dict[str, Any] = {"n": len(records), "json": b"".join(parts)}
+    if tags and tags.count(tags[0]) == len(tags):
+        doc["tag"] = tags[0]
+    else:
+        doc["tags"] = tags
+    doc["times"] = [t if type(t) is float or type(t) is int else None
+                    for t in [r.get("time") for r in records]]
+    if raws:
+        doc["raw"] = [[i, raw] for i, raw in raws.items()]
+    return msgpack.packb(doc, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+class JsonBatch(Sequence[dict[str, Any]]):
+    """Processed records as their JSON lines, with the tag and time of each.
+
+    A sequence of records: indexing or iterating decodes every record once (cached), so an
+    output that knows nothing of it works unchanged; ``json()`` gives the lines as they are.
+    """
+
+    __slots__ = ("_records", "lines", "raws", "tags", "times")
+
+    def __init__(self, lines: list[bytes], tags: list[str], times: list[float | int | None],
+                 raws: dict[int, bytes] | None = None) -> None:
+        self.lines = lines  # one JSON document per record, without its newline
+        self.tags = tags
+        self.times = times
+        self.raws = raws or {}
+        self._records: list[dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        return self.records()[i]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.records())
+
+    def json(self) -> bytes:
+        """The records as JSON lines (each ending in a newline), as the processor made them."""
+        return b"\n".join(self.lines) + b"\n" if self.lines else b""
+
+    def records(self) -> list[dict[str, Any]]:
+        """The records as maps (decoded once)."""
+        if self._records is None:
+            loads = orjson.loads
+            try:
+                recs = [loads(ln) for ln in self.lines]
+            except orjson.JSONDecodeError as exc:
+                raise RecordError(f"processed batch holds a record that is not JSON: {exc}"
+                                  ) from None
+            for i, raw in self.raws.items():
+                recs[i]["_raw"] = raw
+            self._records = recs
+        return self._records
+
+    def select(self, keep: list[int]) -> JsonBatch:
+        """The records at positions ``keep`` (in that order)."""
+        lines, tags, times = self.lines, self.tags, self.times
+        raws = {n: self.raws[i] for n, i in enumerate(keep) if i in self.raws} if self.raws \
+            else None
+        return JsonBatch([lines[i] for i in keep], [tags[i] for i in keep],
+                         [times[i] for i in keep], raws)
+
+    @staticmethod
+    def concat(parts: list[JsonBatch]) -> JsonBatch:
+        if len(parts) == 1:
+            return parts[0]
+        lines: list[bytes] = []
+        tags: list[str] = []
+        times: list[float | int | None] = []
+        raws: dict[int, bytes] = {}
+        for p in parts:
+            for i, raw in p.raws.items():
+                raws[len(lines) + i] = raw
+            lines.extend(p.lines)
+            tags.extend(p.tags)
+            times.extend(p.times)
+        return JsonBatch(lines, tags, times, raws)
+
+
+def _decode_v2(payload: bytes) -> JsonBatch:
+    doc = _unpack(payload)
+    if not isinstance(doc, dict):
+        raise RecordError(f"processed batch must be a map, got {type(doc).__name__}")
+    n, blob = doc.get("n"), doc.get("json")
+    if type(n) is not int or not isinstance(blob, bytes):
+        raise RecordError("processed batch needs 'n' (a count) and 'json' (bytes)")
+    lines = blob.split(b"\n")
+    if lines[-1] != b"" or len(lines) != n + 1:
+        raise RecordError(f"processed batch says {n} records but holds {len(lines) - 1} lines")
+    lines.pop()
+    tag, tags = doc.get("tag"), doc.get("tags")
+    if isinstance(tag, str):
+        tags = [tag] * n
+    elif not isinstance(tags, list) or len(tags) != n or not all(type(t) is str for t in tags):
+        raise RecordError("processed batch needs a 'tag', or 'tags' parallel to its records")
+    times = doc.get("times")
+    if not isinstance(times, list) or len(times) != n:
+        raise RecordError("processed batch 'times' must be a list parallel to its records")
+    pairs = doc.get("raw") or []
+    if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and type(p[0]) is int and 0 <= p[0] < n
+            and isinstance(p[1], bytes) for p in pairs):
+        raise RecordError("processed batch 'raw' must pair record positions with bytes")
+    return JsonBatch(lines, tags, times, {i: raw for i, raw in pairs})
+
+
+def decode_processed(fields: Mapping[bytes, bytes]) -> JsonBatch | list[dict[str, Any]]:
+    """A processed entry of either version: a :class:`JsonBatch` (2) or records (1).
+
+    Raises:
+        RecordError: the entry is malformed; the message says what is wrong.
+    """
+    if fields.get(b"v") == _V2_FIELD:
+        return _decode_v2(entry_payload(fields, (_V2_FIELD,)))
+    return decode_records(fields)

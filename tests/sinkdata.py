@@ -22,7 +22,7 @@ from tailrace.cli.registry import build_registry
 from tailrace.config import load_config
 from tailrace.keys import Keys, sink_group
 from tailrace.lifecycle import Lifecycle
-from tailrace.wire import encode_records
+from tailrace.wire import encode_processed, encode_records
 
 __all__ = [
     "add_dead_letter",
@@ -50,8 +50,11 @@ def make_records(n: int, *, start: int = 0, tag: str = "web.app",
 
 
 def preload(client: redis.Redis, keys: Keys, partitions: int, outputs: Iterable[str],
-            batches: Iterable[list[dict[str, Any]]]) -> int:
+            batches: Iterable[list[dict[str, Any]]], *, version: int = 2) -> int:
     """Create the groups, then XADD each batch to ``out`` round-robin over the partitions.
+
+    ``version``: the wire format of the entries (2, what processors write; 1, what older
+    processors wrote; 0 alternates on each partition, 1 first).
 
     Returns the number of records written.
     """
@@ -60,7 +63,9 @@ def preload(client: redis.Redis, keys: Keys, partitions: int, outputs: Iterable[
     pipe = client.pipeline(transaction=False)
     n = 0
     for i, batch in enumerate(batches):
-        pipe.xadd(keys.out(i % partitions), {"v": "1", "b": encode_records(batch)})
+        v = version or 1 + (i // partitions) % 2
+        payload = encode_processed(batch) if v == 2 else encode_records(batch)
+        pipe.xadd(keys.out(i % partitions), {"v": str(v), "b": payload})
         n += len(batch)
         if i % 200 == 199:
             pipe.execute()

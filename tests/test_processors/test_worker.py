@@ -216,7 +216,7 @@ def test_a_record_that_cannot_be_encoded_is_dead_lettered_alone(tmp_path: Path) 
     entry = (b"1-0", {b"v": b"1", b"b": encode_raw(batch(["a", "x", "b"]))})
     res = handler.handle(0, [entry], None)  # type: ignore[arg-type]
     [payload] = res.outputs
-    assert [r["log"] for r in decode_records({b"v": b"1", b"b": payload})] == ["a", "b"]
+    assert [r["log"] for r in decode_records({b"v": b"2", b"b": payload})] == ["a", "b"]
     [dl] = res.dead_letters
     assert dl.plugin == "wire" and "cannot be encoded" in dl.error and dl.source == "1-0"
     assert msgpack.unpackb(dl.payload)[0]["log"] == "x"

@@ -18,11 +18,12 @@ import orjson
 import pytest
 import redis
 from helpers import Role, wait_for
-from sinkdata import BASE_TIME, group_done, make_records, preload, sink_config
+from sinkdata import BASE_TIME, group_done, make_records, preload, running, sink_config
 
 from sinks.context import OutputContext
 from sinks.file import FileOutput, FileOutputOptions
 from tailrace.keys import Keys
+from tailrace.wire import JsonBatch, decode_processed, encode_processed
 
 
 class Harness:
@@ -410,3 +411,44 @@ def test_a_full_disk_takes_the_partial_batch_back_and_asks_for_a_retry(
     h.commit()
     h.crash_and_recover()
     assert lines_of(tmp_path / "out" / "web.app.log") == [f"r{i:07d}" for i in range(10)]
+
+
+@pytest.mark.parametrize("fmt", ["json", "plain", "template", "msgpack"])
+def test_a_v2_batch_writes_the_same_files_as_the_records_it_carries(
+        tmp_path: Path, fmt: str) -> None:
+    template = "{tag}-%Y-%m-%d.log"
+    recs = make_records(120, tag="a") + make_records(30, start=120, tag="b")
+    for r in recs[::7]:
+        r["time"] = BASE_TIME + 86400  # some records on the next day
+    recs[5]["_raw"], recs[5]["log"] = b"caf\xe9", "caf\ufffd"  # a line that was not UTF-8
+    as_maps = Harness(tmp_path / "maps", format=fmt, path=str(tmp_path / "maps" / template))
+    as_maps.write([dict(r) for r in recs])
+    encoded = decode_processed({b"v": b"2", b"b": encode_processed(recs)})
+    assert isinstance(encoded, JsonBatch)
+    as_json = Harness(tmp_path / "v2", format=fmt, path=str(tmp_path / "v2" / template))
+    as_json.write(encoded)
+    names = sorted(p.name for p in (tmp_path / "maps").glob("*.log"))
+    assert names == sorted(p.name for p in (tmp_path / "v2").glob("*.log")) and len(names) == 4
+    for name in names:
+        assert (tmp_path / "v2" / name).read_bytes() == (tmp_path / "maps" / name).read_bytes()
+
+
+def test_v1_entries_left_by_older_processors_are_delivered_once_beside_v2_ones(
+        tmp_path: Path, redis_url: str, prefix: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    keys = Keys(prefix)
+    records = make_records(3000)
+    # Entries of both versions, alternating on each partition, as in a rolling upgrade.
+    preload(r, keys, 2, ["files"], (records[i:i + 100] for i in range(0, 3000, 100)),
+            version=0)
+    for p in range(2):
+        assert {f[b"v"] for _, f in r.xrange(keys.out(p))} == {b"1", b"2"}
+    out = tmp_path / "out" / "all.log"
+    cfg = sink_config(tmp_path, prefix, [{"name": "file", "alias": "files", "path": str(out)}],
+                      partitions=2)
+    with running(cfg, redis_url, "files"):
+        wait_for(lambda: group_done(r, keys, "files", 2), timeout=60,
+                 message="every entry of both versions acknowledged")
+    r.close()
+    lines = out.read_bytes().splitlines(keepends=True)
+    assert sorted(lines) == sorted(orjson.dumps(rec) + b"\n" for rec in records)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import pytest
 import redis
 from esserver import EsServer, Fault
@@ -18,7 +17,7 @@ from helpers import Role, read_json_lines, wait_for
 from sinkdata import dead_letters, group_done, make_records, preload, running, sink_config
 
 from tailrace.keys import Keys, sink_group
-from tailrace.wire import encode_records
+from tailrace.wire import decode_records, encode_records
 
 PARTITIONS = 4
 
@@ -49,7 +48,7 @@ def test_every_document_once_only_failed_items_retried_bad_ones_dead_lettered(
     es.add_fault(Fault(item_status=429, ids=sorted(retried), times=2))
     records = load(r, keys, 2000, 100, ["search"], bad)
     entry_of = {rec["_id"]: (p, eid) for p in range(PARTITIONS)
-                for eid, f in r.xrange(keys.out(p)) for rec in msgpack.unpackb(f[b"b"])}
+                for eid, f in r.xrange(keys.out(p)) for rec in decode_records(f)}
     cfg = sink_config(tmp_path, prefix, [es_output(es.url)], partitions=PARTITIONS)
     with running(cfg, redis_url, "search") as lifecycle:
         wait_for(lambda: group_done(r, keys, "search", PARTITIONS), timeout=60,
