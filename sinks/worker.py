@@ -226,7 +226,7 @@ def sink_consumer(config: Config, keys: Keys, lifecycle: Lifecycle, pc: PluginCo
     return StreamConsumer(
         client, keys, config.service, sink_group(pc.id), handler, lifecycle,
         stage_in="out", stage_out="out", kind="records", backlog_limit=0,
-        single_writer=bool(getattr(pc.plugin, "single_writer", False)),
+        single_writer=bool(getattr(pc.plugin, "single_writer", False)), plugin=pc.id,
     )
 
 

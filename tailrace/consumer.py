@@ -75,8 +75,12 @@ class StreamConsumer:
         block_ms: int = DEFAULT_BLOCK_MS,
         backlog_limit: int | None = None,
         trim_interval_s: float = DEFAULT_TRIM_INTERVAL_S,
+        plugin: str = "",
     ) -> None:
         self.client = client
+        # What the dead letters of entries the handler itself failed on name (an output's
+        # id; the group when not given), so `dlq list --plugin` finds them too.
+        self.plugin = plugin or group
         self.keys = keys
         self.service = service
         self.group = group
@@ -375,7 +379,7 @@ class StreamConsumer:
             last = next((self._last_error[i] for i in poison if i in self._last_error), None)
             n = self.scripts.dead_letter_pending(
                 op.partition, self.group, op.owner, stage_in=self.stage_in, kind=self.kind,
-                stage=self.group, ids=poison,
+                stage=self.group, ids=poison, plugin=self.plugin,
                 reason=f"delivered more than {self.service.max_deliveries} times without being "
                 f"committed (it keeps crashing or stalling workers); dead-lettered as poison"
                 + (f"; last error here: {last}" if last else ""),
@@ -436,7 +440,7 @@ class StreamConsumer:
             self._last_error.pop(first, None)
             done = self.scripts.dead_letter_pending(
                 p, self.group, op.owner, stage_in=self.stage_in, kind=self.kind,
-                stage=self.group, ids=[e[0] for e in entries],
+                stage=self.group, ids=[e[0] for e in entries], plugin=self.plugin,
                 reason=f"processing failed {n} times: {exc!r}",
             )
             self.record.add("dead_letters", done)

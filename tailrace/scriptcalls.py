@@ -401,8 +401,11 @@ class Scripts:
         stage: str,
         reason: str,
         ids: Sequence[bytes | str],
+        plugin: str = "",
     ) -> int:
         """Dead-letter and ack pending entries (poison); returns how many.
+
+        ``plugin`` names what failed on them (an output's id), as every dead letter does.
 
         Raises:
             Fenced: the lease is no longer this worker's.
@@ -413,7 +416,8 @@ class Scripts:
         n = int(_call(
             self._dead_letter,
             [k.lease(partition, group), k.stream(stage_in, partition), k.dlq(partition)],
-            [group, owner, kind, stage, scrub(reason), int(time.time() * 1000), *ids],
+            [group, owner, kind, stage, scrub(reason), int(time.time() * 1000), plugin or stage,
+             *ids],
         ))
         if n < 0:
             raise Fenced(group, partition)

@@ -222,14 +222,15 @@ return {1, len}
 # Dead-letter pending entries that were delivered too often (poison), then ack them.
 # KEYS[1] lease key   KEYS[2] input stream   KEYS[3] dlq stream
 # ARGV[1] group   ARGV[2] "worker:token"   ARGV[3] kind   ARGV[4] stage   ARGV[5] reason
-# ARGV[6] time ms   ARGV[7..] entry ids
+# ARGV[6] time ms   ARGV[7] plugin (the output or stage the entries failed in)
+# ARGV[8..] entry ids
 # returns number of entries dead-lettered, or -1 when FENCED
 DEAD_LETTER_PENDING = """
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then
   return -1
 end
 local n = 0
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local e = redis.call('XRANGE', KEYS[2], ARGV[i], ARGV[i])
   local payload = ''
   if e[1] then
@@ -239,7 +240,7 @@ for i = 7, #ARGV do
     end
   end
   redis.call('XADD', KEYS[3], '*', 'v', '1', 'kind', ARGV[3], 'b', payload, 'stage', ARGV[4],
-             'plugin', '', 'error', ARGV[5], 'source', ARGV[i], 'time', ARGV[6])
+             'plugin', ARGV[7], 'error', ARGV[5], 'source', ARGV[i], 'time', ARGV[6])
   redis.call('XACK', KEYS[2], ARGV[1], ARGV[i])
   n = n + 1
 end
