@@ -6,9 +6,11 @@ broker (``--broker`` / ``TAILRACE_BROKER`` / ``service.broker`` / embedded), wai
 with backoff, creates the pipeline's groups, publishes the lifecycle record, serves
 ``service.http``, and turns signals into actions:
 
-- SIGTERM/SIGINT: stop (the role drains, commits, releases its leases); a second signal
-  exits at once, and a drain longer than ``shutdown_timeout_s`` is cut short. Either way
-  nothing is corrupted: uncommitted work stays pending in Redis and is redone.
+- SIGTERM/SIGINT: stop (the role drains, commits, releases its leases); the same stop
+  delivered again (to the leader and its group, or forwarded by a supervisor) is one stop,
+  a second one later exits at once (:mod:`tailrace.signals`), and a drain longer than
+  ``shutdown_timeout_s`` is cut short. Either way nothing is corrupted: uncommitted work
+  stays pending in Redis and is redone.
 - SIGHUP, or ``tailrace reload`` (a generation counter in Redis): re-read the config; if it
   is valid, drain like a stop and re-execute the same command line in place (same pid), so
   the new config takes effect with no line lost or repeated; if not, log every problem and
@@ -23,7 +25,6 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -43,10 +44,11 @@ from .config import Config, load_config
 from .embedded import EmbeddedRedis
 from .errors import ConfigError, StopRequested
 from .keys import Keys, sink_group
-from .lifecycle import Lifecycle, Publisher
+from .lifecycle import Lifecycle, Publisher, State
 from .logs import event
 from .retry import Backoff
 from .scriptcalls import WaitPolicy
+from .signals import StopSignals, block
 from .topology import set_min_replicas
 
 __all__ = ["NO_HTTP_ENV", "Runtime", "broker_url"]
@@ -92,29 +94,26 @@ class Runtime:
         self.wait_policy = WaitPolicy()
         self.publisher: Publisher | None = None
         self.http: StatusServer | None = None
-        self._signals = 0
-        self._reload_gen: Any = None
         self._hup = threading.Event()
+        self.signals = StopSignals(self._on_stop_signal, on_force=self._on_force,
+                                   on_hup=self._hup.set, name=role)
+        self._reload_gen: Any = None
 
     # -- signals ------------------------------------------------------------------------
     def install_signals(self) -> None:
-        """SIGTERM/SIGINT stop, a second one exits at once; SIGHUP reloads."""
+        """SIGTERM/SIGINT stop, a later second one exits at once; SIGHUP reloads."""
         if threading.current_thread() is not threading.main_thread():
             return
-
-        def on_stop(signum: int, _frame: FrameType | None) -> None:
-            self._signals += 1
-            if self._signals > 1:
-                os._exit(128 + signum)
-            event(log, logging.INFO, "runtime_stop_requested",
-                  f"{signal.Signals(signum).name} received: draining (again to exit at once)",
-                  role=self.lifecycle.role)
-            self.request_stop()
-
-        signal.signal(signal.SIGTERM, on_stop)
-        signal.signal(signal.SIGINT, on_stop)
-        signal.signal(signal.SIGHUP, lambda _s, _f: self._hup.set())
+        self.signals.install()
         threading.Thread(target=self._watch_reload, name="reload-watch", daemon=True).start()
+
+    def _on_stop_signal(self, _signum: int) -> None:
+        self.request_stop()  # close() sees signals.requested: a reload in progress exits instead
+
+    def _on_force(self, _signum: int) -> None:
+        # Exiting at once must not leave an embedded server we own running on its own.
+        if self.embedded is not None:
+            self.embedded.terminate()
 
     def request_stop(self) -> None:
         """Stop draining; cut the drain short after ``shutdown_timeout_s``."""
@@ -127,6 +126,7 @@ class Runtime:
             event(log, logging.ERROR, "runtime_drain_timeout",
                   f"did not drain within shutdown_timeout_s={timeout}; exiting now (work in "
                   "flight stays pending in Redis and is redone)", role=self.lifecycle.role)
+            self._on_force(signal.SIGTERM)
             os._exit(EXIT_DRAIN_TIMEOUT)
 
         timer = threading.Timer(timeout, cut)
@@ -205,7 +205,7 @@ class Runtime:
             except BROKER_ERRORS as exc:
                 if isinstance(exc, PartitionCountChanged):
                     raise
-                rec.set_state("broker_down", f"{redact_url(self.url)}: {exc}")
+                rec.set_state(State.BROKER_DOWN, f"{redact_url(self.url)}: {exc}")
                 event(log, logging.WARNING, "runtime_broker_unreachable",
                       f"cannot reach the broker at {redact_url(self.url)}: {exc}; retrying",
                       role=self.lifecycle.role)
@@ -214,7 +214,7 @@ class Runtime:
             # The loop ended without a break: asked to stop before the broker answered.
             raise StopRequested(f"stopped before the broker at {redact_url(self.url)} answered")
         assert client is not None
-        rec.set_state("active")
+        rec.set_state(State.ACTIVE)
         self.client = client
         self.wait_policy = WaitPolicy(replication.wait_replicas, replication.wait_timeout_ms)
         self.publisher = Publisher(self.lifecycle, client, self.keys.worker(self.lifecycle.id),
@@ -245,18 +245,19 @@ class Runtime:
         When a reload was requested, re-execute the same command line in place instead of
         returning.
         """
-        self.lifecycle.thread("main", housekeeping=True).set_state("stopped")
+        self.lifecycle.thread("main", housekeeping=True).set_state(State.STOPPED)
         if self.publisher is not None:
             self.publisher.stop(final=True)
         if self.client is not None:
             self.client.close()
         if self.http is not None:
             self.http.stop()
-        if self.reloading:
+        if self.reloading and not self.signals.requested:
             env = dict(os.environ)
             if self.embedded is not None and self.embedded.owned_pid:
                 env[ADOPT_ENV] = str(self.embedded.owned_pid)
             logging.shutdown()
+            block()  # a stop arriving while the new image starts waits for its handlers
             os.execve(sys.executable, _reexec_argv(), env)
         if self.embedded is not None:
             self.embedded.stop()

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import click
 
 from ..keys import Keys
+from ..signals import StopSignals, hold
 from ..supervise import Child
 from ..topology import is_cluster
 from .common import broker_option, config_option, fail, init_logging, load, log_options
@@ -35,6 +37,8 @@ JOB_QUEUES = ("backfill", "replay")
 def worker(config_path: str, broker: str | None, queues: tuple[str, ...], burst: bool,
            workers: int, log_level: str | None, log_format: str | None) -> None:
     """Run RQ workers for backfill and dead-letter replay jobs."""
+    started = StopSignals(lambda _s: None, name="worker")
+    hold()  # a stop while starting up is kept, and RQ's worker told at once (below)
     from rq import Queue, Worker
 
     config = load(config_path)
@@ -54,7 +58,20 @@ def worker(config_path: str, broker: str | None, queues: tuple[str, ...], burst:
              "or a Sentinel deployment for backfill and replay jobs")
     keys = Keys(config.service.prefix)
     rq_queues = [Queue(keys.queue(q), connection=client) for q in queues]
-    w = Worker(rq_queues, connection=client)
+    started.install()
+    w = _worker_class(Worker, started)(rq_queues, connection=client)
     level = (log_level or config.service.log_level).upper()
     ok = w.work(burst=burst, logging_level=level, with_scheduler=False)
     logging.getLogger(__name__).info("worker stopped (%s)", "jobs done" if ok else "idle")
+
+
+def _worker_class(base: type[Any], started: StopSignals) -> type[Any]:
+    """RQ's worker, told of a stop that arrived before its own handlers were installed."""
+
+    class TailraceWorker(base):  # type: ignore[misc]
+        def _install_signal_handlers(self) -> None:
+            super()._install_signal_handlers()
+            if started.requested:
+                self._stop_requested = True  # out of work()'s loop at its first check
+
+    return TailraceWorker

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
-from types import FrameType
 
 import click
 import redis
@@ -20,6 +17,7 @@ from ..errors import ConfigError
 from ..keys import Keys
 from ..logs import event
 from ..runtime import NO_HTTP_ENV, broker_url
+from ..signals import StopSignals, hold
 from ..supervise import Child, Supervisor
 from .common import (
     broker_option,
@@ -35,22 +33,6 @@ from .supervisor_http import children_records
 __all__ = ["agent", "processor", "run", "sink"]
 
 log = logging.getLogger(__name__)
-
-
-def _stop_on_signals(on_hup: Callable[[], None]) -> threading.Event:
-    stop = threading.Event()
-    count = [0]
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        count[0] += 1
-        if count[0] > 1:
-            os._exit(128 + signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGHUP, lambda _s, _f: threading.Thread(target=on_hup).start())
-    return stop
 
 
 def _child_args(config: Config, role: str, *extra: str) -> list[str]:
@@ -86,9 +68,17 @@ def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
             return
         sup.signal_all(signal.SIGHUP)
 
-    stop = _stop_on_signals(on_hup)
+    stop = threading.Event()
+    embedded: EmbeddedRedis | None = None
+
+    def on_force(_signum: int) -> None:
+        sup.kill_all()
+        if embedded is not None:
+            embedded.terminate()  # in a session of its own: the group's signals miss it
+
+    StopSignals(lambda _s: stop.set(), on_force=on_force, name="supervisor",
+                on_hup=lambda: threading.Thread(target=on_hup).start()).install()
     url = broker_url(config, broker)
-    embedded = None
     if url is None:
         embedded = EmbeddedRedis(config.data_dir, config.service.embedded.appendfsync).start()
         url = embedded.url
@@ -129,6 +119,7 @@ def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
 def run(config_path: str, broker: str | None, processors: int, log_level: str | None,
         log_format: str | None) -> None:
     """Run every role on this machine (embedded Redis when no broker is set)."""
+    hold()  # a stop while starting up is kept for the handlers, not a traceback
     config = load(config_path)
     init_logging(config, "run", log_level, log_format)
     extra = _log_args(log_level, log_format)
@@ -147,6 +138,7 @@ def run(config_path: str, broker: str | None, processors: int, log_level: str | 
 def agent(config_path: str, broker: str | None, log_level: str | None,
           log_format: str | None) -> None:
     """Tail this node's files into the raw streams."""
+    hold()  # a stop while starting up is kept for the handlers, not a traceback
     from edge_agent import Agent
 
     from ..runtime import Runtime
@@ -174,6 +166,7 @@ def agent(config_path: str, broker: str | None, log_level: str | None,
 def processor(config_path: str, broker: str | None, workers: int, log_level: str | None,
               log_format: str | None) -> None:
     """Parse and filter raw batches (scale out with --workers and more hosts)."""
+    hold()  # a stop while starting up is kept for the handlers, not a traceback
     from processors import run_processor
 
     config = load(config_path)
@@ -197,6 +190,7 @@ def processor(config_path: str, broker: str | None, workers: int, log_level: str
 def sink(config_path: str, broker: str | None, output: str | None, workers: int,
          log_level: str | None, log_format: str | None) -> None:
     """Deliver processed records to the outputs."""
+    hold()  # a stop while starting up is kept for the handlers, not a traceback
     from sinks import run_sink
 
     config = load(config_path)
