@@ -30,6 +30,7 @@ from tailrace.wire import encode_raw
 from .checkpoint import Checkpoint
 from .identity import base_of, partition_for
 from .inotify import Watcher
+from .recovery import Recovery
 from .starting import Starter
 from .tail import TailedFile, TailInput
 
@@ -73,6 +74,8 @@ class Agent:
                           or self.checkpoint_path.with_suffix(".json.tmp").exists())
         self.checkpoint = Checkpoint.load(self.checkpoint_path)
         self.starter = Starter(self.keys, self.checkpoint, self.agent_id, had_checkpoint)
+        self.recovery: Recovery | None = Recovery(self.checkpoint, self.agent_id,
+                                                  self.checkpoint_path.parent)
         fd_budget = _raise_fd_limit(config) // max(1, len(config.inputs))
         self.inputs: list[TailInput] = [
             pc.plugin(pc.options, agent=self.agent_id, input_id=pc.id,
@@ -151,11 +154,20 @@ class Agent:
                 if self.watcher is not None and (inp.layout_changed
                                                  or inp.scans % WATCH_REFRESH_SCANS == 0):
                     inp.watched = self.watcher.watch(inp.watch_dirs())
+        if self.recovery is not None:  # once, after every input's first scan
+            self.recovery.run(self.inputs, now)
+            self.recovery = None
+        for inp in self.inputs:
             self._retire(client, inp)  # left over by a broker error: before any new file
             waiting = inp.take_waiting()
             if waiting:
+                pinned = [tf for tf in waiting if tf.pinned is not None]
+                others = [tf for tf in waiting if tf.pinned is None]
                 try:
-                    self.starter.start(client, inp, waiting)
+                    if pinned:  # rotated while the agent was down (see recovery.py)
+                        self.starter.resume(client, inp, pinned)
+                    if others:
+                        self.starter.start(client, inp, others)
                 except BROKER_ERRORS:
                     inp.requeue([tf for tf in waiting if not tf.started])
                     raise
@@ -215,7 +227,7 @@ class Agent:
                   f"{tf.committed} (Redis restarted without its last writes, or failed over); "
                   f"reading again from {back}", partition=tf.partition, file=tf.identity)
             inp.on_conflict(tf, back)
-            self.checkpoint.record(tf.identity, back, tf.path, tf.end_crc)
+            self.checkpoint.record(tf.identity, back, tf.path, tf.end_crc, tf.real)
             self._dirty = True
 
     def _retire(self, client: redis.Redis, inp: TailInput) -> None:
@@ -290,7 +302,8 @@ class Agent:
             result = ProduceResult.parse(raw)
             if result.status == "ok":
                 batch = inp.on_committed(tf)
-                self.checkpoint.record(batch.file, batch.end, tf.path, tf.end_crc)
+                if self.checkpoint.record(batch.file, batch.end, tf.path, tf.end_crc, tf.real):
+                    self._next_checkpoint = 0.0  # a new file's path on disk soon (recovery.py)
                 self._dirty = True
                 committed += 1
                 rec.add("lines_out", len(batch.lines))
@@ -303,7 +316,8 @@ class Agent:
                       f"{tf.sealed.start if tf.sealed else '?'}; resuming there (a previous run "
                       "committed it)", partition=tf.partition, file=tf.identity)
                 inp.on_conflict(tf, result.offset)
-                self.checkpoint.record(tf.identity, result.offset, tf.path, tf.end_crc)
+                self.checkpoint.record(tf.identity, result.offset, tf.path, tf.end_crc,
+                                       tf.real)
             else:
                 self.throttled[tf.partition] = now + THROTTLE_RECHECK_S
                 if result.status == "memory" and not self.memory_full:

@@ -7,7 +7,9 @@ stays authoritative: this copy is only read for files Redis has no offset for.
 
 Version 2 adds the truncation generation of each file (see :mod:`edge_agent.identity`);
 version 3 the checksum of the bytes before each offset (``crc``, see
-:func:`edge_agent.identity.has_end`). Older versions load without them.
+:func:`edge_agent.identity.has_end`); version 4 the file's own path (``real``) where the
+followed path is a symlink, so rotated siblings are found after the link changed or went
+(see :mod:`edge_agent.recovery`). Older versions load without them.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ __all__ = [
     "loads",
 ]
 
-CHECKPOINT_VERSION = 3
+CHECKPOINT_VERSION = 4
 DEFAULT_GRACE_S = 24 * 3600.0
 
 
@@ -38,6 +40,7 @@ class FileCheckpoint:
     path: str
     updated: float
     crc: int | None = None  # checksum of the bytes before ``offset`` (None: unknown)
+    real: str | None = None  # the file's own path when ``path`` is a symlink to it
 
 
 @dataclass
@@ -50,8 +53,14 @@ class Checkpoint:
     files: dict[str, FileCheckpoint] = field(default_factory=dict)
     generations: dict[str, tuple[int, float]] = field(default_factory=dict)
 
-    def record(self, identity: str, offset: int, path: str, crc: int | None = None) -> None:
-        self.files[identity] = FileCheckpoint(offset, path, time.time(), crc)
+    def record(self, identity: str, offset: int, path: str, crc: int | None = None,
+               real: str | None = None) -> bool:
+        """Store a committed offset; returns whether the identity is new here (then the
+        caller saves soon: a file rotated while the agent is down is found by its entry)."""
+        new = identity not in self.files
+        self.files[identity] = FileCheckpoint(offset, path, time.time(), crc,
+                                              None if real == path else real)
+        return new
 
     def get(self, identity: str) -> int | None:
         fc = self.files.get(identity)
@@ -137,6 +146,7 @@ def dumps(cp: Checkpoint) -> bytes:
         "files": {
             k: {"offset": v.offset, "path": v.path, "updated": v.updated}
             | ({} if v.crc is None else {"crc": v.crc})
+            | ({} if v.real is None else {"real": v.real})
             for k, v in cp.files.items()
         },
         "generations": {b: {"generation": g, "updated": t}
@@ -146,19 +156,20 @@ def dumps(cp: Checkpoint) -> bytes:
 
 
 def loads(data: bytes) -> Checkpoint:
-    """Parse a checkpoint of version 1, 2 or 3.
+    """Parse a checkpoint of version 1 to 4.
 
     Raises:
         ValueError: not a checkpoint, or of another version.
     """
     doc = json.loads(data)
-    if not isinstance(doc, dict) or doc.get("version") not in (1, 2, CHECKPOINT_VERSION):
+    if not isinstance(doc, dict) or doc.get("version") not in (1, 2, 3, CHECKPOINT_VERSION):
         raise ValueError("unsupported checkpoint version")
     files = {}
     for k, v in doc.get("files", {}).items():
-        crc = v.get("crc")
+        crc, real = v.get("crc"), v.get("real")
         files[str(k)] = FileCheckpoint(int(v["offset"]), str(v["path"]), float(v["updated"]),
-                                       None if crc is None else int(crc))
+                                       None if crc is None else int(crc),
+                                       None if real is None else str(real))
     gens = {str(b): (int(v["generation"]), float(v["updated"]))
             for b, v in doc.get("generations", {}).items()}
     return Checkpoint(files, gens)

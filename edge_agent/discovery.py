@@ -86,6 +86,13 @@ def _regex_root(pattern: str, base_dir: Path) -> str:
     return os.path.normpath(root if os.path.isabs(root) else str(base_dir / root))
 
 
+def _glob_match(path: str, pattern: str) -> bool:
+    """``glob`` semantics for one path: ``*`` and ``?`` never cross a ``/``."""
+    parts, pats = path.split("/"), pattern.split("/")
+    return len(parts) == len(pats) and all(
+        fnmatch.fnmatchcase(part, pat) for part, pat in zip(parts, pats, strict=True))
+
+
 class Discovery:
     """The files one ``tail`` input follows, found by globs and/or ``path_regex``."""
 
@@ -131,6 +138,17 @@ class Discovery:
                 yield path, st
         for gone in [p for p in self._cache if p not in seen]:
             del self._cache[gone]
+
+    def follows(self, path: str) -> bool:
+        """Whether this input would follow ``path`` (globs, ``path_regex``, exclusions,
+        selectors), whether or not it exists: which input a checkpointed file was read by."""
+        if self.regex is not None and not self.regex.search(path):
+            return False
+        if self.patterns and not any(_glob_match(path, p) for p in self.patterns):
+            return False
+        if self._excluded(path):
+            return False
+        return self._selected(kubernetes_meta(path)) if self.selectors else True
 
     def _candidates(self) -> Iterator[str]:
         for pattern in self.patterns:

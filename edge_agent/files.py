@@ -168,6 +168,7 @@ class FileTable:
         tf.size, tf.mtime_ns, tf.last_active = fst.st_size, fst.st_mtime_ns, now
         tf.initial = initial
         real = os.path.realpath(path)
+        tf.real = real
         tf.folder = os.path.dirname(real)
         key = (fid.dev, fid.ino)
         if real != path:
@@ -269,7 +270,7 @@ class FileTable:
         return nlink
 
     def _forget(self, tf: TailedFile, why: str) -> None:
-        if self._close_fd(tf) == 0 and tf.started:
+        if self._close_fd(tf) == 0 and tf.started and not tf.adopted:
             self.retired.append(tf)  # deleted: its inode may come back with a new file
         key = (tf.fid.dev, tf.fid.ino)
         if self.files.get(key) is tf:
@@ -283,6 +284,42 @@ class FileTable:
         event(log, logging.DEBUG, "tail_file_closed", f"{tf.path}: {why}", input=self.input_id)
 
     # -- starting -----------------------------------------------------------------------------
+    def waiting_files(self) -> list[TailedFile]:
+        """The files waiting for their start (not taken: see :meth:`take_waiting`)."""
+        return [tf for tf in self._waiting if tf.fd >= 0 and not tf.started]
+
+    def adopt(self, tf: TailedFile, now: float) -> bool:
+        """Follow a rotated sibling found at start-up (:mod:`.recovery`): read it from its
+        start offset to its end, then close it (as a file rotated while followed).
+
+        Returns False (and closes it) when the descriptor budget is spent: it stays on disk
+        and is reported as not recovered.
+        """
+        key = (tf.fid.dev, tf.fid.ino)
+        if key in self.files or (self.open_count >= self.max_open
+                                 and not self._evict(need=1)):
+            os.close(tf.fd)
+            tf.fd = -1
+            return False
+        tf.partition = partition_for(tf.base, self.partitions)
+        st = os.fstat(tf.fd)
+        tf.size, tf.mtime_ns, tf.last_active, tf.rotated_at = st.st_size, st.st_mtime_ns, now, now
+        self.files[key] = tf
+        self.open_count += 1
+        self.layout_changed = True
+        self._waiting.append(tf)
+        return True
+
+    def drop_recovered(self, tf: TailedFile) -> None:
+        """A recovery claim that did not hold (see :meth:`.Starter.resume`): a sibling found
+        by recovery is closed; a file the input follows anyway takes its own identity back."""
+        if tf.rotated_at is not None:
+            self._forget(tf, "not recovered")
+            return
+        tf.base, tf.adopted = tf.fid.key(self.agent), False
+        tf.partition = partition_for(tf.base, self.partitions)
+        self._waiting.append(tf)
+
     def take_waiting(self) -> list[TailedFile]:
         """Files that need a start offset: new, or with a new identity after truncation."""
         waiting = [tf for tf in self._waiting if tf.fd >= 0 and not tf.started

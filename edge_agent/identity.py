@@ -35,8 +35,11 @@ __all__ = [
     "base_of",
     "end_checksum",
     "fingerprint",
+    "generation_of",
     "has_end",
+    "head_checksum",
     "identity_key",
+    "parse_base",
     "partition_for",
     "resume_point",
 ]
@@ -71,6 +74,12 @@ def base_of(identity: str) -> str:
     return _GENERATION_RE.sub("", identity)
 
 
+def generation_of(identity: str) -> int:
+    """The generation of any generation's identity (0 for a base identity)."""
+    m = _GENERATION_RE.search(identity)
+    return int(m[0][2:]) if m else 0
+
+
 def resume_point(size: int, generation: int, committed: int | None, local: int | None,
                  truncated: bool) -> tuple[int, int | None]:
     """Where a file starts: ``(generation, offset)``; offset ``None`` = no stored offset.
@@ -96,19 +105,38 @@ def resume_point(size: int, generation: int, committed: int | None, local: int |
     return generation, offset
 
 
+def parse_base(base: str) -> FileId | None:
+    """Device, inode and first-line checksum of a base identity (inverse of
+    :meth:`FileId.key`), or ``None`` when it is not one."""
+    parts = base.rsplit(":", 3)
+    if len(parts) != 4:
+        return None
+    try:
+        return FileId(int(parts[1], 16), int(parts[2], 16), int(parts[3], 16))
+    except ValueError:
+        return None
+
+
+def head_checksum(head: bytes) -> int | None:
+    """The checksum of a file's first line from its first ``FINGERPRINT_BYTES`` (or
+    fewer, at its end); ``None`` until that line is complete."""
+    head = head[:FINGERPRINT_BYTES]
+    nl = head.find(b"\n")
+    if nl >= 0:
+        head = head[: nl + 1]
+    elif len(head) < FINGERPRINT_BYTES:
+        return None
+    return zlib.crc32(head)
+
+
 def fingerprint(fd: int, st: os.stat_result) -> FileId | None:
     """The identity of an open file, or ``None`` until its first line is complete.
 
     Raises:
         OSError: the file cannot be read.
     """
-    head = os.pread(fd, FINGERPRINT_BYTES, 0)
-    nl = head.find(b"\n")
-    if nl >= 0:
-        head = head[: nl + 1]
-    elif len(head) < FINGERPRINT_BYTES:
-        return None
-    return FileId(st.st_dev, st.st_ino, zlib.crc32(head))
+    crc = head_checksum(os.pread(fd, FINGERPRINT_BYTES, 0))
+    return None if crc is None else FileId(st.st_dev, st.st_ino, crc)
 
 
 def end_checksum(fd: int, offset: int) -> int | None:

@@ -39,9 +39,9 @@ class TailedFile:
     """One followed file: where it is read, what is batched, what is committed."""
 
     __slots__ = (
-        "base", "batch_at", "carry", "carry_at", "carry_since", "committed", "end_crc", "fd",
-        "fid", "folder", "generation", "identity", "initial", "last_active", "lines", "meta",
-        "mtime_ns", "nbytes", "partial_at",
+        "adopted", "base", "batch_at", "carry", "carry_at", "carry_since", "committed",
+        "end_crc", "fd", "fid", "folder", "generation", "identity", "initial", "last_active",
+        "lines", "meta", "mtime_ns", "nbytes", "partial_at", "pinned", "real",
         "offsets", "partition", "path", "pos", "restart", "rotated_at", "scanned", "sealed",
         "sealed_crc", "size", "skipping", "started", "streams", "tag", "times", "verified",
     )
@@ -57,7 +57,13 @@ class TailedFile:
         self.partition = partition
         self.tag = tag
         self.meta = meta
+        self.real = path  # the file's own path (symlinks resolved; a rotated sibling's name)
         self.folder = os.path.dirname(path)  # where the file itself lives (symlinks resolved)
+        # Set by edge_agent.recovery for a rotated sibling found at start-up: the generation
+        # of the checkpointed identity it finishes (used once, by the start), and whether
+        # it carries another inode's identity (a copy, a decompressed .gz: never retired).
+        self.pinned: int | None = None
+        self.adopted = False
         self.initial = False  # found by the agent's first scan (may start at its end)
         self.started = False  # the agent set its start offset (from Redis or checkpoint)
         self.restart: str | None = None  # "truncated" / "rewritten": needs a new identity

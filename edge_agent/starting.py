@@ -118,6 +118,42 @@ class Starter:
                   f"following {tf.path} from byte {tf.pos} (generation {gen})",
                   input=inp.input_id, partition=tf.partition, file=tf.identity)
 
+    def resume(self, client: redis.Redis, inp: TailInput, files: list[TailedFile]) -> None:
+        """Start rotated siblings found at start-up (:mod:`edge_agent.recovery`) under the
+        identity they finish (``tf.pinned``), at its committed offset: Redis's, else the
+        local checkpoint's, which recovery already checked against the file's bytes. The
+        generation is the checkpointed one, never a newer one: the file at the original path
+        may have moved the same base identity on (copytruncate keeping the first line).
+
+        Raises:
+            redis.exceptions.ConnectionError (and the other broker errors): retry later.
+        """
+        pipe = client.pipeline(transaction=False)
+        for tf in files:
+            assert tf.pinned is not None
+            pipe.hget(self.keys.offsets(tf.partition), identity_key(tf.base, tf.pinned))
+        for tf, value in zip(files, pipe.execute(), strict=True):
+            gen, tf.pinned = tf.pinned, None
+            assert gen is not None
+            identity = identity_key(tf.base, gen)
+            entry = self.checkpoint.entry(identity)
+            offset = int(value) if value is not None else (entry.offset if entry else 0)
+            size = inp.size_of(tf)
+            if offset > size:
+                inp.count("files_lost", 1)
+                event(log, logging.WARNING, "tail_file_lost",
+                      f"{tf.path}: its rotated copy {tf.real} holds {size} bytes but Redis "
+                      f"has committed {offset} of it: another file after all; lines written "
+                      "to the original after that offset could not be recovered",
+                      input=inp.input_id, partition=tf.partition, file=identity)
+                inp.drop_recovered(tf)
+                continue
+            inp.start(tf, gen, offset, False)
+            event(log, logging.INFO, "tail_file_opened",
+                  f"following {tf.path} (rotated while the agent was down, now {tf.real}) "
+                  f"from byte {tf.pos} (generation {gen})",
+                  input=inp.input_id, partition=tf.partition, file=tf.identity)
+
     def retire(self, client: redis.Redis, files: list[TailedFile]) -> None:
         """Deleted and closed: the next file with the same base identity (a reused inode
         with the same first line) is a new generation, read from byte 0."""

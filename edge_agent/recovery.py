@@ -1,0 +1,403 @@
+"""Rotation while the agent was down: finish the rotated files from their committed offsets.
+
+While the agent is stopped, logrotate or the kubelet may rename the file it followed
+(``app.log`` -> ``app.log.1``, ``0.log`` -> ``0.log.20240101-120000``), copy and truncate it
+(copytruncate), or compress the rotated file (``.gz``). The restarted agent finds the new file
+at the path, but the lines written to the old one after the stop are in a file the input's
+globs may not match, or exclude. So at the first start, before any file starts,
+:class:`Recovery` takes every file followed at the last checkpoint save whose path now holds
+another file or other bytes (or nothing), and looks in its folder for its rotated siblings,
+named ``<name>.<suffix>``, ``<name>-<suffix>`` or ``<name>_<suffix>`` (whatever the input's
+globs and ``exclude_path`` say):
+
+- renamed: the same device, inode and first line, and the bytes before the offset;
+- copied (copytruncate) or compressed: the same first line and the same bytes before the
+  checkpointed offset (the checksum kept with it, :func:`.identity.has_end`). A ``.gz`` is
+  read through gzip into an unlinked scratch file in the agent's data folder.
+
+A match is read under the checkpointed identity from its committed offset (Redis's, else the
+local one; :meth:`.Starter.resume`), to its end, then closed: its lines come once. A sibling
+written after the stop that the agent never saw (the middle file of two rotations while down)
+is read from its start under its own identity. A sibling holding what the agent already read
+(an older rotation, a compressed copy of it) is left alone. A followed file whose rest is
+nowhere (deleted, compressed by another tool) is reported, event ``tail_file_lost`` and
+counter ``files_lost``: lines are never guessed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import stat
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tailrace.logs import event
+
+from .checkpoint import Checkpoint, FileCheckpoint
+from .identity import (
+    FINGERPRINT_BYTES,
+    FileId,
+    base_of,
+    end_checksum,
+    fingerprint,
+    generation_of,
+    has_end,
+    head_checksum,
+    identity_key,
+    parse_base,
+    partition_for,
+)
+from .reader import TailedFile
+from .tail import TailInput
+
+__all__ = ["Recovery", "is_rotation_of"]
+
+log = logging.getLogger(__name__)
+
+# A sibling modified this long before the last checkpoint save may still hold lines written
+# after it (file times are coarser than the save's clock).
+NEW_SLACK_S = 1.0
+MAX_SAME_HEAD_CHECKS = 64  # entries compared with one sibling of a common first line
+GZIP_MAGIC = b"\x1f\x8b"
+_OTHER_COMPRESSED = (".bz2", ".xz", ".zst", ".lz4", ".lzma", ".Z", ".zip")
+_GZIP_CHUNK = 1 << 20
+
+
+def is_rotation_of(name: str, original: str) -> bool:
+    """Whether file name ``name`` is a rotated name of ``original`` (``app.log.1``,
+    ``app.log.1.gz``, ``app.log-20240101``, ``0.log.20240101-120000``)."""
+    return (len(name) > len(original) + 1 and name.startswith(original)
+            and name[len(original)] in ".-_")
+
+
+@dataclass(slots=True)
+class _Orphan:
+    """A file followed at the last save whose path holds another file now (or none)."""
+
+    identity: str
+    entry: FileCheckpoint
+    fid: FileId  # its device, inode and first-line checksum (from the identity)
+    inp: TailInput
+    folder: str
+    stems: tuple[str, ...]  # file names whose rotated names are its siblings
+    exact: str | None  # a sibling recorded as such (a recovered file not finished yet)
+    found: str | None = None  # the sibling that finishes it
+    rejected: list[str] = field(default_factory=list)  # same first line, other bytes
+
+    @property
+    def base(self) -> str:
+        return base_of(self.identity)
+
+    def owns(self, name: str) -> bool:
+        """Whether a file of that name in its folder may hold its rest."""
+        return name == self.exact or any(is_rotation_of(name, s) for s in self.stems)
+
+
+@dataclass(slots=True)
+class _Candidate:
+    """A sibling's bytes: its own descriptor, or a scratch copy of a ``.gz``."""
+
+    path: str
+    fd: int
+    fid: FileId  # device and inode of the file on disk; checksum of its (decompressed) head
+    size: int
+    mtime: float
+    gz: bool
+
+
+class Recovery:
+    """Runs once, at the agent's first pass, after the first scan of every input (local
+    work only: the starts that read Redis follow)."""
+
+    def __init__(self, checkpoint: Checkpoint, agent: str, scratch: Path) -> None:
+        self.checkpoint = checkpoint
+        self.agent = agent
+        self.scratch = scratch
+
+    def run(self, inputs: list[TailInput], now: float) -> None:
+        cp = self.checkpoint
+        if not cp.files:
+            return
+        # Entries touched by the last save are exactly the files followed then (see
+        # Checkpoint.touch); older ones were drained and closed before the stop.
+        last_save = max(fc.updated for fc in cp.files.values())
+        first = [(inp, tf) for inp in inputs for tf in inp.waiting_files()]
+        taken = {i for i in (self._resumed_by(tf) for _inp, tf in first) if i is not None}
+        orphans = self._orphans(inputs, last_save, taken)
+        if not orphans:
+            return
+        bases = {base_of(k) for k in cp.files} | set(cp.generations)
+        for inp, tf in first:  # copytruncate with the rotated names matched by the globs
+            if tf.base in bases:
+                continue
+            found = self._match(tf.fd, inp.size_of(tf), tf.fid, tf.real, orphans)
+            if found is not None:
+                _pin(tf, found, inp.partitions)
+                tf.adopted = True
+                _announce(found, tf.real, "copied")
+        followed = {key for inp in inputs for key in inp.files}
+        folders: dict[str, list[_Orphan]] = {}
+        for o in orphans:
+            folders.setdefault(o.folder, []).append(o)
+        for folder, group in folders.items():
+            for path in self._siblings(folder, group):
+                self._consider(path, group, followed, bases, last_save, now)
+        for o in orphans:
+            if o.found is None:
+                self._report_lost(o)
+
+    # -- which files were rotated ---------------------------------------------------------
+    def _resumed_by(self, tf: TailedFile) -> str | None:
+        """The identity a file of the first scan resumes (as the start will decide it)."""
+        identity = identity_key(tf.base, self.checkpoint.generation(tf.base))
+        entry = self.checkpoint.entry(identity)
+        if entry is None:
+            return None
+        try:
+            size = os.fstat(tf.fd).st_size
+        except OSError:
+            return None
+        return identity if size >= entry.offset and has_end(tf.fd, entry.offset,
+                                                            entry.crc) else None
+
+    def _orphans(self, inputs: list[TailInput], last_save: float,
+                 taken: set[str]) -> list[_Orphan]:
+        out = []
+        for identity, fc in self.checkpoint.files.items():
+            if fc.updated != last_save or identity in taken:
+                continue
+            fid = parse_base(base_of(identity))
+            inp = next((i for i in inputs if i.discovery.follows(fc.path)), None)
+            if fid is None or inp is None or _still_there(fc, fid):
+                continue  # not ours any more (config changed), or just not opened yet
+            real = fc.real or fc.path
+            stems = tuple(dict.fromkeys((os.path.basename(real), os.path.basename(fc.path))))
+            out.append(_Orphan(identity, fc, fid, inp, os.path.dirname(real), stems,
+                               os.path.basename(fc.real) if fc.real else None))
+        return out
+
+    # -- siblings -------------------------------------------------------------------------
+    def _siblings(self, folder: str, group: list[_Orphan]) -> list[str]:
+        """Rotated names of the group's files in ``folder``: plain files first, those on an
+        orphan's inode (renamed) before copies, so the original wins over a duplicate."""
+        inodes = {o.fid.ino for o in group}
+        try:
+            entries = [e for e in os.scandir(folder) if any(o.owns(e.name) for o in group)]
+        except OSError:
+            return []
+        def order(e: os.DirEntry[str]) -> tuple[bool, bool, str]:
+            try:
+                ino = e.inode()
+            except OSError:
+                ino = -1
+            return e.name.endswith(".gz"), ino not in inodes, e.name
+        return [e.path for e in sorted(entries, key=order)]
+
+    def _consider(self, path: str, group: list[_Orphan], followed: set[tuple[int, int]],
+                  bases: set[str], last_save: float, now: float) -> None:
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in followed:
+            return
+        fresh = st.st_mtime >= last_save - NEW_SLACK_S
+        cand = self._open(path, st, group, fresh)
+        if cand is None:
+            return
+        adopted = False
+        try:
+            found = self._match(cand.fd, cand.size, cand.fid, path, group)
+            if found is not None:
+                tf = self._tailed(cand, found.inp, found.entry.path)
+                _pin(tf, found, found.inp.partitions)
+                renamed = (cand.fid.dev, cand.fid.ino) == (found.fid.dev, found.fid.ino)
+                tf.adopted = cand.gz or not renamed
+                adopted = found.inp.adopt(tf, now)
+                if adopted:
+                    _announce(found, path, "compressed" if cand.gz
+                              else "renamed" if renamed else "copied")
+                else:
+                    found.found = None
+                    found.rejected.append(f"{path} (no descriptor left: max_open_files)")
+            elif (fresh and cand.fid.key(self.agent) not in bases
+                  and not self._already_read(cand)):
+                # Written after the stop and never seen: the middle file of two rotations.
+                owner = next(o for o in group if o.owns(os.path.basename(path)))
+                tf = self._tailed(cand, owner.inp, owner.entry.path)
+                tf.adopted = cand.gz
+                adopted = owner.inp.adopt(tf, now)
+                if adopted:
+                    owner.inp.count("files_recovered", 1)
+                    event(log, logging.INFO, "tail_file_recovered",
+                          f"{path}: rotated from {owner.entry.path} while the agent was down, "
+                          "after it stopped; reading it from its start",
+                          input=owner.inp.input_id, file=tf.identity)
+        finally:
+            if not adopted and cand.fd >= 0:
+                os.close(cand.fd)
+        if adopted:
+            followed.add((cand.fid.dev, cand.fid.ino))
+
+    def _open(self, path: str, st: os.stat_result, group: list[_Orphan],
+              fresh: bool) -> _Candidate | None:
+        """The sibling's bytes; a ``.gz`` is decompressed only when its first line is one
+        of the group's or it may be new."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            _note(group, path, f"cannot be opened: {exc.strerror}")
+            return None
+        try:
+            magic = os.pread(fd, 2, 0)
+            if magic != GZIP_MAGIC:
+                if path.endswith(_OTHER_COMPRESSED):
+                    _note(group, path, "is compressed with another tool than gzip")
+                    os.close(fd)
+                    return None
+                fid = fingerprint(fd, os.fstat(fd))
+                if fid is None:
+                    os.close(fd)
+                    return None
+                return _Candidate(path, fd, fid, os.fstat(fd).st_size, st.st_mtime, False)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        return self._gunzip(path, st, group, fresh)
+
+    def _gunzip(self, path: str, st: os.stat_result, group: list[_Orphan],
+                fresh: bool) -> _Candidate | None:
+        out = -1
+        try:
+            with gzip.open(path, "rb") as gz:
+                head = gz.read(FINGERPRINT_BYTES)
+                crc = head_checksum(head)
+                if crc is None or not (fresh or any(o.fid.crc == crc for o in group)):
+                    return None
+                self.scratch.mkdir(parents=True, exist_ok=True)
+                out, name = tempfile.mkstemp(prefix="gunzip-", dir=self.scratch)
+                os.unlink(name)  # gone with the descriptor, whatever happens to the agent
+                _write_all(out, head)
+                while chunk := gz.read(_GZIP_CHUNK):
+                    _write_all(out, chunk)
+            return _Candidate(path, out, FileId(st.st_dev, st.st_ino, crc),
+                              os.fstat(out).st_size, st.st_mtime, True)
+        except (OSError, EOFError, zlib.error) as exc:
+            if out >= 0:
+                os.close(out)
+            _note(group, path, f"cannot be read through gzip: {exc}")
+            return None
+
+    # -- matching -------------------------------------------------------------------------
+    def _match(self, fd: int, size: int, fid: FileId, path: str,
+               orphans: list[_Orphan]) -> _Orphan | None:
+        """The orphan whose bytes this file holds up to the orphan's offset, if any."""
+        for o in orphans:
+            if o.found is not None or o.fid.crc != fid.crc:
+                continue
+            e = o.entry
+            same_inode = (fid.dev, fid.ino) == (o.fid.dev, o.fid.ino)
+            try:
+                ok = size >= e.offset and (has_end(fd, e.offset, e.crc) if same_inode
+                                           else e.crc is not None
+                                           and end_checksum(fd, e.offset) == e.crc)
+            except OSError:
+                ok = False
+            if ok:
+                o.found = path
+                return o
+            o.rejected.append(f"{path} (same first line, other bytes before byte {e.offset})")
+        return None
+
+    def _already_read(self, cand: _Candidate) -> bool:
+        """Whether the sibling holds what a checkpointed file held (an older rotation, or a
+        compressed copy of one): it was read then, it is not read again."""
+        checked = 0
+        for identity, fc in self.checkpoint.files.items():
+            fid = parse_base(base_of(identity))
+            if fid is None or fid.crc != cand.fid.crc or fc.crc is None:
+                continue
+            checked += 1
+            if checked > MAX_SAME_HEAD_CHECKS:
+                return True  # cannot tell among so many: rather not read it twice
+            try:
+                if cand.size >= fc.offset and end_checksum(cand.fd, fc.offset) == fc.crc:
+                    return True
+            except OSError:
+                continue
+        return False
+
+    # -- adopting -------------------------------------------------------------------------
+    def _tailed(self, cand: _Candidate, inp: TailInput, original: str) -> TailedFile:
+        """A followed file for the sibling; records carry the original path (the lines
+        were written there) and its tag and metadata."""
+        desc = inp.discovery.describe(original)
+        tf = TailedFile(original, cand.fd, cand.fid, self.agent, 0, desc.tag, desc.meta)
+        tf.real, tf.folder = cand.path, os.path.dirname(cand.path)
+        cand.fd = -1  # the followed file owns the descriptor now
+        return tf
+
+    def _report_lost(self, o: _Orphan) -> None:
+        o.inp.count("files_lost", 1)
+        why = f"; {'; '.join(o.rejected)}" if o.rejected else ""
+        event(log, logging.WARNING, "tail_file_lost",
+              f"{o.entry.path} was rotated or deleted while the agent was down and no file "
+              f"named {o.stems[0]}.* in {o.folder} holds its content{why}: lines written to it "
+              f"after byte {o.entry.offset} (its last checkpoint) are lost",
+              input=o.inp.input_id, file=o.identity)
+
+
+def _pin(tf: TailedFile, o: _Orphan, partitions: int) -> None:
+    """``tf`` finishes the orphan: its identity, generation and partition."""
+    tf.base = o.base
+    tf.pinned = generation_of(o.identity)
+    tf.partition = partition_for(o.base, partitions)
+
+
+def _announce(o: _Orphan, path: str, how: str) -> None:
+    o.inp.count("files_recovered", 1)
+    event(log, logging.INFO, "tail_file_recovered",
+          f"{o.entry.path} was {how} to {path} while the agent was down; finishing it "
+          "from its committed offset", input=o.inp.input_id, file=o.identity)
+
+
+def _still_there(fc: FileCheckpoint, fid: FileId) -> bool:
+    """Whether the checkpointed path still holds the file with the bytes read there (only
+    not opened now: descriptors, ``ignore_older_s``); unreadable counts as there."""
+    try:
+        st = os.stat(fc.path)
+    except OSError:
+        return False
+    if (st.st_dev, st.st_ino) != (fid.dev, fid.ino):
+        return False
+    try:
+        fd = os.open(fc.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        now = fingerprint(fd, os.fstat(fd))
+        return (now is not None and now.crc == fid.crc and st.st_size >= fc.offset
+                and has_end(fd, fc.offset, fc.crc))
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _note(group: list[_Orphan], path: str, why: str) -> None:
+    """Say why a sibling could not be looked at (in the lost report of its orphans)."""
+    name = os.path.basename(path)
+    for o in group:
+        if o.owns(name):
+            o.rejected.append(f"{path} {why}")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -1,0 +1,344 @@
+"""Rotation while the agent is down: the lines written to the old file after the stop arrive once.
+
+The real agent runs as a process on a real redis-server. It reads 3,000 lines and is stopped
+(SIGTERM, or SIGKILL); the application writes 1,500 more, the file is rotated (rename + create,
+or copytruncate), 500 lines go to the new file, and the agent starts again. The input's glob
+matches only the live name, so without recovery the 1,500 lines are lost. Plain files rotate as
+logrotate does (``app.log.1``); CRI files in the kubelet's layout (a ``/var/log/containers``
+symlink to ``pods/.../0.log``, rotated to ``0.log.<timestamp>``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from agent_harness import read_raw
+from helpers import Role, wait_for, write_config
+from redis_server import RedisServer
+
+from tailrace.keys import Keys
+
+PARTITIONS = 4
+CRI_TIME = b"2024-01-01T12:00:00.000000001Z"
+CONTAINER_ID = "c0ffee" * 10 + "abcd"
+
+
+class App:
+    """The application: numbered lines into its log file, rotated as its platform does."""
+
+    def __init__(self, root: Path, fmt: str) -> None:
+        self.fmt = fmt
+        self.written: list[bytes] = []
+        if fmt == "cri":
+            self.folder = root / "pods" / "shop_web-1_uid-1" / "nginx"
+            self.folder.mkdir(parents=True)
+            self.live = self.folder / "0.log"
+            links = root / "containers"
+            links.mkdir()
+            (links / f"web-1_shop_nginx-{CONTAINER_ID}.log").symlink_to(self.live)
+            self.glob = str(links / "*.log")
+        else:
+            self.folder = root
+            root.mkdir(parents=True)
+            self.live = root / "app.log"
+            self.glob = str(root / "*.log")
+        self.rotations = 0
+
+    def write(self, n: int, path: Path | None = None) -> None:
+        lines = [b"line-%06d %s" % (len(self.written) + i + 1, b"x" * (i % 50))
+                 for i in range(n)]
+        with open(path or self.live, "ab") as out:
+            out.write(b"".join(self.encode(ln) for ln in lines))
+        self.written.extend(lines)
+
+    def encode(self, line: bytes) -> bytes:
+        if self.fmt == "plain":
+            return line + b"\n"
+        return b"%s stdout F %s\n" % (CRI_TIME, line)
+
+    def rotated_name(self) -> Path:
+        """The next rotated name: kubelet's ``0.log.<timestamp>``, logrotate's ``.1``."""
+        self.rotations += 1
+        if self.fmt == "cri":
+            return self.folder / f"0.log.20240101-12000{self.rotations}"
+        return self.folder / "app.log.1"
+
+    def rotate(self, how: str) -> Path:
+        """Rotate the live file; returns where its content went."""
+        target = self.rotated_name()
+        if self.fmt == "plain" and target.exists():  # logrotate shifts .1 to .2 first
+            os.rename(target, self.folder / "app.log.2")
+        if how == "rename":
+            os.rename(self.live, target)
+            self.live.touch()  # logrotate's create (the kubelet's runtime opens it anew)
+        else:
+            shutil.copyfile(self.live, target)
+            os.truncate(self.live, 0)
+        return target
+
+
+def agent_config(tmp: Path, prefix: str, glob: str, fmt: str, **opts: Any) -> Path:
+    return write_config(tmp / "agent.yaml", {
+        "service": {"data_dir": str(tmp / "data"), "partitions": PARTITIONS, "prefix": prefix,
+                    "agent_id": "node-1", "publish_interval_s": 0.2},
+        "pipeline": {"inputs": [{"name": "tail", "path": glob, "format": fmt,
+                                 "read_from_head": True, "refresh_interval_s": 0.1,
+                                 "batch_wait_ms": 20, "rotate_wait_s": 0.5, **opts}],
+                     "outputs": [{"name": "stdout"}]},
+    })
+
+
+class Run:
+    """One agent config on one Redis: start, wait, stop, and what reached the raw streams."""
+
+    def __init__(self, tmp: Path, server: RedisServer, prefix: str, app: App,
+                 **opts: Any) -> None:
+        self.tmp, self.server, self.prefix, self.app = tmp, server, prefix, app
+        self.config = agent_config(tmp, prefix, app.glob, app.fmt, **opts)
+        self.client = server.client()
+        self.agent: Role | None = None
+
+    def start(self) -> Role:
+        self.agent = Role("agent", self.config, self.server.url).start()
+        return self.agent
+
+    def lines(self) -> list[bytes]:
+        return read_raw(self.client, self.prefix, PARTITIONS).lines
+
+    def wait_lines(self, n: int) -> None:
+        assert self.agent is not None
+        agent = self.agent
+        wait_for(lambda: len(self.lines()) >= n, timeout=60, interval=0.1,
+                 message=f"{n} lines in the raw streams:\n{agent.output()[-3000:]}")
+
+    def wait_checkpointed(self) -> None:
+        """Until the local checkpoint names the live file (saved in the pass of its first
+        commit): a kill before that is the documented limit."""
+        path = self.tmp / "data" / "agent-node-1" / "checkpoints.json"
+
+        def saved() -> bool:
+            try:
+                doc = json.loads(path.read_bytes())
+            except (OSError, ValueError):
+                return False
+            return bool(doc["files"])
+
+        wait_for(saved, timeout=30, message="the checkpoint saved")
+
+    def stop(self, signal: str) -> None:
+        assert self.agent is not None
+        if signal == "SIGKILL":
+            self.agent.kill()
+        else:
+            assert self.agent.stop() == 0, self.agent.output()[-3000:]
+
+    def counters(self) -> dict[str, int]:
+        keys = list(self.client.scan_iter(match=Keys(self.prefix).worker_pattern()))
+        records = [orjson.loads(v) for v in self.client.mget(keys) if v] if keys else []
+        out: dict[str, int] = {}
+        for rec in records:
+            if rec["role"] == "agent" and rec["state"] != "stopped":
+                for k, v in rec["counters"].items():
+                    out[k] = out.get(k, 0) + v
+        return out
+
+    def settle_and_stop(self) -> None:
+        """A late duplicate would show up within a second; then a clean stop."""
+        assert self.agent is not None
+        n = len(self.lines())
+        wait_for(lambda: "files_recovered" in self.counters() or "files_lost" in self.counters(),
+                 timeout=10, message="the agent's published counters")
+        self.final_counters = self.counters()
+        time.sleep(1.0)
+        assert len(self.lines()) == n
+        assert self.agent.stop() == 0, self.agent.output()[-3000:]
+
+
+@pytest.fixture
+def run(tmp_path: Path, fresh_redis: RedisServer, prefix: str) -> Iterator[Any]:
+    made: list[Run] = []
+
+    def make(app: App, **opts: Any) -> Run:
+        r = Run(tmp_path, fresh_redis, prefix, app, **opts)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        if r.agent is not None:
+            r.agent.kill()
+        r.client.close()
+
+
+def assert_exactly_once(shipped: list[bytes], written: list[bytes]) -> None:
+    counts = Counter(shipped)
+    dups = sorted(ln for ln, n in counts.items() if n > 1)
+    assert not dups, f"{len(dups)} lines shipped twice, e.g. {dups[:2]}"
+    missing = sorted(set(written) - set(counts))
+    assert not missing, f"{len(missing)} of {len(written)} lines lost, e.g. {missing[:2]}"
+    invented = sorted(set(counts) - set(written))
+    assert not invented, f"lines never written were shipped: {invented[:2]}"
+    assert len(shipped) == len(written)
+
+
+def stop_rotate_restart(run: Any, app: App, how: str, signal: str) -> Run:
+    """3,000 lines read; stop; 1,500 more; rotate; 500 into the new file; start again."""
+    r: Run = run(app)
+    app.write(3000)
+    r.start()
+    r.wait_lines(3000)
+    r.wait_checkpointed()
+    r.stop(signal)
+    app.write(1500)
+    app.rotate(how)
+    app.write(500)
+    r.start()
+    return r
+
+
+@pytest.mark.parametrize("fmt", ["plain", "cri"])
+@pytest.mark.parametrize("signal", ["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("how", ["rename", "copytruncate"])
+def test_lines_written_before_a_rotation_while_down_arrive_once(
+        tmp_path: Path, run: Any, how: str, signal: str, fmt: str) -> None:
+    app = App(tmp_path / "logs", fmt)
+    r = stop_rotate_restart(run, app, how, signal)
+    r.wait_lines(5000)
+    r.settle_and_stop()
+    assert_exactly_once(r.lines(), app.written)
+    assert r.final_counters.get("files_recovered") == 1
+    assert "files_lost" not in r.final_counters
+    shipped = read_raw(r.client, r.prefix, PARTITIONS)
+    for identity, batches in shipped.by_file().items():  # in order, no gap, per file
+        for prev, cur in zip(batches, batches[1:], strict=False):
+            assert cur.start == prev.end, f"{identity}: gap or overlap at byte {cur.start}"
+
+
+@pytest.mark.parametrize("how", ["rename", "copytruncate"])
+def test_two_rotations_while_down_bring_the_old_file_and_the_one_between(
+        tmp_path: Path, run: Any, how: str) -> None:
+    app = App(tmp_path / "logs", "plain")
+    r: Run = run(app)
+    app.write(3000)
+    r.start()
+    r.wait_lines(3000)
+    r.stop("SIGTERM")
+    app.write(1000)
+    app.rotate(how)  # app.log.1: the old file (or its copy)
+    app.write(1000)
+    app.rotate(how)  # app.log.2: the old file; app.log.1: the file the agent never saw
+    app.write(500)
+    assert sorted(p.name for p in app.folder.iterdir()) == ["app.log", "app.log.1", "app.log.2"]
+    r.start()
+    r.wait_lines(5500)
+    r.settle_and_stop()
+    assert_exactly_once(r.lines(), app.written)
+    assert r.final_counters.get("files_recovered") == 2
+    assert "files_lost" not in r.final_counters
+
+
+def test_a_rotated_file_deleted_while_down_is_reported_lost_and_nothing_else_is_read(
+        tmp_path: Path, run: Any) -> None:
+    app = App(tmp_path / "logs", "plain")
+    old = app.folder / "app.log.3"  # an old rotation the agent never followed
+    old.write_bytes(b"from last year\n")
+    os.utime(old, (1_600_000_000, 1_600_000_000))
+    r: Run = run(app)
+    app.write(3000)
+    r.start()
+    r.wait_lines(3000)
+    r.stop("SIGKILL")
+    app.write(1500)
+    lost = app.written[3000:]
+    gone = app.rotate("rename")
+    gone.unlink()  # logrotate's `rotate 0`, or an operator
+    (app.folder / "other.log.1").write_bytes(b"line-999999 another application\n")
+    app.write(500)
+    r.start()
+    r.wait_lines(3500)
+    r.settle_and_stop()
+    assert_exactly_once(r.lines(), [ln for ln in app.written if ln not in set(lost)])
+    assert r.final_counters.get("files_lost") == 1
+    assert "files_recovered" not in r.final_counters
+    out = r.agent.output() if r.agent else ""
+    assert "tail_file_lost" in out and str(app.live) in out and "after byte" in out
+
+
+def test_a_rotated_file_compressed_while_down_is_read_through_gzip(
+        tmp_path: Path, run: Any) -> None:
+    app = App(tmp_path / "logs", "plain")
+    # The rotated names are followed too, the compressed ones excluded: recovery reads the
+    # .gz anyway (it holds the rest of a followed file), and nothing twice.
+    r: Run = run(app, path=str(app.folder / "app.log*"), exclude_path=["*.gz"])
+    app.write(3000)
+    r.start()
+    r.wait_lines(3000)
+    r.stop("SIGTERM")
+    app.write(1500)
+    rotated = app.rotate("rename")
+    with open(rotated, "rb") as src, gzip.open(f"{rotated}.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)  # logrotate's compress (no delaycompress)
+    rotated.unlink()
+    app.write(500)
+    r.start()
+    r.wait_lines(5000)
+    r.settle_and_stop()
+    assert_exactly_once(r.lines(), app.written)
+    assert r.final_counters.get("files_recovered") == 1
+    assert not list((tmp_path / "data" / "agent-node-1").glob("gunzip-*"))  # scratch gone
+
+
+def test_a_damaged_gz_is_reported_and_never_read_as_lines(tmp_path: Path, run: Any) -> None:
+    app = App(tmp_path / "logs", "plain")
+    r: Run = run(app)
+    app.write(3000)
+    r.start()
+    r.wait_lines(3000)
+    r.stop("SIGTERM")
+    app.write(1500)
+    lost = set(app.written[3000:])
+    rotated = app.rotate("rename")
+    data = gzip.compress(rotated.read_bytes())
+    Path(f"{rotated}.gz").write_bytes(data[: len(data) // 2])  # compression cut short
+    rotated.unlink()
+    app.write(500)
+    r.start()
+    r.wait_lines(3500)
+    r.settle_and_stop()
+    assert_exactly_once(r.lines(), [ln for ln in app.written if ln not in lost])
+    assert r.final_counters.get("files_lost") == 1
+    out = r.agent.output() if r.agent else ""
+    assert "app.log.1.gz cannot be read through gzip" in out
+
+
+def test_copytruncate_with_rotated_names_followed_reads_the_copy_from_the_offset(
+        tmp_path: Path, run: Any) -> None:
+    """Today's glob advice (``app.log*``) made the copy a new file, read again from byte 0."""
+    app = App(tmp_path / "logs", "plain")
+    r: Run = run(app, path=str(app.folder / "app.log*"))
+    app.write(3000)
+    r.start()
+    r.wait_lines(3000)
+    r.stop("SIGKILL")
+    app.write(1500)
+    app.rotate("copytruncate")
+    app.write(500)
+    r.start()
+    r.wait_lines(5000)
+    r.settle_and_stop()
+    assert_exactly_once(r.lines(), app.written)
+    r.start()  # and the next start still knows the copy by its content
+    app.write(100)
+    r.wait_lines(5100)
+    r.settle_and_stop()
+    assert_exactly_once(r.lines(), app.written)
