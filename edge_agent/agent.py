@@ -21,6 +21,7 @@ import redis
 from tailrace.broker import BROKER_ERRORS
 from tailrace.config import Config
 from tailrace.errors import StopRequested
+from tailrace.lifecycle import State
 from tailrace.logs import RateLimiter, event
 from tailrace.retry import Backoff
 from tailrace.scriptcalls import ProduceResult, Scripts
@@ -32,7 +33,7 @@ from .identity import base_of, partition_for
 from .inotify import Watcher
 from .recovery import Recovery
 from .starting import Starter
-from .tail import TailedFile, TailInput
+from .tail import TailedFile, TailInput, file_input
 
 if TYPE_CHECKING:  # the CLI builds the runtime; importing the agent need not load it
     from tailrace.runtime import Runtime
@@ -78,9 +79,9 @@ class Agent:
                                                   self.checkpoint_path.parent)
         fd_budget = _raise_fd_limit(config) // max(1, len(config.inputs))
         self.inputs: list[TailInput] = [
-            pc.plugin(pc.options, agent=self.agent_id, input_id=pc.id,
-                      partitions=self.service.partitions, base_dir=config.base_dir,
-                      counters=self.record.add, fd_budget=fd_budget)
+            file_input(pc.plugin(pc.options, agent=self.agent_id, input_id=pc.id,
+                                 partitions=self.service.partitions, base_dir=config.base_dir,
+                                 counters=self.record.add, fd_budget=fd_budget))
             for pc in config.inputs
         ]
         self.pipeline_bytes = min([PIPELINE_BYTES] + [inp.opts.mem_buf_limit
@@ -109,14 +110,14 @@ class Agent:
         stop = self.runtime.stop
         backoff = Backoff()
         idle = IDLE_WAIT_MIN_S
-        self.record.set_state("active")
+        self.record.set_state(State.ACTIVE)
         try:
             while not stop.is_set():
                 try:
                     progressed = self._pass(client, scripts)
                     backoff.reset()
                 except BROKER_ERRORS as exc:
-                    self.record.set_state("broker_down", str(exc))
+                    self.record.set_state(State.BROKER_DOWN, str(exc))
                     if self._limiter.allow("broker"):
                         event(log, logging.WARNING, "agent_broker_error",
                               f"broker unreachable, holding batches and retrying: {exc}")
@@ -180,9 +181,9 @@ class Agent:
         if ready:
             self._produce(scripts, ready)
         elif throttled or self.memory_full:
-            self.record.set_state("throttled", self._throttle_reason(throttled))
+            self.record.set_state(State.THROTTLED, self._throttle_reason(throttled))
         else:
-            self.record.set_state("idle" if not self._buffered() else "active")
+            self.record.set_state(State.IDLE if not self._buffered() else State.ACTIVE)
         if now >= self._next_publish:
             self._publish_files()
             self._next_publish = now + FILES_PUBLISH_INTERVAL_S
@@ -330,7 +331,7 @@ class Agent:
                           "bytes, over service.backlog.max_redis_memory (default 90% of "
                           "maxmemory): pausing reads", partition=tf.partition)
         if committed:
-            rec.set_state("active")
+            rec.set_state(State.ACTIVE)
 
     # -- backpressure -------------------------------------------------------------------------
     def _throttled_now(self, now: float) -> set[int]:
@@ -406,7 +407,7 @@ class Agent:
     def _shutdown(self, client: redis.Redis, scripts: Scripts) -> None:
         """Flush pending messages, commit what is buffered (one pass, if the broker answers),
         save the checkpoint."""
-        self.record.set_state("draining")
+        self.record.set_state(State.DRAINING)
         ready = [(inp, tf) for inp in self.inputs for tf in inp.seal_all()]
         if ready:
             try:
@@ -417,7 +418,7 @@ class Agent:
                       "again on the next start")
         self._save_checkpoint(None)
         self._publish_files()
-        self.record.set_state("stopped")
+        self.record.set_state(State.STOPPED)
 
 
 def _raise_fd_limit(config: Config) -> int:

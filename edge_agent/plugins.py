@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from tailrace.plugins import InputPlugin
+
 from .tail import TailInput
 
 __all__ = ["INPUTS"]
 
-INPUTS: list[type] = [
+INPUTS: list[type[InputPlugin]] = [
     TailInput,
 ]

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from tailrace.logs import event
+from tailrace.plugins import InputPlugin
 from tailrace.wire import RawBatch
 
 from .files import FileTable
@@ -39,12 +40,12 @@ from .multiline import MultilineRule
 from .options import TailOptions
 from .reader import Reader, TailedFile
 
-__all__ = ["TailInput", "TailOptions", "TailedFile"]
+__all__ = ["TailInput", "TailOptions", "TailedFile", "file_input"]
 
 log = logging.getLogger(__name__)
 
 
-class TailInput(FileTable):
+class TailInput(FileTable, InputPlugin):
     """Follows files and cuts them into :class:`RawBatch` es (no I/O with the broker)."""
 
     name: ClassVar[str] = "tail"
@@ -305,3 +306,17 @@ def _last_line_end(fd: int, size: int) -> int:
             return pos - step + nl + 1
         pos -= step
     return 0
+
+
+def file_input(plugin: InputPlugin) -> TailInput:
+    """``plugin`` as what the agent drives: a file input (the only kind it runs).
+
+    Raises:
+        TypeError: the input plugin is not built on :class:`TailInput`.
+    """
+    if not isinstance(plugin, TailInput):
+        cls = type(plugin)
+        raise TypeError(f"input plugin {cls.name!r} ({cls.__module__}.{cls.__qualname__}) is "
+                        "not a file input: the agent runs inputs built on "
+                        "edge_agent.tail.TailInput only")
+    return plugin

@@ -17,7 +17,7 @@ from tailrace.broker import BROKER_ERRORS
 from tailrace.config import Config, PluginConfig
 from tailrace.logs import RateLimiter, event
 from tailrace.outcome import FilterResult, Rejection
-from tailrace.plugins import Record
+from tailrace.plugins import FilterPlugin, Record
 from tailrace.ratelimit import RateLimits
 from tailrace.record import id_prefix
 from tailrace.tags import TagMatcher
@@ -127,10 +127,8 @@ class ChainResult:
 class _Step:
     id: str
     matcher: TagMatcher
-    plugin: Any
+    plugin: FilterPlugin
     counters: Counter[str]
-    emits: bool
-    changes_tags: bool
 
 
 class Chain:
@@ -158,20 +156,19 @@ class Chain:
             ctx = base.for_filter(pc.id)
             plugin = pc.plugin(o, ctx)
             self.steps.append(_Step(pc.id, TagMatcher(o.match, o.match_regex), plugin,
-                                    ctx.counters, bool(getattr(plugin, "emits", False)),
-                                    bool(getattr(plugin, "changes_tags", False))))
+                                    ctx.counters))
         self.path_keys = {pc.id: getattr(pc.options, "path_key", None) for pc in config.inputs}
         #: Counters per filter id since the chain was built (for tests and status).
         self.totals: dict[str, Counter[str]] = {s.id: Counter() for s in self.steps}
         self._limiter = RateLimiter()
         # Filters that could change _id/_tag are checked per batch (processors.reserved);
         # the value says whether _tag is kept too (not for a filter that changes tags).
-        self._guards = {s.id: not s.changes_tags
+        self._guards = {s.id: not s.plugin.changes_tags
                         for pc, s in zip(config.filters, self.steps, strict=True)
                         if pc.name not in KEEPS_RESERVED}
 
     @property
-    def filters(self) -> list[tuple[str, TagMatcher, Any]]:
+    def filters(self) -> list[tuple[str, TagMatcher, FilterPlugin]]:
         return [(s.id, s.matcher, s.plugin) for s in self.steps]
 
     def run(self, batch: RawBatch) -> ChainResult:
@@ -214,14 +211,14 @@ class Chain:
                     continue
                 fr = self._call(step, records)
                 records = fr.records
-                if step.changes_tags and any(r["_tag"] != tag for r in records):
+                if step.plugin.changes_tags and any(r["_tag"] != tag for r in records):
                     tag = None
             else:
                 fr = self._mixed(step, records)
                 records = fr.records
             if fr.rejected:
                 result.rejected.extend((step.id, rej) for rej in fr.rejected)
-            if step.emits:
+            if step.plugin.emits:
                 more = step.plugin.take_emitted()
                 if more:
                     emitted.append((i, more))
@@ -259,7 +256,7 @@ class Chain:
         keep_tag = self._guards.get(step.id)
         guard = ReservedGuard(records, keep_tag) if keep_tag is not None else None
         try:
-            fr: FilterResult = step.plugin.process(records)
+            fr = step.plugin.process(records)
         except BROKER_ERRORS:
             raise
         except Exception as exc:  # a filter bug or bad record must not fail the batch
@@ -275,7 +272,7 @@ class Chain:
                   f"filter {step.id!r} raised {first!r} on a batch of {len(records)} records; "
                   "retrying them one by one, failing records go to the dead-letter stream",
                   filter=step.id)
-        if step.emits:
+        if step.plugin.emits:
             step.plugin.take_emitted()  # copies from the failed call; the retries re-emit
         out: list[Record] = []
         rejected: list[Rejection] = []

@@ -5,6 +5,8 @@ Third-party ones come from the ``tailrace.filters`` / ``tailrace.parsers`` entry
 
 from __future__ import annotations
 
+from tailrace.plugins import FilterPlugin, ParserPlugin
+
 from .filters.grep import GrepFilter
 from .filters.kubernetes import KubernetesFilter
 from .filters.modify import ModifyFilter
@@ -21,7 +23,7 @@ from .parsers.regex import RegexParser
 
 __all__ = ["FILTERS", "PARSERS"]
 
-FILTERS: list[type] = [
+FILTERS: list[type[FilterPlugin]] = [
     ParserFilter,
     GrepFilter,
     ModifyFilter,
@@ -33,7 +35,7 @@ FILTERS: list[type] = [
     PythonFilter,
 ]
 
-PARSERS: list[type] = [
+PARSERS: list[type[ParserPlugin]] = [
     RegexParser,
     JsonParser,
     LogfmtParser,

@@ -37,7 +37,7 @@ from pydantic import Field
 from tailrace.logs import event
 from tailrace.options import ByteSize, OutputOptions
 from tailrace.outcome import Delivered, Outcome, Retry
-from tailrace.plugins import Record
+from tailrace.plugins import OutputPlugin, Record
 from tailrace.wire import JsonBatch
 
 from .context import OutputContext
@@ -106,7 +106,7 @@ class _File:
     start: int
 
 
-class FileOutput:
+class FileOutput(OutputPlugin):
     name: ClassVar[str] = "file"
     description: ClassVar[str] = "Write records to files (JSON lines, msgpack, plain, template)."
     Options: ClassVar[type[FileOutputOptions]] = FileOutputOptions

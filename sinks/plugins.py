@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from tailrace.plugins import OutputPlugin
+
 from .es import ElasticsearchOutput
 from .file import FileOutput
 from .stdout import StdoutOutput
 
 __all__ = ["OUTPUTS"]
 
-OUTPUTS: list[type] = [
+OUTPUTS: list[type[OutputPlugin]] = [
     ElasticsearchOutput,
     FileOutput,
     StdoutOutput,

@@ -6,13 +6,14 @@ Not exactly-once: a redelivery after a crash prints again. Use ``file`` or ``es`
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from tailrace.options import OutputOptions
 from tailrace.outcome import Delivered, Outcome
-from tailrace.plugins import Record
+from tailrace.plugins import OutputPlugin, Record
 
 from .context import OutputContext
 from .formats import formatter
@@ -25,7 +26,7 @@ class StdoutOutputOptions(OutputOptions):
     template: str = Field("{time} {log}", description="Line template for `format: template`.")
 
 
-class StdoutOutput:
+class StdoutOutput(OutputPlugin):
     name: ClassVar[str] = "stdout"
     description: ClassVar[str] = "Print records to standard output (for trying things out)."
     Options: ClassVar[type[StdoutOutputOptions]] = StdoutOutputOptions
@@ -34,7 +35,7 @@ class StdoutOutput:
     def __init__(self, options: StdoutOutputOptions, ctx: OutputContext) -> None:
         self.format = formatter(options.format, options.template)
 
-    def write_batch(self, records: list[Record]) -> Outcome:
+    def write_batch(self, records: Sequence[Record]) -> Outcome:
         sys.stdout.buffer.write(self.format(records))
         sys.stdout.buffer.flush()
         return Delivered()

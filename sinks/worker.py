@@ -21,15 +21,15 @@ from typing import Any
 
 import msgpack
 
-from tailrace.config import Config, PluginConfig
+from tailrace.config import Config, OutputConfig
 from tailrace.consumer import StreamConsumer
 from tailrace.errors import RecordError
 from tailrace.handler import BatchAbandoned, Entry, HandleResult, LeaseGuard
 from tailrace.keys import Keys, sink_group
-from tailrace.lifecycle import Lifecycle, ThreadRecord
+from tailrace.lifecycle import Lifecycle, State, ThreadRecord
 from tailrace.logs import RateLimiter, event
 from tailrace.outcome import Delivered, Rejected, Rejection, Retry
-from tailrace.retry import Backoff
+from tailrace.plugins import OutputPlugin
 from tailrace.runtime import Runtime
 from tailrace.scriptcalls import DeadLetter
 from tailrace.tags import TagMatcher
@@ -43,11 +43,9 @@ log = logging.getLogger(__name__)
 
 #: Stream entry field naming the one output an entry is for (dead-letter replays).
 ADDRESS_FIELD = b"to"
-_RETRY_BASE_S = 0.2
-_RETRY_CAP_S = 10.0
 
 
-def build_output(config: Config, pc: PluginConfig) -> Any:
+def build_output(config: Config, pc: OutputConfig) -> OutputPlugin:
     ctx = OutputContext(pc.id, config.data_dir / "sinks" / pc.id, config.resolve_path)
     return pc.plugin(pc.options, ctx)
 
@@ -55,27 +53,23 @@ def build_output(config: Config, pc: PluginConfig) -> Any:
 class SinkHandler:
     """Delivers one output's records; the consumer loop owns the broker."""
 
-    def __init__(self, config: Config, pc: PluginConfig, record: ThreadRecord) -> None:
+    def __init__(self, config: Config, pc: OutputConfig, record: ThreadRecord) -> None:
         self.pc = pc
         self.group = sink_group(pc.id)
         self.output = build_output(config, pc)
         self.matcher = TagMatcher(pc.options.match, pc.options.match_regex)
         self.address = pc.id.encode()
         self.record = record
-        record.set_state("idle", "waiting for records")  # the output is built
+        record.set_state(State.IDLE, "waiting for records")  # the output is built
         self._limiter = RateLimiter()
         self._stats_seen: dict[str, int] = {}
 
     def on_committed(self, partition: int) -> None:
         """The last batch's commit is in Redis: outputs may drop what guarded it."""
-        hook = getattr(self.output, "committed", None)
-        if hook is not None:
-            hook()
+        self.output.committed()
 
     def on_acquire(self, partition: int, checkpoints: list[Mapping[bytes, bytes]]) -> None:
-        recover = getattr(self.output, "recover", None)
-        if recover is not None:
-            recover(checkpoints)
+        self.output.recover(checkpoints)
 
     def _dead(self, records: Sequence[dict[str, Any]], reason: str, source: str) -> DeadLetter:
         payload = msgpack.packb(list(records), use_bin_type=True, default=str)
@@ -147,9 +141,8 @@ class SinkHandler:
                     lo = hi
             return origin
 
-        make_backoff = getattr(self.output, "backoff", None)
-        backoff = make_backoff() if make_backoff else Backoff(_RETRY_BASE_S, _RETRY_CAP_S)
-        self.record.set_state("active")
+        backoff = self.output.backoff()
+        self.record.set_state(State.ACTIVE)
         while records:
             guard.check()  # never write without a lease that surely holds
             try:
@@ -169,7 +162,7 @@ class SinkHandler:
                 self._rejections(outcome.rejected, where(), res.dead_letters)
             res.lines_out += len(records) - len(outcome.records) - len(outcome.rejected)
             records = outcome.records
-            self.record.set_state("throttled", f"retrying {len(records)} records: "
+            self.record.set_state(State.THROTTLED, f"retrying {len(records)} records: "
                                   f"{outcome.reason}")
             self.record.add("retries")
             if self._limiter.allow("retry"):
@@ -178,11 +171,9 @@ class SinkHandler:
                       "them after a backoff", output=self.pc.id, partition=partition)
             if guard.stop.wait(backoff.next_delay()):
                 raise BatchAbandoned("stop requested while retrying")
-        self.record.set_state("idle")  # delivered: no longer throttled, whatever it was
+        self.record.set_state(State.IDLE)  # delivered: no longer throttled, whatever it was
         self._count_stats()
-        ckpt = getattr(self.output, "checkpoint", None)
-        if ckpt is not None:
-            res.checkpoint = ckpt()
+        res.checkpoint = self.output.checkpoint()
         return res
 
     def _undecodable(self, res: HandleResult, taken: list[tuple[str, bytes]],
@@ -196,10 +187,7 @@ class SinkHandler:
 
     def _count_stats(self) -> None:
         """Add the output's own counters (es: requests, conflicts, ...) to the lifecycle."""
-        stats = getattr(self.output, "stats", None)
-        if not isinstance(stats, dict):
-            return
-        for name, value in stats.items():
+        for name, value in self.output.stats.items():
             delta = value - self._stats_seen.get(name, 0)
             if delta:
                 self.record.add(f"{self.pc.name}_{name}", delta)
@@ -219,14 +207,14 @@ def _combine(parts: list[JsonBatch | list[dict[str, Any]]]) -> JsonBatch | list[
     return records
 
 
-def sink_consumer(config: Config, keys: Keys, lifecycle: Lifecycle, pc: PluginConfig,
+def sink_consumer(config: Config, keys: Keys, lifecycle: Lifecycle, pc: OutputConfig,
                   client: Any) -> StreamConsumer:
     """The consumer of output ``pc``'s group; ``run(stop)`` delivers until ``stop`` is set."""
     handler = SinkHandler(config, pc, lifecycle.thread(f"sink:{pc.id}"))
     return StreamConsumer(
         client, keys, config.service, sink_group(pc.id), handler, lifecycle,
         stage_in="out", stage_out="out", kind="records", backlog_limit=0,
-        single_writer=bool(getattr(pc.plugin, "single_writer", False)), plugin=pc.id,
+        single_writer=pc.plugin.single_writer, plugin=pc.id,
     )
 
 

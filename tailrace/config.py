@@ -12,13 +12,28 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import Field, field_validator
 
 from .errors import ConfigError, ConfigProblem
-from .options import ByteSize, Options
-from .plugins import Registry
+from .options import (
+    ByteSize,
+    FilterOptions,
+    InputOptions,
+    Options,
+    OutputOptions,
+    ParserOptions,
+)
+from .plugins import (
+    FilterPlugin,
+    InputPlugin,
+    Kind,
+    OutputPlugin,
+    ParserPlugin,
+    Plugin,
+    Registry,
+)
 from .problems import ProblemCollector, show, validate
 from .redaction import mask_secrets, register_config
 from .topology import join_broker_urls, parse_broker_url
@@ -29,6 +44,10 @@ __all__ = [
     "BacklogConfig",
     "Config",
     "EmbeddedConfig",
+    "FilterConfig",
+    "InputConfig",
+    "OutputConfig",
+    "ParserConfig",
     "PluginConfig",
     "ReplicationConfig",
     "ServiceConfig",
@@ -175,19 +194,29 @@ class ServiceConfig(Options):
         return self.agent_id or socket.gethostname()
 
 
+PluginT = TypeVar("PluginT", bound=Plugin, covariant=True)
+OptionsT = TypeVar("OptionsT", bound=Options, covariant=True)
+
+
 @dataclass(frozen=True)
-class PluginConfig:
+class PluginConfig(Generic[PluginT, OptionsT]):
     """One configured plugin instance: its class, validated options and stable id."""
 
-    kind: str  # inputs | filters | outputs | parsers
+    kind: Kind
     index: int
-    plugin: Any
-    options: Any
+    plugin: type[PluginT]
+    options: OptionsT
     id: str
 
     @property
     def name(self) -> str:
-        return str(self.plugin.name)
+        return self.plugin.name
+
+
+InputConfig = PluginConfig[InputPlugin, InputOptions]
+FilterConfig = PluginConfig[FilterPlugin, FilterOptions]
+ParserConfig = PluginConfig[ParserPlugin, ParserOptions]
+OutputConfig = PluginConfig[OutputPlugin, OutputOptions]
 
 
 @dataclass(frozen=True)
@@ -196,10 +225,10 @@ class Config:
 
     file: str
     service: ServiceConfig
-    inputs: tuple[PluginConfig, ...] = ()
-    filters: tuple[PluginConfig, ...] = ()
-    outputs: tuple[PluginConfig, ...] = ()
-    parsers: dict[str, PluginConfig] = field(default_factory=dict)
+    inputs: tuple[InputConfig, ...] = ()
+    filters: tuple[FilterConfig, ...] = ()
+    outputs: tuple[OutputConfig, ...] = ()
+    parsers: dict[str, ParserConfig] = field(default_factory=dict)
     registry: Registry = field(default_factory=Registry)
 
     @property
@@ -215,7 +244,7 @@ class Config:
     def data_dir(self) -> Path:
         return self.resolve_path(self.service.data_dir)
 
-    def output(self, output_id: str) -> PluginConfig:
+    def output(self, output_id: str) -> OutputConfig:
         for out in self.outputs:
             if out.id == output_id:
                 return out
@@ -225,7 +254,7 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """The resolved pipeline, defaults filled in (for ``config check``)."""
 
-        def dump(pc: PluginConfig) -> dict[str, Any]:
+        def dump(pc: PluginConfig[Plugin, Options]) -> dict[str, Any]:
             doc = pc.options.model_dump(mode="json", exclude_none=True)
             # SecretStr dumps as '**********'; a plugin's secret-named plain str must not show.
             return {"id": pc.id, **mask_secrets(doc, type(pc.options))}
@@ -245,15 +274,15 @@ class Config:
 
 
 def _plugins(
-    kind: str, entries: Any, prefix: tuple[str | int, ...], table: dict[str, Any],
-    col: ProblemCollector,
-) -> list[PluginConfig]:
+    kind: Kind, entries: Any, prefix: tuple[str | int, ...], table: dict[str, type[PluginT]],
+    options_base: type[OptionsT], col: ProblemCollector,
+) -> list[PluginConfig[PluginT, OptionsT]]:
     if entries is None:
         return []
     if not isinstance(entries, list):
         col.add(prefix, f"expected a list of {kind}, got {type(entries).__name__}")
         return []
-    result: list[PluginConfig] = []
+    result: list[PluginConfig[PluginT, OptionsT]] = []
     counts: dict[str, int] = {}
     for i, entry in enumerate(entries):
         path = (*prefix, i)
@@ -269,7 +298,8 @@ def _plugins(
             known = ", ".join(sorted(table)) or "none"
             col.add((*path, "name"), f"unknown {kind[:-1]} plugin {name!r}; known: {known}")
             continue
-        options = validate(cls.Options, entry, path, col)
+        # The registry checked that cls.Options extends options_base.
+        options: OptionsT | None = validate(cls.Options, entry, path, col)
         n = counts.get(name, 0)
         counts[name] = n + 1
         if options is not None:
@@ -315,11 +345,11 @@ def parse_config(
                     f"unknown key {key!r}; expected one of: {', '.join(_PIPELINE_KEYS)}",
                     at_key=True)
     inputs = _plugins("inputs", pipeline.get("inputs"), ("pipeline", "inputs"),
-                      registry.inputs, col)
+                      registry.inputs, InputOptions, col)
     filters = _plugins("filters", pipeline.get("filters"), ("pipeline", "filters"),
-                       registry.filters, col)
+                       registry.filters, FilterOptions, col)
     outputs = _plugins("outputs", pipeline.get("outputs"), ("pipeline", "outputs"),
-                       registry.outputs, col)
+                       registry.outputs, OutputOptions, col)
     parsers = _parsers(data.get("parsers"), registry, col)
     seen_ids: dict[str, int] = {}
     for out in outputs:
@@ -331,11 +361,10 @@ def parse_config(
     config = Config(filename, service or ServiceConfig(), tuple(inputs), tuple(filters),
                     tuple(outputs), parsers, registry)
     # Cross references (a filter naming a parser, ...) are checked by the plugins themselves.
-    for pc in (*inputs, *filters, *outputs):
-        check = getattr(pc.plugin, "check_config", None)
-        if check is not None:
-            for rel, message in check(pc.options, config):
-                col.add((*_SECTION[pc.kind], pc.index, *rel), message)
+    plugged: list[PluginConfig[Plugin, Options]] = [*inputs, *filters, *outputs]
+    for pc in plugged:
+        for rel, message in pc.options.check_config(config):
+            col.add((*_SECTION[pc.kind], pc.index, *rel), message)
     if col.problems:
         raise ConfigError(col.problems)
     # From here on this process masks these values wherever text leaves it (tailrace.redaction).
@@ -344,7 +373,7 @@ def parse_config(
     return config
 
 
-_SECTION: dict[str, tuple[str, ...]] = {
+_SECTION: dict[Kind, tuple[str, ...]] = {
     "inputs": ("pipeline", "inputs"),
     "filters": ("pipeline", "filters"),
     "outputs": ("pipeline", "outputs"),
@@ -352,8 +381,8 @@ _SECTION: dict[str, tuple[str, ...]] = {
 }
 
 
-def _parsers(entries: Any, registry: Registry, col: ProblemCollector) -> dict[str, PluginConfig]:
-    result: dict[str, PluginConfig] = {}
+def _parsers(entries: Any, registry: Registry, col: ProblemCollector) -> dict[str, ParserConfig]:
+    result: dict[str, ParserConfig] = {}
     if entries is None:
         return result
     if not isinstance(entries, list):
@@ -373,7 +402,7 @@ def _parsers(entries: Any, registry: Registry, col: ProblemCollector) -> dict[st
             known = ", ".join(sorted(registry.parsers)) or "none"
             col.add((*path, "format"), f"unknown parser format {fmt!r}; known: {known}")
             continue
-        options = validate(cls.Options, entry, path, col)
+        options: ParserOptions | None = validate(cls.Options, entry, path, col)
         if options is None:
             continue
         if options.name in result:

@@ -38,7 +38,7 @@ from .errors import BrokerUnavailable, Fenced
 from .handler import BatchAbandoned, BatchHandler, Entry, HandleResult, LeaseGuard
 from .keys import Keys
 from .lease import LeaseKeeper, OwnedPartition
-from .lifecycle import Lifecycle
+from .lifecycle import Lifecycle, State
 from .logs import RateLimiter, event
 from .readers import LaneReads, LaneReply
 from .recovery import claim_pending, group_lost, over_delivered, recreate_group
@@ -134,7 +134,7 @@ class StreamConsumer:
                 except redis.exceptions.OutOfMemoryError as exc:
                     self._redis_full(exc, stop)
                 except BROKER_ERRORS as exc:
-                    self.record.set_state("broker_down", str(exc))
+                    self.record.set_state(State.BROKER_DOWN, str(exc))
                     if self._limiter.allow("broker"):
                         event(log, logging.WARNING, "consumer_broker_error",
                               f"broker unreachable, retrying with backoff: {exc}",
@@ -170,18 +170,18 @@ class StreamConsumer:
                   group=self.group)
             raise
         finally:
-            self.record.set_state("draining")
+            self.record.set_state(State.DRAINING)
             self._reads.close()
             self.keeper.leave()
             self.lifecycle.partitions[self.group] = []
-            self.record.set_state("failed" if failed else "stopped", failed or "")
+            self.record.set_state(State.FAILED if failed else State.STOPPED, failed or "")
 
     def _redis_full(self, exc: BaseException, stop: threading.Event) -> None:
         """Redis refused a commit for want of memory (maxmemory): backpressure, not an
         outage. The refused script wrote nothing; its entries are still pending here and are
         redone once sinks have freed memory. Look again soon, without a growing backoff, and
         trim what was acknowledged: that frees memory too."""
-        self.record.set_state("throttled", str(exc))
+        self.record.set_state(State.THROTTLED, str(exc))
         if self._limiter.allow("full"):
             event(log, logging.WARNING, "consumer_redis_full", str(exc), group=self.group)
         for p in list(self._mode):
@@ -251,7 +251,7 @@ class StreamConsumer:
         self._resync = False
         self.lifecycle.partitions[self.group] = sorted(owned)
         if not owned:
-            self.record.set_state("idle", "no partitions owned")
+            self.record.set_state(State.IDLE, "no partitions owned")
             stop.wait(self.keeper.heartbeat_s)
             return
         # A partition whose lease could not be renewed lately (its node, or the output-wide
@@ -259,12 +259,12 @@ class StreamConsumer:
         # to abandon, again and again, each time counting as a delivery (toward poison).
         usable = {p for p in owned if self.keeper.valid(p)}
         if not usable:
-            self.record.set_state("active", "waiting for lease renewals to go through")
+            self.record.set_state(State.ACTIVE, "waiting for lease renewals to go through")
             stop.wait(_PAUSE_RECHECK_S)
             return
         history = [p for p in owned if self._mode.get(p) == "history" and p in usable]
         if history:
-            self.record.set_state("active", "recovering pending entries")
+            self.record.set_state(State.ACTIVE, "recovering pending entries")
             for p in history:
                 # One entry at a time: an entry that crashes the worker (poison) then piles
                 # up deliveries alone, and the entries read together with it get committed
@@ -282,12 +282,12 @@ class StreamConsumer:
         lanes = self._live_lanes(owned, exclude=set(owned) - usable)
         self._settle_reads(lanes)
         if not lanes and not self._reads.in_flight() and not self._reads.has_ready():
-            self.record.set_state("throttled", "output backlog over its limit")
+            self.record.set_state(State.THROTTLED, "output backlog over its limit")
             stop.wait(_PAUSE_RECHECK_S)
             return
         replies = self._read_live(lanes)
         if not any(r.result for r in replies):
-            self.record.set_state("idle")
+            self.record.set_state(State.IDLE)
         self._handle_replies(replies, owned, stop)
         self._maybe_trim(owned)
 
@@ -404,7 +404,7 @@ class StreamConsumer:
     def _process(self, op: OwnedPartition, entries: list[Entry], stop: threading.Event) -> None:
         p = op.partition
         guard = LeaseGuard(self.keeper, p, stop)
-        self.record.set_state("active")
+        self.record.set_state(State.ACTIVE)
         first = entries[0][0]
         try:
             result = self.handler.handle(p, entries, guard)

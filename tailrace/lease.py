@@ -23,7 +23,7 @@ import redis
 
 from .broker import BROKER_ERRORS
 from .keys import Keys
-from .lifecycle import ThreadRecord
+from .lifecycle import State, ThreadRecord
 from .logs import event
 from .scriptcalls import Scripts
 
@@ -76,6 +76,9 @@ class LeaseKeeper(threading.Thread):
         self.max_partitions = max_partitions
         self.stop_event = threading.Event()
         self.wake = threading.Event()
+        #: Set whenever this keeper takes partitions: a worker that owns none waits on it
+        #: instead of a whole heartbeat (at start-up the first tick lands within ms).
+        self.gained = threading.Event()
         self._lock = threading.Lock()
         self._owned: dict[int, OwnedPartition] = {}
         self._deadline: dict[int, float] = {}
@@ -141,14 +144,14 @@ class LeaseKeeper(threading.Thread):
 
     # -- keeper thread ------------------------------------------------------------------
     def run(self) -> None:
-        self.record.set_state("active")
+        self.record.set_state(State.ACTIVE)
         while not self.stop_event.is_set():
             try:
                 self.tick()
-                if self.record.state == "broker_down":
-                    self.record.set_state("active")
+                if self.record.state == State.BROKER_DOWN:
+                    self.record.set_state(State.ACTIVE)
             except BROKER_ERRORS as exc:
-                self.record.set_state("broker_down", str(exc))
+                self.record.set_state(State.BROKER_DOWN, str(exc))
                 # Leases may lapse while Redis is away; forget those past their deadline.
                 now = time.monotonic()
                 with self._lock:
@@ -157,7 +160,7 @@ class LeaseKeeper(threading.Thread):
                         self._deadline.pop(p, None)
             self.wake.wait(self.heartbeat_s)
             self.wake.clear()
-        self.record.set_state("stopped")
+        self.record.set_state(State.STOPPED)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -275,5 +278,6 @@ class LeaseKeeper(threading.Thread):
                     self._acquired.append(p)
                 got.append(p)
         if got:
+            self.gained.set()
             event(log, logging.INFO, "lease_acquired", f"acquired partitions {got}",
                   group=self.group, worker=self.worker_id, members=members, share=share)

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -21,13 +22,29 @@ import redis
 from . import scripts
 from .redaction import scrub
 
-__all__ = ["STATES", "Lifecycle", "Publisher", "ThreadRecord", "new_worker_id"]
+__all__ = ["STATES", "Lifecycle", "Publisher", "State", "ThreadRecord", "new_worker_id"]
 
-STATES = ("starting", "active", "idle", "throttled", "broker_down", "draining", "stopped",
-          "failed")
+
+class State(StrEnum):
+    """What a thread (and, by its most urgent thread, a process) is doing.
+
+    The values are what status records, metrics and ``tailrace status`` show.
+    """
+
+    STARTING = "starting"
+    ACTIVE = "active"
+    IDLE = "idle"
+    THROTTLED = "throttled"
+    BROKER_DOWN = "broker_down"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+STATES = tuple(State)
 # The state a process shows is its most urgent thread state, in this order.
-_URGENCY = ("failed", "broker_down", "throttled", "draining", "starting", "active", "idle",
-            "stopped")
+_URGENCY = (State.FAILED, State.BROKER_DOWN, State.THROTTLED, State.DRAINING, State.STARTING,
+            State.ACTIVE, State.IDLE, State.STOPPED)
 
 
 def new_worker_id(role: str) -> str:
@@ -41,7 +58,7 @@ class ThreadRecord:
 
     name: str
     role: str
-    state: str = "starting"
+    state: State = State.STARTING
     detail: str = ""
     since: float = field(default_factory=time.time)
     counters: dict[str, int] = field(default_factory=dict)
@@ -49,9 +66,8 @@ class ThreadRecord:
     # its 'active' or 'idle' says nothing about whether the process is busy.
     housekeeping: bool = False
 
-    def set_state(self, state: str, detail: str = "") -> None:
-        if state not in STATES:
-            raise ValueError(f"unknown lifecycle state {state!r}")
+    def set_state(self, state: State, detail: str = "") -> None:
+        state = State(state)  # an unknown state is a bug: ValueError
         if state != self.state or detail != self.detail:
             self.state, self.detail, self.since = state, detail, time.time()
 
@@ -85,18 +101,18 @@ class Lifecycle:
             return rec
 
     @property
-    def state(self) -> str:
+    def state(self) -> State:
         """The most urgent state of any thread; whether it is ``active`` or ``idle`` is
         up to the threads that do the work."""
         threads = list(self.threads.values())
         states = {t.state for t in threads
-                  if not (t.housekeeping and t.state in ("active", "idle"))}
+                  if not (t.housekeeping and t.state in (State.ACTIVE, State.IDLE))}
         if not states:
             states = {t.state for t in threads}
         for s in _URGENCY:
             if s in states:
                 return s
-        return "starting"
+        return State.STARTING
 
     def counters(self) -> dict[str, int]:
         total: dict[str, int] = {}
@@ -163,16 +179,16 @@ class Publisher(threading.Thread):
 
     def run(self) -> None:
         rec = self.lifecycle.thread("publisher", housekeeping=True)
-        rec.set_state("active")
+        rec.set_state(State.ACTIVE)
         first = True
         while first or not self.stop_event.wait(self.interval_s):
             first = False
             try:
                 self.publish()
-                rec.set_state("active")
+                rec.set_state(State.ACTIVE)
             except (redis.exceptions.RedisError, OSError) as exc:
-                rec.set_state("broker_down", str(exc))
-        rec.set_state("stopped")
+                rec.set_state(State.BROKER_DOWN, str(exc))
+        rec.set_state(State.STOPPED)
 
     def stop(self, final: bool = True) -> None:
         """Stop publishing; with ``final`` publish the last state once (e.g. ``stopped``)."""

@@ -8,9 +8,12 @@ drives parsing, defaults, error messages, the JSON Schema and the reference docs
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from .config import Config
 
 __all__ = [
     "ByteSize",
@@ -19,8 +22,12 @@ __all__ = [
     "Options",
     "OutputOptions",
     "ParserOptions",
+    "Problem",
     "parse_byte_size",
 ]
+
+#: A problem found by a cross-check: the path below the plugin's entry, and the message.
+Problem = tuple[tuple[str | int, ...], str]
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
 _SIZE_POW = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
@@ -49,6 +56,13 @@ class Options(BaseModel):
     """Base of every options model: unknown keys are errors, values are frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def check_config(self, config: Config) -> list[Problem]:
+        """Cross-checks against the rest of the config (a parser a filter names, ...).
+
+        Called once the whole config is validated; none by default.
+        """
+        return []
 
 
 class InputOptions(Options):

@@ -1,130 +1,240 @@
-"""Plugin interfaces, the registry, and third-party plugins from entry points.
+"""Plugin contracts, the registry, and third-party plugins from entry points.
+
+Each kind of plugin has one declared contract, an abstract base class here:
+:class:`InputPlugin`, :class:`FilterPlugin`, :class:`ParserPlugin`, :class:`OutputPlugin`.
+Optional hooks have no-op defaults, so the roles call them directly (an output's
+``recover``, ``checkpoint``, ``committed``, ``backoff``; a filter's ``take_emitted``) and
+never probe a plugin for what it happens to define. Built-in plugins subclass their base;
+a third-party class that only has the right shape (``name``, ``write_batch``, ...) is
+*adopted* when registered: the registry derives a subclass of it and the base, so its own
+methods win and the hooks it lacks are the no-ops.
 
 Each role package keeps an explicit list of its built-in plugins (inputs in
 ``edge_agent``, filters and parsers in ``processors``, outputs in ``sinks``); the CLI
 combines those lists with entry points (``tailrace.inputs``, ``tailrace.filters``,
 ``tailrace.parsers``, ``tailrace.outputs``) into one :class:`Registry`. The core never
 imports a role package. A plugin class declares ``name`` (the YAML ``name:``), a one-line
-``description`` and ``Options``, a pydantic model that is the single declaration of its
-options (parsing, defaults, docs).
+``description`` and ``Options``, a pydantic model extending its kind's options base
+(:mod:`tailrace.options`) that is the single declaration of its options (parsing, defaults,
+docs); cross-checks against the rest of the config are the options' ``check_config``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import ClassVar, Literal, TypeVar, cast
 
-from pydantic import BaseModel
-
+from .options import FilterOptions, InputOptions, Options, OutputOptions, ParserOptions
 from .outcome import FilterResult, Outcome
+from .record import Record
+from .retry import Backoff
 
 __all__ = [
     "ENTRY_POINT_GROUPS",
     "FilterPlugin",
     "InputPlugin",
+    "Kind",
     "OutputPlugin",
     "ParserPlugin",
-    "PluginClass",
+    "Plugin",
     "Record",
     "Registry",
 ]
 
 log = logging.getLogger(__name__)
 
-Record = dict[str, Any]
+Kind = Literal["inputs", "filters", "parsers", "outputs"]
 
-ENTRY_POINT_GROUPS = {
+ENTRY_POINT_GROUPS: dict[Kind, str] = {
     "inputs": "tailrace.inputs",
     "filters": "tailrace.filters",
     "parsers": "tailrace.parsers",
     "outputs": "tailrace.outputs",
 }
 
+#: An output's delivery retries, unless it says otherwise (``OutputPlugin.backoff``).
+OUTPUT_RETRY_BASE_S = 0.2
+OUTPUT_RETRY_CAP_S = 10.0
 
-class PluginClass(Protocol):
+
+class Plugin(ABC):  # noqa: B024 - a declaration of class attributes, no abstract method
     """What every plugin class declares."""
 
     name: ClassVar[str]
     description: ClassVar[str]
-    Options: ClassVar[type[BaseModel]]
+    Options: ClassVar[type[Options]]
+
+    def close(self) -> None:  # noqa: B027 - a no-op default, overriding is optional
+        """Release connections and files. May not be called after a crash."""
 
 
-@runtime_checkable
-class ParserPlugin(Protocol):
+class ParserPlugin(Plugin):
     """Turns one text value into fields. Pure: no I/O, no broker."""
 
-    name: ClassVar[str]
-    description: ClassVar[str]
-    Options: ClassVar[type[BaseModel]]
+    Options: ClassVar[type[ParserOptions]]
 
+    def __init__(self, options: ParserOptions) -> None:  # noqa: B027 - signature only
+        """Built once per configured parser, at start-up."""
+
+    @abstractmethod
     def parse(self, text: str) -> Record | None:
         """Fields parsed from ``text``, or ``None`` when it does not match."""
 
 
-@runtime_checkable
-class FilterPlugin(Protocol):
+class FilterPlugin(Plugin):
     """Transforms a batch of records. Pure over the batch: the worker owns the broker."""
 
-    name: ClassVar[str]
-    description: ClassVar[str]
-    Options: ClassVar[type[BaseModel]]
+    Options: ClassVar[type[FilterOptions]]
+    #: True when the filter re-emits records (``take_emitted``): they run the chain again.
+    emits: ClassVar[bool] = False
+    #: True when the filter may change a record's ``_tag``.
+    changes_tags: ClassVar[bool] = False
 
+    def __init__(self, options: FilterOptions, ctx: object) -> None:  # noqa: B027
+        """Built once per configured filter; ``ctx`` is a ``processors.FilterContext``."""
+
+    @abstractmethod
     def process(self, records: list[Record]) -> FilterResult:
         """Filter, parse or reshape ``records`` (in place or into a new list).
 
         Never raises for a bad record: it goes into ``FilterResult.rejected`` with the reason.
         """
 
+    def take_emitted(self) -> list[Record]:
+        """Records emitted by the last ``process`` calls (only when ``emits``), then none."""
+        return []
 
-@runtime_checkable
-class OutputPlugin(Protocol):
-    """Delivers batches of records to an external store."""
 
-    name: ClassVar[str]
-    description: ClassVar[str]
-    Options: ClassVar[type[BaseModel]]
+_NO_STATS: Mapping[str, int] = MappingProxyType({})
+
+
+class OutputPlugin(Plugin):
+    """Delivers batches of records to an external store.
+
+    The sink worker calls, in this order: ``recover`` when it takes a partition (and after
+    a broker error), ``backoff`` once per batch, ``write_batch`` until delivered,
+    ``checkpoint`` (committed with the batch's acks), ``committed`` once that commit is in
+    Redis.
+    """
+
+    Options: ClassVar[type[OutputOptions]]
     #: True when the target allows one writer only (a file): one worker owns all partitions.
-    single_writer: ClassVar[bool]
+    single_writer: ClassVar[bool] = False
+    #: The output's own counters (es: requests, conflicts, ...), added to its lifecycle record.
+    stats: Mapping[str, int] = _NO_STATS
 
-    def write_batch(self, records: list[Record]) -> Outcome:
-        """Deliver ``records``; idempotent, so a redelivery after a crash writes nothing twice."""
+    def __init__(self, options: OutputOptions, ctx: object) -> None:  # noqa: B027
+        """Built once per sink worker thread; ``ctx`` is a ``sinks.OutputContext``."""
 
-    def close(self) -> None:
-        """Release connections and files. May not be called after a crash."""
+    @abstractmethod
+    def write_batch(self, records: Sequence[Record]) -> Outcome:
+        """Deliver ``records``; idempotent, so a redelivery after a crash writes nothing twice.
+
+        ``records`` may be a ``tailrace.wire.JsonBatch``: it decodes them when indexed.
+        """
+
+    def recover(self, checkpoints: list[Mapping[bytes, bytes]]) -> None:  # noqa: B027
+        """Return to the state of the last commit (the checkpoints hold what it recorded)."""
+
+    def checkpoint(self) -> dict[str, str | int] | None:
+        """What to record with the acks of the batch just delivered (None: nothing)."""
+        return None
+
+    def committed(self) -> None:  # noqa: B027
+        """The last batch's commit is in Redis: what guarded it may be dropped."""
+
+    def backoff(self) -> Backoff:
+        """The delays between retries of one batch."""
+        return Backoff(OUTPUT_RETRY_BASE_S, OUTPUT_RETRY_CAP_S)
 
 
-@runtime_checkable
-class InputPlugin(Protocol):
+class InputPlugin(Plugin):
     """Reads a source in batches; the agent loop commits them through the broker."""
 
-    name: ClassVar[str]
-    description: ClassVar[str]
-    Options: ClassVar[type[BaseModel]]
+    Options: ClassVar[type[InputOptions]]
 
-    def close(self) -> None: ...
+    def __init__(self, options: InputOptions, **context: object) -> None:  # noqa: B027
+        """Built once per configured input; ``context`` is what the agent hands over."""
+
+
+P = TypeVar("P", bound=Plugin)
+
+
+def _adopt(kind: str, cls: type, base: type, options_base: type[Options]) -> type[P]:
+    """``cls`` as a ``base``: itself when it subclasses it, else a subclass of both."""
+    for attr in ("name", "description", "Options"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"{kind} plugin {cls!r} does not declare {attr!r}")
+    options = getattr(cls, "Options", None)
+    if not (isinstance(options, type) and issubclass(options, options_base)):
+        raise TypeError(f"{kind} plugin {cls.__name__}: its Options must extend "
+                        f"tailrace.options.{options_base.__name__}")
+    if issubclass(cls, base):
+        return cast(type[P], cls)
+    try:
+        # ``cls`` first: its own methods win; the base adds the no-op hooks it lacks.
+        adopted = type(cls.__name__, (cls, base), {
+            "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+            "__doc__": cls.__doc__})
+    except TypeError as exc:  # a metaclass conflict
+        raise TypeError(f"{kind} plugin {cls.__name__} cannot be adopted as a "
+                        f"{base.__name__} ({exc}); declare it as a subclass of "
+                        f"tailrace.plugins.{base.__name__}") from exc
+    return cast(type[P], adopted)
 
 
 @dataclass
 class Registry:
     """Plugin classes by kind and YAML name."""
 
-    inputs: dict[str, Any] = field(default_factory=dict)
-    filters: dict[str, Any] = field(default_factory=dict)
-    parsers: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, type[InputPlugin]] = field(default_factory=dict)
+    filters: dict[str, type[FilterPlugin]] = field(default_factory=dict)
+    parsers: dict[str, type[ParserPlugin]] = field(default_factory=dict)
+    outputs: dict[str, type[OutputPlugin]] = field(default_factory=dict)
+    #: The class each registered one was given as (adopted classes are new classes).
+    _given: dict[tuple[str, str], type] = field(default_factory=dict, repr=False)
 
-    def add(self, kind: str, classes: Iterable[Any]) -> None:
-        table: dict[str, Any] = getattr(self, kind)
+    def table(self, kind: Kind) -> Mapping[str, type[Plugin]]:
+        """The plugin classes of one kind, by name."""
+        tables: dict[Kind, Mapping[str, type[Plugin]]] = {
+            "inputs": self.inputs, "filters": self.filters,
+            "parsers": self.parsers, "outputs": self.outputs}
+        return tables[kind]
+
+    def add(self, kind: Kind, classes: Iterable[type]) -> None:
+        """Register ``classes`` as plugins of ``kind``.
+
+        Raises:
+            TypeError: a class lacks ``name``/``description``/``Options``, its ``Options``
+                does not extend the kind's options base, or two classes share a name.
+        """
+        if kind == "inputs":
+            self._add(kind, self.inputs, InputPlugin, InputOptions, classes)
+        elif kind == "filters":
+            self._add(kind, self.filters, FilterPlugin, FilterOptions, classes)
+        elif kind == "parsers":
+            self._add(kind, self.parsers, ParserPlugin, ParserOptions, classes)
+        elif kind == "outputs":
+            self._add(kind, self.outputs, OutputPlugin, OutputOptions, classes)
+        else:
+            raise ValueError(f"unknown plugin kind {kind!r}")
+
+    # ``base`` is the kind's abstract class, which mypy does not accept as a ``type[P]``.
+    def _add(self, kind: Kind, table: dict[str, type[P]], base: type,
+             options_base: type[Options], classes: Iterable[type]) -> None:
         for cls in classes:
-            for attr in ("name", "description", "Options"):
-                if not hasattr(cls, attr):
-                    raise TypeError(f"{kind} plugin {cls!r} does not declare {attr!r}")
-            if cls.name in table and table[cls.name] is not cls:
-                raise TypeError(f"two {kind} plugins are named {cls.name!r}")
-            table[cls.name] = cls
+            adopted: type[P] = _adopt(kind, cls, base, options_base)
+            given = self._given.get((kind, adopted.name))
+            if given is not None and given is not cls:
+                raise TypeError(f"two {kind} plugins are named {adopted.name!r}")
+            if given is None:
+                self._given[(kind, adopted.name)] = cls
+                table[adopted.name] = adopted
 
     def load_entry_points(self) -> None:
         """Add third-party plugins declared under the ``tailrace.*`` entry point groups."""

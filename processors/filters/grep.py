@@ -22,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tailrace.options import FilterOptions
 from tailrace.outcome import FilterResult
-from tailrace.plugins import Record
+from tailrace.plugins import FilterPlugin, Record
 
 from ..accessor import MISSING, Accessor, accessor
 from ..context import FilterContext
@@ -100,7 +100,7 @@ class GrepOptions(FilterOptions):
         return self
 
 
-class GrepFilter:
+class GrepFilter(FilterPlugin):
     name: ClassVar[str] = "grep"
     description: ClassVar[str] = "Keep or drop records by regular expressions on fields."
     Options: ClassVar[type[GrepOptions]] = GrepOptions

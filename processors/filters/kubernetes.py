@@ -33,9 +33,9 @@ from pydantic import AliasChoices, Field, model_validator
 
 from tailrace.config import Config
 from tailrace.logs import RateLimiter, event
-from tailrace.options import FilterOptions
+from tailrace.options import FilterOptions, Problem
 from tailrace.outcome import FilterResult
-from tailrace.plugins import Record
+from tailrace.plugins import FilterPlugin, Record
 
 from ..context import FilterContext
 from ..parsers.base import BoundParser, ParseFailure
@@ -82,6 +82,12 @@ class KubernetesOptions(FilterOptions):
     def _fold(cls, data: Any) -> Any:
         return fold_keys(cls, data)
 
+    def check_config(self, config: Config) -> list[Problem]:
+        known = set(config.parsers) | {p["name"] for p in STOCK_PARSERS}
+        if self.merge_parser and self.merge_parser not in known:
+            return [(("merge_parser",), f"unknown parser {self.merge_parser!r}")]
+        return []
+
 
 def load_pod_metadata(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     """(namespace, pod) -> {pod_id, host, labels, annotations, images: {container: image}}.
@@ -121,7 +127,7 @@ def load_pod_metadata(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     return out
 
 
-class KubernetesFilter:
+class KubernetesFilter(FilterPlugin):
     name: ClassVar[str] = "kubernetes"
     description: ClassVar[str] = "Add Kubernetes pod metadata (names, labels, annotations)."
     Options: ClassVar[type[KubernetesOptions]] = KubernetesOptions
@@ -138,14 +144,6 @@ class KubernetesFilter:
         self._next_check = 0.0
         self._limiter = RateLimiter()
         self._cache: dict[tuple[str, str, str, str], dict[str, Any]] = {}
-
-    @staticmethod
-    def check_config(options: KubernetesOptions, config: Config
-                     ) -> list[tuple[tuple[str | int, ...], str]]:
-        known = set(config.parsers) | {p["name"] for p in STOCK_PARSERS}
-        if options.merge_parser and options.merge_parser not in known:
-            return [(("merge_parser",), f"unknown parser {options.merge_parser!r}")]
-        return []
 
     def _refresh(self) -> None:
         now = time.monotonic()

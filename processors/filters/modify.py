@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 
 from tailrace.options import FilterOptions
 from tailrace.outcome import FilterResult
-from tailrace.plugins import Record
+from tailrace.plugins import FilterPlugin, Record
 
 from ..context import FilterContext
 from ._fluent import fold_keys
@@ -159,7 +159,7 @@ def _condition_item(item: Any) -> tuple[str, tuple[str, ...]]:
     return name, args
 
 
-class ModifyFilter:
+class ModifyFilter(FilterPlugin):
     name: ClassVar[str] = "modify"
     description: ClassVar[str] = "Set, add, rename, copy and remove record keys, under conditions."
     Options: ClassVar[type[ModifyOptions]] = ModifyOptions

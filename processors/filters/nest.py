@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tailrace.options import FilterOptions
 from tailrace.outcome import FilterResult
-from tailrace.plugins import Record
+from tailrace.plugins import FilterPlugin, Record
 
 from ..context import FilterContext
 from ._fluent import fold_keys, wildcard
@@ -60,7 +60,7 @@ class NestOptions(FilterOptions):
         return self
 
 
-class NestFilter:
+class NestFilter(FilterPlugin):
     name: ClassVar[str] = "nest"
     description: ClassVar[str] = "Nest keys under a map, or lift a map's keys up."
     Options: ClassVar[type[NestOptions]] = NestOptions

@@ -18,9 +18,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import AliasChoices, Field, field_validator
 
 from tailrace.config import Config
-from tailrace.options import FilterOptions
+from tailrace.options import FilterOptions, Problem
 from tailrace.outcome import FilterResult, Rejection
-from tailrace.plugins import Record
+from tailrace.plugins import FilterPlugin, Record
 
 from ..context import FilterContext
 from ..parsers.base import BoundParser, ParseFailure
@@ -49,11 +49,19 @@ class ParserFilterOptions(FilterOptions):
     def _listify(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    def check_config(self, config: Config) -> list[Problem]:
+        known = set(config.parsers) | {p["name"] for p in STOCK_PARSERS}
+        return [
+            (("parser",), f"unknown parser {name!r}; define it under parsers: or use a stock "
+             f"one ({', '.join(sorted(known))})")
+            for name in self.parser if name not in known
+        ]
+
 
 _KEEP = ("_id", "_tag", "time")
 
 
-class ParserFilter:
+class ParserFilter(FilterPlugin):
     name: ClassVar[str] = "parser"
     description: ClassVar[str] = "Parse a field with named parsers (regex, json, logfmt, ...)."
     Options: ClassVar[type[ParserFilterOptions]] = ParserFilterOptions
@@ -67,15 +75,6 @@ class ParserFilter:
             parsers[0].parse if len(parsers) == 1 else partial(_first_match, parsers))
         # Parsed fields may carry `_id`/`_tag` (a JSON line): put the record's back after.
         self._restore = any(p.may_set_reserved for p in parsers)
-
-    @staticmethod
-    def check_config(options: ParserFilterOptions, config: Config) -> list[tuple[tuple[str | int, ...], str]]:  # noqa: E501
-        known = set(config.parsers) | {p["name"] for p in STOCK_PARSERS}
-        return [
-            (("parser",), f"unknown parser {name!r}; define it under parsers: or use a stock "
-             f"one ({', '.join(sorted(known))})")
-            for name in options.parser if name not in known
-        ]
 
     def process(self, records: list[Record]) -> FilterResult:
         o = self.o

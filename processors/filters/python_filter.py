@@ -30,9 +30,9 @@ from pydantic import Field
 
 from tailrace.config import Config
 from tailrace.logs import RateLimiter
-from tailrace.options import FilterOptions
+from tailrace.options import FilterOptions, Problem
 from tailrace.outcome import FilterResult, Rejection
-from tailrace.plugins import Record
+from tailrace.plugins import FilterPlugin, Record
 
 from ..context import FilterContext
 from ..reserved import report_kept
@@ -53,6 +53,14 @@ class PythonFilterOptions(FilterOptions):
         None, description="Folder to add to `sys.path` before importing (relative to the "
         "config file)."
     )
+
+    def check_config(self, config: Config) -> list[Problem]:
+        path = config.resolve_path(self.path) if self.path else None
+        try:
+            load_callable(self.call, path)
+        except ValueError as exc:
+            return [(("call",), str(exc))]
+        return []
 
 
 def load_callable(spec: str, path: Path | None = None) -> Callable[..., Any]:
@@ -78,7 +86,7 @@ def load_callable(spec: str, path: Path | None = None) -> Callable[..., Any]:
     return fn  # type: ignore[no-any-return]
 
 
-class PythonFilter:
+class PythonFilter(FilterPlugin):
     name: ClassVar[str] = "python"
     description: ClassVar[str] = "Run an operator's own Python function on each record or batch."
     Options: ClassVar[type[PythonFilterOptions]] = PythonFilterOptions
@@ -94,16 +102,6 @@ class PythonFilter:
         self.counters = ctx.counters
         self.filter_id = ctx.filter_id
         self._limiter = RateLimiter()
-
-    @staticmethod
-    def check_config(options: PythonFilterOptions, config: Config
-                     ) -> list[tuple[tuple[str | int, ...], str]]:
-        path = config.resolve_path(options.path) if options.path else None
-        try:
-            load_callable(options.call, path)
-        except ValueError as exc:
-            return [(("call",), str(exc))]
-        return []
 
     def process(self, records: list[Record]) -> FilterResult:
         # The records' _id/_tag are kept whatever the code does: in place the chain puts

@@ -16,7 +16,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from tailrace.options import FilterOptions
 from tailrace.outcome import FilterResult
-from tailrace.plugins import Record
+from tailrace.plugins import FilterPlugin, Record
 
 from ..context import FilterContext
 from ._fluent import fold_keys, split_words
@@ -76,7 +76,7 @@ class RecordModifierOptions(FilterOptions):
         return self
 
 
-class RecordModifierFilter:
+class RecordModifierFilter(FilterPlugin):
     name: ClassVar[str] = "record_modifier"
     description: ClassVar[str] = "Append fields, remove keys or keep an allowlist of keys."
     Options: ClassVar[type[RecordModifierOptions]] = RecordModifierOptions

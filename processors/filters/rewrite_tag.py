@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tailrace.options import FilterOptions
 from tailrace.outcome import FilterResult
-from tailrace.plugins import Record
+from tailrace.plugins import FilterPlugin, Record
 
 from ..accessor import MISSING, accessor
 from ..context import FilterContext
@@ -144,7 +144,7 @@ def clone(value: Any) -> Any:
     return value
 
 
-class RewriteTagFilter:
+class RewriteTagFilter(FilterPlugin):
     name: ClassVar[str] = "rewrite_tag"
     description: ClassVar[str] = "Re-emit records under a new tag chosen by regex rules."
     Options: ClassVar[type[RewriteTagOptions]] = RewriteTagOptions

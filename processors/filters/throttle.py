@@ -22,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 from tailrace.logs import RateLimiter, event
 from tailrace.options import FilterOptions
 from tailrace.outcome import FilterResult
-from tailrace.plugins import Record
+from tailrace.plugins import FilterPlugin, Record
 
 from ..accessor import MISSING, accessor
 from ..context import FilterContext
@@ -78,7 +78,7 @@ class ThrottleOptions(FilterOptions):
         return value
 
 
-class ThrottleFilter:
+class ThrottleFilter(FilterPlugin):
     name: ClassVar[str] = "throttle"
     description: ClassVar[str] = "Rate-limit records per tag or key, shared by every worker."
     Options: ClassVar[type[ThrottleOptions]] = ThrottleOptions

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tailrace.config import PluginConfig
-from tailrace.options import ParserOptions
+from tailrace.config import ParserConfig
 
 from ..safe_regex import RegexTimeout, SafePattern
 from ..timefmt import TimeFormat, TimeFormatError, parse_offset
@@ -55,8 +54,8 @@ class BoundParser:
     __slots__ = ("_conv", "_impl", "_time", "may_set_reserved", "name", "parse", "time_keep",
                  "time_key")
 
-    def __init__(self, pc: PluginConfig) -> None:
-        opts: ParserOptions = pc.options
+    def __init__(self, pc: ParserConfig) -> None:
+        opts = pc.options
         self.name = opts.name
         self._impl = pc.plugin(opts)
         self.time_key = opts.time_key

@@ -7,11 +7,12 @@ from typing import Any, ClassVar
 import orjson
 
 from tailrace.options import ParserOptions
+from tailrace.plugins import ParserPlugin
 
 __all__ = ["JsonParser"]
 
 
-class JsonParser:
+class JsonParser(ParserPlugin):
     name: ClassVar[str] = "json"
     description: ClassVar[str] = "A JSON object's members become fields."
     Options: ClassVar[type[ParserOptions]] = ParserOptions

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from tailrace.options import ParserOptions
+from tailrace.plugins import ParserPlugin
 
 __all__ = ["LogfmtParser", "parse_logfmt"]
 
@@ -50,7 +51,7 @@ def parse_logfmt(text: str) -> dict[str, Any] | None:
     return out or None
 
 
-class LogfmtParser:
+class LogfmtParser(ParserPlugin):
     name: ClassVar[str] = "logfmt"
     description: ClassVar[str] = "logfmt `key=value` pairs become fields."
     Options: ClassVar[type[ParserOptions]] = ParserOptions

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from tailrace.options import ParserOptions
+from tailrace.plugins import ParserPlugin
 
 __all__ = ["LtsvParser", "parse_ltsv"]
 
@@ -26,7 +27,7 @@ def parse_ltsv(text: str) -> dict[str, Any] | None:
     return out or None
 
 
-class LtsvParser:
+class LtsvParser(ParserPlugin):
     name: ClassVar[str] = "ltsv"
     description: ClassVar[str] = "LTSV `label:value` items separated by tabs become fields."
     Options: ClassVar[type[ParserOptions]] = ParserOptions

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator
 
 from tailrace.options import ParserOptions
+from tailrace.plugins import ParserPlugin
 
 from ..safe_regex import DEFAULT_REGEX_BUDGET_MS, SafePattern
 
@@ -51,7 +52,7 @@ class RegexParserOptions(ParserOptions):
         return value
 
 
-class RegexParser:
+class RegexParser(ParserPlugin):
     name: ClassVar[str] = "regex"
     description: ClassVar[str] = "Named groups of a regular expression become fields."
     Options: ClassVar[type[RegexParserOptions]] = RegexParserOptions

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,7 +227,7 @@ class BulkFormatter:
         out.chunks.extend(self.iter_chunks(records, out.rejected))
         return out
 
-    def iter_chunks(self, records: list[Record], rejected: list[Rejection]
+    def iter_chunks(self, records: Iterable[Record], rejected: list[Rejection]
                     ) -> Iterator[BulkChunk]:
         """Like :meth:`build`, one request at a time (send one while making the next)."""
         max_docs, max_bytes = self.batch_docs, self.batch_bytes

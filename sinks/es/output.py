@@ -13,6 +13,7 @@ partition. The entries are acknowledged only when nothing is left to retry.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -20,7 +21,7 @@ from typing import ClassVar
 from tailrace.errors import DeliveryError
 from tailrace.logs import RateLimiter, event
 from tailrace.outcome import Delivered, Outcome, Rejection, Retry
-from tailrace.plugins import Record
+from tailrace.plugins import OutputPlugin, Record
 from tailrace.retry import Backoff
 
 from ..context import OutputContext
@@ -54,7 +55,7 @@ class _Sent:
         self.config_problem = self.config_problem or other.config_problem
 
 
-class ElasticsearchOutput:
+class ElasticsearchOutput(OutputPlugin):
     """Index records into Elasticsearch 7/8/9 or OpenSearch 1/2 with the Bulk API."""
 
     name: ClassVar[str] = "es"
@@ -74,8 +75,8 @@ class ElasticsearchOutput:
             options)
         self.pool = (ThreadPoolExecutor(options.workers, thread_name_prefix=f"es-{ctx.output_id}")
                      if options.workers > 1 else None)
-        self.stats = {"requests": 0, "delivered": 0, "conflicts": 0, "retried": 0,
-                      "rejected": 0}
+        self.stats: dict[str, int] = {"requests": 0, "delivered": 0, "conflicts": 0,
+                                      "retried": 0, "rejected": 0}
         self._limiter = RateLimiter()
 
     def backoff(self) -> Backoff:
@@ -83,7 +84,7 @@ class ElasticsearchOutput:
         return Backoff(base_s=self.o.retry_backoff_ms / 1000,
                        cap_s=self.o.retry_backoff_max_ms / 1000)
 
-    def write_batch(self, records: list[Record]) -> Outcome:
+    def write_batch(self, records: Sequence[Record]) -> Outcome:
         """Send ``records``; never raises for a delivery problem (it becomes the outcome)."""
         rejected: list[Rejection] = []
         chunks = self.formatter.iter_chunks(records, rejected)

@@ -36,6 +36,7 @@ def backfill_job(config_path: str, path: str, input_id: str) -> dict[str, Any]:
     from rq import get_current_job
 
     from edge_agent.backfill import backfill_file
+    from edge_agent.tail import TailOptions
 
     job: Any = get_current_job()
     if job is None:
@@ -44,6 +45,8 @@ def backfill_job(config_path: str, path: str, input_id: str) -> dict[str, Any]:
     pc = next((i for i in config.inputs if i.id == input_id), None)
     if pc is None:
         raise ValueError(f"{config_path} has no input {input_id!r} any more")
+    if not isinstance(pc.options, TailOptions):
+        raise ValueError(f"{config_path}: input {input_id!r} is not a file input (tail)")
     last = [0.0]
 
     def progress(done: int, total: int) -> None:

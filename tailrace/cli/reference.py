@@ -32,7 +32,7 @@ from pydantic_core import PydanticUndefined, core_schema
 
 from ..config import ServiceConfig
 from ..options import parse_byte_size
-from ..plugins import Registry
+from ..plugins import Kind, Registry
 from .registry import build_registry
 
 __all__ = [
@@ -58,7 +58,7 @@ ENV_REFERENCE: dict[str, Any] = {
 }
 
 #: (config section, registry attribute, key that selects the plugin, heading)
-_SECTIONS: tuple[tuple[str, str, str, str], ...] = (
+_SECTIONS: tuple[tuple[str, Kind, str, str], ...] = (
     ("pipeline.inputs", "inputs", "name", "Inputs"),
     ("pipeline.filters", "filters", "name", "Filters"),
     ("pipeline.outputs", "outputs", "name", "Outputs"),
@@ -162,7 +162,7 @@ def _plugin_models(registry: Registry) -> list[type[BaseModel]]:
 
     add(ServiceConfig)
     for _section, attr, _key, _title in _SECTIONS:
-        for cls in getattr(registry, attr).values():
+        for cls in registry.table(attr).values():
             add(cls.Options)
     return models
 
@@ -231,8 +231,8 @@ def config_schema(registry: Registry) -> dict[str, Any]:
     def ref(model: type[BaseModel]) -> dict[str, Any]:
         return dict(refs[(model, "validation")])
 
-    def entries(attr: str, key: str) -> dict[str, Any]:
-        table = getattr(registry, attr)
+    def entries(attr: Kind, key: str) -> dict[str, Any]:
+        table = registry.table(attr)
         names = list(table)
         item: dict[str, Any] = {
             "type": "object",
@@ -542,7 +542,7 @@ def reference_markdown(registry: Registry) -> str:
                     "plugin and `name` is what filters refer to.", ""]
         else:
             out += [f"Entries of `{section}`; `{key}` selects the plugin.", ""]
-        for name, cls in getattr(registry, attr).items():
+        for name, cls in registry.table(attr).items():
             out += [f"### {name} {attr[:-1]}", ""]
             where = f"`{cls.__module__}.{cls.__name__}`"
             out += [f"{_cell(str(cls.description))} ({where})", ""]
