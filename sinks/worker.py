@@ -144,7 +144,9 @@ class SinkHandler:
         backoff = self.output.backoff()
         self.record.set_state(State.ACTIVE)
         while records:
-            guard.check()  # never write without a lease that surely holds
+            # Never write without a lease that surely holds; a stop still delivers the batch
+            # in hand (the drain), only a retry's wait is cut short by it (below).
+            guard.check_lease()
             try:
                 outcome = self.output.write_batch(records)
             except RecordError as exc:  # a version-2 record that does not decode

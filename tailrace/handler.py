@@ -54,6 +54,11 @@ class LeaseGuard:
         """Raise :class:`BatchAbandoned` when stopping or the lease may be gone."""
         if self.stop.is_set():
             raise BatchAbandoned("stop requested")
+        self.check_lease()
+
+    def check_lease(self) -> None:
+        """Raise :class:`BatchAbandoned` when the lease may be gone (a stop does not: the
+        batch in hand is finished and committed, that is the drain)."""
         if not self.keeper.valid(self.partition):
             raise BatchAbandoned(f"lease on partition {self.partition} is about to lapse")
 

@@ -1,0 +1,253 @@
+"""Stopping as operators stop it: SIGINT or SIGTERM to the leader, to its whole process
+group (Ctrl-C, systemd's KillMode=control-group), or both. Every role exits 0 within
+shutdown_timeout_s, having drained and committed: nothing pending in its groups, and once
+restarted the pipeline delivers every line exactly once. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import yaml
+from click.testing import CliRunner
+from helpers import ROOT, Role, read_json_lines, wait_for
+from redis_server import RedisServer
+from stopflow import TARGETS, exit_of, flowing, pending, send
+from test_e2e import assert_exactly_once, pipeline_config
+
+from tailrace.cli import cli
+from tailrace.keys import Keys
+
+SHUTDOWN_S = 10.0
+PARTITIONS = 2
+SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
+
+# The role under test, and the processes that complete the pipeline around it.
+ROLES: dict[str, tuple[list[str], list[list[str]]]] = {
+    "agent": (["agent"], [["processor"], ["sink"]]),
+    "processor": (["processor"], [["agent"], ["sink"]]),
+    "processor --workers 2": (["processor", "--workers", "2"], [["agent"], ["sink"]]),
+    "sink": (["sink"], [["agent"], ["processor"]]),
+    "sink --workers 2": (["sink", "--workers", "2"], [["agent"], ["processor"]]),
+    "run": (["run"], []),
+}
+# Its groups: what must have nothing pending once it stopped.
+STAGES = {"agent": [], "processor": ["raw"], "sink": ["out"], "run": ["raw", "out"]}
+# The fast tier runs the case first reported (Ctrl-C on `tailrace run`) and one of each
+# other shape; the whole matrix is slow.
+FAST = {("run", "group", "SIGINT"), ("sink --workers 2", "both", "SIGTERM")}
+
+
+def matrix() -> list[object]:
+    cases = []
+    for role in ROLES:
+        for target in TARGETS:
+            for sig in SIGNALS:
+                marks = () if (role, target, sig) in FAST else (pytest.mark.slow,)
+                cases.append(pytest.param(role, target, sig, marks=marks,
+                                          id=f"{role.replace(' --workers ', '-x')}-{target}-{sig}"))
+    return cases
+
+
+def stop_config(tmp: Path, prefix: str, **service: object) -> Path:
+    return pipeline_config(tmp, prefix, partitions=PARTITIONS,
+                           shutdown_timeout_s=SHUTDOWN_S, **service)
+
+
+def assert_drained(r: redis.Redis, prefix: str, role: str) -> None:
+    keys = Keys(prefix)
+    for stage in STAGES[role.split()[0]]:
+        left = pending(r, keys, PARTITIONS, stage)
+        assert not any(left.values()), f"{role} left entries pending on {stage}: {left}"
+
+
+@pytest.mark.parametrize("role, target, sig", matrix())
+def test_a_stop_to_the_leader_the_group_or_both_drains_and_exits_0(
+        tmp_path: Path, redis_url: str, r: redis.Redis, prefix: str, role: str, target: str,
+        sig: str) -> None:
+    cfg = stop_config(tmp_path, prefix)
+    args, others = ROLES[role]
+    with flowing(cfg, rate=2_000) as flow:
+        for o in others:
+            flow.start(o[0], cfg, redis_url, *o[1:])
+        under = flow.start(args[0], cfg, redis_url, *args[1:])
+        flow.wait_delivered(600, "flowing through every stage")
+        assert under.proc is not None
+        send(under.proc, target, SIGNALS[sig])
+        code, took = exit_of(under, timeout=SHUTDOWN_S + 5)
+        assert code == 0, f"{role} exited {code}:\n{under.output()[-3000:]}"
+        assert took < SHUTDOWN_S, f"{role} took {took:.1f}s to stop"
+        assert "Traceback" not in under.output(), under.output()[-3000:]
+        assert_drained(r, prefix, role)
+        flow.start(args[0], cfg, redis_url, *args[1:])  # the same role again: it resumes
+        written = flow.all_written()
+        flow.wait_delivered(written, "after the restart")
+        time.sleep(1.0)  # room for a late duplicate to show
+        codes = flow.stop_all()
+    assert set(codes.values()) == {0}, codes
+    assert_exactly_once(read_json_lines(flow.out), written)
+
+
+SLOW_FILTER = '''
+import os
+import time
+
+def check(record):
+    # Once the test creates the marker, hold this batch for {hold}s: a drain in progress.
+    if os.path.exists({marker!r}):
+        os.unlink({marker!r})
+        time.sleep({hold})
+    return record
+'''
+
+
+def slow_config(tmp: Path, prefix: str, hold: float) -> tuple[Path, Path]:
+    """The stop pipeline, its processor holding one batch for ``hold`` s on demand."""
+    cfg = stop_config(tmp, prefix)
+    marker = tmp / "hold-a-batch"
+    (tmp / "plugins").mkdir()
+    (tmp / "plugins" / "slow.py").write_text(SLOW_FILTER.format(marker=str(marker), hold=hold))
+    doc = yaml.safe_load(cfg.read_text())
+    doc["pipeline"]["filters"].append({"name": "python", "call": "slow:check",
+                                       "path": str(tmp / "plugins")})
+    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return cfg, marker
+
+
+def group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("role", [pytest.param("processor", marks=pytest.mark.slow), "run"])
+def test_a_second_signal_during_the_drain_exits_at_once_and_loses_nothing(
+        tmp_path: Path, redis_url: str, prefix: str, role: str) -> None:
+    cfg, marker = slow_config(tmp_path, prefix, hold=8.0)
+    # `run` on the embedded Redis: exiting at once must not leave the server behind.
+    url = "" if role == "run" else redis_url
+    with flowing(cfg, rate=2_000) as flow:
+        if role == "processor":
+            flow.start("agent", cfg, url)
+            flow.start("sink", cfg, url)
+        under = flow.start(role, cfg, url)
+        flow.wait_delivered(400, "flowing")
+        marker.touch()
+        wait_for(lambda: not marker.exists(), timeout=30, message="a batch held in the filter")
+        assert under.proc is not None
+        send(under.proc, "group", signal.SIGTERM)
+        time.sleep(1.5)  # past the window in which a repeat is the same stop
+        assert under.alive, "the first signal did not wait for the batch in hand"
+        send(under.proc, "group", signal.SIGINT)
+        code, took = exit_of(under, timeout=5)
+        assert code == 128 + signal.SIGINT, under.output()[-3000:]
+        assert took < 2.0, f"{role} took {took:.1f}s to exit on the second signal"
+        if role == "run":
+            wait_for(lambda: group_gone(under.proc.pid), timeout=3,  # type: ignore[union-attr]
+                     message="every child of `run` gone with it")
+            assert not (tmp_path / "data" / "redis" / "redis.sock").exists(), \
+                "the embedded Redis outlived an exit at once"
+        flow.start(role, cfg, url)  # what was in hand is redone, not doubled
+        written = flow.all_written()
+        flow.wait_delivered(written, "after the restart")
+        time.sleep(1.0)
+        codes = flow.stop_all()
+    assert set(codes.values()) == {0}, codes
+    assert_exactly_once(read_json_lines(flow.out), written)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", list(SIGNALS))
+def test_run_stopped_by_its_group_after_a_broker_outage_and_two_reloads_exits_0(
+        tmp_path: Path, fresh_redis: RedisServer, prefix: str, sig: str) -> None:
+    cfg = stop_config(tmp_path, prefix)
+    url = fresh_redis.url
+    with flowing(cfg, rate=1_500) as flow:
+        run = flow.start("run", cfg, url, "--processors", "2")
+        assert run.proc is not None
+        flow.wait_delivered(1_000, "before the outage")
+        fresh_redis.kill()
+        time.sleep(2.0)
+        fresh_redis.start()
+        n = flow.delivered()
+        flow.wait_delivered(n + 1_000, "after the outage")
+        os.kill(run.proc.pid, signal.SIGHUP)  # reload 1: the supervisor forwards it
+        wait_for(lambda: run.output().count("runtime_reload:") >= 4, timeout=30,
+                 message="every child reloaded")
+        n = flow.delivered()
+        flow.wait_delivered(n + 1_000, "after the first reload")
+        result = CliRunner().invoke(cli, ["reload", "-c", str(cfg), "--broker", url])
+        assert result.exit_code == 0, result.output  # reload 2: through Redis
+        wait_for(lambda: run.output().count("runtime_reload:") >= 8, timeout=30,
+                 message="every child reloaded again")
+        n = flow.delivered()
+        flow.wait_delivered(n + 1_000, "after the second reload")
+        send(run.proc, "group", SIGNALS[sig])
+        code, took = exit_of(run, timeout=SHUTDOWN_S + 5)
+        assert code == 0, run.output()[-4000:]
+        assert took < SHUTDOWN_S
+        client = fresh_redis.client()
+        try:
+            assert_drained(client, prefix, "run")
+        finally:
+            client.close()
+        flow.start("run", cfg, url, "--processors", "2")
+        written = flow.all_written()
+        flow.wait_delivered(written, "after the restart")
+        time.sleep(1.0)
+        codes = flow.stop_all()
+    assert set(codes.values()) == {0}, codes
+    assert_exactly_once(read_json_lines(flow.out), written)
+
+
+WORKER_FAST = {("group", "SIGINT")}
+
+
+@pytest.mark.parametrize("target, sig", [
+    pytest.param(t, s, marks=() if (t, s) in WORKER_FAST else (pytest.mark.slow,),
+                 id=f"{t}-{s}") for t in TARGETS for s in SIGNALS])
+def test_the_job_worker_stops_on_the_leader_the_group_or_both(
+        tmp_path: Path, redis_url: str, prefix: str, target: str, sig: str) -> None:
+    cfg = stop_config(tmp_path, prefix)
+    worker = Role("worker", cfg, redis_url).start()
+    try:
+        wait_for(lambda: "Listening on" in worker.output() or "listening on" in
+                 worker.output().lower(), timeout=30, message="the worker to listen")
+        assert worker.proc is not None
+        send(worker.proc, target, SIGNALS[sig])
+        code, took = exit_of(worker, timeout=SHUTDOWN_S)
+    finally:
+        worker.kill()
+    assert code == 0, worker.output()[-3000:]
+    assert "Traceback" not in worker.output()
+
+
+def test_a_stop_that_arrives_while_a_role_starts_waits_for_its_handlers(
+        tmp_path: Path, redis_url: str, prefix: str) -> None:
+    # Sent just after the process started (it is still importing): kept, then obeyed as a
+    # clean stop instead of a KeyboardInterrupt traceback.
+    cfg = stop_config(tmp_path, prefix)
+    code = textwrap.dedent(f"""
+        import os, signal, subprocess, sys, time
+        from tailrace.signals import blocked
+        with blocked():
+            p = subprocess.Popen([sys.executable, "-m", "tailrace", "processor", "-c",
+                                  {str(cfg)!r}, "--broker", {redis_url!r}])
+        time.sleep(0.05)
+        os.kill(p.pid, signal.SIGINT)
+        sys.exit(p.wait(30))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr.decode()[-3000:]
+    assert b"KeyboardInterrupt" not in out.stderr
