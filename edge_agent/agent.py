@@ -94,6 +94,7 @@ class Agent:
         self._next_publish = 0.0
         self._next_verify = 0.0
         self._dirty = False
+        self._saved_live: set[str] = set()  # the identities followed at the last save
         self._limiter = RateLimiter()
 
     # -- main loop ------------------------------------------------------------------------
@@ -393,11 +394,16 @@ class Agent:
                           base)
             pipe.execute()
             self._dirty = True
+        if live != self._saved_live:
+            # Which files are followed is part of the checkpoint (the entries the save
+            # touches): recovery after a rotation while down looks for exactly those.
+            self._dirty = True
         if not self._dirty:
             return
         try:
             self.checkpoint.save(self.checkpoint_path)
             self._dirty = False
+            self._saved_live = live
         except OSError as exc:
             if self._limiter.allow("checkpoint"):
                 event(log, logging.ERROR, "agent_checkpoint_error",

@@ -117,6 +117,10 @@ class Recovery:
         self.checkpoint = checkpoint
         self.agent = agent
         self.scratch = scratch
+        # Checkpointed entries by the checksum of their file's first line: the orphans,
+        # and every entry whose bytes before the offset are known (what was read before).
+        self._orphans_by_head: dict[int, list[_Orphan]] = {}
+        self._read_by_head: dict[int, list[FileCheckpoint]] = {}
 
     def run(self, inputs: list[TailInput], now: float) -> None:
         cp = self.checkpoint
@@ -130,11 +134,17 @@ class Recovery:
         orphans = self._orphans(inputs, last_save, taken)
         if not orphans:
             return
+        for o in orphans:
+            self._orphans_by_head.setdefault(o.fid.crc, []).append(o)
+        for identity, fc in cp.files.items():
+            fid = parse_base(base_of(identity))
+            if fid is not None and fc.crc is not None:
+                self._read_by_head.setdefault(fid.crc, []).append(fc)
         bases = {base_of(k) for k in cp.files} | set(cp.generations)
         for inp, tf in first:  # copytruncate with the rotated names matched by the globs
             if tf.base in bases:
                 continue
-            found = self._match(tf.fd, inp.size_of(tf), tf.fid, tf.real, orphans)
+            found = self._match(tf.fd, inp.size_of(tf), tf.fid, tf.real)
             if found is not None:
                 _pin(tf, found, inp.partitions)
                 tf.adopted = True
@@ -211,7 +221,7 @@ class Recovery:
             return
         adopted = False
         try:
-            found = self._match(cand.fd, cand.size, cand.fid, path, group)
+            found = self._match(cand.fd, cand.size, cand.fid, path)
             if found is not None:
                 tf = self._tailed(cand, found.inp, found.entry.path)
                 _pin(tf, found, found.inp.partitions)
@@ -294,11 +304,10 @@ class Recovery:
             return None
 
     # -- matching -------------------------------------------------------------------------
-    def _match(self, fd: int, size: int, fid: FileId, path: str,
-               orphans: list[_Orphan]) -> _Orphan | None:
+    def _match(self, fd: int, size: int, fid: FileId, path: str) -> _Orphan | None:
         """The orphan whose bytes this file holds up to the orphan's offset, if any."""
-        for o in orphans:
-            if o.found is not None or o.fid.crc != fid.crc:
+        for o in self._orphans_by_head.get(fid.crc, ()):
+            if o.found is not None:
                 continue
             e = o.entry
             same_inode = (fid.dev, fid.ino) == (o.fid.dev, o.fid.ino)
@@ -317,14 +326,10 @@ class Recovery:
     def _already_read(self, cand: _Candidate) -> bool:
         """Whether the sibling holds what a checkpointed file held (an older rotation, or a
         compressed copy of one): it was read then, it is not read again."""
-        checked = 0
-        for identity, fc in self.checkpoint.files.items():
-            fid = parse_base(base_of(identity))
-            if fid is None or fid.crc != cand.fid.crc or fc.crc is None:
-                continue
-            checked += 1
-            if checked > MAX_SAME_HEAD_CHECKS:
-                return True  # cannot tell among so many: rather not read it twice
+        same_head = self._read_by_head.get(cand.fid.crc, [])
+        if len(same_head) > MAX_SAME_HEAD_CHECKS:
+            return True  # cannot tell among so many: rather not read it twice
+        for fc in same_head:
             try:
                 if cand.size >= fc.offset and end_checksum(cand.fd, fc.offset) == fc.crc:
                     return True

@@ -26,6 +26,11 @@ from agent_harness import read_raw
 from helpers import Role, wait_for, write_config
 from redis_server import RedisServer
 
+from edge_agent.checkpoint import Checkpoint, dumps, loads
+from edge_agent.discovery import Discovery
+from edge_agent.identity import FileId, generation_of, head_checksum, identity_key, parse_base
+from edge_agent.options import TailOptions
+from edge_agent.recovery import is_rotation_of
 from tailrace.keys import Keys
 
 PARTITIONS = 4
@@ -156,11 +161,11 @@ class Run:
         """A late duplicate would show up within a second; then a clean stop."""
         assert self.agent is not None
         n = len(self.lines())
-        wait_for(lambda: "files_recovered" in self.counters() or "files_lost" in self.counters(),
-                 timeout=10, message="the agent's published counters")
-        self.final_counters = self.counters()
+        wait_for(lambda: "lines_out" in self.counters(), timeout=10,
+                 message="the agent's published counters")
         time.sleep(1.0)
         assert len(self.lines()) == n
+        self.final_counters = self.counters()
         assert self.agent.stop() == 0, self.agent.output()[-3000:]
 
 
@@ -206,9 +211,17 @@ def stop_rotate_restart(run: Any, app: App, how: str, signal: str) -> Run:
     return r
 
 
-@pytest.mark.parametrize("fmt", ["plain", "cri"])
-@pytest.mark.parametrize("signal", ["SIGTERM", "SIGKILL"])
-@pytest.mark.parametrize("how", ["rename", "copytruncate"])
+# Each case runs two agent processes (about 4 s): one case in the quick tier, all in the slow.
+MATRIX = [
+    pytest.param(how, signal, fmt, id=f"{how}-{signal}-{fmt}",
+                 marks=() if (how, signal, fmt) == ("rename", "SIGKILL", "cri")
+                 else pytest.mark.slow)
+    for how in ("rename", "copytruncate") for signal in ("SIGTERM", "SIGKILL")
+    for fmt in ("plain", "cri")
+]
+
+
+@pytest.mark.parametrize(("how", "signal", "fmt"), MATRIX)
 def test_lines_written_before_a_rotation_while_down_arrive_once(
         tmp_path: Path, run: Any, how: str, signal: str, fmt: str) -> None:
     app = App(tmp_path / "logs", fmt)
@@ -224,6 +237,7 @@ def test_lines_written_before_a_rotation_while_down_arrive_once(
             assert cur.start == prev.end, f"{identity}: gap or overlap at byte {cur.start}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["rename", "copytruncate"])
 def test_two_rotations_while_down_bring_the_old_file_and_the_one_between(
         tmp_path: Path, run: Any, how: str) -> None:
@@ -274,12 +288,16 @@ def test_a_rotated_file_deleted_while_down_is_reported_lost_and_nothing_else_is_
     assert "tail_file_lost" in out and str(app.live) in out and "after byte" in out
 
 
+@pytest.mark.parametrize("fmt", ["plain", pytest.param("cri", marks=pytest.mark.slow)])
 def test_a_rotated_file_compressed_while_down_is_read_through_gzip(
-        tmp_path: Path, run: Any) -> None:
-    app = App(tmp_path / "logs", "plain")
-    # The rotated names are followed too, the compressed ones excluded: recovery reads the
-    # .gz anyway (it holds the rest of a followed file), and nothing twice.
-    r: Run = run(app, path=str(app.folder / "app.log*"), exclude_path=["*.gz"])
+        tmp_path: Path, run: Any, fmt: str) -> None:
+    app = App(tmp_path / "logs", fmt)
+    # Plain: the rotated names are followed too, the compressed ones excluded: recovery reads
+    # the .gz anyway (it holds the rest of a followed file), and nothing twice. CRI: the
+    # kubelet's 0.log.<timestamp>.gz.
+    opts = ({"path": str(app.folder / "app.log*"), "exclude_path": ["*.gz"]}
+            if fmt == "plain" else {})
+    r: Run = run(app, **opts)
     app.write(3000)
     r.start()
     r.wait_lines(3000)
@@ -298,6 +316,7 @@ def test_a_rotated_file_compressed_while_down_is_read_through_gzip(
     assert not list((tmp_path / "data" / "agent-node-1").glob("gunzip-*"))  # scratch gone
 
 
+@pytest.mark.slow
 def test_a_damaged_gz_is_reported_and_never_read_as_lines(tmp_path: Path, run: Any) -> None:
     app = App(tmp_path / "logs", "plain")
     r: Run = run(app)
@@ -321,6 +340,7 @@ def test_a_damaged_gz_is_reported_and_never_read_as_lines(tmp_path: Path, run: A
     assert "app.log.1.gz cannot be read through gzip" in out
 
 
+@pytest.mark.slow
 def test_copytruncate_with_rotated_names_followed_reads_the_copy_from_the_offset(
         tmp_path: Path, run: Any) -> None:
     """Today's glob advice (``app.log*``) made the copy a new file, read again from byte 0."""
@@ -342,3 +362,78 @@ def test_copytruncate_with_rotated_names_followed_reads_the_copy_from_the_offset
     r.wait_lines(5100)
     r.settle_and_stop()
     assert_exactly_once(r.lines(), app.written)
+
+
+def test_a_rotated_file_drained_before_the_stop_and_deleted_meanwhile_is_not_reported(
+        tmp_path: Path, run: Any) -> None:
+    app = App(tmp_path / "logs", "plain")
+    r: Run = run(app)
+    app.write(1000)
+    r.start()
+    r.wait_lines(1000)
+    rotated = app.rotate("rename")  # while the agent runs: drained, then closed
+    app.write(500)
+    r.wait_lines(1500)
+    time.sleep(1.5)  # rotate_wait_s (0.5 s) has passed: app.log.1 is closed
+    r.stop("SIGTERM")
+    rotated.unlink()
+    app.write(100)
+    r.start()
+    r.wait_lines(1600)
+    r.settle_and_stop()
+    assert_exactly_once(r.lines(), app.written)
+    assert "files_lost" not in r.final_counters
+    assert "files_recovered" not in r.final_counters
+
+
+# -- the pieces ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "original", "rotated"), [
+    ("app.log.1", "app.log", True),
+    ("app.log.1.gz", "app.log", True),
+    ("app.log-20240101", "app.log", True),
+    ("0.log.20240101-120000", "0.log", True),
+    ("0.log.20240101-120000.gz", "0.log", True),
+    ("app.log", "app.log", False),
+    ("app.log.", "app.log", False),
+    ("app.logger", "app.log", False),
+    ("other.log.1", "app.log", False),
+])
+def test_rotated_names_are_those_logrotate_and_the_kubelet_give(
+        name: str, original: str, rotated: bool) -> None:
+    assert is_rotation_of(name, original) is rotated
+
+
+def test_the_checkpoint_keeps_the_own_path_of_a_symlinked_file() -> None:
+    cp = Checkpoint()
+    assert cp.record("a:1:2:3", 10, "/var/log/containers/x.log", 7, "/var/log/pods/p/c/0.log")
+    assert not cp.record("a:1:2:3", 20, "/var/log/containers/x.log", 8,
+                         "/var/log/pods/p/c/0.log")
+    cp.record("a:1:4:3", 5, "/logs/app.log", None, "/logs/app.log")  # not a link
+    back = loads(dumps(cp))
+    assert back.files["a:1:2:3"].real == "/var/log/pods/p/c/0.log"
+    assert back.files["a:1:2:3"].offset == 20
+    assert back.files["a:1:4:3"].real is None
+    v3 = json.dumps({"version": 3, "files": {"f": {"offset": 5, "path": "/a", "updated": 1.0,
+                                                    "crc": 9}}})
+    assert loads(v3.encode()).files["f"].real is None
+
+
+def test_identities_parse_back_whatever_the_agent_id() -> None:
+    base = FileId(0x803, 0x1A2B, 0x9F0C11AA).key("node:with:colons")
+    assert parse_base(base) == FileId(0x803, 0x1A2B, 0x9F0C11AA)
+    assert parse_base("garbage") is None
+    assert generation_of(identity_key(base, 3)) == 3
+    assert generation_of(base) == 0
+    assert head_checksum(b"first\nsecond") == head_checksum(b"first\nother")
+    assert head_checksum(b"no newline yet") is None
+
+
+def test_an_input_says_which_paths_it_follows(tmp_path: Path) -> None:
+    opts = TailOptions.model_validate({"name": "tail", "path": [str(tmp_path / "*.log")],
+                                       "exclude_path": ["debug*"]})
+    d = Discovery(opts, base_dir=tmp_path, host="h", input_id="tail.0", plugin_name="tail")
+    assert d.follows(str(tmp_path / "app.log"))  # whether or not it exists
+    assert not d.follows(str(tmp_path / "app.log.1"))
+    assert not d.follows(str(tmp_path / "sub" / "app.log"))  # * never crosses a /
+    assert not d.follows(str(tmp_path / "debug.log"))
