@@ -27,12 +27,14 @@ counter ``files_lost``: lines are never guessed.
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import os
 import stat
 import tempfile
 import zlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from tailrace.logs import event
@@ -105,7 +107,7 @@ class _Candidate:
     fd: int
     fid: FileId  # device and inode of the file on disk; checksum of its (decompressed) head
     size: int
-    mtime: float
+    mtime: float  # of its content: a .gz's header keeps its source's (GNU gzip, logrotate)
     gz: bool
 
 
@@ -215,8 +217,8 @@ class Recovery:
             return
         if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in followed:
             return
-        fresh = st.st_mtime >= last_save - NEW_SLACK_S
-        cand = self._open(path, st, group, fresh)
+        since = last_save - NEW_SLACK_S
+        cand = self._open(path, st, group, st.st_mtime >= since)
         if cand is None:
             return
         adopted = False
@@ -234,10 +236,10 @@ class Recovery:
                 else:
                     found.found = None
                     found.rejected.append(f"{path} (no descriptor left: max_open_files)")
-            elif (fresh and cand.fid.key(self.agent) not in bases
-                  and not self._already_read(cand)):
+            elif ((owner := next(o for o in group if o.owns(os.path.basename(path))))
+                  and _written_since(cand, owner.inp.opts.format, since)
+                  and cand.fid.key(self.agent) not in bases and not self._already_read(cand)):
                 # Written after the stop and never seen: the middle file of two rotations.
-                owner = next(o for o in group if o.owns(os.path.basename(path)))
                 tf = self._tailed(cand, owner.inp, owner.entry.path)
                 tf.adopted = cand.gz
                 adopted = owner.inp.adopt(tf, now)
@@ -296,7 +298,7 @@ class Recovery:
                 while chunk := gz.read(_GZIP_CHUNK):
                     _write_all(out, chunk)
             return _Candidate(path, out, FileId(st.st_dev, st.st_ino, crc),
-                              os.fstat(out).st_size, st.st_mtime, True)
+                              os.fstat(out).st_size, gz.mtime or st.st_mtime, True)
         except (OSError, EOFError, zlib.error) as exc:
             if out >= 0:
                 os.close(out)
@@ -392,6 +394,23 @@ def _still_there(fc: FileCheckpoint, fid: FileId) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _written_since(cand: _Candidate, fmt: str, since: float) -> bool:
+    """Whether the sibling was written after ``since`` (the last save): its content's
+    modification time, and for container logs also the time of its first line (a .gz made by
+    the kubelet has a new mtime and no source time, but its lines keep theirs)."""
+    if cand.mtime < since:
+        return False
+    if fmt == "plain":
+        return True
+    try:
+        line = os.pread(cand.fd, FINGERPRINT_BYTES, 0).split(b"\n", 1)[0]
+        stamp = (line.split(b" ", 1)[0].decode() if fmt == "cri"
+                 else str(json.loads(line)["time"]))
+        return datetime.fromisoformat(stamp).timestamp() >= since
+    except (OSError, ValueError, KeyError, TypeError):
+        return True  # no time to go by: the modification time says it
 
 
 def _note(group: list[_Orphan], path: str, why: str) -> None:

@@ -316,6 +316,44 @@ def test_a_rotated_file_compressed_while_down_is_read_through_gzip(
     assert not list((tmp_path / "data" / "agent-node-1").glob("gunzip-*"))  # scratch gone
 
 
+@pytest.mark.parametrize("fmt", ["plain", pytest.param("cri", marks=pytest.mark.slow)])
+def test_an_old_rotation_compressed_while_down_is_not_read(
+        tmp_path: Path, run: Any, fmt: str) -> None:
+    """delaycompress: the previous rotation becomes a new .gz while the agent is down. GNU
+    gzip keeps its source's time in the header; the kubelet's (Go) keeps none, but the CRI
+    lines keep theirs."""
+    app = App(tmp_path / "logs", fmt)
+    old_time = 1_577_836_800  # 2020
+    old = app.folder / ("app.log.1" if fmt == "plain" else "0.log.20200101-000000")
+    old_line = (b"an old line" if fmt == "plain"
+                else b"2020-01-01T00:00:00.000000001Z stdout F an old line")
+    old.write_bytes(old_line + b"\n")
+    os.utime(old, (old_time, old_time))
+    r: Run = run(app)
+    app.write(3000)
+    r.start()
+    r.wait_lines(3000)
+    r.stop("SIGTERM")
+    app.write(1500)
+    if fmt == "plain":  # logrotate: .1 -> .2.gz (delaycompress), app.log -> .1
+        with open(old, "rb") as src, open(app.folder / "app.log.2.gz", "wb") as raw, \
+                gzip.GzipFile(fileobj=raw, mode="wb", mtime=old_time) as dst:
+            shutil.copyfileobj(src, dst)
+        old.unlink()
+    else:  # the kubelet compresses the older rotation, without a time in the header
+        with open(old, "rb") as src, open(f"{old}.gz", "wb") as raw, \
+                gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as dst:
+            shutil.copyfileobj(src, dst)
+        old.unlink()
+    app.rotate("rename")
+    app.write(500)
+    r.start()
+    r.wait_lines(5000)
+    r.settle_and_stop()
+    assert_exactly_once(r.lines(), app.written)
+    assert r.final_counters.get("files_recovered") == 1
+
+
 @pytest.mark.slow
 def test_a_damaged_gz_is_reported_and_never_read_as_lines(tmp_path: Path, run: Any) -> None:
     app = App(tmp_path / "logs", "plain")
