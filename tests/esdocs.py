@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -33,6 +34,27 @@ _BAD_INDEX_CHARS = set('\\/*?"<>| ,#:')
 _TOTAL_FIELDS_LIMIT = 1000
 
 
+def _is_date(value: str) -> bool:
+    """A date Elasticsearch's default format takes: the shape, and real calendar values.
+
+    (Real servers refuse ``2024-13-45T99:00:00Z``; the shape alone let it through.)
+    """
+    if not _DATE_RE.match(value):
+        return False
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "T"))
+    except ValueError:
+        return False
+    return True
+
+
+def _preview(value: Any) -> str:
+    """The field value as Java's toString shows it in a reason (``{y=1}``, not ``{'y': 1}``)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={_preview(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
 def _value_type(value: Any) -> str | None:
     if value is None:
         return None
@@ -45,7 +67,7 @@ def _value_type(value: Any) -> str | None:
     if isinstance(value, dict):
         return "object"
     if isinstance(value, str):
-        return "date" if _DATE_RE.match(value) else "text"
+        return "date" if _is_date(value) else "text"
     return "text"
 
 
@@ -86,8 +108,7 @@ def _fits(kind: str, value: Any) -> bool:
     if kind == "boolean":
         return isinstance(value, bool) or value in ("true", "false")
     if kind == "date":
-        return isinstance(value, (int, float)) or (isinstance(value, str)
-                                                   and bool(_DATE_RE.match(value)))
+        return isinstance(value, (int, float)) or (isinstance(value, str) and _is_date(value))
     return True
 
 
@@ -99,6 +120,7 @@ class DocStore:
         self.major = major
         self.opensearch = opensearch
         self.data_streams = data_streams
+        self.templates: dict[str, dict[str, Any]] = {}  # PUT /_index_template/{name}
         self.indices: dict[str, dict[str, bytes]] = {}
         self.mappings: dict[str, dict[str, str]] = {}
         self.created: Counter[str] = Counter()  # document id -> successful creations
@@ -108,13 +130,33 @@ class DocStore:
         self._index_facts: dict[str, tuple[str | None, bool]] = {}  # name problem, stream
 
     @property
+    def _at(self) -> str:
+        # Elasticsearch 8 starts a parsing reason with the position ([line:column]; the
+        # column is not modelled), OpenSearch does not.
+        return "" if self.opensearch or self.major < 8 else "[1:2] "
+
+    @property
     def parsing_error(self) -> str:
         if self.opensearch or self.major < 8:
             return "mapper_parsing_exception"
         return "document_parsing_exception"
 
     def is_data_stream(self, index: str) -> bool:
-        return any(fnmatch.fnmatchcase(index, p) for p in self.data_streams)
+        if any(fnmatch.fnmatchcase(index, p) for p in self.data_streams):
+            return True
+        tpl = self._template(index)
+        return tpl is not None and "data_stream" in tpl
+
+    def put_template(self, name: str, body: dict[str, Any]) -> None:
+        """A composable index template: its patterns, ``data_stream``, mappings."""
+        self.templates[name] = body
+        self._index_facts.clear()
+
+    def _template(self, index: str) -> dict[str, Any] | None:
+        """The matching template of highest priority, as the real servers pick it."""
+        matching = [t for t in self.templates.values()
+                    if any(fnmatch.fnmatchcase(index, p) for p in t.get("index_patterns", []))]
+        return max(matching, key=lambda t: t.get("priority", 0)) if matching else None
 
     def put_mapping(self, index: str, properties: dict[str, Any], prefix: str = "") -> None:
         mapping = self.mappings.setdefault(index, {})
@@ -152,11 +194,20 @@ class DocStore:
 
     # -- one bulk item --------------------------------------------------------------------
     def _error(self, op: str, index: str, doc_id: str | None, status: int, kind: str,
-               reason: str) -> dict[str, Any]:
+               reason: str, caused_by: str | None = None) -> dict[str, Any]:
         self.statuses[status] += 1
+        error: dict[str, Any] = {"type": kind, "reason": reason}
+        # As the real servers answer (ES 8.19, OpenSearch 2.19 and 3.6): a parsing error
+        # names no index or shard, an invalid name has index_uuid "_na_", shard errors
+        # (409, 429) carry all three.
+        if kind == "invalid_index_name_exception":
+            error.update(index=index, index_uuid="_na_")
+        elif status != 400:
+            error.update(index=index, shard="0", index_uuid="tailrace-test-uuid")
+        if caused_by is not None:
+            error["caused_by"] = {"type": "illegal_argument_exception", "reason": caused_by}
         body: dict[str, Any] = {"_index": index, "_id": doc_id, "status": status,
-                                "error": {"type": kind, "reason": reason, "index": index,
-                                          "shard": "0", "index_uuid": "tailrace-test-uuid"}}
+                                "error": error}
         if self.major < 8 and not self.opensearch:
             body["_type"] = "_doc"
         return {op: body}
@@ -187,11 +238,11 @@ class DocStore:
                     new[path] = kind
                 elif (type(v), kind) not in fast and not _fits(kind, v):
                     if kind == "object":
-                        return (f"object mapping for [{path}] tried to parse field [{path}] as "
-                                "object, but found a concrete value")
-                    preview = str(v)[:20]
-                    return (f"[1:2] failed to parse field [{path}] of type [{kind}] in document "
-                            f"with id '{doc_id}'. Preview of field's value: '{preview}'")
+                        return (f"{self._at}object mapping for [{path}] tried to parse field "
+                                f"[{path}] as object, but found a concrete value")
+                    preview = _preview(v)[:20]
+                    return (f"{self._at}failed to parse field [{path}] of type [{kind}] in "
+                            f"document with id '{doc_id}'. Preview of field's value: '{preview}'")
                 if type(v) is dict:
                     problem = self._map(index, v, doc_id, mapping, new, path + ".")
                     if problem:
@@ -241,16 +292,28 @@ class DocStore:
                                f"[{doc_id}]: version conflict, document already exists "
                                "(current version [1])")
         if stream and "@timestamp" not in doc:
+            if self.opensearch:
+                return self._error(op, index, doc_id, 400, self.parsing_error,
+                                   "failed to parse", "documents must contain a single-valued "
+                                   "timestamp field '@timestamp' of date type")
             return self._error(op, index, doc_id, 400, self.parsing_error,
                                "[1:2] failed to parse: data stream timestamp field "
-                               "[@timestamp] is missing")
+                               "[@timestamp] is missing",
+                               "data stream timestamp field [@timestamp] is missing")
+        if index not in self.mappings:
+            tpl = self._template(index)
+            props = (tpl or {}).get("template", {}).get("mappings", {}).get("properties")
+            if props:
+                self.put_mapping(index, props)
         mapping = self.mappings.setdefault(index, {})
         new: dict[str, str] = {}
         problem = self._map(index, doc, doc_id, mapping, new)
         if problem:
             kind = self.parsing_error if "failed to parse" in problem else (
                 self.parsing_error if self.major >= 8 else "mapper_parsing_exception")
-            return self._error(op, index, doc_id, 400, kind, problem)
+            # The real answer adds the value's own complaint; its wording is not modelled.
+            cause = "failed to parse the value" if "failed to parse field" in problem else None
+            return self._error(op, index, doc_id, 400, kind, problem, cause)
         if len(mapping) + len(new) > _TOTAL_FIELDS_LIMIT:
             return self._error(op, index, doc_id, 400, "illegal_argument_exception",
                                f"Limit of total fields [{_TOTAL_FIELDS_LIMIT}] has been "

@@ -8,7 +8,10 @@ over ``http.max_content_length`` get 413, and credentials are checked when confi
 (basic or API key, 401 ``security_exception``). Per-item answers come from
 :class:`esdocs.DocStore` (409 on create conflicts, mapping errors, data streams).
 ``filter_path`` is applied to answers. Also: ``GET /``, ``GET [/{index}]/_count``,
-``GET /{index}/_doc/{id}``, ``PUT /{index}`` (mappings), ``DELETE /{index}``, ``_refresh``.
+``GET /{index}/_doc/{id}``, ``PUT /{index}`` (mappings), ``PUT /_index_template/{name}``
+(patterns, ``data_stream``, mappings), ``DELETE /{index}``, ``_refresh``. Checked against
+real Elasticsearch 8.19 and OpenSearch 2.19/3.6 (``tests/test_sinks/test_es_real_servers.py``);
+where they differed, the comment at the fix says how.
 
 Faults (:class:`Fault`) make it answer 429/5xx, fail single items, answer slowly, or drop
 the connection before or after indexing; set them in Python (``server.add_fault``) or over
@@ -170,6 +173,9 @@ class _Handler(BaseHTTPRequestHandler):
                 found = src is not None
                 return self._send(200 if found else 404, {"_index": parts[0], "_id": parts[2],
                                                           "found": found, "_source": src})
+            if len(parts) == 2 and parts[0] == "_index_template" and method == "PUT":
+                owner.store.put_template(parts[1], orjson.loads(body) if body else {})
+                return self._send(200, {"acknowledged": True})
             if len(parts) == 1 and method == "PUT":
                 doc = orjson.loads(body) if body else {}
                 owner.store.put_mapping(parts[0], doc.get("mappings", {}).get("properties", {}))
@@ -212,10 +218,19 @@ class _Handler(BaseHTTPRequestHandler):
         if ctype is None:
             self._body()
             return self._error(406, "illegal_argument_exception", "Content-Type header is missing")
-        if ctype.split(";")[0].strip().lower() not in _NDJSON_TYPES:
+        media = ctype.split(";")[0].strip().lower()
+        compat = "vnd.elasticsearch" in media
+        if media not in _NDJSON_TYPES or (compat and owner.opensearch):
+            # OpenSearch 2 and 3 refuse Elasticsearch's compatibility media types (406).
             self._body()
             return self._send(406, {"error": f"Content-Type header [{ctype}] is not supported",
                                     "status": 406})
+        accept = self.headers.get("Accept", "")
+        if compat and "compatible-with" in ctype and "compatible-with" not in accept:
+            # Elasticsearch 8: a compatible version on Content-Type needs one on Accept too.
+            self._body()
+            return self._error(400, "media_type_header_exception",
+                               "Invalid media-type value on headers [Content-Type, Accept]")
         unknown = sorted(set(query) - _BULK_PARAMS)
         body = self._body()
         if body is None:
@@ -276,6 +291,8 @@ class EsServer:
         self.api_keys = api_keys or {}
         self.max_content_length = max_content_length
         self.store = DocStore(major=8 if opensearch else self.major, opensearch=opensearch,
+                              # Elasticsearch's default distribution ships a logs-*-* data
+                              # stream template; OpenSearch ships none (PUT one: put_template).
                               data_streams=() if opensearch else data_streams)
         self.faults: list[Fault] = []
         self.lock = threading.Lock()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import quote, urlsplit
 
+import orjson
 import urllib3
 
 from tailrace import __version__
@@ -32,7 +33,8 @@ from tailrace.logs import RateLimiter, event
 
 from .config import ElasticsearchOutputOptions
 
-__all__ = ["FILTER_PATH", "BulkResponse", "HttpTransport", "Transport", "auth_header"]
+__all__ = ["FILTER_PATH", "BulkResponse", "HttpTransport", "Transport", "auth_header",
+           "identify_nodes", "identify_root", "support_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +80,55 @@ def auth_header(options: ElasticsearchOutputOptions) -> str | None:
 
 
 class _Host:
-    __slots__ = ("bulk_url", "dead_until", "label")
+    __slots__ = ("base", "bulk_url", "dead_until", "label", "server")
 
     def __init__(self, base: str, query: str) -> None:
         parts = urlsplit(base)
         self.label = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        self.base = base
         self.bulk_url = f"{base}/_bulk?{query}"
         self.dead_until = 0.0
+        self.server: str | None = None  # "Elasticsearch 8.19.21", once it answered GET /
+
+
+def identify_root(doc: object) -> str | None:
+    """The product and version in a ``GET /`` answer, or None if it is not one."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("version"), dict):
+        return None
+    version = doc["version"]
+    number = version.get("number")
+    if not isinstance(number, str):
+        return None
+    # OpenSearch says so in version.distribution; Elasticsearch has no such field (and
+    # its X-Elastic-Product header is not relied on: proxies drop it, 7.x before 7.14 lacks it).
+    product = "OpenSearch" if version.get("distribution") == "opensearch" else "Elasticsearch"
+    return f"{product} {number}"
+
+
+def identify_nodes(doc: object) -> str | None:
+    """Product and version from ``GET /_nodes/_local`` (for servers without ``GET /``)."""
+    nodes = doc.get("nodes") if isinstance(doc, dict) else None
+    if not isinstance(nodes, dict) or not nodes:
+        return None
+    node = next(iter(nodes.values()))
+    if not isinstance(node, dict) or not isinstance(node.get("version"), str):
+        return None
+    # Elasticsearch has reported build_flavor since 6.3; OpenSearch dropped it.
+    product = "Elasticsearch" if "build_flavor" in node else "OpenSearch"
+    return f"{product} {node['version']}"
+
+
+def support_problem(server: str) -> str | None:
+    """Why the output cannot write to ``server`` as it is, if it cannot."""
+    product, _, number = server.partition(" ")
+    try:
+        major = int(number.split(".")[0])
+    except ValueError:
+        return None
+    if product == "Elasticsearch" and major < 7:
+        return ("Elasticsearch before 7 needs a mapping _type in every bulk action, which "
+                "tailrace does not send: upgrade to 7 or later")
+    return None
 
 
 class HttpTransport:
@@ -133,7 +177,10 @@ class HttpTransport:
         )
         self._rr = itertools.count()
         self._lock = threading.Lock()
+        self._identify_lock = threading.Lock()
         self._limiter = RateLimiter()
+        self._probe_timeout = urllib3.Timeout(connect=options.connect_timeout_s,
+                                              read=min(options.timeout_s, 10.0))
 
     def _order(self) -> list[_Host]:
         """Hosts to try: live ones round-robin, then resting ones, soonest back first."""
@@ -172,11 +219,56 @@ class HttpTransport:
                 last = answer
                 continue
             host.dead_until = 0.0
+            if host.server is None:
+                self.identify(host)
             return answer
         if last is not None:
             return last  # every host answered 502/503/504: the verdict retries it
         raise DeliveryError("no Elasticsearch host answered the bulk request: "
                             + "; ".join(failures), retryable=True)
+
+    def identify(self, host: _Host) -> None:
+        """Find out what answers at ``host`` (``GET /``) and say it in the log, once.
+
+        Called after the host's first bulk answer, so a cluster that is down when the sink
+        starts delays nothing. Only logs: the bulk dialect is the same for every supported
+        server (no ``_type``, plain ``application/x-ndjson``, which OpenSearch requires:
+        it answers 406 to Elasticsearch's compatibility media types).
+        """
+        with self._identify_lock:
+            if host.server is not None:
+                return
+            headers = {k: v for k, v in self.headers.items() if not k.startswith("Content")}
+            found = None
+            try:
+                r = self.pool.request("GET", host.base + "/", headers=headers,
+                                      timeout=self._probe_timeout)
+                found = identify_root(_json(r.data)) if r.status == 200 else None
+                if found is None:
+                    # Elasticsearch's integration-test distribution has no GET / (405: the
+                    # rest-root module is not in it): the nodes API says the same.
+                    r = self.pool.request(
+                        "GET", host.base + "/_nodes/_local?filter_path=nodes.*.version,"
+                        "nodes.*.build_flavor", headers=headers, timeout=self._probe_timeout)
+                    found = identify_nodes(_json(r.data)) if r.status == 200 else None
+            except (urllib3.exceptions.HTTPError, OSError):
+                return  # asked again after the next answer
+            host.server = found or "an unknown server"
+        if found is None:
+            event(log, logging.WARNING, "es_server_unknown",
+                  f"{host.label}: could not tell which server this is (GET / and "
+                  f"GET /_nodes/_local answered HTTP {r.status}); writing to it as to "
+                  "Elasticsearch 8", host=host.label)
+            return
+        problem = support_problem(found)
+        event(log, logging.ERROR if problem else logging.INFO, "es_server_found",
+              f"{host.label}: {found}" + (f"; {problem}" if problem else ""),
+              host=host.label, server=found)
+
+    @property
+    def servers(self) -> dict[str, str]:
+        """What each host turned out to be (hosts not identified yet are left out)."""
+        return {h.label: h.server for h in self.hosts if h.server is not None}
 
     def _request(self, host: _Host, data: bytes) -> urllib3.BaseHTTPResponse:
         try:
@@ -188,6 +280,13 @@ class HttpTransport:
 
     def close(self) -> None:
         self.pool.clear()
+
+
+def _json(data: bytes) -> object:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _describe(exc: BaseException) -> str:

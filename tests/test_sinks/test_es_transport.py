@@ -12,7 +12,7 @@ from esserver import EsServer, Fault
 
 from sinks.es.config import ElasticsearchOutputOptions
 from sinks.es.retry import judge
-from sinks.es.transport import HttpTransport
+from sinks.es.transport import HttpTransport, identify_nodes, identify_root, support_problem
 from tailrace.errors import DeliveryError
 
 BODY = (b'{"create":{"_index":"logs","_id":"a"}}\n{"log":"one"}\n'
@@ -133,3 +133,39 @@ def test_a_connection_that_keeps_dropping_is_a_retryable_failure(es: EsServer,
         transport(es.url).send(BODY)
     assert err.value.retryable
     assert es.store.count() == (2 if when == "after" else 0)
+
+
+@pytest.mark.parametrize("doc, found", [
+    ({"version": {"number": "8.19.21", "build_flavor": "default"}}, "Elasticsearch 8.19.21"),
+    ({"version": {"distribution": "opensearch", "number": "3.6.0"}}, "OpenSearch 3.6.0"),
+    ({"error": "Incorrect HTTP method for uri [/] and method [GET]", "status": 405}, None),
+])
+def test_the_root_answer_names_the_product_and_version(doc: object, found: str | None) -> None:
+    assert identify_root(doc) == found
+
+
+@pytest.mark.parametrize("node, found", [
+    ({"version": "8.19.21", "build_flavor": "default"}, "Elasticsearch 8.19.21"),
+    ({"version": "2.19.6", "build_type": "zip"}, "OpenSearch 2.19.6"),
+])
+def test_without_a_root_endpoint_the_nodes_api_names_it(node: object, found: str) -> None:
+    assert identify_nodes({"nodes": {"n1": node}}) == found
+
+
+def test_a_server_too_old_for_bulk_without_type_is_named_as_a_problem() -> None:
+    assert support_problem("Elasticsearch 6.8.23") is not None
+    assert support_problem("Elasticsearch 7.17.0") is None
+    assert support_problem("OpenSearch 1.3.0") is None
+
+
+def test_the_transport_says_once_which_server_answers(
+        es: EsServer, caplog: pytest.LogCaptureFixture) -> None:
+    t = HttpTransport(ElasticsearchOutputOptions(name="es", hosts=[es.url]))
+    body = b'{"create":{"_index":"a","_id":"1"}}\n{"m":1}\n'
+    with caplog.at_level(logging.INFO, logger="sinks.es.transport"):
+        t.send(body)
+        t.send(body)
+    found = [r.getMessage() for r in caplog.records if "es_server_found" in r.getMessage()]
+    assert found == [f"es_server_found: {es.url}: Elasticsearch 8.15.0"]
+    assert t.servers == {es.url: "Elasticsearch 8.15.0"}
+    t.close()

@@ -128,3 +128,45 @@ def test_it_runs_standalone(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+# -- where the real servers (ES 8.19, OpenSearch 2.19/3.6) answered otherwise, and now alike --
+COMPAT = "application/vnd.elasticsearch+x-ndjson;compatible-with=8"
+
+
+def test_compatibility_media_types_need_accept_on_elasticsearch_and_are_refused_by_opensearch(
+        ) -> None:
+    with EsServer() as es, EsServer(opensearch=True, version="2.19.6") as os_:
+        status, doc = post(es.url, PAIR, {"Content-Type": COMPAT})
+        assert status == 400 and doc["error"]["type"] == "media_type_header_exception"
+        both = {"Content-Type": COMPAT, "Accept": COMPAT.replace("x-ndjson", "json")}
+        assert post(es.url, PAIR, both)[0] == 200
+        status, doc = post(os_.url, PAIR, both)
+        assert status == 406 and "is not supported" in doc["error"]
+
+
+def test_a_date_that_does_not_exist_is_a_parsing_error_without_index_fields(
+        es: EsServer) -> None:
+    body = (b'{"create":{"_index":"d","_id":"1"}}\n{"seen":"2024-01-02T03:04:05Z"}\n'
+            b'{"create":{"_index":"d","_id":"2"}}\n{"seen":"2024-13-45T99:00:00Z"}\n')
+    status, doc = post(es.url, body)
+    item = doc["items"][1]["create"]
+    assert status == 200 and item["status"] == 400
+    err = item["error"]
+    assert err["type"] == "document_parsing_exception" and "index" not in err
+    assert "failed to parse field [seen] of type [date]" in err["reason"]
+    assert err["caused_by"]["type"] == "illegal_argument_exception"
+
+
+def test_an_index_template_with_data_stream_makes_opensearch_take_a_data_stream() -> None:
+    with EsServer(opensearch=True, version="2.19.6") as es:
+        http = urllib3.PoolManager()
+        http.request("PUT", es.url + "/_index_template/t", body=orjson.dumps(
+            {"index_patterns": ["app-*"], "data_stream": {}}), headers=NDJSON)
+        status, doc = post(es.url, b'{"index":{"_index":"app-x"}}\n{"a":1}\n'
+                                   b'{"create":{"_index":"app-x","_id":"1"}}\n{"a":1}\n')
+        first, second = (next(iter(i.values())) for i in doc["items"])
+        assert first["status"] == 400 and "op_type of create" in first["error"]["reason"]
+        assert second["status"] == 400
+        assert "single-valued timestamp field '@timestamp'" in second["error"]["caused_by"][
+            "reason"]
