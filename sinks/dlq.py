@@ -16,9 +16,9 @@ from typing import Any
 import msgpack
 import redis
 
-from tailrace import scripts
 from tailrace.errors import RecordError
 from tailrace.keys import Keys
+from tailrace.scriptcalls import Scripts
 from tailrace.wire import RawBatch, decode_raw
 
 __all__ = ["DeadLetterEntry", "DeadLetterStore", "Selection", "Summary", "parse_ref"]
@@ -123,7 +123,7 @@ class DeadLetterStore:
         self.client = client
         self.keys = keys
         self.partitions = partitions
-        self._scan = client.register_script(scripts.DLQ_SCAN)
+        self._scripts = Scripts(client, keys)
 
     def _parts(self, selection: Selection) -> Iterable[int]:
         return selection.partitions or range(self.partitions)
@@ -141,15 +141,14 @@ class DeadLetterStore:
         for p in self._parts(selection):
             start = lo
             while True:
-                flat: Any = self._scan(keys=[self.keys.dlq(p)], args=[start, hi, _SCAN_PAGE])
-                for i in range(0, len(flat), 5):
-                    s = Summary(p, _text(flat[i]), _text(flat[i + 1]), _text(flat[i + 2]),
-                                _text(flat[i + 3]), int(flat[i + 4] or 0))
+                page = self._scripts.dlq_scan(p, start, hi, _SCAN_PAGE)
+                for d in page:
+                    s = Summary(p, d.id, d.kind, d.stage, d.plugin, d.time_ms)
                     if selection.wants(s):
                         yield s
-                if len(flat) < _SCAN_PAGE * 5:
+                if len(page) < _SCAN_PAGE:
                     break
-                start = "(" + _text(flat[-5])
+                start = "(" + page[-1].id
 
     def _entry(self, p: int, entry_id: bytes | str, fields: dict[bytes, bytes],
                replayed: bytes | None) -> DeadLetterEntry:

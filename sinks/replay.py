@@ -27,16 +27,16 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from rq import Queue, Retry, get_current_job
 from rq.job import Job
 
-from tailrace import scripts
 from tailrace.errors import RecordError
 from tailrace.keys import Keys
-from tailrace.wire import decode_records, encode_records
+from tailrace.scriptcalls import Scripts
+from tailrace.wire import FORMAT_VERSION, decode_records, encode_records
 
 from .dlq import DeadLetterStore, Selection, Summary
 
@@ -149,12 +149,13 @@ def enqueue(client: redis.Redis, keys: Keys, replay: ReplayPlan, *, run: str,
 class _Group:
     """Dead letters to append as one entry: the same target stream and address."""
 
-    stream: str  # "raw" or "out"
+    stream: Literal["raw", "out"]
     address: str
     ids: list[str] = field(default_factory=list)
     records: list[Any] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)  # records of each id, in order
     payload: bytes | None = None  # a raw batch, or a payload that is not a record list
+    version: int = FORMAT_VERSION  # of ``payload``; records are sent as encode_records makes
 
     def drop(self, entry_id: str) -> None:
         """Leave dead letter ``entry_id`` (and its records) out of this group."""
@@ -173,15 +174,18 @@ def _groups(entries: list[tuple[str, dict[bytes, bytes]]], output: str) -> list[
     for entry_id, fields in entries:
         kind = fields.get(b"kind", b"").decode()
         payload = fields.get(b"b") or b""
+        # A dead letter keeps the wire version of its payload (DEAD_LETTER_PENDING copies it).
+        v = fields.get(b"v") or b"1"
+        version = int(v) if v.isdigit() else FORMAT_VERSION
         if kind == "raw":
-            out.append(_Group("raw", "", [entry_id], payload=payload))
+            out.append(_Group("raw", "", [entry_id], payload=payload, version=version))
             continue
         stage = fields.get(b"stage", b"").decode()
         address = output or (stage[5:] if stage.startswith("sink:") else "")
         try:
-            records = decode_records({b"v": b"1", b"b": payload})
+            records = decode_records({b"v": v, b"b": payload})
         except RecordError:  # kept as it is: the sink will say what is wrong with it
-            out.append(_Group("out", address, [entry_id], payload=payload))
+            out.append(_Group("out", address, [entry_id], payload=payload, version=version))
             continue
         group = open_.get(address)
         if group is None or len(group.records) + len(records) > _BATCH_RECORDS:
@@ -206,7 +210,7 @@ def replay_ids(client: redis.Redis, keys: Keys, partition: int, ids: Iterable[st
     Returns:
         counts: ``replayed``, ``already`` (by an earlier run or attempt), ``gone`` (purged).
     """
-    script = client.register_script(scripts.REPLAY)
+    scripts = Scripts(client, keys)
     todo = list(ids)
     totals = {"replayed": 0, "already": 0, "gone": 0}
     for i in range(0, len(todo), _SLICE):
@@ -214,7 +218,7 @@ def replay_ids(client: redis.Redis, keys: Keys, partition: int, ids: Iterable[st
         while backlog_limit and max(int(client.xlen(keys.out(partition))),
                                     int(client.xlen(keys.raw(partition)))) >= backlog_limit:
             time.sleep(_BACKLOG_WAIT_S)
-        counts = _replay_slice(client, keys, script, partition, part, output)
+        counts = _replay_slice(client, keys, scripts, partition, part, output)
         for name, n in counts.items():
             totals[name] += n
         if run is not None:
@@ -227,7 +231,7 @@ def replay_ids(client: redis.Redis, keys: Keys, partition: int, ids: Iterable[st
     return totals
 
 
-def _replay_slice(client: redis.Redis, keys: Keys, script: Any, partition: int,
+def _replay_slice(client: redis.Redis, keys: Keys, scripts: Scripts, partition: int,
                   ids: list[str], output: str) -> dict[str, int]:
     counts = {"replayed": 0, "already": 0, "gone": 0}
     pipe = client.pipeline(transaction=False)
@@ -246,19 +250,18 @@ def _replay_slice(client: redis.Redis, keys: Keys, script: Any, partition: int,
     stamp = int(time.time() * 1000)
     for group in _groups(entries, output):
         while group.ids:
-            payload = group.payload if group.payload is not None else encode_records(
-                group.records)
-            target = keys.raw(partition) if group.stream == "raw" else keys.out(partition)
-            code, what = script(
-                keys=[keys.dlq(partition), target, keys.dlq_replayed(partition)],
-                args=[group.address, stamp, payload, group.stream, *group.ids])
-            if int(code) == 1:
+            if group.payload is not None:
+                payload, version = group.payload, group.version
+            else:
+                payload, version = encode_records(group.records), FORMAT_VERSION
+            res = scripts.replay(partition, group.ids, payload, stream=group.stream,
+                                 address=group.address, version=version, now_ms=stamp)
+            if res.status == "replayed":
                 counts["replayed"] += len(group.ids)
                 break
             # Another job got there first (or a purge): leave that one out, go again.
-            lost = what.decode() if isinstance(what, bytes) else str(what)
-            counts["already" if int(code) == 0 else "gone"] += 1
-            group.drop(lost)
+            counts[res.status] += 1
+            group.drop(res.entry_id)
     return counts
 
 

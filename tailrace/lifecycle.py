@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 import redis
 
-from . import scripts
+from .keys import Keys
 from .redaction import scrub
+from .scriptcalls import Scripts
 
 __all__ = ["STATES", "Lifecycle", "Publisher", "State", "ThreadRecord", "new_worker_id"]
 
@@ -171,11 +172,11 @@ class Publisher(threading.Thread):
         self.interval_s = interval_s
         self.stop_event = threading.Event()
         # A script, so the record is still written when Redis is full (tailrace.scripts).
-        self._publish = client.register_script(scripts.PUBLISH)
+        self._scripts = Scripts(client, Keys())
 
     def publish(self) -> None:
         body = orjson.dumps(self.lifecycle.snapshot(update_rates=True))
-        self._publish(keys=[self.key], args=[body, int(self.interval_s * 3000)])
+        self._scripts.publish(self.key, body, int(self.interval_s * 3000))
 
     def run(self) -> None:
         rec = self.lifecycle.thread("publisher", housekeeping=True)

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from . import scripts
 from .keys import Keys
+from .scriptcalls import Scripts
 
 __all__ = ["LocalRateLimits", "RateLimits", "RedisRateLimits"]
 
@@ -53,7 +53,7 @@ class RedisRateLimits:
 
     def __init__(self, client: Any, keys: Keys) -> None:
         self.keys = keys
-        self._script = client.register_script(scripts.THROTTLE)
+        self._scripts = Scripts(client, keys)
 
     def acquire(self, scope: str, wanted: Mapping[str, int], *, rate: float, window: int,
                 interval_s: float) -> dict[str, int]:
@@ -61,11 +61,10 @@ class RedisRateLimits:
             return {}
         subjects = list(wanted)
         interval_ms = max(1, int(interval_s * 1000))
-        result = self._script(
-            keys=[self.keys.throttle(scope, s) for s in subjects],
-            args=[repr(float(rate)), window, interval_ms, *(wanted[s] for s in subjects)],
-        )
-        return {s: int(n) for s, n in zip(subjects, result, strict=True)}
+        granted = self._scripts.throttle(
+            [self.keys.throttle(scope, s) for s in subjects], [wanted[s] for s in subjects],
+            rate=rate, window=window, interval_ms=interval_ms)
+        return dict(zip(subjects, granted, strict=True))
 
 
 class LocalRateLimits:

@@ -1,9 +1,12 @@
-"""Typed Python calls of the Lua scripts in :mod:`tailrace.scripts`.
+"""Typed Python calls of the Lua scripts in :mod:`tailrace.scripts`: every one of them.
 
-Each wrapper turns a script's return codes into a typed result or exception
-(:class:`ProduceResult`, :class:`~tailrace.errors.Fenced`); calls that go out together use a
-:class:`ScriptBatch` (one round trip per node, NOSCRIPT handled, optional ``WAIT`` for
-replicas through a :class:`WaitPolicy`).
+:class:`Scripts` registers each script once per client and has one wrapper per script, in
+the order of :mod:`tailrace.scripts`: the wrapper builds the script's ``ARGV`` in the order
+its header lists (wire versions from :mod:`tailrace.wire`) and turns its reply codes into a
+typed result or exception (:class:`ProduceResult`, :class:`ReplayResult`,
+:class:`~tailrace.errors.Fenced`). Calls that go out together use a :class:`ScriptBatch`
+(:mod:`tailrace.scriptbatch`: one round trip per node, NOSCRIPT handled, optional ``WAIT``
+for replicas through a :class:`WaitPolicy`).
 """
 
 from __future__ import annotations
@@ -11,32 +14,22 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from redis.commands.core import Script
 
 from . import scripts
-from .broker import BROKER_ERRORS, BrokerFullError, NotReplicated
-from .errors import BrokerUnavailable, Fenced
+from .broker import NotReplicated
+from .errors import Fenced
 from .keys import Keys
 from .redaction import scrub
-from .topology import is_cluster, node_of, route_to
-from .wire import RECORDS_VERSION
+from .scriptbatch import ScriptBatch, WaitPolicy, call, raise_wait_error
+from .topology import route_to
+from .wire import FORMAT_VERSION, RECORDS_VERSION
 
-__all__ = ["DeadLetter", "ProduceResult", "ScriptBatch", "Scripts", "WaitPolicy"]
-
-
-@dataclass(frozen=True, slots=True)
-class WaitPolicy:
-    """Synchronous replication for commits: ``WAIT replicas timeout_ms`` after each.
-
-    ``replicas`` 0 (the default) leaves replication asynchronous: a failover may lose the
-    last commits the old master had not yet sent (docs/scaling.md says what that costs).
-    """
-
-    replicas: int = 0
-    timeout_ms: int = 1000
+__all__ = ["DeadLetter", "DlqSummary", "ProduceResult", "ReplayResult", "ScriptBatch",
+           "Scripts", "WaitPolicy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,153 +70,52 @@ class DeadLetter:
     plugin: str
     error: str
     source: str  # stream entry id it came from
+    version: int = FORMAT_VERSION  # wire format version of ``payload``
 
     def fields(self, now_ms: int) -> list[Any]:
+        """COMMIT's 8 fields of this dead letter (see :data:`tailrace.scripts.COMMIT`)."""
         return [self.kind, self.payload, self.stage, self.plugin, scrub(self.error), self.source,
-                now_ms]
+                now_ms, self.version]
 
 
-class ScriptBatch:
-    """Script calls sent together: one round trip per node, in the order they were added.
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """Outcome of one REPLAY call: ``replayed`` (``entry_id`` is the new entry), or
+    nothing written because dead letter ``entry_id`` was replayed ``already`` or is
+    ``gone`` (purged)."""
 
-    Built by :meth:`Scripts.batch`; the wrappers that accept ``client=`` queue into it. On
-    a Redis Cluster each call goes to the node of its keys (all of one partition), and the
-    nodes are written to before any is read. A node that lost the scripts (restarted,
-    promoted replica) answers NOSCRIPT: the scripts are loaded again and those calls, which
-    did not run, are sent once more. With a :class:`WaitPolicy`, a ``WAIT`` follows the
-    calls on each node's connection.
-    """
+    status: Literal["replayed", "already", "gone"]
+    entry_id: str
 
-    def __init__(self, client: redis.Redis, wait: WaitPolicy) -> None:
-        self.client = client
-        self.wait = wait
-        self._calls: list[tuple[Script, list[str], list[Any]]] = []
-
-    def __len__(self) -> int:
-        return len(self._calls)
-
-    def add(self, script: Script, keys: list[str], args: list[Any]) -> None:
-        self._calls.append((script, keys, args))
-
-    def execute(self, *, partial: bool = False) -> list[Any]:
-        """Run the queued calls (the batch is empty afterwards).
-
-        Args:
-            partial: return a broker error in the place of each call it hit (a cluster
-                node that is down) instead of raising it, so the replies of the nodes that
-                answered can be used.
-
-        Returns:
-            each call's reply in order; a call the server refused for its own reasons
-            (e.g. ``OOM``) has its :class:`redis.exceptions.ResponseError` in its place.
-
-        Raises:
-            any of :data:`BROKER_ERRORS` when a node cannot be reached (unless
-            ``partial``), and :class:`NotReplicated` when ``WAIT`` saw too few replicas.
-            Some calls may have run; every script is idempotent, so the caller simply
-            retries the batch.
-        """
-        calls, self._calls = self._calls, []
-        results: list[Any] = [None] * len(calls)
-        todo = list(range(len(calls)))
-        for _attempt in range(3):
-            try:
-                replies = self._send([calls[i] for i in todo])
-            except BROKER_ERRORS:
-                if not partial or not is_cluster(self.client):
-                    raise
-                replies = self._send_per_node([calls[i] for i in todo])
-            missing = []
-            for i, reply in zip(todo, replies, strict=True):
-                reply = _full_in_script(reply)
-                if isinstance(reply, redis.exceptions.NoScriptError):
-                    missing.append(i)
-                elif (isinstance(reply, BROKER_ERRORS) and not partial
-                      and not isinstance(reply, redis.exceptions.OutOfMemoryError)):
-                    raise reply  # (a full node refuses its calls only: see execute's Returns)
-                else:
-                    results[i] = reply
-            if not missing:
-                return results
-            for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
-                script.sha = self.client.script_load(script.script)  # every master
-            todo = missing
-        raise BrokerUnavailable("the broker keeps answering NOSCRIPT after loading the scripts "
-                                "(is a proxy spreading one connection over several servers?)")
-
-    def _send_per_node(self, calls: list[tuple[Script, list[str], list[Any]]]) -> list[Any]:
-        """Like :meth:`_send`, one node at a time: a node that fails fails only its calls."""
-        by_node: dict[str, list[int]] = {}
-        for i, (_script, keys, _args) in enumerate(calls):
-            by_node.setdefault(node_of(self.client, keys[0]), []).append(i)
-        replies: list[Any] = [None] * len(calls)
-        for idx in by_node.values():
-            try:
-                got = self._send([calls[i] for i in idx])
-            except BROKER_ERRORS as exc:
-                got = [exc] * len(idx)
-            for i, reply in zip(idx, got, strict=True):
-                replies[i] = reply
-        return replies
-
-    def _send(self, calls: list[tuple[Script, list[str], list[Any]]]) -> list[Any]:
-        pipe: Any = self.client.pipeline(transaction=False)
-        waits: dict[str, str] = {}  # node -> a key on it
-        for script, keys, args in calls:
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            if self.wait.replicas:
-                waits.setdefault(node_of(self.client, keys[0]), keys[0])
-        for _node, key in waits.items():
-            pipe.execute_command("WAIT", self.wait.replicas, self.wait.timeout_ms,
-                                 **route_to(self.client, key))
-        out = list(pipe.execute(raise_on_error=False))
-        replies, acked = out[: len(calls)], out[len(calls) :]
-        for node, n in zip(waits, acked, strict=True):
-            _raise_wait_error(n, f"node {node}")
-            if int(n) < self.wait.replicas:
-                where = f" on node {node}" if node != "default" else ""
-                raise NotReplicated(
-                    f"commit not confirmed by {self.wait.replicas} replica(s) within "
-                    f"{self.wait.timeout_ms} ms{where} (only {int(n)} acknowledged): "
-                    "retrying; check the replicas' link and lag (INFO replication)")
-        return replies
+    @staticmethod
+    def parse(raw: Sequence[Any]) -> ReplayResult:
+        code, value = int(raw[0]), raw[1]
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        if code == scripts.CODE_OK:
+            return ReplayResult("replayed", text)
+        if code == scripts.CODE_ALREADY:
+            return ReplayResult("already", text)
+        if code == scripts.CODE_GONE:
+            return ReplayResult("gone", text)
+        raise ValueError(f"REPLAY answered an unknown code {code!r}")
 
 
-def _full_in_script(reply: Any) -> Any:
-    """Redis 6.2 reports a write refused by maxmemory inside a script as a plain script error;
-    give it the class Redis 7 gives it (:class:`BrokerFullError`, one of the broker errors)."""
-    if (isinstance(reply, redis.exceptions.ResponseError)
-            and not isinstance(reply, redis.exceptions.OutOfMemoryError)
-            and "OOM command not allowed" in str(reply)):
-        return BrokerFullError(str(reply))
-    return reply
+@dataclass(frozen=True, slots=True)
+class DlqSummary:
+    """One dead letter as DLQ_SCAN lists it (no payload)."""
 
-
-def _call(script: Script, keys: list[str], args: list[Any], client: Any = None) -> Any:
-    """Run one script now (EVALSHA, loaded again on NOSCRIPT by redis-py)."""
-    try:
-        return script(keys=keys, args=args, client=client)
-    except redis.exceptions.ResponseError as exc:
-        raise _full_in_script(exc) from None
-
-
-def _raise_wait_error(reply: Any, where: str) -> None:
-    """Raise an error reply of a WAIT (or of its probe write) as a broker error.
-
-    WAIT sent to a node that became a replica in a failover ("WAIT cannot be used with
-    replica instances") is a moment of the topology changing, not a bug: the loop retries
-    once the client has the new slot map.
-    """
-    if not isinstance(reply, BaseException):
-        return
-    if isinstance(reply, BROKER_ERRORS):
-        raise reply
-    raise BrokerUnavailable(f"confirming writes on {where} failed: {reply} (a failover in "
-                            "progress?); retrying with the new topology")
+    id: str
+    kind: str
+    stage: str
+    plugin: str
+    time_ms: int
 
 
 class Scripts:
-    """The Lua scripts of :mod:`tailrace.scripts`, registered once on ``client``.
+    """Every Lua script of :mod:`tailrace.scripts`, registered once on ``client``.
+
+    Registering computes a script's SHA only; the first call loads it (EVALSHA, NOSCRIPT
+    handled), so building one of these is cheap.
 
     Args:
         wait: ``WAIT`` after every commit (PRODUCE batches, COMMIT) for this many replicas;
@@ -244,6 +136,10 @@ class Scripts:
         self._commit: Script = client.register_script(scripts.COMMIT)
         self._dead_letter: Script = client.register_script(scripts.DEAD_LETTER_PENDING)
         self._trim: Script = client.register_script(scripts.TRIM)
+        self._publish: Script = client.register_script(scripts.PUBLISH)
+        self._throttle: Script = client.register_script(scripts.THROTTLE)
+        self._dlq_scan: Script = client.register_script(scripts.DLQ_SCAN)
+        self._replay: Script = client.register_script(scripts.REPLAY)
 
     def batch(self, *, wait: bool = False) -> ScriptBatch:
         """An empty :class:`ScriptBatch`; with ``wait`` it applies this :class:`WaitPolicy`."""
@@ -254,7 +150,7 @@ class Scripts:
         if isinstance(client, ScriptBatch):
             client.add(script, keys, args)
             return None
-        return _call(script, keys, args, client)
+        return call(script, keys, args, client)
 
     # -- producer ---------------------------------------------------------------------
     def produce(
@@ -273,7 +169,7 @@ class Scripts:
         :meth:`ProduceResult.parse`. ``memory_limit``: refuse (status ``memory``) while the
         node's used memory is over this many bytes (0: 90% of its maxmemory)."""
         k = self.keys
-        args: list[Any] = [file_id, start, end, payload, backlog_limit]
+        args: list[Any] = [file_id, start, end, payload, backlog_limit, FORMAT_VERSION]
         if memory_limit is not None:
             args.append(memory_limit)
         return self._run(self._produce, [k.offsets(partition), k.raw(partition)], args, client)
@@ -282,16 +178,16 @@ class Scripts:
     def acquire(self, partition: int, group: str, worker: str, ttl_ms: int) -> int:
         """Take the lease; returns the fencing token, or 0 if another worker holds it."""
         k = self.keys
-        return int(_call(self._acquire, [k.lease(partition, group), k.epoch(partition, group)],
-                         [worker, ttl_ms]))
+        return int(call(self._acquire, [k.lease(partition, group), k.epoch(partition, group)],
+                        [worker, ttl_ms]))
 
     def acquire_key(self, key: str, owner: str, ttl_ms: int) -> bool:
         """Take a free lease without a fencing token (a single-writer output's)."""
-        return int(_call(self._acquire_key, [key], [owner, ttl_ms])) == 1
+        return int(call(self._acquire_key, [key], [owner, ttl_ms])) == 1
 
     def members(self, key: str, worker: str, ttl_ms: int) -> int:
         """Membership heartbeat of ``worker`` in a group; returns the live member count."""
-        return int(_call(self._members, [key], [worker, int(time.time() * 1000), ttl_ms]))
+        return int(call(self._members, [key], [worker, int(time.time() * 1000), ttl_ms]))
 
     def renew(self, partition: int, group: str, owner: str, ttl_ms: int, client: Any = None) -> Any:
         return self.renew_key(self.keys.lease(partition, group), owner, ttl_ms, client=client)
@@ -358,7 +254,7 @@ class Scripts:
             if isinstance(result, BaseException):
                 raise result
         else:
-            result = _call(self._commit, keys, args)
+            result = call(self._commit, keys, args)
         if int(result[0]) == scripts.CODE_FENCED:
             raise Fenced(group, partition)
         return int(result[1])
@@ -382,7 +278,7 @@ class Scripts:
                              **route_to(self.client, key))
         written, acked = pipe.execute(raise_on_error=False)
         for reply in (written, acked):
-            _raise_wait_error(reply, f"partition {partition}'s node")
+            raise_wait_error(reply, f"partition {partition}'s node")
         if int(acked) < self.wait.replicas:
             raise NotReplicated(
                 f"partition {partition}'s Redis node has not confirmed earlier commits to "
@@ -413,17 +309,53 @@ class Scripts:
         if not ids:
             return 0
         k = self.keys
-        n = int(_call(
+        n = int(call(
             self._dead_letter,
             [k.lease(partition, group), k.stream(stage_in, partition), k.dlq(partition)],
             [group, owner, kind, stage, scrub(reason), int(time.time() * 1000), plugin or stage,
-             *ids],
+             FORMAT_VERSION, *ids],
         ))
-        if n < 0:
+        if n == scripts.CODE_FENCED:
             raise Fenced(group, partition)
         return n
 
     def trim(self, stream_key: str) -> tuple[int, str]:
         """Trim ``stream_key`` below what every group acknowledged; (trimmed, min id kept)."""
-        n, minid = _call(self._trim, [stream_key], [])
+        n, minid = call(self._trim, [stream_key], [])
         return int(n), minid.decode() if isinstance(minid, bytes) else str(minid)
+
+    # -- status, rate limits, dead letters --------------------------------------------
+    def publish(self, key: str, record: bytes, ttl_ms: int) -> None:
+        """Write a worker's status record (also when Redis is full: see PUBLISH)."""
+        call(self._publish, [key], [record, ttl_ms])
+
+    def throttle(self, keys: list[str], wanted: Sequence[int], *, rate: float, window: int,
+                 interval_ms: int) -> list[int]:
+        """Records granted for each subject (``keys[i]`` wants ``wanted[i]``), counted at once."""
+        return [int(n) for n in call(self._throttle, keys,
+                                     [repr(float(rate)), window, interval_ms, *wanted])]
+
+    def dlq_scan(self, partition: int, start: str, end: str, count: int) -> list[DlqSummary]:
+        """Up to ``count`` dead letters of ``partition`` from ``start`` (``(`` = exclusive)."""
+        flat: Any = call(self._dlq_scan, [self.keys.dlq(partition)], [start, end, count])
+        text = _text
+        return [DlqSummary(text(flat[i]), text(flat[i + 1]), text(flat[i + 2]),
+                           text(flat[i + 3]), int(flat[i + 4] or 0))
+                for i in range(0, len(flat), 5)]
+
+    def replay(self, partition: int, ids: Sequence[str], payload: bytes, *,
+               stream: Literal["raw", "out"], address: str = "", version: int = FORMAT_VERSION,
+               now_ms: int | None = None) -> ReplayResult:
+        """Append ``payload`` (wire ``version``) to the partition's ``stream`` for the
+        output ``address`` ('' = every output) and mark dead letters ``ids`` replayed, in
+        one step; nothing when one of them was replayed or purged (the result names it)."""
+        k = self.keys
+        target = k.raw(partition) if stream == "raw" else k.out(partition)
+        stamp = int(time.time() * 1000) if now_ms is None else now_ms
+        raw = call(self._replay, [k.dlq(partition), target, k.dlq_replayed(partition)],
+                   [address, stamp, payload, stream, version, *ids])
+        return ReplayResult.parse(raw)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")

@@ -3,8 +3,12 @@
 Each script changes shared state in one atomic step, so a process may die between any two
 scripts without leaving a half-done change. A script touches only the keys passed in
 ``KEYS``, and every key of one call shares one partition hash tag (Redis Cluster safe).
-Scripts are registered once per client (EVALSHA, reloaded on NOSCRIPT) by
-:class:`tailrace.scriptcalls.Scripts`, which also turns their return codes into results.
+Every script is registered once per client (EVALSHA, reloaded on NOSCRIPT) by
+:class:`tailrace.scriptcalls.Scripts`, the one place that builds their arguments (in the
+order each header below lists them) and turns their replies into results; the wrappers
+there follow this module's order. The wire format version of what a script appends is an
+argument (``tailrace.wire``'s constants), never a literal here. The reply codes are the
+``CODE_*`` constants, each meaning one thing whichever script returns it.
 Floor version: Redis 6.2 (XAUTOCLAIM, XTRIM MINID); no Redis 7 functions are used.
 
 When Redis is full (``maxmemory`` with ``noeviction``) it refuses a script's commands that
@@ -32,27 +36,29 @@ __all__ = [
     "REPLAY",
     "THROTTLE",
     "TRIM",
-    "CODE_BACKPRESSURE",
     "CODE_ALREADY",
+    "CODE_BACKPRESSURE",
     "CODE_CONFLICT",
     "CODE_FENCED",
+    "CODE_GONE",
     "CODE_MEMORY",
     "CODE_OK",
 ]
 
-CODE_CONFLICT = 0
+CODE_FENCED = -1  # the lease is not (any more) the caller's: nothing written
+CODE_CONFLICT = 0  # PRODUCE: the stored offset differs from the batch's start
 CODE_OK = 1
-CODE_BACKPRESSURE = 2
-CODE_FENCED = 0
-CODE_ALREADY = 3
-CODE_MEMORY = 4
+CODE_BACKPRESSURE = 2  # PRODUCE: the stream's backlog is over the limit
+CODE_ALREADY = 3  # COMMIT: applied before (a retried call whose reply was lost)
+CODE_MEMORY = 4  # PRODUCE: Redis memory over the limit
+CODE_GONE = 5  # REPLAY: a dead letter was purged
 
 # Idempotent producer: append a batch only if the file's committed offset is its start.
 # KEYS[1] offsets hash   KEYS[2] raw stream
 # ARGV[1] file identity  ARGV[2] batch start  ARGV[3] batch end
 # ARGV[4] payload ("" = move the offset only, e.g. a run of skipped lines)
-# ARGV[5] backlog limit in entries (0 = none)
-# ARGV[6] memory limit in bytes of this node's used_memory (0 = 90% of its maxmemory, if
+# ARGV[5] backlog limit in entries (0 = none)   ARGV[6] wire version of the payload
+# ARGV[7] memory limit in bytes of this node's used_memory (0 = 90% of its maxmemory, if
 #         set; absent = no check): exact where the agent's periodic look is late, so lines
 #         never take the room the processors' records need to drain
 # returns {1, entry id | ""}   appended (offset moved to end)
@@ -71,10 +77,10 @@ if ARGV[4] ~= '' and limit > 0 then
     return {2, tostring(len)}
   end
 end
-if ARGV[4] ~= '' and ARGV[6] then
+if ARGV[4] ~= '' and ARGV[7] then
   local info = redis.call('INFO', 'memory')
   local used = tonumber(string.match(info, 'used_memory:(%d+)'))
-  local cap = tonumber(ARGV[6])
+  local cap = tonumber(ARGV[7])
   if cap == 0 then
     cap = math.floor(tonumber(string.match(info, 'maxmemory:(%d+)') or '0') * 0.9)
   end
@@ -84,7 +90,7 @@ if ARGV[4] ~= '' and ARGV[6] then
 end
 local id = ''
 if ARGV[4] ~= '' then
-  id = redis.call('XADD', KEYS[2], '*', 'v', '1', 'b', ARGV[4])
+  id = redis.call('XADD', KEYS[2], '*', 'v', ARGV[6], 'b', ARGV[4])
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return {1, id}
@@ -165,14 +171,15 @@ return 0
 # KEYS[1] lease key   KEYS[2] input stream   KEYS[3] output stream   KEYS[4] dlq stream
 # KEYS[5] checkpoint hash
 # ARGV[1] group   ARGV[2] "worker:token"   ARGV[3] dlq max length (0 = unbounded)
-# then: n_ids, ids...; n_out, wire version of the outputs, payloads...; n_dlq, 7 fields each
-#       (kind, payload, stage, plugin, error, source id, time ms); n_ckpt, field/value pairs
-# returns {1, output stream length} committed, {0} FENCED (nothing written),
+# then: n_ids, ids...; n_out, wire version of the outputs, payloads...; n_dlq, 8 fields each
+#       (kind, payload, stage, plugin, error, source id, time ms, wire version of the
+#       payload); n_ckpt, field/value pairs
+# returns {1, output stream length} committed, {-1} FENCED (nothing written),
 #         {3, 0} already committed: the first id is no longer pending (a retried call whose
 #         first reply was lost), so nothing is written twice
 COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then
-  return {0}
+  return {-1}
 end
 local i = 4
 local n_ids = tonumber(ARGV[i]); i = i + 1
@@ -192,8 +199,8 @@ i = i + n_out
 local n_dlq = tonumber(ARGV[i]); i = i + 1
 local cap = tonumber(ARGV[3])
 for j = 0, n_dlq - 1 do
-  local k = i + j * 7
-  local fields = {'v', '1', 'kind', ARGV[k], 'b', ARGV[k + 1], 'stage', ARGV[k + 2],
+  local k = i + j * 8
+  local fields = {'v', ARGV[k + 7], 'kind', ARGV[k], 'b', ARGV[k + 1], 'stage', ARGV[k + 2],
                   'plugin', ARGV[k + 3], 'error', ARGV[k + 4], 'source', ARGV[k + 5],
                   'time', ARGV[k + 6]}
   if cap > 0 then
@@ -202,7 +209,7 @@ for j = 0, n_dlq - 1 do
     redis.call('XADD', KEYS[4], '*', unpack(fields))
   end
 end
-i = i + n_dlq * 7
+i = i + n_dlq * 8
 -- The acks before the checkpoint: a sink's commit then starts with a write that cannot
 -- grow memory, so it goes through when Redis is full (see the top of this module).
 if n_ids > 0 then
@@ -223,23 +230,25 @@ return {1, len}
 # KEYS[1] lease key   KEYS[2] input stream   KEYS[3] dlq stream
 # ARGV[1] group   ARGV[2] "worker:token"   ARGV[3] kind   ARGV[4] stage   ARGV[5] reason
 # ARGV[6] time ms   ARGV[7] plugin (the output or stage the entries failed in)
-# ARGV[8..] entry ids
+# ARGV[8] wire version for an entry without one   ARGV[9..] entry ids
 # returns number of entries dead-lettered, or -1 when FENCED
+# A dead letter keeps its entry's payload and wire version (a stream may hold several).
 DEAD_LETTER_PENDING = """
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then
   return -1
 end
 local n = 0
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   local e = redis.call('XRANGE', KEYS[2], ARGV[i], ARGV[i])
-  local payload = ''
+  local payload, version = '', ARGV[8]
   if e[1] then
     local f = e[1][2]
     for j = 1, #f, 2 do
       if f[j] == 'b' then payload = f[j + 1] end
+      if f[j] == 'v' then version = f[j + 1] end
     end
   end
-  redis.call('XADD', KEYS[3], '*', 'v', '1', 'kind', ARGV[3], 'b', payload, 'stage', ARGV[4],
+  redis.call('XADD', KEYS[3], '*', 'v', version, 'kind', ARGV[3], 'b', payload, 'stage', ARGV[4],
              'plugin', ARGV[7], 'error', ARGV[5], 'source', ARGV[i], 'time', ARGV[6])
   redis.call('XACK', KEYS[2], ARGV[1], ARGV[i])
   n = n + 1
@@ -365,26 +374,28 @@ return out
 # second worker or a re-run finds them marked and appends nothing.
 # KEYS[1] dlq stream   KEYS[2] target stream (raw or out)   KEYS[3] replayed hash
 # ARGV[1] output the records are addressed to ('' = every output)   ARGV[2] time ms
-# ARGV[3] payload   ARGV[4] mark prefix ('raw' or 'out')   ARGV[5..] dead letter ids
-# returns {1, new entry id} appended and marked; {0, id} that id was replayed already,
-#         {-1, id} that id is gone (purged): nothing written in either case
+# ARGV[3] payload   ARGV[4] mark prefix ('raw' or 'out')   ARGV[5] wire version of payload
+# ARGV[6..] dead letter ids
+# returns {1, new entry id} appended and marked; {3, id} that id was replayed already
+#         (CODE_ALREADY), {5, id} that id is gone (purged, CODE_GONE): nothing written in
+#         either case
 REPLAY = """
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   if redis.call('HEXISTS', KEYS[3], ARGV[i]) == 1 then
-    return {0, ARGV[i]}
+    return {3, ARGV[i]}
   end
   if #redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i]) == 0 then
-    return {-1, ARGV[i]}
+    return {5, ARGV[i]}
   end
 end
 local new
 if ARGV[1] ~= '' then
-  new = redis.call('XADD', KEYS[2], '*', 'v', '1', 'b', ARGV[3], 'to', ARGV[1])
+  new = redis.call('XADD', KEYS[2], '*', 'v', ARGV[5], 'b', ARGV[3], 'to', ARGV[1])
 else
-  new = redis.call('XADD', KEYS[2], '*', 'v', '1', 'b', ARGV[3])
+  new = redis.call('XADD', KEYS[2], '*', 'v', ARGV[5], 'b', ARGV[3])
 end
 local mark = ARGV[4] .. ' ' .. new .. ' ' .. ARGV[1] .. ' ' .. ARGV[2]
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   redis.call('HSET', KEYS[3], ARGV[i], mark)
 end
 return {1, new}

@@ -46,8 +46,8 @@ __all__ = [
 FORMAT_VERSION = 1
 #: The version processors write on ``out`` (:func:`encode_processed`); 1 is still read.
 RECORDS_VERSION = 2
-_VERSION_FIELD = b"1"
-_V2_FIELD = b"2"
+_VERSION_FIELD = str(FORMAT_VERSION).encode()  # what the ``v`` field holds
+_V2_FIELD = str(RECORDS_VERSION).encode()
 MAX_ENTRY_BYTES = 64 * 1024 * 1024
 _MAX_LINES_PER_BATCH = 1_000_000
 

@@ -25,7 +25,7 @@ from sinkdata import (
 from sinks.dlq import DeadLetterStore, Selection
 from sinks.replay import enqueue, plan, replay_ids, run_progress
 from tailrace.keys import Keys
-from tailrace.wire import RawBatch, encode_raw
+from tailrace.wire import RawBatch, decode_records, encode_processed, encode_raw
 
 PARTITIONS = 2
 
@@ -84,6 +84,28 @@ def test_raw_batches_go_back_to_the_processors(r: redis.Redis, keys: Keys) -> No
     (entry,) = [f for _, f in r.xrange(keys.raw(1))]
     assert entry == {b"v": b"1", b"b": raw}
     assert not out_entries(r, keys, 1)
+
+
+def test_a_dead_letter_of_a_version_2_entry_replays_its_records(r: redis.Redis,
+                                                                keys: Keys) -> None:
+    """A sink's poison dead letter keeps its entry's version (2): its records come back."""
+    recs = make_records(2)
+    dl = r.xadd(keys.dlq(0), {"v": "2", "kind": "records", "b": encode_processed(recs),
+                              "stage": "sink:search", "plugin": "search", "error": "e",
+                              "source": "1-0", "time": "1"}).decode()
+    assert replay_ids(r, keys, 0, [dl])["replayed"] == 1
+    (entry,) = out_entries(r, keys, 0)
+    assert [x["_id"] for x in decode_records(entry)] == [x["_id"] for x in recs]
+
+
+def test_an_undecodable_dead_letter_is_replayed_as_it_is_with_its_version(
+        r: redis.Redis, keys: Keys) -> None:
+    dl = r.xadd(keys.dlq(0), {"v": "2", "kind": "records", "b": b"not msgpack",
+                              "stage": "sink:search", "plugin": "search", "error": "e",
+                              "source": "1-0", "time": "1"}).decode()
+    replay_ids(r, keys, 0, [dl])
+    (entry,) = out_entries(r, keys, 0)
+    assert (entry[b"v"], entry[b"b"], entry[b"to"]) == (b"2", b"not msgpack", b"search")
 
 
 def test_a_purged_entry_is_reported_gone(r: redis.Redis, keys: Keys) -> None:

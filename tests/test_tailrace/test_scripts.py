@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 import redis
+from redis.commands.core import Script
 from redis_server import RedisServer
 
+from tailrace import scripts
 from tailrace.broker import ensure_groups
 from tailrace.errors import Fenced
 from tailrace.keys import PROCESSORS_GROUP, Keys
 from tailrace.scriptcalls import DeadLetter, ProduceResult, Scripts
+from tailrace.wire import FORMAT_VERSION, RECORDS_VERSION
 
 
 @pytest.fixture
@@ -174,3 +177,68 @@ def test_dead_letter_pending_moves_poison_to_the_dlq_and_acks(setup: tuple[Scrip
     assert entry[b"b"] == b"poison" and entry[b"kind"] == b"raw"
     assert entry[b"source"] == ids[0]
     assert r.xpending(k.raw(0), PROCESSORS_GROUP)["pending"] == 0
+
+
+def test_every_reply_code_means_one_thing() -> None:
+    codes = {name: getattr(scripts, name) for name in scripts.__all__
+             if name.startswith("CODE_")}
+    assert len(set(codes.values())) == len(codes), codes
+
+
+def test_a_fenced_commit_and_a_fenced_dead_lettering_are_told_from_a_produce_conflict(
+        setup: tuple[Scripts, Keys], r: redis.Redis) -> None:
+    """PRODUCE's CONFLICT and COMMIT's FENCED were both 0: each reply now decodes alone."""
+    s, k = setup
+    produce(s, 0, 10)
+    assert produce(s, 0, 10).status == "conflict"
+    ids = _read(r, k, "w1")
+    with pytest.raises(Fenced):  # no lease at all
+        s.commit(0, PROCESSORS_GROUP, "w1:1", stage_in="raw", ids=ids)
+    with pytest.raises(Fenced):
+        s.dead_letter_pending(0, PROCESSORS_GROUP, "w1:1", stage_in="raw", kind="raw",
+                              stage="processors", reason="r", ids=ids)
+    assert r.xpending(k.raw(0), PROCESSORS_GROUP)["pending"] == 1, "nothing acked"
+
+
+def test_no_script_writes_a_wire_version_of_its_own() -> None:
+    """The version of what a script appends is an argument (tailrace.wire), not a literal."""
+    for name in scripts.__all__:
+        text = getattr(scripts, name)
+        if isinstance(text, str):
+            assert "'v', '" not in text, f"{name} writes a literal wire version"
+
+
+def test_scripts_registers_every_script_of_the_module(r: redis.Redis, prefix: str) -> None:
+    registered = {v.script for v in vars(Scripts(r, Keys(prefix))).values()
+                  if isinstance(v, Script)}
+    texts = {getattr(scripts, n) for n in scripts.__all__ if not n.startswith("CODE_")}
+    assert registered == texts
+
+
+def test_entries_keep_the_wire_version_they_are_given(setup: tuple[Scripts, Keys],
+                                                      r: redis.Redis) -> None:
+    s, k = setup
+    produce(s, 0, 10, payload=b"batch")
+    assert r.xrange(k.raw(0))[0][1][b"v"] == str(FORMAT_VERSION).encode()
+    ids = _read(r, k, "w1")
+    t = s.acquire(0, PROCESSORS_GROUP, "w1", 10_000)
+    s.commit(0, PROCESSORS_GROUP, f"w1:{t}", stage_in="raw", ids=ids, outputs=[b"o"],
+             dead_letters=[DeadLetter("records", b"r", "processor", "grep", "bad", "1-1",
+                                      version=RECORDS_VERSION)])
+    assert r.xrange(k.out(0))[0][1][b"v"] == str(RECORDS_VERSION).encode()
+    assert r.xrange(k.dlq(0))[0][1][b"v"] == str(RECORDS_VERSION).encode()
+
+
+def test_a_poison_entry_keeps_its_own_wire_version_in_the_dead_letter(
+        setup: tuple[Scripts, Keys], r: redis.Redis) -> None:
+    """A version-2 processed entry dead-lettered by a sink stays readable as version 2."""
+    s, k = setup
+    group = "sink:a"
+    new = r.xadd(k.out(0), {"v": "2", "b": b"v2 payload"})
+    old = r.xadd(k.out(0), {"v": "1", "b": b"v1 payload"})
+    r.xreadgroup(group, "w1", {k.out(0): ">"})
+    t = s.acquire(0, group, "w1", 10_000)
+    assert s.dead_letter_pending(0, group, f"w1:{t}", stage_in="out", kind="records",
+                                 stage=group, reason="too often", ids=[new, old]) == 2
+    assert [(e[b"b"], e[b"v"]) for _, e in r.xrange(k.dlq(0))] == [
+        (b"v2 payload", b"2"), (b"v1 payload", b"1")]

@@ -1,0 +1,173 @@
+"""Sending Lua script calls: one at a time, or batched per node with NOSCRIPT and WAIT.
+
+The plumbing under :class:`tailrace.scriptcalls.Scripts`: a :class:`ScriptBatch` sends
+calls that go out together in one round trip per node (reloading scripts a node lost, and
+``WAIT``-ing for replicas through a :class:`WaitPolicy`); :func:`call` runs one call now.
+Both give a write refused by a full Redis the same class on 6.2 and 7
+(:class:`~tailrace.broker.BrokerFullError`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+
+from .broker import BROKER_ERRORS, BrokerFullError, NotReplicated
+from .errors import BrokerUnavailable
+from .topology import is_cluster, node_of, route_to
+
+__all__ = ["ScriptBatch", "WaitPolicy", "call", "raise_wait_error"]
+
+
+@dataclass(frozen=True, slots=True)
+class WaitPolicy:
+    """Synchronous replication for commits: ``WAIT replicas timeout_ms`` after each.
+
+    ``replicas`` 0 (the default) leaves replication asynchronous: a failover may lose the
+    last commits the old master had not yet sent (docs/scaling.md says what that costs).
+    """
+
+    replicas: int = 0
+    timeout_ms: int = 1000
+
+
+class ScriptBatch:
+    """Script calls sent together: one round trip per node, in the order they were added.
+
+    Built by :meth:`Scripts.batch`; the wrappers that accept ``client=`` queue into it. On
+    a Redis Cluster each call goes to the node of its keys (all of one partition), and the
+    nodes are written to before any is read. A node that lost the scripts (restarted,
+    promoted replica) answers NOSCRIPT: the scripts are loaded again and those calls, which
+    did not run, are sent once more. With a :class:`WaitPolicy`, a ``WAIT`` follows the
+    calls on each node's connection.
+    """
+
+    def __init__(self, client: redis.Redis, wait: WaitPolicy) -> None:
+        self.client = client
+        self.wait = wait
+        self._calls: list[tuple[Script, list[str], list[Any]]] = []
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def add(self, script: Script, keys: list[str], args: list[Any]) -> None:
+        self._calls.append((script, keys, args))
+
+    def execute(self, *, partial: bool = False) -> list[Any]:
+        """Run the queued calls (the batch is empty afterwards).
+
+        Args:
+            partial: return a broker error in the place of each call it hit (a cluster
+                node that is down) instead of raising it, so the replies of the nodes that
+                answered can be used.
+
+        Returns:
+            each call's reply in order; a call the server refused for its own reasons
+            (e.g. ``OOM``) has its :class:`redis.exceptions.ResponseError` in its place.
+
+        Raises:
+            any of :data:`BROKER_ERRORS` when a node cannot be reached (unless
+            ``partial``), and :class:`NotReplicated` when ``WAIT`` saw too few replicas.
+            Some calls may have run; every script is idempotent, so the caller simply
+            retries the batch.
+        """
+        calls, self._calls = self._calls, []
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _attempt in range(3):
+            try:
+                replies = self._send([calls[i] for i in todo])
+            except BROKER_ERRORS:
+                if not partial or not is_cluster(self.client):
+                    raise
+                replies = self._send_per_node([calls[i] for i in todo])
+            missing = []
+            for i, reply in zip(todo, replies, strict=True):
+                reply = _full_in_script(reply)
+                if isinstance(reply, redis.exceptions.NoScriptError):
+                    missing.append(i)
+                elif (isinstance(reply, BROKER_ERRORS) and not partial
+                      and not isinstance(reply, redis.exceptions.OutOfMemoryError)):
+                    raise reply  # (a full node refuses its calls only: see execute's Returns)
+                else:
+                    results[i] = reply
+            if not missing:
+                return results
+            for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
+                script.sha = self.client.script_load(script.script)  # every master
+            todo = missing
+        raise BrokerUnavailable("the broker keeps answering NOSCRIPT after loading the scripts "
+                                "(is a proxy spreading one connection over several servers?)")
+
+    def _send_per_node(self, calls: list[tuple[Script, list[str], list[Any]]]) -> list[Any]:
+        """Like :meth:`_send`, one node at a time: a node that fails fails only its calls."""
+        by_node: dict[str, list[int]] = {}
+        for i, (_script, keys, _args) in enumerate(calls):
+            by_node.setdefault(node_of(self.client, keys[0]), []).append(i)
+        replies: list[Any] = [None] * len(calls)
+        for idx in by_node.values():
+            try:
+                got = self._send([calls[i] for i in idx])
+            except BROKER_ERRORS as exc:
+                got = [exc] * len(idx)
+            for i, reply in zip(idx, got, strict=True):
+                replies[i] = reply
+        return replies
+
+    def _send(self, calls: list[tuple[Script, list[str], list[Any]]]) -> list[Any]:
+        pipe: Any = self.client.pipeline(transaction=False)
+        waits: dict[str, str] = {}  # node -> a key on it
+        for script, keys, args in calls:
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            if self.wait.replicas:
+                waits.setdefault(node_of(self.client, keys[0]), keys[0])
+        for _node, key in waits.items():
+            pipe.execute_command("WAIT", self.wait.replicas, self.wait.timeout_ms,
+                                 **route_to(self.client, key))
+        out = list(pipe.execute(raise_on_error=False))
+        replies, acked = out[: len(calls)], out[len(calls) :]
+        for node, n in zip(waits, acked, strict=True):
+            raise_wait_error(n, f"node {node}")
+            if int(n) < self.wait.replicas:
+                where = f" on node {node}" if node != "default" else ""
+                raise NotReplicated(
+                    f"commit not confirmed by {self.wait.replicas} replica(s) within "
+                    f"{self.wait.timeout_ms} ms{where} (only {int(n)} acknowledged): "
+                    "retrying; check the replicas' link and lag (INFO replication)")
+        return replies
+
+
+def _full_in_script(reply: Any) -> Any:
+    """Redis 6.2 reports a write refused by maxmemory inside a script as a plain script error;
+    give it the class Redis 7 gives it (:class:`BrokerFullError`, one of the broker errors)."""
+    if (isinstance(reply, redis.exceptions.ResponseError)
+            and not isinstance(reply, redis.exceptions.OutOfMemoryError)
+            and "OOM command not allowed" in str(reply)):
+        return BrokerFullError(str(reply))
+    return reply
+
+
+def call(script: Script, keys: list[str], args: list[Any], client: Any = None) -> Any:
+    """Run one script now (EVALSHA, loaded again on NOSCRIPT by redis-py)."""
+    try:
+        return script(keys=keys, args=args, client=client)
+    except redis.exceptions.ResponseError as exc:
+        raise _full_in_script(exc) from None
+
+
+def raise_wait_error(reply: Any, where: str) -> None:
+    """Raise an error reply of a WAIT (or of its probe write) as a broker error.
+
+    WAIT sent to a node that became a replica in a failover ("WAIT cannot be used with
+    replica instances") is a moment of the topology changing, not a bug: the loop retries
+    once the client has the new slot map.
+    """
+    if not isinstance(reply, BaseException):
+        return
+    if isinstance(reply, BROKER_ERRORS):
+        raise reply
+    raise BrokerUnavailable(f"confirming writes on {where} failed: {reply} (a failover in "
+                            "progress?); retrying with the new topology")
