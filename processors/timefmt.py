@@ -1,19 +1,24 @@
-"""Time formats (strftime) compiled once and cached per distinct timestamp.
+"""Time formats (strftime), compiled once: :class:`TimeFormat`.
 
-``strptime`` per line would eat the whole processing budget, so a format is compiled into
-a regex plus a cache: the text without its fraction of a second is parsed once (log lines
-repeat the same second thousands of times), the fraction is added arithmetically. Fluent
-Bit's ``%L`` (fraction, any number of digits) works, as do ``%f``, ``%z`` (``Z``,
-``+0200``, ``+02:00``) and a zone after the formatted text (RFC 3339 with ``%L`` only).
+Fluent Bit's ``%L`` (fraction, any number of digits) works, as do ``%f``, ``%z`` (``Z``,
+``+0200``, ``+02:00``), a zone after the formatted text, and ``%s`` (epoch seconds, alone
+or as ``%s.%L``). The formats people write (every field at a fixed offset: nginx, ISO 8601,
+syslog) compile into a slicing parser (:mod:`processors.timefast`, well under a
+microsecond even when every line has a new time); every other format, and every text that
+parser does not take, goes to :class:`StrptimeFormat`: ``strptime`` cached per distinct
+second, the reference the fast parser is tested against.
 """
 
 from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Callable
 from datetime import datetime, timezone
 
-__all__ = ["TimeFormat", "TimeFormatError", "parse_offset"]
+from .timefast import compile_epoch, compile_fast
+
+__all__ = ["StrptimeFormat", "TimeFormat", "TimeFormatError", "parse_offset"]
 
 _CACHE_MAX = 8192
 
@@ -47,6 +52,39 @@ def parse_offset(text: str) -> int:
 
 class TimeFormat:
     """A compiled time format: ``parse(text) -> epoch seconds (float)``.
+
+    ``parse`` raises :class:`TimeFormatError` when the text does not match the format.
+    ``fast`` says whether the format compiled into the slicing parser.
+
+    Args:
+        fmt: strftime format; ``%L`` is a fraction of a second of any length.
+        offset: zone applied when the format has no ``%z`` (seconds east of UTC).
+
+    Raises:
+        ValueError: the format has a directive tailrace does not read (``%Q``), two
+            fractions, or ``%s`` with anything but ``.%L``.
+    """
+
+    __slots__ = ("fast", "fmt", "offset", "parse", "reference")
+
+    parse: Callable[[str], float]
+
+    def __init__(self, fmt: str, offset: int = 0) -> None:
+        self.fmt = fmt
+        self.offset = offset
+        self.reference = StrptimeFormat(fmt, offset)  # checks the directives
+        epoch = compile_epoch(fmt, self.reference.error)
+        fast = epoch or compile_fast(fmt, offset, self.reference.parse)
+        self.fast = fast is not None
+        self.parse = fast or self.reference.parse
+
+
+class StrptimeFormat:
+    """A time format read by ``strptime``, cached per distinct second.
+
+    The reference for :class:`TimeFormat`'s compiled parser, and its fallback. Log lines
+    repeat a second many times, so the text without its fraction is parsed once and the
+    fraction is added arithmetically.
 
     Args:
         fmt: strftime format; ``%L`` is a fraction of a second of any length.
@@ -106,7 +144,7 @@ class TimeFormat:
         if self._frac_group:
             m = self._regex.match(text)
             if m is None:
-                raise TimeFormatError(f"time {text!r} does not match format {self.fmt!r}")
+                raise self.error(text)
             digits = m.group("frac")
             frac = float("0." + digits)
             s, e = m.span("frac")
@@ -119,6 +157,10 @@ class TimeFormat:
         value = self._parse_whole(text)
         self._store(text, value)
         return value
+
+    def error(self, text: str) -> TimeFormatError:
+        """The error for a text that does not match."""
+        return TimeFormatError(f"time {text!r} does not match format {self.fmt!r}")
 
     def _store(self, key: str, value: float) -> None:
         if len(self.cache) >= _CACHE_MAX:

@@ -249,6 +249,7 @@ class KubernetesFilter(FilterPlugin):
             parser = self.parsers.get(name) if name else None
         parser = parser or self.merge_parser
         if parser is not None:
+            errors = parser.time_errors
             try:
                 fields, t = parser.parse(text)
             except ParseFailure:
@@ -256,6 +257,8 @@ class KubernetesFilter(FilterPlugin):
                 return
             if t is not None:
                 r["time"] = t
+            elif parser.time_errors != errors:
+                self.counters["time_errors"] += 1  # merged, flagged, with the read time
         else:
             try:
                 fields = orjson.loads(text)

@@ -6,7 +6,10 @@ order and the first that matches wins; ``reserve_data`` keeps the record's other
 ``preserve_key`` keeps the parsed field itself. A record no parser matches is kept
 unchanged (``unmatched: keep``, optionally marked with ``error_key``) or dead-lettered
 (``unmatched: dead_letter``), and counted (``unmatched``; a line on which a regex ran past
-its CPU budget also counts as ``regex_timeouts``).
+its CPU budget also counts as ``regex_timeouts``). A line whose time does not fit the
+parser's ``time_format`` is parsed all the same, keeps its read time and is flagged
+(``time_error``) and counted (``time_errors``); with several parsers, a later one that
+reads the time wins over it.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class ParserFilter(FilterPlugin):
             parsers[0].parse if len(parsers) == 1 else partial(_first_match, parsers))
         # Parsed fields may carry `_id`/`_tag` (a JSON line): put the record's back after.
         self._restore = any(p.may_set_reserved for p in parsers)
+        self._distinct = list({id(p): p for p in parsers}.values())  # for time_errors
 
     def process(self, records: list[Record]) -> FilterResult:
         o = self.o
@@ -85,6 +89,7 @@ class ParserFilter(FilterPlugin):
         parse = self._parse
         reserve, preserve = o.reserve_data, o.preserve_key
         restore = self._restore
+        time_errors = sum(p.time_errors for p in self._distinct)
         for r in records:
             value = r.get(key)
             if type(value) is not str:
@@ -113,6 +118,9 @@ class ParserFilter(FilterPlugin):
             if restore:
                 new["_id"], new["_tag"] = rid, rtag  # parsed fields never replace these
             append(new)
+        time_errors = sum(p.time_errors for p in self._distinct) - time_errors
+        if time_errors:
+            self.counters["time_errors"] += time_errors  # kept, flagged, with the read time
         return FilterResult(out, rejected)
 
     def _unmatched(self, r: Record, exc: ParseFailure, rejected: list[Rejection]) -> bool:
@@ -129,12 +137,27 @@ class ParserFilter(FilterPlugin):
 
 
 def _first_match(parsers: list[BoundParser], value: str) -> tuple[dict[str, Any], float | None]:
+    """The first parser that matches with a good time; else the first that matched (its
+    time flagged); else the failure of all."""
     reasons = []
     timeout = False
+    flagged: tuple[tuple[dict[str, Any], float | None], BoundParser] | None = None
     for p in parsers:
+        errors = p.time_errors
         try:
-            return p.parse(value)
+            result = p.parse(value)
         except ParseFailure as exc:
             reasons.append(str(exc))
             timeout = timeout or exc.timeout
+            continue
+        if p.time_errors == errors:
+            if flagged is not None:
+                flagged[1].time_errors -= 1  # a later parser read the time: not an error
+            return result
+        if flagged is None:
+            flagged = result, p  # the next parsers may still read its time
+        else:
+            p.time_errors -= 1  # counted once, for the result kept
+    if flagged is not None:
+        return flagged[0]
     raise ParseFailure("; ".join(reasons), timeout=timeout)

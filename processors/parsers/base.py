@@ -14,11 +14,16 @@ from tailrace.config import ParserConfig
 from ..safe_regex import RegexTimeout, SafePattern
 from ..timefmt import TimeFormat, TimeFormatError, parse_offset
 
-__all__ = ["CONVERTERS", "BoundParser", "ParseFailure"]
+__all__ = ["CONVERTERS", "TIME_ERROR_KEY", "BoundParser", "ParseFailure"]
+
+#: Field that flags a record whose ``time_key`` did not fit ``time_format``; its value
+#: says which time, format and parser (the text also stays under ``time_key``, unless
+#: that is ``time``: the record's own, which keeps the read time).
+TIME_ERROR_KEY = "time_error"
 
 
 class ParseFailure(Exception):
-    """The text did not match, or its time could not be read; carries the reason.
+    """The text did not match (or its regex ran past its budget); carries the reason.
 
     ``timeout`` is true when the parser's regex ran past its CPU budget on this text.
     """
@@ -51,8 +56,8 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 class BoundParser:
     """A configured parser: ``parse(text) -> (fields, time or None)``."""
 
-    __slots__ = ("_conv", "_impl", "_time", "may_set_reserved", "name", "parse", "time_keep",
-                 "time_key")
+    __slots__ = ("_conv", "_impl", "_time", "may_set_reserved", "name", "parse", "time_errors",
+                 "time_keep", "time_key")
 
     def __init__(self, pc: ParserConfig) -> None:
         opts = pc.options
@@ -63,9 +68,13 @@ class BoundParser:
         offset = parse_offset(opts.time_offset) if opts.time_offset else 0
         self._time = TimeFormat(opts.time_format, offset) if opts.time_format else None
         self._conv = [(k, CONVERTERS[t]) for k, t in opts.types.items()]
+        #: Lines whose time did not fit ``time_format`` (kept, flagged with
+        #: :data:`TIME_ERROR_KEY`); filters add what it grew by to their ``time_errors``.
+        self.time_errors = 0
         #: ``parse(text) -> (fields, time or None)``; raises :class:`ParseFailure` (no match,
-        #: regex over its budget, or a time that does not fit ``time_format``). Built once
-        #: as one closure with everything bound to locals: it runs for every line.
+        #: or regex over its budget). A time that does not fit ``time_format`` leaves the
+        #: fields parsed and the time None (see :attr:`time_errors`). Built once as one
+        #: closure with everything bound to locals: it runs for every line.
         self.parse: Callable[[str], tuple[dict[str, Any], float | None]] = self._build()
 
     def _build(self) -> Callable[[str], tuple[dict[str, Any], float | None]]:
@@ -74,6 +83,23 @@ class BoundParser:
         tk, keep = self.time_key, self.time_keep
         tparse = self._time.parse if self._time is not None else None
         nomatch = f"parser {name!r} did not match"
+        tfmt = self._time.fmt if self._time is not None else None
+        # The record's own `time` stays the read time: a time key of that name cannot also
+        # keep the text, so the flag carries it (any other time key keeps its text).
+        drop = tk == "time"
+
+        def bad_time(fields: dict[str, Any]) -> tuple[dict[str, Any], None]:
+            """A time that does not fit: the fields stay parsed, the record keeps its read
+            time, and it is flagged and counted. Only lines with a bad time come here."""
+            self.time_errors += 1
+            raw = fields.pop(tk) if drop else fields[tk]  # type: ignore[arg-type,index]
+            text = repr(raw)
+            if len(text) > 200:
+                text = text[:200] + "..."
+            fields[TIME_ERROR_KEY] = (f"time {text} does not match time_format {tfmt!r} "
+                                      f"(parser {name!r})")
+            return fields, None
+
         pattern: SafePattern | None = getattr(self._impl, "pattern", None)
         self.may_set_reserved = not isinstance(pattern, SafePattern) or bool(
             {"_id", "_tag"} & set(pattern.regex.groupindex))
@@ -92,10 +118,12 @@ class BoundParser:
                 if tparse is not None and type(raw) is str:
                     try:
                         t = tparse(raw)
-                    except TimeFormatError as exc:
-                        raise ParseFailure(f"parser {name!r}: {exc}") from None
+                    except TimeFormatError:
+                        return bad_time(fields)
                 elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
                     t = float(raw)
+                elif tparse is not None:
+                    return bad_time(fields)  # null, true, a list or a map: not a time
                 if not keep:
                     del fields[tk]
             return fields, t
@@ -115,9 +143,15 @@ class BoundParser:
         # common case (no type conversions) in one function.
         search, wd, ticks = pattern.regex.search, pattern.watchdog, pattern.ticks
         simple = not convs and tk is not None and tparse is not None
-        tcache = self._time.cache if self._time is not None else {}
+        # Whole-second formats repeat a timestamp on consecutive lines: one compare saves
+        # the parse (a fraction differs on every line, so it gets no memo).
+        fmt = self._time.fmt if self._time is not None else ""
+        memo = "%L" not in fmt and "%f" not in fmt
+        last_raw: str | None = None
+        last_t = 0.0
 
         def parse_regex(text: str) -> tuple[dict[str, Any], float | None]:
+            nonlocal last_raw, last_t
             wd.seq += 1
             wd.limit = ticks
             wd.active = True
@@ -136,12 +170,15 @@ class BoundParser:
             if simple:
                 raw = fields.get(tk)  # type: ignore[arg-type]
                 if type(raw) is str:
-                    t = tcache.get(raw)  # repeated timestamps: no call at all
-                    if t is None:
+                    if raw == last_raw:
+                        t = last_t
+                    else:
                         try:
                             t = tparse(raw)  # type: ignore[misc]
-                        except TimeFormatError as exc:
-                            raise ParseFailure(f"parser {name!r}: {exc}") from None
+                        except TimeFormatError:
+                            return bad_time(fields)
+                        if memo:
+                            last_raw, last_t = raw, t
                     if not keep:
                         del fields[tk]  # type: ignore[arg-type]
                     return fields, t

@@ -42,10 +42,11 @@ def check(config_path: str, quiet: bool) -> None:
 def parse(config_path: str | None, parser_name: str) -> None:
     """Parse lines from stdin with a parser; print one JSON record per line.
 
-    Exits 1 when a line did not parse (it is printed with an ``error``).
+    Exits 1 when a line did not parse (it is printed with an ``error``) or its time did
+    not fit the parser's ``time_format`` (printed parsed, flagged with ``time_error``).
     """
     from processors.chain import build_parsers
-    from processors.parsers.base import ParseFailure
+    from processors.parsers.base import TIME_ERROR_KEY, ParseFailure
     from processors.safe_regex import WATCHDOG
 
     from ..config import parse_config
@@ -60,6 +61,7 @@ def parse(config_path: str | None, parser_name: str) -> None:
     failures = 0
     for n, raw in enumerate(sys.stdin.buffer, 1):
         text = raw.rstrip(b"\r\n").decode("utf-8", "replace")
+        errors = parser.time_errors
         try:
             with WATCHDOG.armed():  # a backtracking regex gives up after its budget
                 fields, t = parser.parse(text)
@@ -68,6 +70,9 @@ def parse(config_path: str | None, parser_name: str) -> None:
             click.echo(f"line {n}: {exc}", err=True)
             out.write(orjson.dumps({"log": text, "error": str(exc)}) + b"\n")
             continue
+        if parser.time_errors != errors:
+            failures += 1
+            click.echo(f"line {n}: {fields.get(TIME_ERROR_KEY)}", err=True)
         rec = {"time": t if t is not None else time.time(), **fields}
         out.write(orjson.dumps(rec, default=str) + b"\n")
     out.flush()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pconf import config, records, run, strip
 
@@ -15,7 +17,7 @@ DUMMY = r"""parsers:
 PARSED = {"INT": "100", "FLOAT": "0.5", "BOOL": "true", "STRING": "This is example"}
 
 
-def run_with(parsers: str, filters: str, recs: list[dict[str, object]]) -> object:
+def run_with(parsers: str, filters: str, recs: list[dict[str, object]]) -> Any:
     from processors.chain import Chain
 
     text = parsers + "pipeline:\n  filters:\n" + "".join(
@@ -53,6 +55,31 @@ def test_parsed_time_becomes_the_record_time_and_reserved_keys_survive() -> None
                               '"_tag": "y", "m": 1}'}))
     rec = res.records[0]
     assert rec["time"] == 1704067201.0 and rec["_id"] == "id-0" and rec["_tag"] == "test"
+
+
+def test_the_stock_json_parser_with_an_iso_time_keeps_the_fields_and_the_read_time() -> None:
+    # Issue 12 item 8: the stock json parser's time format is nginx's; an ISO time used to
+    # leave the whole line unparsed.
+    res = run("- {name: parser, key: log, parser: json}",
+              records({"log": '{"time": "2024-01-01T00:00:00Z", "a": 1}'}))
+    rec = res.records[0]
+    assert rec["a"] == 1 and rec["time"] == 1.0  # the read time
+    assert rec["time_error"].startswith("time '2024-01-01T00:00:00Z' does not match")
+    assert res.counters["time_errors"] == 1 and res.counters["unmatched"] == 0
+
+
+def test_a_later_parser_that_reads_the_time_wins_over_one_that_could_not() -> None:
+    res = run_with(
+        "parsers:\n  - {name: iso, format: json, time_key: time, "
+        "time_format: '%Y-%m-%dT%H:%M:%S%z'}\n",
+        "- {name: parser, key: log, parser: [json, iso, logfmt]}",
+        records({"log": '{"time": "2024-01-01T00:00:00Z", "a": 1}'},
+                {"log": '{"time": "yesterday", "a": 2}'}))
+    first, second = res.records
+    assert first["time"] == 1704067200.0 and "time_error" not in first
+    assert second["time"] == 1.0 and second["a"] == 2 and "(parser 'json')" in second[
+        "time_error"]
+    assert res.counters["time_errors"] == 1  # once per line, not once per parser
 
 
 def test_unmatched_lines_are_kept_with_an_error_key_or_dead_lettered() -> None:

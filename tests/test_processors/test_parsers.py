@@ -60,10 +60,47 @@ def test_time_key_sets_the_record_time_and_is_removed_unless_time_keep() -> None
     assert fields["t"] == "2024-02-03T04:05:06.789+02:00"
 
 
-def test_a_time_that_does_not_fit_the_format_fails_with_the_reason() -> None:
-    p = parser("{name: p, format: json, time_key: t, time_format: '%Y-%m-%d'}")
-    with pytest.raises(ParseFailure, match="does not match format"):
-        p.parse('{"t": "yesterday"}')
+@pytest.mark.parametrize(("doc", "line"), [
+    ("{name: p, format: json, time_key: t, time_format: '%Y-%m-%d'}",
+     '{"t": "yesterday", "a": 1}'),
+    (r"{name: p, format: regex, regex: '^(?<t>\S+) a=(?<a>\d+)$', time_key: t, "
+     "time_format: '%Y-%m-%d', types: 'a:integer'}", "yesterday a=1"),
+    (r"{name: p, format: regex, regex: '^(?<t>\S+) a=(?<a>\d+)$', time_key: t, "
+     "time_format: '%Y-%m-%d'}", "yesterday a=1"),
+    ("{name: p, format: logfmt, time_key: t, time_format: '%Y-%m-%d', types: 'a:integer'}",
+     "t=yesterday a=1"),
+    ("{name: p, format: ltsv, time_key: t, time_format: '%Y-%m-%d', types: 'a:integer'}",
+     "t:yesterday\ta:1"),
+])
+def test_a_time_that_does_not_fit_keeps_the_fields_and_is_flagged_and_counted(
+        doc: str, line: str) -> None:
+    p = parser(doc)
+    fields, t = p.parse(line)
+    assert t is None  # the record keeps its read time
+    assert fields["a"] in (1, "1") and fields["t"] == "yesterday"  # nothing is lost
+    assert fields["time_error"] == ("time 'yesterday' does not match time_format "
+                                    "'%Y-%m-%d' (parser 'p')")
+    assert p.time_errors == 1
+    fields, t = p.parse(line.replace("yesterday", "2024-01-02"))
+    assert t == calendar.timegm((2024, 1, 2, 0, 0, 0)) and "time_error" not in fields
+    assert p.time_errors == 1
+
+
+def test_a_bad_time_under_the_key_time_is_dropped_for_the_read_time_and_quoted_in_the_flag(
+        ) -> None:
+    fields, t = parser("{name: p, format: json, time_key: time, time_format: '%Y'}").parse(
+        '{"time": "2024-01-01T00:00:00Z", "a": 1}')
+    assert t is None and fields == {
+        "a": 1, "time_error": "time '2024-01-01T00:00:00Z' does not match time_format '%Y' "
+        "(parser 'p')"}
+
+
+def test_a_time_key_that_is_no_time_at_all_is_flagged() -> None:
+    p = parser("{name: p, format: json, time_key: t, time_format: '%Y'}")
+    for value in ("null", "true", "[1]", '{"x": 1}'):
+        fields, t = p.parse(f'{{"t": {value}, "a": 1}}')
+        assert t is None and fields["a"] == 1 and "time_error" in fields
+    assert p.time_errors == 4
 
 
 def test_time_offset_applies_to_times_without_a_zone() -> None:

@@ -1,17 +1,153 @@
-"""Time formats: strftime with fractions and zones, compiled once and cached."""
+"""Time formats: the compiled parser gives exactly what cached ``strptime`` gives.
+
+Every covered format is checked against :class:`StrptimeFormat` (the reference, and the
+parser every format used before) on many random timestamps, valid and not: the value must
+be the same float, bit for bit, and a text the reference rejects must be rejected too.
+"""
 
 from __future__ import annotations
 
 import calendar
+import random
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from processors.timefmt import TimeFormat, TimeFormatError, parse_offset
+from processors.timefast import MAX_EPOCH, compile_fast
+from processors.timefmt import StrptimeFormat, TimeFormat, TimeFormatError, parse_offset
+
+CLF = "%d/%b/%Y:%H:%M:%S %z"
+ISO_FRAC_ZONE = "%Y-%m-%dT%H:%M:%S.%L%z"
+ISO_ZONE = "%Y-%m-%dT%H:%M:%S%z"
+ISO_FRAC = "%Y-%m-%dT%H:%M:%S.%L"  # docker, syslog-rfc5424: a zone may follow the text
+ISO_FRAC_LITERAL_Z = "%Y-%m-%dT%H:%M:%S.%LZ"
+SPACE = "%Y-%m-%d %H:%M:%S"
+LOGGING = "%Y-%m-%d %H:%M:%S,%L"  # Python's logging
+MICROS = "%Y-%m-%d %H:%M:%S.%f"
+SYSLOG = "%b %d %H:%M:%S"
+COVERED = [CLF, ISO_FRAC_ZONE, ISO_ZONE, ISO_FRAC, ISO_FRAC_LITERAL_Z, SPACE, LOGGING, MICROS,
+           SYSLOG]
+MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+ZONES = ["Z", "+0000", "-0000", "+00:00", "+0530", "+05:30", "-0800", "-08:00", "+2359",
+         "-23:59", "+1400", "+2400", "+0160", "+05:60", "z", "+05", "+053000", "", " Z",
+         "+9999", "UTC", "+05:3"]
+OFFSETS = [0, 7200, -(5 * 3600 + 1800)]
+
+
+def outcome(parse: object, text: str) -> tuple[str, float | str]:
+    try:
+        value = parse(text)  # type: ignore[operator]
+    except TimeFormatError:
+        return ("rejected", "")
+    return ("value", value.hex())  # the same float, bit for bit
+
+
+def timestamp(rng: random.Random, fmt: str) -> str:
+    """Text for ``fmt`` from random fields, a good share of them out of range or odd."""
+    def pick(usual: range, odd: list[int]) -> int:
+        return rng.choice(odd) if rng.random() < 0.05 else rng.choice(usual)
+
+    year = pick(range(1970, 2101), [0, 1, 1900, 2000, 9999])
+    month = pick(range(1, 13), [0, 13])
+    day = 29 if month == 2 and rng.random() < 0.3 else pick(range(1, 32), [0, 32])  # leap days
+    hour, minute, second = pick(range(24), [24, 99]), pick(range(60), [60]), pick(range(60),
+                                                                                 [60, 61])
+    digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 9)))
+    if rng.random() < 0.05:
+        digits = rng.choice(["", "1a", "١٢", "12 "])
+    zone = rng.choice(ZONES)
+    name = MONTHS[(month - 1) % 12] if 1 <= month <= 12 else "Foo"
+    if rng.random() < 0.25:
+        name = rng.choice([name.upper(), name.lower(), name.swapcase(), "Sept", "ſep"])
+    dd = rng.choice([f"{day:02d}", f"{day:2d}", str(day)])
+    mm = str(month) if rng.random() < 0.1 else f"{month:02d}"
+    hh = str(hour) if rng.random() < 0.1 else f"{hour:02d}"
+    ymd = f"{year:04d}-{mm}-{dd}"
+    hms = f"{hh}:{minute:02d}:{second:02d}"
+    text = {
+        CLF: f"{dd}/{name}/{year:04d}:{hms} {zone}",
+        ISO_FRAC_ZONE: f"{ymd}T{hms}.{digits}{zone}",
+        ISO_ZONE: f"{ymd}T{hms}{zone}",
+        ISO_FRAC: f"{ymd}T{hms}.{digits}{rng.choice(['', zone])}",
+        ISO_FRAC_LITERAL_Z: f"{ymd}T{hms}.{digits}Z",
+        SPACE: f"{ymd} {hms}{rng.choice(['', '', zone])}",
+        LOGGING: f"{ymd} {hms},{digits}",
+        MICROS: f"{ymd} {hms}.{digits}",
+        SYSLOG: f"{name} {dd} {hms}",
+    }[fmt]
+    if rng.random() < 0.06:  # one character off
+        i = rng.randrange(len(text))
+        text = text[:i] + rng.choice("0 9:-+.TZaé") + text[i + 1:]
+    return text
+
+
+@pytest.mark.parametrize("fmt", COVERED)
+def test_every_format_users_write_compiles_into_the_fast_parser(fmt: str) -> None:
+    assert TimeFormat(fmt).fast
+
+
+@pytest.mark.parametrize("offset", OFFSETS)
+@pytest.mark.parametrize("fmt", COVERED)
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 2**32))
+def test_the_fast_parser_gives_what_strptime_gives_on_random_timestamps(
+        fmt: str, offset: int, seed: int) -> None:
+    rng = random.Random(seed)
+    fast = TimeFormat(fmt, offset).parse
+    reference = StrptimeFormat(fmt, offset).parse
+    for _ in range(500):
+        text = timestamp(rng, fmt)
+        assert outcome(fast, text) == outcome(reference, text), text
+
+
+@pytest.mark.parametrize("fmt", COVERED)
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(st.sampled_from("0123456789 :/-+.TZJanOctzé\t"), max_size=40))
+def test_any_text_is_read_or_rejected_as_strptime_does(fmt: str, text: str) -> None:
+    assert outcome(TimeFormat(fmt).parse, text) == outcome(StrptimeFormat(fmt).parse, text)
+
+
+@pytest.mark.parametrize(("fmt", "text"), [
+    (CLF, "10/Oct/2023:13:55:36 -0700"), (CLF, "29/feb/2024:00:00:00 +05:30"),
+    (ISO_FRAC_ZONE, "2024-05-06T07:08:09.123456789+02:00"),
+    (ISO_FRAC_ZONE, "2024-12-31T23:59:59.5Z"),
+    (ISO_ZONE, "2024-05-06T07:08:09-0800"), (ISO_FRAC, "2024-05-06T07:08:09.123Z"),
+    (ISO_FRAC, "2024-05-06T07:08:09.123"), (SPACE, "2024-05-06 07:08:09"),
+    (SYSLOG, "Jan  2 03:04:05"), (SYSLOG, "Dec 31 23:59:59"), (LOGGING, "2024-05-06 07:08:09,001"),
+])
+def test_canonical_timestamps_never_reach_strptime(fmt: str, text: str) -> None:
+    calls: list[str] = []
+    reference = StrptimeFormat(fmt)
+
+    def counting(t: str) -> float:
+        calls.append(t)
+        return reference.parse(t)
+
+    fast = compile_fast(fmt, 0, counting)
+    assert fast is not None
+    assert fast(text) == reference.parse(text) and fast(text) == reference.parse(text)
+    assert calls == []
+
+
+@pytest.mark.parametrize(("fmt", "text"), [
+    (CLF, "32/Oct/2023:13:55:36 -0700"), (CLF, "10/Foo/2023:13:55:36 -0700"),
+    (CLF, "10/Oct/2023:24:00:00 +0000"), (CLF, "10/Oct/2023:13:55:60 +0000"),
+    (CLF, "10/Oct/2023:13:55:36 +2400"), (CLF, "10/Oct/2023:13:55:36"),
+    (SPACE, "2023-02-29 00:00:00"), (SPACE, "2024-13-01 00:00:00"), (SPACE, "0000-01-01 00:00:00"),
+    (ISO_FRAC_ZONE, "2024-05-06T07:08:09.+02:00"), (ISO_FRAC_ZONE, "2024-05-06T07:08:09.5"),
+    (SYSLOG, "Feb 29 00:00:00"),  # no year: strptime checks the day against 1900
+])
+def test_what_strptime_rejects_is_rejected(fmt: str, text: str) -> None:
+    with pytest.raises(TimeFormatError):
+        StrptimeFormat(fmt).parse(text)
+    with pytest.raises(TimeFormatError, match="does not match format"):
+        TimeFormat(fmt).parse(text)
 
 
 def test_fraction_of_any_length_and_numeric_zones() -> None:
-    tf = TimeFormat("%Y-%m-%dT%H:%M:%S.%L%z")
+    tf = TimeFormat(ISO_FRAC_ZONE)
     base = calendar.timegm((2024, 5, 6, 7, 8, 9))
     assert tf.parse("2024-05-06T07:08:09.5Z") == pytest.approx(base + 0.5)
     assert tf.parse("2024-05-06T09:08:09.123456789+02:00") == pytest.approx(base + 0.123456789)
@@ -19,12 +155,12 @@ def test_fraction_of_any_length_and_numeric_zones() -> None:
 
 
 def test_clf_time_with_zone() -> None:
-    tf = TimeFormat("%d/%b/%Y:%H:%M:%S %z")
+    tf = TimeFormat(CLF)
     assert tf.parse("10/Oct/2023:13:55:36 -0700") == calendar.timegm((2023, 10, 10, 20, 55, 36))
 
 
-def test_repeated_seconds_hit_the_cache_with_different_fractions() -> None:
-    tf = TimeFormat("%Y-%m-%d %H:%M:%S,%L")
+def test_the_strptime_reference_parses_each_second_once_whatever_the_fraction() -> None:
+    tf = StrptimeFormat(LOGGING)
     a = tf.parse("2024-01-01 00:00:01,100")
     b = tf.parse("2024-01-01 00:00:01,250")
     assert b - a == pytest.approx(0.15)
@@ -32,8 +168,33 @@ def test_repeated_seconds_hit_the_cache_with_different_fractions() -> None:
 
 
 def test_a_format_without_year_takes_the_current_year() -> None:
-    t = TimeFormat("%b %d %H:%M:%S").parse("Jan  2 03:04:05")
+    t = TimeFormat(SYSLOG).parse("Jan  2 03:04:05")
     assert datetime.fromtimestamp(t, timezone.utc).year == datetime.now(timezone.utc).year
+
+
+def test_formats_the_fast_parser_does_not_cover_still_work_through_strptime() -> None:
+    tf = TimeFormat("%a %b %d %H:%M:%S %Y")  # apache error log: the year comes last
+    assert not tf.fast
+    assert tf.parse("Wed Oct 11 14:32:52 2000") == calendar.timegm((2000, 10, 11, 14, 32, 52))
+
+
+def test_epoch_seconds_with_or_without_a_fraction() -> None:
+    assert TimeFormat("%s").parse("1700000000") == 1700000000.0
+    assert TimeFormat("%s.%L").parse("1700000000.123") == 1700000000 + 0.123
+    assert TimeFormat("%s").parse(str(MAX_EPOCH)) == float(MAX_EPOCH)
+    for text in ("", "-1", "17e8", "1700000000.5", str(MAX_EPOCH + 1), "١٧", " 1"):
+        with pytest.raises(TimeFormatError):
+            TimeFormat("%s").parse(text)
+    for text in ("1700000000", "1700000000.", ".5", "1.5.5"):
+        with pytest.raises(TimeFormatError):
+            TimeFormat("%s.%L").parse(text)
+    with pytest.raises(ValueError, match="must be the whole format"):
+        TimeFormat("%s %z")
+
+
+@given(secs=st.integers(0, MAX_EPOCH), digits=st.text("0123456789", min_size=1, max_size=9))
+def test_epoch_with_a_fraction_adds_it_as_the_other_formats_do(secs: int, digits: str) -> None:
+    assert TimeFormat("%s.%L").parse(f"{secs}.{digits}") == float(secs) + float("0." + digits)
 
 
 def test_text_that_does_not_match_raises() -> None:
@@ -41,6 +202,11 @@ def test_text_that_does_not_match_raises() -> None:
         TimeFormat("%Y-%m-%d").parse("02/03/2024")
     with pytest.raises(TimeFormatError):
         TimeFormat("%H:%M:%S.%L").parse("10:11:12")
+
+
+def test_an_unknown_directive_is_refused_when_the_format_is_built() -> None:
+    with pytest.raises(ValueError, match="unsupported directive %Q"):
+        TimeFormat("%Q")
 
 
 def test_offsets() -> None:
