@@ -8,19 +8,24 @@
 #   docker run ... tailrace:dev agent | processor | sink --output es | generate DIR | status
 #
 # BASE_IMAGE may name another Debian-based Python image (>= 3.11), e.g. a mirror of it or
-# python:3.12-slim-bookworm: the builder and the runtime stage use the same one.
+# python:3.12-slim-bookworm: the builder and the runtime stage use the same one. A plain Debian
+# with python3, python3-venv and python3-pip works too (no `python` command, pip refuses to install
+# into the system's Python): only `python3` is called, and tailrace goes into a venv.
+# Without a registry: compose/README.md ("No registry") builds such a base with debootstrap.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # ---- builder: the project and every dependency as wheels ---------------------------------
 FROM ${BASE_IMAGE} AS builder
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY tailrace/ tailrace/
 COPY edge_agent/ edge_agent/
 COPY processors/ processors/
 COPY sinks/ sinks/
-RUN python -m pip wheel --wheel-dir /wheels .
+# The download cache outlives the build: a rebuild after a code change fetches nothing.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python3 -m pip wheel --wheel-dir /wheels .
 
 # ---- runtime: slim base, the wheels installed offline, no compilers ----------------------
 FROM ${BASE_IMAGE}
@@ -46,11 +51,15 @@ RUN apt-get update \
  && install -d -o tailrace -g tailrace /var/lib/tailrace /var/log/generated /srv/tailrace/out \
  && install -d /etc/tailrace
 
+# A venv: the same on the python images and on a plain Debian (PEP 668), and plugins can be
+# added with its pip.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    python -m pip install --no-cache-dir --no-index --find-links=/wheels tailrace \
- && tailrace --version
+    python3 -m venv /opt/tailrace \
+ && /opt/tailrace/bin/python -m pip install --no-cache-dir --no-index --find-links=/wheels tailrace \
+ && /opt/tailrace/bin/tailrace --version
 
-ENV PYTHONUNBUFFERED=1 \
+ENV PATH=/opt/tailrace/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     TAILRACE_CONFIG=/etc/tailrace/tailrace.yaml \
     TAILRACE_HEALTH_ADDR=127.0.0.1:2020

@@ -190,6 +190,19 @@ def replicas(service: dict[str, Any]) -> int:
     return int((service.get("deploy") or {}).get("replicas", 1))
 
 
+def healthcheck_argv(test: str | list[str]) -> list[str]:
+    """The command a compose health check runs: a string and ``CMD-SHELL`` go through
+    ``/bin/sh -c`` (the words as sh splits them, for the simple commands we write)."""
+    if isinstance(test, str):
+        return shlex.split(test)
+    kind, *rest = test
+    if kind == "CMD-SHELL":
+        (line,) = rest
+        return shlex.split(line)
+    assert kind == "CMD", f"health check {test!r} runs nothing"
+    return list(rest)
+
+
 # ------------------------------------------------------------------------------------------
 # The CLI
 

@@ -27,6 +27,7 @@ from deploy_model import (
     Mount,
     active_services,
     docker_size,
+    healthcheck_argv,
     interpolate_text,
     load_compose,
     parse_cli,
@@ -250,8 +251,8 @@ def test_node_override_reads_the_kubelet_logs_read_only(node_compose: dict[str, 
 # -- health, dependencies, scaling --------------------------------------------------------
 
 
-def health_port(test: list[str]) -> int:
-    match = re.search(r"127\.0\.0\.1:(\d+)", " ".join(test))
+def health_port(test: str | list[str]) -> int:
+    match = re.search(r"127\.0\.0\.1:(\d+)", " ".join(healthcheck_argv(test)))
     assert match, f"health check does not name 127.0.0.1:PORT: {test}"
     return int(match.group(1))
 
@@ -263,7 +264,7 @@ def test_long_running_tailrace_services_check_service_http(compose: dict[str, An
         if inv.path in {("generate",), ("worker",)}:
             assert check.get("disable") is True, f"{name} serves no /health"
             continue
-        assert "/health" in " ".join(check["test"]), name
+        assert "/health" in " ".join(healthcheck_argv(check["test"])), name
         host, _, port = load_for_service(service).service.http.rpartition(":")
         assert host in ("0.0.0.0", "127.0.0.1", ""), name
         assert health_port(check["test"]) == int(port), name

@@ -24,6 +24,7 @@ from deploy_model import (
     dockerfile_instructions,
     dockerignore_excludes,
     dockerignore_patterns,
+    healthcheck_argv,
     load_compose,
     parse_cli,
     parse_mount,
@@ -162,7 +163,7 @@ def test_config_path_and_health_address_match_the_compose_stack(
     assert env["TAILRACE_HEALTH_ADDR"] == f"127.0.0.1:{port}"
     assert only(runtime, "EXPOSE").args == port
     health = only(runtime, "HEALTHCHECK")
-    assert health.exec_form() == compose["x-tailrace"]["healthcheck"]["test"][1:], \
+    assert health.exec_form() == healthcheck_argv(compose["x-tailrace"]["healthcheck"]["test"]), \
         "the compose health check and the image's must be the same command"
     assert f"'127.0.0.1:{port}'" in " ".join(health.exec_form() or [])
     flags = health.flags()

@@ -24,6 +24,7 @@ from deploy_model import (
     COMPOSE_CONFIG,
     COMPOSE_DIR,
     COMPOSE_FILE,
+    healthcheck_argv,
     load_compose,
     parse_mount,
     replicas,
@@ -94,10 +95,11 @@ def request_of(record: dict[str, Any]) -> str:
     raise AssertionError(f"no generated request path in {record}")
 
 
-def run_healthcheck(test: list[str], addr: str) -> subprocess.CompletedProcess[str]:
-    assert test[:2] == ["CMD", "python"], test
+def run_healthcheck(test: str | list[str], addr: str) -> subprocess.CompletedProcess[str]:
+    argv = healthcheck_argv(test)
+    assert argv[0] == "python", test
     env = dict(os.environ, TAILRACE_HEALTH_ADDR=addr)
-    return subprocess.run([sys.executable, *test[2:]], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, text=True,
                           timeout=30)
 
 
