@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +16,7 @@ from ..broker import BROKER_ERRORS, connect, redact_url
 from ..config import Config
 from ..embedded import EmbeddedRedis
 from ..keys import Keys, sink_group
+from ..redaction import scrub
 from ..runtime import broker_url
 from ..status import collect
 from .common import broker_option, config_option, fail, load
@@ -144,7 +147,8 @@ def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
 @config_option
 @broker_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-@click.option("--watch", is_flag=True, help="Refresh in place every --interval seconds.")
+@click.option("--watch", is_flag=True, help="Refresh in place every --interval seconds (off a "
+              "terminal: print one frame per interval; --json: one JSON document per line).")
 @click.option("--interval", default=2.0, show_default=True, help="Refresh period for --watch.")
 def status(config_path: str, broker: str | None, as_json: bool, watch: bool,
            interval: float) -> None:
@@ -169,17 +173,55 @@ def status(config_path: str, broker: str | None, as_json: bool, watch: bool,
     if not watch:
         console.print(render(snapshot()))
         return
+    stop = _stop_on_signals()
     try:
-        with Live(console=console, refresh_per_second=4, screen=False) as live:
-            while True:
-                doc = snapshot()
-                if as_json:
-                    live.update(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
-                else:
-                    live.update(render(doc))
-                time.sleep(interval)
-    except KeyboardInterrupt:
-        pass
+        if console.is_terminal:
+            with Live(console=console, refresh_per_second=4, screen=False) as live:
+                while not stop.is_set():
+                    doc = snapshot()
+                    if as_json:
+                        live.update(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+                    else:
+                        live.update(render(doc))
+                    stop.wait(interval)
+        else:
+            _watch_frames(console, snapshot, as_json, interval, stop)
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass  # stopped, or the reader of the pipe went away: both are a normal end
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event SIGTERM and SIGINT set: `status --watch` ends with exit 0 on either."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def _watch_frames(console: Any, snapshot: Any, as_json: bool, interval: float,
+                  stop: threading.Event) -> None:
+    """Off a terminal (a pipe, a file, `timeout`): one whole frame per interval, flushed,
+    so every frame is there to read even when the command is stopped."""
+    out = sys.stdout
+    while not stop.is_set():
+        try:
+            doc = snapshot()
+        except BROKER_ERRORS as exc:
+            doc = None
+            out.write(scrub(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} broker "
+                            f"unreachable: {exc}; retrying\n"))
+        if doc is not None and as_json:
+            out.write(orjson.dumps(doc).decode() + "\n")
+        elif doc is not None:
+            out.write(f"# status at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
+            out.flush()
+            console.print(render(doc))
+        out.flush()
+        stop.wait(interval)
 
 
 @click.command()
