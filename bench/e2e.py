@@ -6,7 +6,8 @@ files, then runs the whole pipeline on an embedded Redis (AOF everysec): the tai
 from the head, a parser with time_key / time_format / types, JSON lines out. The clock runs
 from the first batch in Redis (first read) to the last line in the output file. Prints
 lines/s, MB/s, the start-up (launch to first raw batch, launch to first line written), and
-per role the CPU µs per line and peak RSS (sampled with psutil; CPU includes start-up).
+per role the CPU µs per line from the first batch on, the CPU seconds spent before it
+(start-up) and the peak RSS (sampled with psutil).
 
 ``--compare-with REV`` checks REV out into a temporary git worktree and runs it and this
 checkout in turns on the same data (``--rounds`` pairs, old first), so a noisy shared machine
@@ -136,6 +137,8 @@ def run_once(root: Path, lines: int, processors: int, partitions: int, data: str
             st.cpu[pid] = (ct.user, ct.system)
             st.peak_rss = max(st.peak_rss, rss)
 
+    at_first: dict[str, float] = {}  # role -> CPU seconds spent before the first batch
+
     try:
         while True:
             now = time.monotonic()
@@ -152,6 +155,9 @@ def run_once(root: Path, lines: int, processors: int, partitions: int, data: str
                             pipe.xlen(f"tr:{{p{p}}}:raw")
                         if any(pipe.execute()):
                             t_first = time.monotonic()
+                            sample()
+                            at_first = {role: st.user_s + st.sys_s
+                                        for role, st in stats.items()}
                     except redis.RedisError:
                         pass
             if out.exists():
@@ -182,7 +188,8 @@ def run_once(root: Path, lines: int, processors: int, partitions: int, data: str
         "mb_per_s": round(input_bytes / elapsed / 1e6, 1),
         "first_batch_s": round(t_first - launched, 3),
         "first_line_s": round(t_first_out - launched, 3),
-        "roles": {role: {"cpu_us": (st.user_s + st.sys_s) / lines * 1e6,
+        "roles": {role: {"cpu_us": (st.user_s + st.sys_s - at_first.get(role, 0)) / lines * 1e6,
+                         "start_cpu_s": at_first.get(role, 0.0),
                          "sys_us": st.sys_s / lines * 1e6,
                          "rss_mib": st.peak_rss / 2**20} for role, st in stats.items()},
     }
@@ -195,7 +202,7 @@ def show(label: str, res: dict[str, Any]) -> None:
           + f" cpu_us_per_line={total:.2f}")
     for role, r in sorted(res["roles"].items()):
         print(f"    {role:10s} cpu_us_per_line={r['cpu_us']:5.2f} (system {r['sys_us']:4.2f})  "
-              f"peak_rss_mib={r['rss_mib']:6.1f}")
+              f"peak_rss_mib={r['rss_mib']:6.1f}  start-up cpu_s={r['start_cpu_s']:.2f}")
 
 
 def summary(results: dict[str, list[dict[str, Any]]]) -> None:
@@ -210,7 +217,8 @@ def summary(results: dict[str, list[dict[str, Any]]]) -> None:
         rows.append((key, [med([r[key] for r in results[lb]]) for lb in labels]))
     role_names = sorted({role for runs in results.values() for r in runs for role in r["roles"]})
     for role in role_names:
-        for key, name in (("cpu_us", "cpu µs/line"), ("rss_mib", "peak RSS MiB")):
+        for key, name in (("cpu_us", "cpu µs/line"), ("rss_mib", "peak RSS MiB"),
+                          ("start_cpu_s", "start-up CPU s")):
             rows.append((f"{role} {name}", [med([r["roles"][role][key] for r in results[lb]
                                                  if role in r["roles"]]) for lb in labels]))
     rows.append(("total cpu µs/line", [med([sum(x["cpu_us"] for x in r["roles"].values())

@@ -49,6 +49,7 @@ from .topology import DEFAULT_NODE, is_cluster, refresh_topology
 __all__ = ["StreamConsumer"]
 
 log = logging.getLogger(__name__)
+_AWAIT_SLICE_S = 0.05  # how soon a worker that owns no partition notices a stop
 
 DEFAULT_READ_COUNT = 2  # entries per partition per read: each holds thousands of lines
 DEFAULT_BLOCK_MS = 1000
@@ -252,7 +253,7 @@ class StreamConsumer:
         self.lifecycle.partitions[self.group] = sorted(owned)
         if not owned:
             self.record.set_state(State.IDLE, "no partitions owned")
-            stop.wait(self.keeper.heartbeat_s)
+            self._await_partitions(stop)
             return
         # A partition whose lease could not be renewed lately (its node, or the output-wide
         # lease's node, is failing over) waits: reading it now would only deliver entries
@@ -290,6 +291,20 @@ class StreamConsumer:
             self.record.set_state(State.IDLE)
         self._handle_replies(replies, owned, stop)
         self._maybe_trim(owned)
+
+    def _await_partitions(self, stop: threading.Event) -> None:
+        """Up to a heartbeat, until the keeper takes partitions or a stop is asked for.
+
+        At start-up the keeper's first tick takes them a few ms after this loop's first
+        look: a flat heartbeat wait here was most of the time to a first line."""
+        gained = self.keeper.gained
+        deadline = time.monotonic() + self.keeper.heartbeat_s
+        while not gained.is_set() and not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            gained.wait(min(left, _AWAIT_SLICE_S))
+        gained.clear()
 
     # -- live reads -----------------------------------------------------------------------
     def _live_lanes(self, owned: Mapping[int, OwnedPartition],

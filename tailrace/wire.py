@@ -239,7 +239,7 @@ def encode_processed(records: list[dict[str, Any]]) -> bytes:
 
     Raises:
         TypeError, ValueError: a record cannot be encoded (a value JSON cannot hold, a
-            missing or non-text ``_id``/``_tag``); the caller splits the batch to find it.
+            missing or non-text ``_tag``); the caller splits the batch to find it.
     """
     dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
     parts: list[bytes] = []
@@ -259,18 +259,23 @@ def encode_processed(records: list[dict[str, Any]]) -> bytes:
                     r = {k: v for k, v in r.items() if k != "_raw"}
                 docs.append(dumps(r, default=_bytes_as_text, option=opt))
             parts.append(b"".join(docs))
-    tags = [r.get("_tag") for r in records if type(r.get("_id")) is str]
-    if len(tags) != len(records) or not all(type(t) is str for t in tags):
-        raise ValueError("every record needs a text '_id' and '_tag'")
+    try:
+        tags = [r["_tag"] for r in records]
+    except KeyError:
+        raise ValueError("every record needs a '_tag'") from None
     doc: dict[str, Any] = {"n": len(records), "json": b"".join(parts)}
-    if tags and tags.count(tags[0]) == len(tags):
+    if tags and type(tags[0]) is str and tags.count(tags[0]) == len(tags):
         doc["tag"] = tags[0]
-    else:
+    elif all(type(t) is str for t in tags):
         doc["tags"] = tags
-    doc["times"] = [t if type(t) is float or type(t) is int else None
-                    for t in [r.get("time") for r in records]]
+    else:
+        raise ValueError("every record's '_tag' must be text")
     if raws:
         doc["raw"] = [[i, raw] for i, raw in raws.items()]
+    times = [r.get("time") for r in records]
+    if not all(type(t) is float for t in times):  # a filter set it to something else
+        times = [t if type(t) is float or type(t) is int else None for t in times]
+    doc["times"] = times
     return msgpack.packb(doc, use_bin_type=True)  # type: ignore[no-any-return]
 
 

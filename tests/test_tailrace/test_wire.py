@@ -118,12 +118,13 @@ def test_v2_times_that_are_not_numbers_travel_as_none() -> None:
     assert isinstance(batch, JsonBatch) and batch.times == [None, None]
 
 
-@pytest.mark.parametrize("bad", [{"_tag": "t"}, {"_id": 5, "_tag": "t"}, {"_id": "x"},
-                                 {"_id": "x", "_tag": "t", "v": {1, 2}}])
-def test_v2_refuses_to_encode_a_record_without_text_id_and_tag_or_with_a_set(
-        bad: dict[str, object]) -> None:
+@pytest.mark.parametrize("bad", [[{"_id": "x"}], [{"_id": "x", "_tag": 5}],
+                                 [{"_id": "x", "_tag": "t"}, {"_id": "y", "_tag": None}],
+                                 [{"_id": "x", "_tag": "t", "v": {1, 2}}]])
+def test_v2_refuses_to_encode_a_record_without_a_text_tag_or_with_a_set(
+        bad: list[dict[str, object]]) -> None:
     with pytest.raises((TypeError, ValueError)):
-        encode_processed([bad])
+        encode_processed(bad)
 
 
 @pytest.mark.parametrize("doc, reason", [
