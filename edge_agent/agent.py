@@ -157,8 +157,15 @@ class Agent:
                                                  or inp.scans % WATCH_REFRESH_SCANS == 0):
                     inp.watched = self.watcher.watch(inp.watch_dirs())
         if self.recovery is not None:  # once, after every input's first scan
-            self.recovery.run(self.inputs, now)
-            self.recovery = None
+            recovery, self.recovery = self.recovery, None
+            try:
+                recovery.run(self.inputs, now)
+            except Exception as exc:  # a best-effort look at old files must not stop tailing
+                self.record.add("files_lost")
+                event(log, logging.ERROR, "tail_recovery_error",
+                      f"looking for files rotated while the agent was down failed ({exc!r}); "
+                      "lines written to them after the stop may be lost. Following the "
+                      "files the inputs match now")
         for inp in self.inputs:
             self._retire(client, inp)  # left over by a broker error: before any new file
             waiting = inp.take_waiting()

@@ -146,7 +146,11 @@ class Recovery:
         for inp, tf in first:  # copytruncate with the rotated names matched by the globs
             if tf.base in bases:
                 continue
-            found = self._match(tf.fd, inp.size_of(tf), tf.fid, tf.real)
+            try:
+                size = inp.size_of(tf)
+            except OSError:
+                continue
+            found = self._match(tf.fd, size, tf.fid, tf.real)
             if found is not None:
                 _pin(tf, found, inp.partitions)
                 tf.adopted = True

@@ -424,6 +424,39 @@ def test_a_rotated_file_drained_before_the_stop_and_deleted_meanwhile_is_not_rep
     assert "files_recovered" not in r.final_counters
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signal", ["SIGTERM", "SIGKILL"])
+def test_copytruncate_keeping_the_first_line_finishes_the_copy_and_restarts_the_original(
+        tmp_path: Path, run: Any, signal: str) -> None:
+    """The same first line (a header) after the truncation: one base identity, two files."""
+    app = App(tmp_path / "logs", "plain")
+    header = b"=== app started ==="
+    r: Run = run(app)
+    app.live.write_bytes(header + b"\n")
+    app.written.append(header)
+    app.write(3000)
+    r.start()
+    r.wait_lines(3001)
+    r.wait_checkpointed()
+    r.stop(signal)
+    app.write(1500)
+    app.rotate("copytruncate")
+    with open(app.live, "ab") as out:
+        out.write(header + b"\n")
+    app.written.append(header)
+    app.write(500)
+    r.start()
+    r.wait_lines(5002)
+    r.settle_and_stop()
+    assert Counter(r.lines()) == Counter(app.written)
+    assert r.final_counters.get("files_recovered") == 1
+    r.start()  # and once more: nothing again
+    app.write(10)
+    r.wait_lines(5012)
+    r.settle_and_stop()
+    assert Counter(r.lines()) == Counter(app.written)
+
+
 # -- the pieces ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("name", "original", "rotated"), [
