@@ -211,7 +211,7 @@ def stop_rotate_restart(run: Any, app: App, how: str, signal: str) -> Run:
     return r
 
 
-# Each case runs two agent processes (about 4 s): one case in the quick tier, all in the slow.
+# Each case runs two agent processes (4-8 s): one case in the quick tier, all in the slow.
 MATRIX = [
     pytest.param(how, signal, fmt, id=f"{how}-{signal}-{fmt}",
                  marks=() if (how, signal, fmt) == ("rename", "SIGKILL", "cri")
@@ -261,6 +261,7 @@ def test_two_rotations_while_down_bring_the_old_file_and_the_one_between(
     assert "files_lost" not in r.final_counters
 
 
+@pytest.mark.slow
 def test_a_rotated_file_deleted_while_down_is_reported_lost_and_nothing_else_is_read(
         tmp_path: Path, run: Any) -> None:
     app = App(tmp_path / "logs", "plain")
@@ -316,7 +317,8 @@ def test_a_rotated_file_compressed_while_down_is_read_through_gzip(
     assert not list((tmp_path / "data" / "agent-node-1").glob("gunzip-*"))  # scratch gone
 
 
-@pytest.mark.parametrize("fmt", ["plain", pytest.param("cri", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["plain", "cri"])
 def test_an_old_rotation_compressed_while_down_is_not_read(
         tmp_path: Path, run: Any, fmt: str) -> None:
     """delaycompress: the previous rotation becomes a new .gz while the agent is down. GNU
@@ -402,6 +404,7 @@ def test_copytruncate_with_rotated_names_followed_reads_the_copy_from_the_offset
     assert_exactly_once(r.lines(), app.written)
 
 
+@pytest.mark.slow
 def test_a_rotated_file_drained_before_the_stop_and_deleted_meanwhile_is_not_reported(
         tmp_path: Path, run: Any) -> None:
     app = App(tmp_path / "logs", "plain")
