@@ -3,17 +3,27 @@
 Jobs live in the pipeline's Redis under RQ's own keys, in queues named per pipeline
 (:meth:`tailrace.keys.Keys.queue`), so a large backfill or replay is visible
 (``rq info``), resumable and retried, and any number of workers on any host share it.
+
+A worker is a pipeline worker like the others: it publishes its lifecycle record (role
+``worker``; ``idle`` waiting for jobs, ``active`` with the job in hand, ``stopped``; counters
+``jobs_done``/``jobs_failed``), so ``tailrace status``, ``/metrics`` and ``/api/v1/status``
+show it, and serves ``service.http`` itself unless a supervisor does.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
 import click
 
+from ..broker import BROKER_ERRORS
 from ..keys import Keys
+from ..lifecycle import Lifecycle, Publisher, State, ThreadRecord
+from ..logs import event
+from ..runtime import NO_HTTP_ENV
 from ..signals import StopSignals, hold
 from ..supervise import Child
 from ..topology import is_cluster
@@ -58,20 +68,68 @@ def worker(config_path: str, broker: str | None, queues: tuple[str, ...], burst:
              "or a Sentinel deployment for backfill and replay jobs")
     keys = Keys(config.service.prefix)
     rq_queues = [Queue(keys.queue(q), connection=client) for q in queues]
+    lifecycle = Lifecycle("worker")
+    lifecycle.extra["queues"] = list(queues)
+    jobs = lifecycle.thread("jobs")
+    jobs.set_state(State.IDLE, "waiting for jobs")
+    http = _serve_http(config, lifecycle)  # first: once the record shows, so does this
+    publisher = Publisher(lifecycle, client, keys.worker(lifecycle.id),
+                          config.service.publish_interval_s)
+    publisher.start()
     started.install()
-    w = _worker_class(Worker, started)(rq_queues, connection=client)
-    level = (log_level or config.service.log_level).upper()
-    ok = w.work(burst=burst, logging_level=level, with_scheduler=False)
+    try:
+        w = _worker_class(Worker, started, jobs)(rq_queues, connection=client)
+        lifecycle.extra["rq_worker"] = w.name
+        level = (log_level or config.service.log_level).upper()
+        ok = w.work(burst=burst, logging_level=level, with_scheduler=False)
+    finally:
+        jobs.set_state(State.STOPPED)
+        publisher.stop(final=True)
+        if http is not None:
+            http.stop()
     logging.getLogger(__name__).info("worker stopped (%s)", "jobs done" if ok else "idle")
 
 
-def _worker_class(base: type[Any], started: StopSignals) -> type[Any]:
-    """RQ's worker, told of a stop that arrived before its own handlers were installed."""
+def _serve_http(config: Any, lifecycle: Lifecycle) -> Any:
+    """``service.http`` for this worker's own record (a supervisor serves its children's)."""
+    address = config.service.http
+    if not address or os.environ.get(NO_HTTP_ENV):
+        return None
+    from ..httpserver import StatusServer  # ~10 MiB: only with the endpoint on
+
+    try:
+        return StatusServer(address, lambda: [lifecycle.snapshot()],
+                            max_errors_per_min=config.service.health_max_errors_per_min
+                            ).start()
+    except OSError as exc:
+        event(logging.getLogger(__name__), logging.ERROR, "http_bind_error",
+              f"cannot serve service.http on {address}: {exc.strerror}; continuing without "
+              "the endpoint (is another process using the port?)")
+        return None
+
+
+def _worker_class(base: type[Any], started: StopSignals, jobs: ThreadRecord) -> type[Any]:
+    """RQ's worker, told of a stop that arrived before its own handlers were installed,
+    and reporting each job in its lifecycle record (``jobs``)."""
+    from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
     class TailraceWorker(base):  # type: ignore[misc]
         def _install_signal_handlers(self) -> None:
             super()._install_signal_handlers()
             if started.requested:
                 self._stop_requested = True  # out of work()'s loop at its first check
+
+        def execute_job(self, job: Any, queue: Any) -> Any:
+            # Runs in this process (the job itself may run in a forked work horse).
+            jobs.set_state(State.ACTIVE, f"job {job.id}: {job.description or job.func_name}"[:200])
+            try:
+                return super().execute_job(job, queue)
+            finally:
+                try:
+                    failed = job.get_status(refresh=True) == "failed"
+                except BROKER_ERRORS + (NoSuchJobError, InvalidJobOperation):
+                    failed = False  # gone already (result TTL) or unreadable: count it done
+                jobs.add("jobs_failed" if failed else "jobs_done")
+                jobs.set_state(State.IDLE, "waiting for jobs")
 
     return TailraceWorker
