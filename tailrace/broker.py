@@ -1,20 +1,25 @@
 """Broker access: one Redis client built from config, the errors a broker raises, groups.
 
 Connections are explicit: :func:`connect` builds a client that is passed down; nothing
-here is a module-level global. The URL may name one server, a Redis Cluster or a Sentinel
-deployment (:mod:`tailrace.topology`); every key of one partition shares a hash tag, so each
-script runs on the one node that holds its partition. The scripts' typed wrappers are in
+here is a module-level global. Error replies redis-py has no class for (``NOREPLICAS``,
+``MISCONF``, Redis 6.2's OOM inside a script) are given ours by :func:`classify_reply`, on
+the connections :func:`connect` makes (their reply parser, :class:`ReplyParser`) and on
+every script call (:mod:`tailrace.scriptbatch`); redis-py's own tables are left alone.
+The URL may name one server, a Redis Cluster or a Sentinel deployment
+(:mod:`tailrace.topology`); every key of one partition shares a hash tag, so each script
+runs on the one node that holds its partition. The scripts' typed wrappers are in
 :mod:`tailrace.scriptcalls`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import redis
-from redis._parsers.base import BaseParser
+from redis.connection import DefaultParser
 
-from .errors import BrokerUnavailable
+from .errors import BrokerUnavailable, PipelineError
 from .keys import Keys
 from .topology import build_client as _build_client
 from .topology import redact_url
@@ -25,6 +30,8 @@ __all__ = [
     "NoReplicasError",
     "NotReplicated",
     "PartitionCountChanged",
+    "ReplyParser",
+    "classify_reply",
     "connect",
     "ensure_groups",
     "ensure_partition_count",
@@ -64,11 +71,50 @@ class BrokerFullError(redis.exceptions.OutOfMemoryError):
                 "`tailrace status` for a stuck group)")
 
 
-# redis-py has no classes for these replies; register them so they can be caught by type.
-BaseParser.EXCEPTION_CLASSES.setdefault("NOREPLICAS", NoReplicasError)
-BaseParser.EXCEPTION_CLASSES.setdefault("MISCONF", MisconfError)
-# Its OOM class is plain; ours (a subclass) tells the operator what is going on.
-BaseParser.EXCEPTION_CLASSES["OOM"] = BrokerFullError
+# Error replies by their first word: redis-py has no class for the first two, and its OOM
+# class is plain (ours, a subclass, tells the operator what is going on).
+_REPLY_CLASSES: dict[str, type[redis.exceptions.ResponseError]] = {
+    "NOREPLICAS": NoReplicasError,
+    "MISCONF": MisconfError,
+    "OOM": BrokerFullError,
+}
+
+
+def classify_reply(error: BaseException) -> BaseException:
+    """``error`` as the class tailrace handles it by (any other error comes back as it is).
+
+    ``NOREPLICAS`` and ``MISCONF`` replies become :class:`NoReplicasError` and
+    :class:`MisconfError`, OOM becomes :class:`BrokerFullError` (also Redis 6.2's, which
+    reports a write refused inside a script as a plain script error): all broker errors,
+    retried with backoff.
+    """
+    if not isinstance(error, redis.exceptions.ResponseError) or isinstance(
+            error, (NoReplicasError, MisconfError, BrokerFullError)):
+        return error
+    text = str(error)
+    if isinstance(error, redis.exceptions.OutOfMemoryError):  # redis-py cut "OOM " off
+        return BrokerFullError(text)
+    code, _, rest = text.partition(" ")
+    cls = _REPLY_CLASSES.get(code)
+    if cls is not None:
+        return cls(rest)
+    if "OOM command not allowed" in text:  # inside a script, on Redis 6.2
+        return BrokerFullError(text)
+    return error
+
+
+_Parser: Any = DefaultParser  # hiredis's when installed, else redis-py's own
+
+
+class ReplyParser(_Parser):  # type: ignore[misc]
+    """redis-py's reply parser, with error replies given our classes (:func:`classify_reply`).
+
+    Used by the connections :func:`connect` makes only.
+    """
+
+    @classmethod
+    def parse_error(cls, response: str) -> BaseException:
+        return classify_reply(super().parse_error(response))
 
 
 class NotReplicated(BrokerUnavailable):
@@ -79,8 +125,12 @@ class NotReplicated(BrokerUnavailable):
     """
 
 
-class PartitionCountChanged(BrokerUnavailable):
-    """The config's ``service.partitions`` differs from the running pipeline's count."""
+class PartitionCountChanged(PipelineError):
+    """The config's ``service.partitions`` differs from the running pipeline's count.
+
+    Not a broker outage: retrying cannot help, the operator must change the config (or
+    drain the pipeline); the role stops with the message.
+    """
 
 
 # What a broken, restarting or failing-over broker raises; every loop retries these with
@@ -124,6 +174,7 @@ def connect(url: str, *, name: str = "tailrace") -> redis.Redis:
         health_check_interval=30,
         client_name=name,
         decode_responses=False,
+        parser_class=ReplyParser,
     )
 
 

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 from .broker import (
     BROKER_ERRORS,
-    PartitionCountChanged,
     connect,
     ensure_groups,
     ensure_partition_count,
@@ -203,8 +202,6 @@ class Runtime:
                 self._reload_gen = client.get(self.keys.reload()) or b"0"
                 break
             except BROKER_ERRORS as exc:
-                if isinstance(exc, PartitionCountChanged):
-                    raise
                 rec.set_state(State.BROKER_DOWN, f"{redact_url(self.url)}: {exc}")
                 event(log, logging.WARNING, "runtime_broker_unreachable",
                       f"cannot reach the broker at {redact_url(self.url)}: {exc}; retrying",

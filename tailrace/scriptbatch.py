@@ -3,8 +3,9 @@
 The plumbing under :class:`tailrace.scriptcalls.Scripts`: a :class:`ScriptBatch` sends
 calls that go out together in one round trip per node (reloading scripts a node lost, and
 ``WAIT``-ing for replicas through a :class:`WaitPolicy`); :func:`call` runs one call now.
-Both give a write refused by a full Redis the same class on 6.2 and 7
-(:class:`~tailrace.broker.BrokerFullError`).
+Both give error replies tailrace's classes (:func:`~tailrace.broker.classify_reply`: a
+write refused by a full Redis is a :class:`~tailrace.broker.BrokerFullError` on 6.2 and 7),
+whichever client they are sent on.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from .broker import BROKER_ERRORS, BrokerFullError, NotReplicated
+from .broker import BROKER_ERRORS, NotReplicated, classify_reply
 from .errors import BrokerUnavailable
 from .topology import is_cluster, node_of, route_to
 
@@ -86,7 +87,7 @@ class ScriptBatch:
                 replies = self._send_per_node([calls[i] for i in todo])
             missing = []
             for i, reply in zip(todo, replies, strict=True):
-                reply = _full_in_script(reply)
+                reply = classify_reply(reply)  # whoever built the client
                 if isinstance(reply, redis.exceptions.NoScriptError):
                     missing.append(i)
                 elif (isinstance(reply, BROKER_ERRORS) and not partial
@@ -140,22 +141,12 @@ class ScriptBatch:
         return replies
 
 
-def _full_in_script(reply: Any) -> Any:
-    """Redis 6.2 reports a write refused by maxmemory inside a script as a plain script error;
-    give it the class Redis 7 gives it (:class:`BrokerFullError`, one of the broker errors)."""
-    if (isinstance(reply, redis.exceptions.ResponseError)
-            and not isinstance(reply, redis.exceptions.OutOfMemoryError)
-            and "OOM command not allowed" in str(reply)):
-        return BrokerFullError(str(reply))
-    return reply
-
-
 def call(script: Script, keys: list[str], args: list[Any], client: Any = None) -> Any:
     """Run one script now (EVALSHA, loaded again on NOSCRIPT by redis-py)."""
     try:
         return script(keys=keys, args=args, client=client)
     except redis.exceptions.ResponseError as exc:
-        raise _full_in_script(exc) from None
+        raise classify_reply(exc) from None
 
 
 def raise_wait_error(reply: Any, where: str) -> None:

@@ -202,11 +202,20 @@ def build_client(url: str, **client_kwargs: Any) -> redis.Redis:
         auth["ssl"] = True
     if addr.kind == "cluster":
         retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), _CLUSTER_RETRIES)
+        startup = list(addr.hosts)
+        extra: dict[str, Any] = {}
+        parser = client_kwargs.pop("parser_class", None)
+        if parser is not None:
+            # A cluster client hands its nodes no parser; given a seed as a URL, it builds
+            # their pools with the pool class it is given, and ours passes the parser on.
+            (host, port), startup = startup[0], startup[1:]
+            extra = {"url": f"{'rediss' if addr.tls else 'redis'}://{host}:{port}",
+                     "connection_pool_class": _pool_with(parser)}
         try:
             node: Any = ClusterNode
             client = RedisCluster(
-                startup_nodes=[node(h, p) for h, p in addr.hosts], retry=retry,
-                require_full_coverage=True, **auth, **client_kwargs)
+                startup_nodes=[node(h, p) for h, p in startup], retry=retry,
+                require_full_coverage=True, **auth, **extra, **client_kwargs)
         except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException,
                 OSError) as exc:
             seeds = ", ".join(f"{h}:{p}" for h, p in addr.hosts)
@@ -221,6 +230,16 @@ def build_client(url: str, **client_kwargs: Any) -> redis.Redis:
     make: Any = Sentinel
     sentinel = make(list(addr.hosts), sentinel_kwargs=sentinel_kwargs, **auth)
     return cast(redis.Redis, sentinel.master_for(addr.service, db=addr.db, **client_kwargs))
+
+
+def _pool_with(parser: type) -> type[redis.ConnectionPool]:
+    """A connection pool class whose connections parse replies with ``parser``."""
+
+    class _Pool(redis.ConnectionPool):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**{**kwargs, "parser_class": parser})
+
+    return _Pool
 
 
 def is_cluster(client: Any) -> bool:

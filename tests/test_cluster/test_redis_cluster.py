@@ -21,7 +21,7 @@ from multinode import flowing_pipeline, status_json, stop_all, xreadgroup_calls
 from redis_cluster import ClusterUnderTest
 from test_e2e import assert_exactly_once, pipeline_config
 
-from tailrace.broker import connect, ensure_groups
+from tailrace.broker import NoReplicasError, connect, ensure_groups
 from tailrace.generate import Generator
 from tailrace.keys import PROCESSORS_GROUP, Keys
 from tailrace.readers import LaneReads
@@ -246,3 +246,21 @@ def test_confirming_on_a_node_demoted_to_replica_is_a_broker_error_then_works(
 
     wait_for(confirmed, timeout=30, interval=0.2, message="confirm on the new master")
     client.close()
+
+
+def test_a_cluster_client_gives_error_replies_tailraces_classes_on_every_node(
+        cluster: ClusterUnderTest) -> None:
+    """NOREPLICAS from any master is a broker error (retried), as on a single server."""
+    masters = [s for s in cluster.live() if cluster.role(s) == "master"]
+    for s in masters:
+        s.client().config_set("min-replicas-to-write", 5)  # one replica each: writes refused
+    client = connect(cluster.url)
+    keys = Keys("cls")
+    try:
+        for p in range(PARTITIONS):  # partitions on every master
+            with pytest.raises(NoReplicasError):
+                client.xadd(keys.raw(p), {"v": "1", "b": b"x"})
+    finally:
+        for s in masters:
+            s.client().config_set("min-replicas-to-write", 0)
+        client.close()
