@@ -190,7 +190,7 @@ class Recovery:
             inp = next((i for i in inputs if i.discovery.follows(fc.path)), None)
             if fid is None or inp is None or _still_there(fc, fid):
                 continue  # not ours any more (config changed), or just not opened yet
-            real = fc.real or fc.path
+            real = fc.real or os.path.realpath(fc.path)  # a link of a v3 checkpoint
             stems = tuple(dict.fromkeys((os.path.basename(real), os.path.basename(fc.path))))
             out.append(_Orphan(identity, fc, fid, inp, os.path.dirname(real), stems,
                                os.path.basename(fc.real) if fc.real else None))
