@@ -257,6 +257,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="runs of each side (in turns)")
     ap.add_argument("--dir", default=None, help="work dir (default: a temp dir)")
     args = ap.parse_args()
+    # A SIGTERM still stops the pipeline under test and removes the worktree (finally).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="tailrace-bench-"))
     logs = base / "logs"
     shutil.rmtree(logs, ignore_errors=True)

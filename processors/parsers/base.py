@@ -56,8 +56,8 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 class BoundParser:
     """A configured parser: ``parse(text) -> (fields, time or None)``."""
 
-    __slots__ = ("_conv", "_impl", "_time", "may_set_reserved", "name", "parse", "time_errors",
-                 "time_keep", "time_key")
+    __slots__ = ("_conv", "_impl", "_time", "_types", "may_set_reserved", "name", "parse",
+                 "time_errors", "time_keep", "time_key")
 
     def __init__(self, pc: ParserConfig) -> None:
         opts = pc.options
@@ -68,6 +68,7 @@ class BoundParser:
         offset = parse_offset(opts.time_offset) if opts.time_offset else 0
         self._time = TimeFormat(opts.time_format, offset) if opts.time_format else None
         self._conv = [(k, CONVERTERS[t]) for k, t in opts.types.items()]
+        self._types = dict(opts.types)
         #: Lines whose time did not fit ``time_format`` (kept, flagged with
         #: :data:`TIME_ERROR_KEY`); filters add what it grew by to their ``time_errors``.
         self.time_errors = 0
@@ -112,6 +113,9 @@ class BoundParser:
                         fields[key] = conv(v)
                     except (ValueError, TypeError):
                         pass  # keep the original text, as Fluent Bit does
+            return finish_time(fields)
+
+        def finish_time(fields: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
             t: float | None = None
             if tk is not None and tk in fields:
                 raw = fields[tk]
@@ -139,10 +143,13 @@ class BoundParser:
 
             return parse
 
-        # The regex parser, inlined: watchdog guard, search, groupdict and the time of the
-        # common case (no type conversions) in one function.
+        # The regex parser, inlined: watchdog guard, search, groupdict, types and the time
+        # in one function. A group's value is text, so `integer` and `float` are the
+        # builtins themselves (no call through a converter that checks the type first).
         search, wd, ticks = pattern.regex.search, pattern.watchdog, pattern.ticks
-        simple = not convs and tk is not None and tparse is not None
+        simple = tk is not None and tparse is not None
+        text_convs = [(k, {"integer": int, "float": float}.get(t, CONVERTERS[t]))
+                      for k, t in self._types.items() if t != "string"]
         # Whole-second formats repeat a timestamp on consecutive lines: one compare saves
         # the parse (a fraction differs on every line, so it gets no memo).
         fmt = self._time.fmt if self._time is not None else ""
@@ -168,6 +175,13 @@ class BoundParser:
             if None in fields.values():  # optional groups that did not take part
                 fields = {k: v for k, v in fields.items() if v is not None}
             if simple:
+                for key, conv in text_convs:
+                    v = fields.get(key)
+                    if v is not None:
+                        try:
+                            fields[key] = conv(v)
+                        except (ValueError, TypeError):
+                            pass  # keep the original text, as Fluent Bit does
                 raw = fields.get(tk)  # type: ignore[arg-type]
                 if type(raw) is str:
                     if raw == last_raw:
@@ -182,6 +196,7 @@ class BoundParser:
                     if not keep:
                         del fields[tk]  # type: ignore[arg-type]
                     return fields, t
+                return finish_time(fields)  # types done above
             return finish(fields)
 
         return parse_regex

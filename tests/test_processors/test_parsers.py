@@ -40,6 +40,17 @@ def test_types_convert_fields_and_keep_text_that_does_not_convert() -> None:
     assert p.parse("x 2.5 off zz y")[0] == {"i": "x", "f": 2.5, "b": False, "h": "zz", "s": "y"}
 
 
+def test_types_convert_the_same_alongside_a_time_key() -> None:
+    # With time_key/time_format the regex parser converts in its inlined path.
+    p = parser(r"{name: p, format: regex, regex: '^(?<t>\S+) (?<i>\S+) (?<f>\S+) (?<b>\S+) "
+               r"(?<h>\S+) (?<s>\S+)$', time_key: t, time_format: '%Y-%m-%d', "
+               r"types: 'i:integer f:float b:bool h:hex s:string'}")
+    fields, t = p.parse("2024-01-02 42 2.5 true ff x")
+    assert (fields, t) == ({"i": 42, "f": 2.5, "b": True, "h": 255, "s": "x"}, 1704153600.0)
+    assert p.parse("2024-01-02 x 2.5e3 off zz y")[0] == {"i": "x", "f": 2500.0, "b": False,
+                                                          "h": "zz", "s": "y"}
+
+
 def test_types_given_as_a_map_and_json_values_convert_too() -> None:
     p = parser("{name: p, format: json, types: {code: integer, ok: string}}")
     assert p.parse('{"code": "200", "ok": true}')[0] == {"code": 200, "ok": "True"}
