@@ -358,8 +358,8 @@ class Recovery:
         why = f"; {'; '.join(o.rejected)}" if o.rejected else ""
         event(log, logging.WARNING, "tail_file_lost",
               f"{o.entry.path} was rotated or deleted while the agent was down and no file "
-              f"named {o.stems[0]}.* in {o.folder} holds its content{why}: lines written to it "
-              f"after byte {o.entry.offset} (its last checkpoint) are lost",
+              f"named {o.stems[0]}.* in {o.folder} holds its content{why}: any lines written to "
+              f"it after byte {o.entry.offset} (its last checkpoint) are lost",
               input=o.inp.input_id, file=o.identity)
 
 
