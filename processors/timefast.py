@@ -198,28 +198,27 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
     #: with a fraction: what follows "SS." -> (zone to add, fraction), for 1-3 digits.
     rests: dict[str, tuple[int, float]] = {}
 
+    in_hour = {f"{m:02d}{m_lit}": m * 60 for m in range(60)}  # "MM:" -> seconds
+
     def minute(text: str) -> float | None:
-        """The start of ``text``'s minute, cached; None if its date or hour is not in the
-        canonical, valid form."""
+        """The start of ``text``'s minute (cached); None if its date or hour is not in the
+        canonical, valid form. Runs once per minute of log."""
         key = text[:k_sec]
-        start = minutes.get(key)
-        if start is not None:
-            return start
-        hour = hours.get(key[:k_min])
+        hour_key = key[:k_min]
+        hour = hours.get(hour_key)
         if hour is None:
-            hour = hour_start(key[:k_min])
+            hour = hour_start(hour_key)
             if hour is None:
                 return None
             if len(hours) >= _HOUR_CACHE_MAX:
                 hours.clear()
-            hours[key[:k_min]] = hour
-        mm = key[k_min:]
-        if (len(mm) != k_sec - k_min or not mm.isascii() or not mm[:2].isdigit()
-                or int(mm[:2]) > 59 or mm[2:] != m_lit):
+            hours[hour_key] = hour
+        mm = in_hour.get(key[k_min:])
+        if mm is None:
             return None
         if len(minutes) >= _HOUR_CACHE_MAX:
             minutes.clear()
-        start = minutes[key] = float(hour + int(mm[:2]) * 60)
+        start = minutes[key] = float(hour + mm)
         return start
 
     def zone(z: str) -> int | None:
@@ -252,14 +251,15 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
 
         def parse(text: str) -> float:
             h = minutes.get(text[:k_sec])
-            if h is not None:
-                t = tails.get(text[k_sec:])
-                if t is not None:
-                    return h + t
-            h = minute(text)
-            t = learn_tail(text) if h is not None else None
-            if h is None or t is None:
-                return reference(text)
+            if h is None:
+                h = minute(text)
+                if h is None:
+                    return reference(text)
+            t = tails.get(text[k_sec:])
+            if t is None:
+                t = learn_tail(text)
+                if t is None:
+                    return reference(text)
             return h + t
 
         return parse
@@ -287,7 +287,7 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
                 return reference(text)
             e -= n_mid
         digits = text[k_fixed:e]
-        f = fractions.get(digits)
+        f = fractions.get(digits) if e - k_fixed <= 3 else None
         if f is not None:
             if len(rests) >= _HOUR_CACHE_MAX:
                 rests.clear()
@@ -298,6 +298,9 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
             return reference(text)
         return (h + s + add) + f
 
+    # What follows "SS." in a text the rests cache can hold: 1-3 digits, the literals, a zone.
+    rest_max = k_fixed + 3 + n_mid + 6
+
     def parse_frac(text: str) -> float:
         h = minutes.get(text[:k_sec])
         if h is None:
@@ -307,10 +310,11 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
         s = secs.get(text[k_sec:k_fixed])
         if s is None:
             return reference(text)
-        r = rests.get(text[k_fixed:])
-        if r is not None:
-            add, f = r
-            return (h + s + add) + f
+        if len(text) <= rest_max:
+            r = rests.get(text[k_fixed:])
+            if r is not None:
+                add, f = r
+                return (h + s + add) + f
         return finish(text, h, s)
 
     return parse_frac

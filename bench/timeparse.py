@@ -1,0 +1,163 @@
+"""Time parsing micro-benchmark: the compiled parser against cached ``strptime``.
+
+For each time format users write, makes N timestamps in which every line has a new time
+and times ``parse`` over them, old and new side by side in one run:
+
+- ``old``: :class:`processors.timefmt.StrptimeFormat`, what every format used before
+  (``strptime`` once per distinct second, the fraction added arithmetically);
+- ``new``: :class:`processors.timefmt.TimeFormat`, the compiled parser (strptime only for
+  what it does not take).
+
+Spacings (``--spacing``): ``second`` (each line one second after the last: no two lines
+share a second), ``backfill`` (0-3 s apart, as a month of logs read at once), ``minute``
+(61 s apart: every line a new minute, the compiled parser's worst case) and ``burst``
+(10 lines a second, each with its own fraction). Fractions are random on every line.
+CPU time (``time.process_time``) per line, including the call; each run starts with a
+fresh parser (cold caches) and each chunk of 5,000 lines counts with its best run.
+
+    python bench/timeparse.py                    # 200,000 lines, every spacing
+    python bench/timeparse.py --lines 1000000 --spacing second
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from processors.timefmt import StrptimeFormat, TimeFormat  # noqa: E402
+
+UTC = timezone.utc
+
+
+def _frac(rng: random.Random, digits: int) -> str:
+    return f"{rng.randrange(10 ** digits):0{digits}d}"
+
+
+#: name -> (format, render(datetime, rng) -> text)
+FORMATS: dict[str, tuple[str, Callable[[datetime, random.Random], str]]] = {
+    "nginx/apache": ("%d/%b/%Y:%H:%M:%S %z",
+                     lambda d, r: d.strftime("%d/%b/%Y:%H:%M:%S ") + r.choice(
+                         ["+0000", "-0700", "+0530"])),
+    "ISO, ms, Z (%L%z)": ("%Y-%m-%dT%H:%M:%S.%L%z",
+                          lambda d, r: d.strftime("%Y-%m-%dT%H:%M:%S.") + _frac(r, 3) + "Z"),
+    "RFC 3339, us, +02:00": ("%Y-%m-%dT%H:%M:%S.%L%z",
+                             lambda d, r: d.strftime("%Y-%m-%dT%H:%M:%S.") + _frac(r, 6)
+                             + "+02:00"),
+    "CRI, ns, Z (%L%z)": ("%Y-%m-%dT%H:%M:%S.%L%z",
+                          lambda d, r: d.strftime("%Y-%m-%dT%H:%M:%S.") + _frac(r, 9) + "Z"),
+    "docker (%L, zone after)": ("%Y-%m-%dT%H:%M:%S.%L",
+                                lambda d, r: d.strftime("%Y-%m-%dT%H:%M:%S.") + _frac(r, 9)
+                                + "Z"),
+    "ISO, no fraction (%z)": ("%Y-%m-%dT%H:%M:%S%z",
+                              lambda d, r: d.strftime("%Y-%m-%dT%H:%M:%S") + "-0800"),
+    "%Y-%m-%d %H:%M:%S": ("%Y-%m-%d %H:%M:%S", lambda d, r: d.strftime("%Y-%m-%d %H:%M:%S")),
+    "syslog %b %d %H:%M:%S": ("%b %d %H:%M:%S",
+                              lambda d, r: d.strftime("%b ") + f"{d.day:2d}"
+                              + d.strftime(" %H:%M:%S")),
+    "epoch %s": ("%s", lambda d, r: str(int(d.timestamp()))),
+    "epoch ms %s.%L": ("%s.%L", lambda d, r: f"{int(d.timestamp())}.{_frac(r, 3)}"),
+}
+
+SPACINGS: dict[str, Callable[[random.Random], float]] = {
+    "second": lambda r: 1.0,
+    "backfill": lambda r: float(r.randint(0, 3)),
+    "minute": lambda r: 61.0,
+    "burst": lambda r: 0.1,
+}
+
+
+def texts(render: Callable[[datetime, random.Random], str], spacing: Callable[[random.Random],
+          float], n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    # March: a year-less syslog time is read in the current year, where Feb 29 may not be.
+    t = datetime(2024, 3, 1, 22, 0, 0, tzinfo=UTC)
+    out = []
+    for _ in range(n):
+        out.append(render(t, rng))
+        t += timedelta(seconds=spacing(rng))
+    return out
+
+
+def per_line(make: Callable[[], Callable[[str], float]], lines: list[str], repeat: int,
+             chunk: int = 5000) -> float:
+    """CPU µs per line: each of ``repeat`` runs parses every line with a fresh parser (cold
+    caches); each chunk of lines counts with its best run, so a run slowed by another
+    process on this shared machine does not count (the machine is often busy)."""
+    best = [float("inf")] * ((len(lines) + chunk - 1) // chunk)
+    for _ in range(repeat):
+        parse = make()
+        for i in range(len(best)):
+            part = lines[i * chunk:(i + 1) * chunk]
+            start = time.process_time()
+            for text in part:
+                parse(text)
+            best[i] = min(best[i], time.process_time() - start)
+    return sum(best) / len(lines) * 1e6
+
+
+def _new_parser(fmt: str) -> Callable[[str], float]:
+    return TimeFormat(fmt).parse
+
+
+def _old_parser(fmt: str) -> Callable[[str], float]:
+    return StrptimeFormat(fmt).parse
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lines", type=int, default=200_000)
+    ap.add_argument("--old-lines", type=int, default=20_000,
+                    help="lines for the strptime parser (it is slow; the rate is per line)")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--spacing", choices=[*SPACINGS, "all"], default="all")
+    ap.add_argument("--format", dest="only", default=None, help="one format name (substring)")
+    args = ap.parse_args()
+    spacings = list(SPACINGS) if args.spacing == "all" else [args.spacing]
+    print(f"# {platform.python_implementation()} {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
+          f"{args.lines:,} lines (old: {args.old_lines:,}), each 5,000 best of {args.repeat}, "
+          "CPU µs/line")
+    print(f"{'format':26s} {'spacing':9s} {'old':>8s} {'new':>8s} {'speed-up':>9s}  fast")
+    for name, (fmt, render) in FORMATS.items():
+        if args.only and args.only not in name:
+            continue
+        for sp in spacings:
+            lines = texts(render, SPACINGS[sp], args.lines, seed=1)
+            new_tf = TimeFormat(fmt)
+            for text in lines[:2000]:  # the same value as the reference, or the same error
+                ok_new = ok_old = None
+                try:
+                    ok_new = new_tf.parse(text)
+                except ValueError:
+                    pass
+                try:
+                    ok_old = StrptimeFormat(fmt).parse(text)
+                except ValueError:
+                    pass
+                if fmt.startswith("%s"):
+                    continue  # strptime has no %s: nothing to compare with
+                assert ok_new == ok_old, (fmt, text, ok_new, ok_old)
+            new = per_line(partial(_new_parser, fmt), lines, args.repeat)
+            if fmt.startswith("%s"):
+                old_txt = "n/a"
+                ratio = ""
+            else:
+                old_lines = lines[:args.old_lines]
+                old = per_line(partial(_old_parser, fmt), old_lines, args.repeat)
+                old_txt, ratio = f"{old:8.2f}", f"{old / new:8.0f}x"
+            print(f"{name:26s} {sp:9s} {old_txt:>8s} {new:8.3f} {ratio:>9s}  "
+                  f"{'yes' if new_tf.fast else 'no'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
