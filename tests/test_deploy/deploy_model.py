@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 NODE_OVERRIDE = COMPOSE_DIR / "docker-compose.node.yml"
+#: Local images for a machine without a registry (the podman test uses it).
+LOCAL_OVERRIDE = COMPOSE_DIR / "docker-compose.local.yml"
 COMPOSE_CONFIG = COMPOSE_DIR / "tailrace.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"

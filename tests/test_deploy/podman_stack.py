@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploy_model import COMPOSE_DIR, COMPOSE_FILE, ROOT
+from deploy_model import COMPOSE_FILE, LOCAL_OVERRIDE, ROOT
 
 BASE_IMAGE = "localhost/tailrace-base:bookworm"
 BASE_SUITE = "bookworm"
@@ -31,7 +31,6 @@ BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "tini", "redis-server
 #: The base image carries its package list: a changed list builds a new one.
 BASE_LABEL = "org.tailrace.base.packages"
 IMAGE = "localhost/tailrace:ci"
-LOCAL_OVERRIDE = COMPOSE_DIR / "docker-compose.local.yml"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 TOOLS = ("podman", "podman-compose", "runc")
 INSTALL_HINT = ("as root: apt-get install -y podman runc podman-compose debootstrap "
@@ -79,7 +78,7 @@ def run(argv: list[str], env: dict[str, str], timeout: float = 120, check: bool 
 
 def check_podman(env: dict[str, str]) -> None:
     """Raise :class:`Unavailable` unless podman can run a container here."""
-    missing = [t for t in TOOLS if shutil.which(t) is None]
+    missing = [t for t in TOOLS if shutil.which(t, path=env.get("PATH")) is None]
     if missing:
         raise Unavailable(f"{', '.join(missing)} not installed; {INSTALL_HINT}")
     if os.geteuid() != 0:
@@ -100,7 +99,7 @@ def ensure_base_image(env: dict[str, str]) -> str:
                 f'{{{{index .Labels "{BASE_LABEL}"}}}}', BASE_IMAGE], env, check=False)
     if have.returncode == 0 and have.stdout.strip() == packages:
         return "reused"
-    if shutil.which("debootstrap") is None:
+    if shutil.which("debootstrap", path=env.get("PATH")) is None:
         raise Unavailable(f"no {BASE_IMAGE} and no debootstrap to build it (no registry is "
                           f"reachable for a python image); {INSTALL_HINT}")
     started = time.monotonic()

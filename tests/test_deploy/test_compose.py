@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from deploy_model import (
     COMPOSE_DIR,
     COMPOSE_FILE,
     COMPOSE_SCHEMA,
+    LOCAL_OVERRIDE,
     NODE_OVERRIDE,
     InterpolationError,
     Mount,
@@ -104,6 +106,39 @@ def test_node_override_merged_is_valid_against_the_compose_specification(
     errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
               for e in Draft7Validator(schema).iter_errors(node_compose)]
     assert not errors, "\n".join(errors)
+
+
+def test_local_images_override_merged_is_valid_against_the_compose_specification() -> None:
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    merged = load_compose(COMPOSE_FILE, LOCAL_OVERRIDE)
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in Draft7Validator(schema).iter_errors(merged)]
+    assert not errors, "\n".join(errors)
+
+
+def test_users_run_the_official_images_and_the_local_override_only_swaps_redis_image(
+        compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["redis"]["image"].startswith("redis:")
+    assert services["elasticsearch"]["image"].startswith(
+        "docker.elastic.co/elasticsearch/elasticsearch:")
+    override = yaml.safe_load(LOCAL_OVERRIDE.read_text())["services"]
+    assert set(override) == {"redis"}
+    assert set(override["redis"]) == {"image", "entrypoint", "working_dir"}, \
+        "the local Redis must run the main file's command (podman-compose 1.0.3 would " \
+        "append a second command to the first, not replace it)"
+    merged = load_compose(COMPOSE_FILE, LOCAL_OVERRIDE)["services"]["redis"]
+    assert merged["command"] == services["redis"]["command"]
+    assert merged["working_dir"] == next(m.target for m in mounts(merged)
+                                         if m.source == "redis-data")
+
+
+def test_local_redis_entrypoint_runs_the_command_with_protected_mode_off() -> None:
+    entry = load_compose(COMPOSE_FILE, LOCAL_OVERRIDE)["services"]["redis"]["entrypoint"]
+    out = subprocess.run([*entry, "echo", "redis-server", "--appendonly", "yes"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.stdout.split() == ["redis-server", "--appendonly", "yes", "--protected-mode",
+                                  "no"]
 
 
 def test_schema_check_catches_a_misspelt_key(compose: dict[str, Any]) -> None:

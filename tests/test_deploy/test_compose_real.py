@@ -23,10 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from deploy_model import COMPOSE_FILE, load_compose
+from deploy_model import COMPOSE_FILE, LOCAL_OVERRIDE, load_compose
 from podman_stack import (
     IMAGE,
-    LOCAL_OVERRIDE,
     Stack,
     Unavailable,
     build_image,
@@ -37,8 +36,6 @@ from podman_stack import (
     run,
 )
 from redis_server import free_port
-
-pytestmark = [pytest.mark.containers, pytest.mark.slow]
 
 #: The services the test runs (the users' `up -d` brings these and their dependencies).
 SERVICES = ("redis", "agent", "processor", "sink-file")
@@ -169,6 +166,8 @@ def wait_healthy(stack: Stack, name: str, timeout: float = 30) -> None:
         time.sleep(1)
 
 
+@pytest.mark.containers
+@pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_compose_stack_delivers_every_line_once_through_kill_9_and_stops_cleanly(
         stack: Stack, tmp_path: Path) -> None:
@@ -239,3 +238,26 @@ def test_compose_stack_delivers_every_line_once_through_kill_9_and_stops_cleanly
     print(f"down in {down_s:.1f} s, every container exited 0: {sorted(exits)}")
     # What the sink wrote before it stopped is still exactly once.
     assert_exactly_once(out_dir, logs, stack, "after down", timeout=0)
+
+
+# -- the harness itself, without podman ---------------------------------------------------
+
+
+def test_without_podman_the_skip_says_what_is_missing_and_how_to_get_it(tmp_path: Path
+                                                                        ) -> None:
+    env = dict(podman_env(tmp_path), PATH=str(tmp_path))
+    with pytest.raises(Unavailable) as exc:
+        check_podman(env)
+    message = str(exc.value)
+    assert message.startswith("podman, podman-compose, runc not installed")
+    assert "apt-get install -y podman runc podman-compose debootstrap" in message
+    assert "\n" not in message
+
+
+def test_the_tests_podman_config_is_its_own(tmp_path: Path) -> None:
+    env = podman_env(tmp_path)
+    conf = Path(env["CONTAINERS_CONF"])
+    assert conf.parent == tmp_path
+    text = conf.read_text()
+    for setting in ('runtime = "runc"', 'cgroup_manager = "cgroupfs"', "default_ulimits = []"):
+        assert setting in text

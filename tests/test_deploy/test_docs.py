@@ -70,8 +70,8 @@ def simple_commands(line: str) -> list[list[str]]:
 def tailrace_args(cmd: list[str]) -> list[str] | None:
     """What follows the ``tailrace`` program in a command, if it runs tailrace."""
     for i, token in enumerate(cmd):
-        if Path(token).name == "tailrace" and (i == 0 or cmd[i - 1] not in ("-n",
-                                                                          "--namespace")):
+        if Path(token).name == "tailrace" and (i == 0 or cmd[i - 1] not in (
+                "-n", "--namespace", "-p", "--project-name")):
             return cmd[i + 1:]
     return None
 
@@ -104,6 +104,8 @@ def test_tailrace_commands_in_the_docs_are_accepted_by_the_cli(where: str, cmd: 
 def _compose_args(cmd: list[str]) -> list[str] | None:
     if cmd[:2] == ["docker", "compose"]:
         return cmd[2:]
+    if cmd[:1] == ["podman-compose"]:  # the podman section: the same file, the same names
+        return cmd[1:]
     return None
 
 
