@@ -11,13 +11,10 @@
     └── StopRequested              asked to stop before there was anything to do: exit 0
 
 Messages say what failed, where (file, key, partition, entry id) and what to do next.
-Context is attached on the way up with :func:`context`, not rebuilt at every raise.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 __all__ = [
@@ -29,7 +26,6 @@ __all__ = [
     "PipelineError",
     "RecordError",
     "StopRequested",
-    "context",
 ]
 
 
@@ -38,13 +34,6 @@ class PipelineError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.notes: list[str] = []
-
-    def __str__(self) -> str:
-        base = super().__str__()
-        if not self.notes:
-            return base
-        return " ".join([*reversed(self.notes), base])
 
 
 @dataclass(frozen=True)
@@ -106,13 +95,3 @@ class StopRequested(PipelineError):
 
     Not a failure: the role has nothing in flight, so it exits cleanly (status 0).
     """
-
-
-@contextlib.contextmanager
-def context(note: str) -> Iterator[None]:
-    """Prefix ``note`` (e.g. ``"partition 3:"``) to any :class:`PipelineError` raised inside."""
-    try:
-        yield
-    except PipelineError as exc:
-        exc.notes.append(note)
-        raise

@@ -43,8 +43,9 @@ class LeaseKeeper(threading.Thread):
     """Keeps this worker's share of a group's partitions (a background thread).
 
     The worker loop reads :meth:`owned`, picks up :meth:`take_acquired` (to recover the
-    previous owner's pending entries first) and calls :meth:`release_extras` between
-    batches. Lost leases simply vanish from :meth:`owned`; a commit on them is fenced.
+    previous owner's pending entries first) and, between batches, :meth:`release` s the
+    :meth:`extras` it may give up. Lost leases simply vanish from :meth:`owned`; a commit on
+    them is fenced.
     """
 
     def __init__(
@@ -135,12 +136,6 @@ class LeaseKeeper(threading.Thread):
             pass  # the leases expire by themselves
         event(log, logging.INFO, "lease_released", f"released partitions {sorted(partitions)}",
               group=self.group, worker=self.worker_id)
-
-    def release_extras(self) -> list[int]:
-        extras = sorted(self.extras())
-        if extras:
-            self.release(extras)
-        return extras
 
     # -- keeper thread ------------------------------------------------------------------
     def run(self) -> None:

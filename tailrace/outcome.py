@@ -7,11 +7,10 @@ broker) decides what to ack, what to retry and what to dead-letter in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+from .record import Record
 
 __all__ = ["Delivered", "FilterResult", "Outcome", "Rejected", "Rejection", "Retry"]
-
-Record = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
