@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 BROKER_ENV = "TAILRACE_BROKER"
 NO_HTTP_ENV = "TAILRACE_NO_HTTP"  # set by supervisors: the parent serves service.http
 ADOPT_ENV = "TAILRACE_ADOPT_REDIS"  # a reloaded process keeps owning its embedded Redis
+# The reload generation a reloading process had seen: a `tailrace reload` issued while it
+# re-executes (before it reads the generation again) is then noticed, not taken as the base.
+RELOAD_GEN_ENV = "TAILRACE_RELOAD_GEN"
 RELOAD_POLL_S = 1.0
 EXIT_DRAIN_TIMEOUT = 1
 
@@ -199,7 +202,9 @@ class Runtime:
                     event(log, logging.INFO, "runtime_min_replicas_set",
                           f"min-replicas-to-write {replication.min_replicas_to_write} on "
                           f"{', '.join(nodes)}", role=self.lifecycle.role)
-                self._reload_gen = client.get(self.keys.reload()) or b"0"
+                carried = os.environ.pop(RELOAD_GEN_ENV, None)
+                self._reload_gen = (carried.encode() if carried is not None
+                                    else client.get(self.keys.reload()) or b"0")
                 break
             except BROKER_ERRORS as exc:
                 rec.set_state(State.BROKER_DOWN, f"{redact_url(self.url)}: {exc}")
@@ -253,6 +258,8 @@ class Runtime:
             env = dict(os.environ)
             if self.embedded is not None and self.embedded.owned_pid:
                 env[ADOPT_ENV] = str(self.embedded.owned_pid)
+            if isinstance(self._reload_gen, bytes):
+                env[RELOAD_GEN_ENV] = self._reload_gen.decode()
             logging.shutdown()
             block()  # a stop arriving while the new image starts waits for its handlers
             os.execve(sys.executable, _reexec_argv(), env)

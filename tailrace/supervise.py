@@ -133,7 +133,12 @@ class Supervisor:
                 c.proc.kill()
         for c in self.children:
             if c.proc is not None:
-                c.proc.wait()
+                try:
+                    # With a timeout: this runs in a signal handler, maybe inside a wait()
+                    # of the same child, whose lock a blocking wait() would deadlock on.
+                    c.proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    pass
 
     def signal_all(self, signum: int) -> None:
         """Send ``signum`` to every live child (e.g. SIGHUP: reload)."""
