@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from kubeparts import TAG, kube_chain
 from pconf import batch, records, registry, run
-from test_kubernetes import TAG, kube_chain
 
 from processors.chain import Chain
 from tailrace.config import parse_config
