@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from tailrace.plugins import FilterPlugin, ParserPlugin
 
+from .checks import check_parser_times
 from .filters.grep import GrepFilter
 from .filters.kubernetes import KubernetesFilter
 from .filters.modify import ModifyFilter
@@ -21,7 +22,7 @@ from .parsers.logfmt import LogfmtParser
 from .parsers.ltsv import LtsvParser
 from .parsers.regex import RegexParser
 
-__all__ = ["FILTERS", "PARSERS"]
+__all__ = ["CONFIG_CHECKS", "FILTERS", "PARSERS"]
 
 FILTERS: list[type[FilterPlugin]] = [
     ParserFilter,
@@ -41,3 +42,6 @@ PARSERS: list[type[ParserPlugin]] = [
     LogfmtParser,
     LtsvParser,
 ]
+
+#: Whole-config checks of the processors (Registry.checks).
+CONFIG_CHECKS = [check_parser_times]

@@ -365,8 +365,12 @@ def parse_config(
     for pc in plugged:
         for rel, message in pc.options.check_config(config):
             col.add((*_SECTION[pc.kind], pc.index, *rel), message)
+    for check in registry.checks:
+        for path, message in check(config):
+            col.add(path, message)
     if col.problems:
-        raise ConfigError(col.problems)
+        # In file order, as an editor walks them (sections are checked one after another).
+        raise ConfigError(sorted(col.problems, key=lambda p: (p.line, p.column)))
     # From here on this process masks these values wherever text leaves it (tailrace.redaction).
     register_config([config.service, *(pc.options for pc in (*inputs, *filters, *outputs)),
                      *(pc.options for pc in parsers.values())], [config.service.broker])

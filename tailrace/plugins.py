@@ -27,12 +27,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import MappingProxyType
-from typing import ClassVar, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
 
 from .options import FilterOptions, InputOptions, Options, OutputOptions, ParserOptions
 from .outcome import FilterResult, Outcome
 from .record import Record
 from .retry import Backoff
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    #: A whole-config check: (absolute key path, message) for each problem it finds.
+    ConfigCheck = Callable[[Any], list[tuple[tuple[str | int, ...], str]]]
 
 __all__ = [
     "ENTRY_POINT_GROUPS",
@@ -198,6 +204,10 @@ class Registry:
     outputs: dict[str, type[OutputPlugin]] = field(default_factory=dict)
     #: The class each registered one was given as (adopted classes are new classes).
     _given: dict[tuple[str, str], type] = field(default_factory=dict, repr=False)
+    #: Whole-config checks a role package adds (the processors compile every parser's
+    #: ``time_format``), run by the config loader with its own, so every problem shows at
+    #: once. Each takes the Config and returns (absolute key path, message) pairs.
+    checks: list[ConfigCheck] = field(default_factory=list)
 
     def table(self, kind: Kind) -> Mapping[str, type[Plugin]]:
         """The plugin classes of one kind, by name."""

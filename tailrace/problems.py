@@ -4,13 +4,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigProblem
-from .redaction import MASK, mask_secrets, scrub, secret_field
+from .redaction import MASK, MIN_SCRUB_LEN, mask_secrets, scrub, secret_field
 from .yamlmarks import Marks, path_str
 
 __all__ = ["ProblemCollector", "show", "validate"]
@@ -81,7 +82,8 @@ def _message(err: Any, model: Any) -> str:
         # A validator may quote a value: never a secret one (nor a URL's password).
         text = scrub(text.removeprefix(_OWN_MESSAGE[kind]))
         for secret in _secrets_in(value, None if sub is True else sub, sub is True):
-            text = text.replace(secret, MASK)
+            if len(secret) >= MIN_SCRUB_LEN:  # shorter ones would mask ordinary words
+                text = text.replace(secret, MASK)
         return _lower_first(text)
     if sub is True:
         name = type(value).__name__
@@ -150,4 +152,25 @@ def validate(model: Any, data: Any, prefix: tuple[str | int, ...], col: ProblemC
         return model.model_validate(data)
     except ValidationError as exc:
         col.pydantic(prefix, exc, model)
+        if isinstance(data, dict):
+            _cross_field(model, data, exc, prefix, col)
         return None
+
+
+def _cross_field(model: Any, data: dict[Any, Any], exc: ValidationError,
+                 prefix: tuple[str | int, ...], col: ProblemCollector) -> None:
+    """A field error stops pydantic before the model's own checks across fields (``api_key``
+    with ``http_user``): run them again without the bad keys, so the entry shows every
+    problem at once. A check that names a key left out would judge its default: skipped."""
+    errors = exc.errors(include_url=False)
+    if any(not e["loc"] for e in errors):
+        return  # the cross-field checks ran (and spoke) already
+    bad = {e["loc"][0] for e in errors}
+    try:
+        model.model_validate({k: v for k, v in data.items() if k not in bad})
+    except ValidationError as again:
+        for err in again.errors(include_url=False):
+            text = str(err["msg"])
+            if err["loc"] or any(re.search(rf"\b{re.escape(str(k))}\b", text) for k in bad):
+                continue
+            col.add(prefix, _message(err, model))

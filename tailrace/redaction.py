@@ -23,6 +23,7 @@ from pydantic import BaseModel, SecretBytes, SecretStr
 
 __all__ = [
     "MASK",
+    "MIN_SCRUB_LEN",
     "SECRET_NAME_RE",
     "is_secret_annotation",
     "mask_secrets",
@@ -49,7 +50,7 @@ _SENTINEL_PASSWORD_RE = re.compile(r"(sentinel_password=)[^&\s'\"]+")
 
 # Shorter values are not scrubbed from free text: they would mask ordinary words. Config
 # errors mask a secret option whatever its length.
-_MIN_SCRUB_LEN = 4
+MIN_SCRUB_LEN = 4
 
 _lock = threading.Lock()
 _values: set[str] = set()
@@ -110,7 +111,7 @@ def register_secrets(values: Iterable[str]) -> None:
     global _pattern
     new = set()
     for v in values:
-        if len(v) >= _MIN_SCRUB_LEN:
+        if len(v) >= MIN_SCRUB_LEN:
             new.add(v)
             # The form an Authorization header or a client library may show it in.
             new.add(base64.b64encode(v.encode()).decode())

@@ -12,7 +12,7 @@ __all__ = ["build_registry"]
 
 def build_registry(*, entry_points: bool = True) -> Registry:
     from edge_agent.plugins import INPUTS
-    from processors.plugins import FILTERS, PARSERS
+    from processors.plugins import CONFIG_CHECKS, FILTERS, PARSERS
     from sinks.plugins import OUTPUTS
 
     reg = Registry()
@@ -20,6 +20,7 @@ def build_registry(*, entry_points: bool = True) -> Registry:
     reg.add("filters", FILTERS)
     reg.add("parsers", PARSERS)
     reg.add("outputs", OUTPUTS)
+    reg.checks.extend(CONFIG_CHECKS)
     if entry_points:
         reg.load_entry_points()
     return reg
