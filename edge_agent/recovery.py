@@ -160,8 +160,8 @@ class Recovery:
         for o in orphans:
             folders.setdefault(o.folder, []).append(o)
         for folder, group in folders.items():
-            for path in self._siblings(folder, group):
-                self._consider(path, group, followed, bases, last_save, now)
+            for path, owners in _siblings(folder, group):
+                self._consider(path, owners, followed, bases, last_save, now)
         for o in orphans:
             if o.found is None:
                 self._report_lost(o)
@@ -197,22 +197,6 @@ class Recovery:
         return out
 
     # -- siblings -------------------------------------------------------------------------
-    def _siblings(self, folder: str, group: list[_Orphan]) -> list[str]:
-        """Rotated names of the group's files in ``folder``: plain files first, those on an
-        orphan's inode (renamed) before copies, so the original wins over a duplicate."""
-        inodes = {o.fid.ino for o in group}
-        try:
-            entries = [e for e in os.scandir(folder) if any(o.owns(e.name) for o in group)]
-        except OSError:
-            return []
-        def order(e: os.DirEntry[str]) -> tuple[bool, bool, str]:
-            try:
-                ino = e.inode()
-            except OSError:
-                ino = -1
-            return e.name.endswith(".gz"), ino not in inodes, e.name
-        return [e.path for e in sorted(entries, key=order)]
-
     def _consider(self, path: str, group: list[_Orphan], followed: set[tuple[int, int]],
                   bases: set[str], last_save: float, now: float) -> None:
         try:
@@ -240,7 +224,7 @@ class Recovery:
                 else:
                     found.found = None
                     found.rejected.append(f"{path} (no descriptor left: max_open_files)")
-            elif ((owner := next(o for o in group if o.owns(os.path.basename(path))))
+            elif ((owner := group[0])
                   and _written_since(cand, owner.inp.opts.format, since)
                   and cand.fid.key(self.agent) not in bases and not self._already_read(cand)):
                 # Written after the stop and never seen: the middle file of two rotations.
@@ -417,12 +401,46 @@ def _written_since(cand: _Candidate, fmt: str, since: float) -> bool:
         return True  # no time to go by: the modification time says it
 
 
+def _siblings(folder: str, group: list[_Orphan]) -> list[tuple[str, list[_Orphan]]]:
+    """Rotated names of the group's files in ``folder``, each with the files it may belong
+    to: plain files first, those on an orphan's inode (renamed) before copies, so the
+    original wins over a duplicate. A name is looked up by its prefixes (no scan of the
+    group per name: a folder may hold thousands of rotated files)."""
+    stems: dict[str, list[_Orphan]] = {}
+    for o in group:
+        for key in (*o.stems, *((o.exact,) if o.exact else ())):
+            stems.setdefault(key, []).append(o)
+    inodes = {o.fid.ino for o in group}
+    found: list[tuple[tuple[bool, bool, str], str, list[_Orphan]]] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    for e in entries:
+        owners = {id(o): o for key in _prefixes(e.name) for o in stems.get(key, ())
+                  if o.owns(e.name)}
+        if not owners:
+            continue
+        try:
+            ino = e.inode()
+        except OSError:
+            ino = -1
+        found.append(((e.name.endswith(".gz"), ino not in inodes, e.name), e.path,
+                      list(owners.values())))
+    found.sort(key=lambda f: f[0])
+    return [(path, owners) for _key, path, owners in found]
+
+
+def _prefixes(name: str) -> list[str]:
+    """The name itself and each prefix a rotation suffix could follow (``a.log.1`` ->
+    ``a``, ``a.log``, ``a.log.1``)."""
+    return [name[:i] for i, c in enumerate(name) if c in ".-_" and i] + [name]
+
+
 def _note(group: list[_Orphan], path: str, why: str) -> None:
     """Say why a sibling could not be looked at (in the lost report of its orphans)."""
-    name = os.path.basename(path)
     for o in group:
-        if o.owns(name):
-            o.rejected.append(f"{path} {why}")
+        o.rejected.append(f"{path} {why}")
 
 
 def _write_all(fd: int, data: bytes) -> None:
