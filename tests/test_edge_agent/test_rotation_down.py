@@ -28,9 +28,18 @@ from redis_server import RedisServer
 
 from edge_agent.checkpoint import Checkpoint, dumps, loads
 from edge_agent.discovery import Discovery
-from edge_agent.identity import FileId, generation_of, head_checksum, identity_key, parse_base
+from edge_agent.identity import (
+    FileId,
+    end_checksum,
+    fingerprint,
+    generation_of,
+    head_checksum,
+    identity_key,
+    parse_base,
+)
 from edge_agent.options import TailOptions
-from edge_agent.recovery import is_rotation_of
+from edge_agent.recovery import Recovery, is_rotation_of
+from edge_agent.tail import TailInput
 from tailrace.keys import Keys
 
 PARTITIONS = 4
@@ -511,3 +520,58 @@ def test_an_input_says_which_paths_it_follows(tmp_path: Path) -> None:
     assert not d.follows(str(tmp_path / "app.log.1"))
     assert not d.follows(str(tmp_path / "sub" / "app.log"))  # * never crosses a /
     assert not d.follows(str(tmp_path / "debug.log"))
+
+
+def _followed_then_rotated(folder: Path, n: int, how: str) -> Checkpoint:
+    """n files read to their end at the last save, then rotated; the new ones hold a line."""
+    cp = Checkpoint()
+    for i in range(n):
+        path = folder / f"app{i}.log"
+        path.write_bytes(b"".join(b"file %d line %d\n" % (i, j) for j in range(100)))
+        fd = os.open(path, os.O_RDONLY)
+        st = os.fstat(fd)
+        fid = fingerprint(fd, st)
+        assert fid is not None
+        cp.record(fid.key("a"), st.st_size, str(path), end_checksum(fd, st.st_size))
+        os.close(fd)
+    saved = time.time() - 10
+    for fc in cp.files.values():
+        fc.updated = saved
+    for i in range(n):
+        path = folder / f"app{i}.log"
+        if how == "rename":
+            os.rename(path, f"{path}.1")
+        else:
+            shutil.copyfile(path, f"{path}.1")
+            os.truncate(path, 0)
+        path.write_bytes(b"new %d\n" % i)
+    return cp
+
+
+def _tail(folder: Path, pattern: str = "*.log") -> TailInput:
+    opts = TailOptions.model_validate({"name": "tail", "path": [str(folder / pattern)]})
+    return TailInput(opts, agent="a", input_id="tail.0", partitions=8, base_dir=folder,
+                     counters=lambda _k, _n: None)
+
+
+@pytest.mark.parametrize("how", ["rename", "copytruncate"])
+def test_every_rotated_file_of_a_folder_is_found_and_nothing_unrelated(
+        tmp_path: Path, how: str) -> None:
+    cp = _followed_then_rotated(tmp_path, 50, how)
+    unrelated = {"app0.log.old": b"file 0 line 0\nbut another file\n",  # same first line
+                 "app0.logger": b"fresh\n", "other.log.1": b"fresh\n",
+                 "app1.log.2": b"an old rotation\n"}
+    for name, data in unrelated.items():
+        (tmp_path / name).write_bytes(data)
+    os.utime(tmp_path / "app1.log.2", (1_600_000_000, 1_600_000_000))
+    os.utime(tmp_path / "app0.log.old", (1_600_000_000, 1_600_000_000))
+    inp = _tail(tmp_path)
+    inp.scan(time.monotonic())
+    Recovery(cp, "a", tmp_path / "scratch").run([inp], time.monotonic())
+    recovered = [tf for tf in inp.waiting_files() if tf.rotated_at is not None]
+    assert sorted(os.path.basename(tf.real) for tf in recovered) == sorted(
+        f"app{i}.log.1" for i in range(50))
+    for tf in recovered:  # each finishes the identity checkpointed for its original path
+        assert tf.pinned == 0 and cp.files[tf.base].path == tf.path
+        assert tf.adopted is (how == "copytruncate")
+    inp.close()
