@@ -3,15 +3,18 @@
     python bench/sinks.py            # 1,000,000 records
     python bench/sinks.py --quick    # 100,000 records
     python bench/sinks.py --only es --records 300000 --workers 2 --batch-docs 5000
+    python bench/sinks.py --only es --server es8 --records 200000 --workers 1
 
 It starts its own redis-server (append-only, fsync every second, as the embedded broker),
 writes the records into the ``out`` streams as processors would (entries of
 ``--per-entry`` parsed nginx records over ``--partitions`` partitions), then runs one real
 ``tailrace sink --output NAME`` process per output until its group has acknowledged every
 entry. The es sink writes to ``tests/esserver.py`` (a separate process on the same
-machine). Printed per output: lines/s (from the first delivery to the last ack, and with
-process start-up), CPU seconds of the sink per million lines, its peak RSS, and the CPU
-split between sink, test server and Redis.
+machine), or with ``--server es8`` (``os2``, ``os3``) to a real Elasticsearch/OpenSearch
+(``tests/esreal.py``: fetched once, started here with ``-Xms512m -Xmx1g``, stopped at the
+end; its CPU is the server JVM's and its launcher's). Printed per output: lines/s (from
+the first delivery to the last ack, and with process start-up), CPU seconds of the sink per
+million lines, its peak RSS, and the CPU split between sink, server and Redis.
 """
 
 from __future__ import annotations
@@ -125,8 +128,15 @@ def peak_rss_mib(pid: int) -> float:
 
 
 def cpu_s(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return float(t.user + t.system)
+    """CPU seconds of ``proc`` and of its live children (a server JVM under its launcher)."""
+    total = 0.0
+    for p in (proc, *proc.children(recursive=True)):
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
 
 
 def run_sink(cfg: Path, url: str, output: str, client: redis.Redis, keys: Keys,
@@ -184,6 +194,8 @@ def main() -> None:
     ap.add_argument("--batch-docs", type=int, default=5000, help="es: documents per request.")
     ap.add_argument("--fsync", action=argparse.BooleanOptionalAction, default=True,
                     help="file: fsync before each commit.")
+    ap.add_argument("--server", default="test", choices=["test", "es8", "os2", "os3"],
+                    help="es: the test server (default) or a real one (tests/esreal.py).")
     ap.add_argument("--keep", action="store_true", help="Keep the temporary folder.")
     args = ap.parse_args()
     total = 100_000 if args.quick else args.records
@@ -191,6 +203,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tailrace-bench-sinks-"))
     redis_proc, url = start_redis(tmp)
     es_proc = None
+    real = None
     try:
         client = redis.Redis.from_url(url)
         keys = Keys(PREFIX)
@@ -199,7 +212,15 @@ def main() -> None:
         print(f"preloaded {total:,} records ({client.info('memory')['used_memory_human']} in "
               f"Redis) in {time.monotonic() - t:.1f}s; {os.cpu_count()} CPUs", flush=True)
         es_url = ""
-        if "es" in outputs:
+        if "es" in outputs and args.server != "test":
+            sys.path.insert(0, str(ROOT / "tests"))
+            from esreal import SERVERS, RealServer
+
+            t = time.monotonic()
+            real = RealServer(SERVERS[args.server], tmp / args.server).start()
+            es_url = real.url
+            print(f"{real.spec.label} up in {time.monotonic() - t:.0f}s", flush=True)
+        elif "es" in outputs:
             port = free_port()
             es_proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "esserver.py"),
                                         "--port", str(port)], stdout=subprocess.PIPE)
@@ -222,6 +243,8 @@ def main() -> None:
         others = {"redis": psutil.Process(redis_proc.pid)}
         if es_proc is not None:
             others["server"] = psutil.Process(es_proc.pid)
+        if real is not None and real.proc is not None:
+            others["server"] = psutil.Process(real.proc.pid)
         for output in outputs:
             watched = {k: v for k, v in others.items() if k == "redis" or output == "es"}
             result = run_sink(cfg, url, output, client, keys, args.partitions, total, watched)
@@ -230,6 +253,8 @@ def main() -> None:
                     lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
                 assert lines == total, f"file has {lines} lines, expected {total}"
             else:
+                if real is not None:
+                    real.call("POST", "/bench-*/_refresh")
                 body = urllib3.PoolManager().request("GET", es_url + "/bench-*/_count").data
                 count = int(json.loads(body)["count"])
                 assert count == total, f"server holds {count} documents, expected {total}"
@@ -238,6 +263,8 @@ def main() -> None:
         if es_proc is not None:
             es_proc.terminate()
             es_proc.wait(timeout=30)
+        if real is not None:
+            real.stop()
         redis_proc.terminate()
         redis_proc.wait(timeout=30)
         if not args.keep:

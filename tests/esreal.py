@@ -11,11 +11,13 @@ and the disk watermarks off. It runs in a process group of its own: :meth:`RealS
 ends the whole group (Elasticsearch 8 is a launcher JVM plus the server JVM).
 
     python tests/esreal.py es8 [setting=value ...]   # start one, print its URL; Ctrl-C stops
+    python tests/esreal.py --fetch                   # fetch and unpack them all (CI)
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -44,6 +46,7 @@ class ServerSpec:
     product: str  # "elasticsearch" or "opensearch"
     version: str
     java_home: str
+    note: str = ""  # what is known about it, said when it cannot be had
 
     @property
     def coordinates(self) -> str:
@@ -76,7 +79,9 @@ SERVERS = {
 }
 # Asked for and not served (kept so the tier says so instead of forgetting it).
 UNSERVED = {
-    "es9": ServerSpec("es9", "elasticsearch", "9.5.6", TEMURIN),
+    "es9": ServerSpec("es9", "elasticsearch", "9.5.6", TEMURIN,
+                      note="Maven Central's maven-metadata.xml of this artifact lists no 9.x "
+                           "(newest 8.19.21)"),
 }
 
 
@@ -88,13 +93,16 @@ def _fetch(spec: ServerSpec) -> None:
     if shutil.which("mvn") is None:
         raise Unavailable(f"{spec.label}: mvn is not on PATH (needed to fetch "
                           f"{spec.coordinates})")
-    cmd = ["mvn", "-B", "-q", "dependency:get", f"-Dartifact={spec.coordinates}",
+    # -U: ask again even where an earlier miss is cached (a newly published version).
+    cmd = ["mvn", "-B", "-q", "-U", "dependency:get", f"-Dartifact={spec.coordinates}",
            "-Dtransitive=false"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0 or not spec.zip_path.exists():
-        errors = [ln.strip() for ln in proc.stdout.splitlines() if "ERROR" in ln][:2]
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in proc.stdout.splitlines()]
+        errors = [ln for ln in lines if ln.startswith("[ERROR]") and len(ln) > 10][:1]
         raise Unavailable(f"{spec.label}: `{' '.join(cmd)}` failed: "
-                          + (" ".join(errors) or f"exit {proc.returncode}"))
+                          + (errors[0] if errors else f"exit {proc.returncode}")
+                          + (f"; {spec.note}" if spec.note else ""))
 
 
 def unpacked(spec: ServerSpec) -> Path:
@@ -105,6 +113,8 @@ def unpacked(spec: ServerSpec) -> Path:
         return spec.home
     if not spec.zip_path.exists():
         _fetch(spec)
+    if shutil.which("unzip") is None:
+        raise Unavailable(f"{spec.label}: unzip is not on PATH (needed to unpack {spec.zip_path})")
     CACHE.mkdir(parents=True, exist_ok=True)
     # Unpack beside the target, then rename: a run killed mid-unpack leaves no half tree.
     part = CACHE / f".{spec.home.name}.{os.getpid()}.part"
@@ -297,9 +307,24 @@ def _wait_group_gone(pgid: int, timeout: float) -> None:
     raise TimeoutError(f"process group {pgid} still there after {timeout:.0f}s")
 
 
+def prefetch() -> None:
+    """Fetch and unpack every server once (``.ci/run``), one line each on how it went."""
+    for spec in (*SERVERS.values(), *UNSERVED.values()):
+        cached = (spec.home / "bin" / spec.product).exists()
+        try:
+            unpacked(spec)
+        except Unavailable as exc:
+            print(f"ci: es_real: {exc}: its tests skip", flush=True)
+            continue
+        print(f"ci: es_real: {spec.label} {'cached' if cached else 'fetched'} ({spec.home})",
+              flush=True)
+
+
 def main() -> None:
     import tempfile
 
+    if sys.argv[1:] == ["--fetch"]:
+        return prefetch()
     key = sys.argv[1] if len(sys.argv) > 1 else "es8"
     settings = dict(arg.split("=", 1) for arg in sys.argv[2:])  # extra node settings k=v
     work = Path(tempfile.mkdtemp(prefix=f"tailrace-{key}-"))

@@ -1,4 +1,4 @@
-"""The ``es`` output: Elasticsearch 7/8/9 and OpenSearch 1/2 through the Bulk API.
+"""The ``es`` output: Elasticsearch 7/8/9 and OpenSearch 1/2/3 through the Bulk API.
 
 Split by concern: :mod:`.config` (the options), :mod:`.formatting` (records to NDJSON
 bodies), :mod:`.transport` (the one-method transport and its urllib3 implementation),

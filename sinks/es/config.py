@@ -34,7 +34,7 @@ DEFAULT_HOST_COOLDOWN_S = 10.0
 
 
 class ElasticsearchOutputOptions(OutputOptions):
-    """Options of the ``es`` output (Elasticsearch 7/8/9, OpenSearch 1/2, Bulk API)."""
+    """Options of the ``es`` output (Elasticsearch 7/8/9, OpenSearch 1/2/3, Bulk API)."""
 
     hosts: list[str] = Field(
         default_factory=lambda: ["http://127.0.0.1:9200"],

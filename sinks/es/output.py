@@ -56,7 +56,7 @@ class _Sent:
 
 
 class ElasticsearchOutput(OutputPlugin):
-    """Index records into Elasticsearch 7/8/9 or OpenSearch 1/2 with the Bulk API."""
+    """Index records into Elasticsearch 7/8/9 or OpenSearch 1/2/3 with the Bulk API."""
 
     name: ClassVar[str] = "es"
     description: ClassVar[str] = (

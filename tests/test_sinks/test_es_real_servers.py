@@ -279,7 +279,7 @@ def test_server_stopped_mid_stream_throttles_the_sink_then_every_line_lands_once
         tmp_path: Path, server: RealServer, name: str, redis_url: str, prefix: str,
         r: redis.Redis) -> None:
     keys = Keys(prefix)
-    total = 20_000
+    total = 12_000
     preload(r, keys, PARTITIONS, ["search"],
             (make_records(200, start=s) for s in range(0, total, 200)))
     cfg = sink_config(tmp_path, prefix, [{
