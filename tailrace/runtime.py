@@ -248,6 +248,11 @@ class Runtime:
         returning.
         """
         self.lifecycle.thread("main", housekeeping=True).set_state(State.STOPPED)
+        # Every thread is done by now: the last record says "stopped" (an output's record
+        # kept its "idle", so a stopped sink showed idle until its record expired).
+        for rec in list(self.lifecycle.threads.values()):
+            if rec.state != State.FAILED:
+                rec.set_state(State.STOPPED)
         if self.publisher is not None:
             self.publisher.stop(final=True)
         if self.client is not None:

@@ -32,14 +32,13 @@ SHUTDOWN_S = 10.0
 
 class StatusWatch(threading.Thread):
     """Polls the status document (what ``tailrace status --json`` prints) and keeps, per
-    worker pid, the states it was seen in, in order, and when it was last listed."""
+    worker pid, the states it was seen in, in order."""
 
     def __init__(self, client: redis.Redis, keys: Keys, groups: list[str]) -> None:
         super().__init__(daemon=True)
         self.client, self.keys, self.groups = client, keys, groups
         self.seen: dict[int, list[str]] = {}
         self.roles: dict[int, str] = {}
-        self.listed: dict[int, bool] = {}  # listed in the latest snapshot
         self.halt = threading.Event()
         self.lock = threading.Lock()
 
@@ -47,25 +46,22 @@ class StatusWatch(threading.Thread):
         while not self.halt.wait(0.25):
             doc = collect(self.client, self.keys, PARTITIONS, self.groups)
             with self.lock:
-                now = set()
                 for w in doc["workers"]:
                     pid = int(w["pid"])
-                    now.add(pid)
                     self.roles[pid] = str(w["role"])
                     states = self.seen.setdefault(pid, [])
                     if not states or states[-1] != w["state"]:
                         states.append(str(w["state"]))
-                self.listed = {pid: pid in now for pid in self.seen}
 
     def arrived(self, pid: int) -> bool:
         with self.lock:
             return any(s in ("active", "idle") for s in self.seen.get(pid, []))
 
     def left(self, pid: int) -> bool:
-        """Seen at work, then ``stopped`` or no longer listed."""
+        """Seen at work, then ``stopped`` (its last record, listed until it expires)."""
         with self.lock:
             states = self.seen.get(pid, [])
-            return bool(states) and ("stopped" in states or not self.listed.get(pid, True))
+            return any(s in ("active", "idle") for s in states) and states[-1] == "stopped"
 
 
 def pid_of(role: Role) -> int:
