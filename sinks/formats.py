@@ -32,7 +32,7 @@ def _default(value: Any) -> Any:
 def _json(records: Sequence[dict[str, Any]]) -> Iterator[bytes]:
     if isinstance(records, JsonBatch):
         # Wire version 2: the processor's JSON lines are what this format writes.
-        yield records.json()
+        yield from records.chunks()
         return
     dumps = orjson.dumps
     opt = orjson.OPT_APPEND_NEWLINE

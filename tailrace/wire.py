@@ -283,21 +283,39 @@ class JsonBatch(Sequence[dict[str, Any]]):
     """Processed records as their JSON lines, with the tag and time of each.
 
     A sequence of records: indexing or iterating decodes every record once (cached), so an
-    output that knows nothing of it works unchanged; ``json()`` gives the lines as they are.
+    output that knows nothing of it works unchanged; :meth:`chunks` gives the JSON as it
+    came, one blob per entry (split into lines only when records are selected or decoded:
+    splitting and re-joining ~300 KB per entry cost more than writing it, page faults).
     """
 
-    __slots__ = ("_records", "lines", "raws", "tags", "times")
+    __slots__ = ("_blobs", "_lines", "_records", "raws", "tags", "times")
 
-    def __init__(self, lines: list[bytes], tags: list[str], times: list[float | int | None],
-                 raws: dict[int, bytes] | None = None) -> None:
-        self.lines = lines  # one JSON document per record, without its newline
+    def __init__(self, lines: list[bytes] | None, tags: list[str],
+                 times: list[float | int | None], raws: dict[int, bytes] | None = None, *,
+                 blobs: list[bytes] | None = None) -> None:
+        if lines is None and blobs is None:
+            raise ValueError("a JsonBatch needs its lines or its blobs")
+        self._lines = lines  # one JSON document per record, without its newline
+        self._blobs = blobs  # or: newline-terminated lines as they came, one blob per entry
         self.tags = tags
         self.times = times
         self.raws = raws or {}
         self._records: list[dict[str, Any]] | None = None
 
+    @property
+    def lines(self) -> list[bytes]:
+        """One JSON document per record, without its newline."""
+        if self._lines is None:
+            lines: list[bytes] = []
+            for blob in self._blobs or ():
+                part = blob.split(b"\n")
+                part.pop()  # after the last newline
+                lines.extend(part)
+            self._lines = lines
+        return self._lines
+
     def __len__(self) -> int:
-        return len(self.lines)
+        return len(self.tags)
 
     @overload
     def __getitem__(self, i: int) -> dict[str, Any]: ...
@@ -309,9 +327,15 @@ class JsonBatch(Sequence[dict[str, Any]]):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.records())
 
+    def chunks(self) -> list[bytes]:
+        """The records as JSON lines (each ending in a newline), in one or more pieces."""
+        if self._blobs is not None:
+            return self._blobs
+        return [b"\n".join(self._lines) + b"\n"] if self._lines else []
+
     def json(self) -> bytes:
         """The records as JSON lines (each ending in a newline), as the processor made them."""
-        return b"\n".join(self.lines) + b"\n" if self.lines else b""
+        return b"".join(self.chunks())
 
     def records(self) -> list[dict[str, Any]]:
         """The records as maps (decoded once)."""
@@ -339,6 +363,16 @@ class JsonBatch(Sequence[dict[str, Any]]):
     def concat(parts: list[JsonBatch]) -> JsonBatch:
         if len(parts) == 1:
             return parts[0]
+        if all(p._blobs is not None and p._lines is None for p in parts):
+            batch = JsonBatch(None, [t for p in parts for t in p.tags],
+                              [t for p in parts for t in p.times],
+                              blobs=[b for p in parts for b in p._blobs or ()])
+            at = 0
+            for p in parts:
+                for i, raw in p.raws.items():
+                    batch.raws[at + i] = raw
+                at += len(p)
+            return batch
         lines: list[bytes] = []
         tags: list[str] = []
         times: list[float | int | None] = []
@@ -359,10 +393,9 @@ def _decode_v2(payload: bytes) -> JsonBatch:
     n, blob = doc.get("n"), doc.get("json")
     if type(n) is not int or not isinstance(blob, bytes):
         raise RecordError("processed batch needs 'n' (a count) and 'json' (bytes)")
-    lines = blob.split(b"\n")
-    if lines[-1] != b"" or len(lines) != n + 1:
-        raise RecordError(f"processed batch says {n} records but holds {len(lines) - 1} lines")
-    lines.pop()
+    count = blob.count(b"\n")  # orjson escapes newlines inside strings: one per record
+    if count != n or (n and not blob.endswith(b"\n")):
+        raise RecordError(f"processed batch says {n} records but holds {count} lines")
     tag, tags = doc.get("tag"), doc.get("tags")
     if isinstance(tag, str):
         tags = [tag] * n
@@ -376,7 +409,7 @@ def _decode_v2(payload: bytes) -> JsonBatch:
             isinstance(p, list) and len(p) == 2 and type(p[0]) is int and 0 <= p[0] < n
             and isinstance(p[1], bytes) for p in pairs):
         raise RecordError("processed batch 'raw' must pair record positions with bytes")
-    return JsonBatch(lines, tags, times, {i: raw for i, raw in pairs})
+    return JsonBatch(None, tags, times, {i: raw for i, raw in pairs}, blobs=[blob] if n else [])
 
 
 def decode_processed(fields: Mapping[bytes, bytes]) -> JsonBatch | list[dict[str, Any]]:
