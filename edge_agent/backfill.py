@@ -46,7 +46,9 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class BackfillResult:
-    """What one backfill did: lines and batches committed, batches found already there."""
+    """What one backfill did: lines and batches committed, and what was already there
+    (``already_lines``/``already_bytes``: committed before, by an earlier run or the agent,
+    and skipped without producing)."""
 
     path: str
     identity: str
@@ -56,6 +58,22 @@ class BackfillResult:
     skipped_batches: int = 0
     start_offset: int = 0
     end_offset: int = 0
+    already_lines: int = 0
+    already_bytes: int = 0
+
+    def summary(self) -> str:
+        """What happened, in one sentence for the operator."""
+        name = self.path
+        if not self.lines:
+            if self.already_lines:
+                return (f"all {self.already_lines:,} lines of {name} were already in the "
+                        f"pipeline (partition {self.partition}): nothing to add")
+            return f"{name} has no complete line to backfill"
+        batches = f"{self.batches:,} batch" + ("es" if self.batches != 1 else "")
+        text = f"{self.lines:,} lines of {name} committed in {batches} (partition {self.partition})"
+        if self.already_lines:
+            text += f"; {self.already_lines:,} lines before them were already in the pipeline"
+        return text
 
 
 def _open(path: Path) -> tuple[IO[bytes], IO[bytes], bool]:
@@ -80,13 +98,17 @@ def _identity(path: Path, stream: IO[bytes], st: os.stat_result) -> FileId:
     return FileId(st.st_dev, st.st_ino, zlib.crc32(head))
 
 
-def _skip(stream: IO[bytes], n: int) -> None:
+def _skip(stream: IO[bytes], n: int) -> int:
+    """Read past ``n`` bytes; returns the lines they held (for the summary)."""
+    lines = 0
     while n > 0:
         got = stream.read(min(n, _CHUNK_BYTES))
         if not got:
             raise PipelineError(f"the committed offset is past the end of the file ({n} bytes "
                                 "short): was it truncated since it was backfilled?")
         n -= len(got)
+        lines += got.count(b"\n")
+    return lines
 
 
 def backfill_file(
@@ -133,9 +155,11 @@ def backfill_file(
         stored = client.hget(keys.offsets(partition), identity)
         pos = int(stored) if stored is not None else 0
         stream.seek(0)
-        _skip(stream, pos)
-        result = BackfillResult(str(p), identity, partition, start_offset=pos)
-        feeder = _Feeder(stream, decode, options, pos)
+        result = BackfillResult(str(p), identity, partition, start_offset=pos,
+                                already_lines=_skip(stream, pos), already_bytes=pos)
+        if progress is not None:
+            progress(raw.tell(), st.st_size)  # what was already there counts as done
+        feeder = _Feeder(stream, decode, options, pos, result)
         for lines, offsets, times, streams, start, end in feeder.batches():
             batch = RawBatch(agent=agent, input=input_id, tag=desc.tag, path=str(p),
                              file=identity, start=start, end=end, lines=lines,
@@ -147,10 +171,11 @@ def backfill_file(
             if progress is not None:
                 progress(raw.tell(), st.st_size)
         result.end_offset = feeder.pos
-    event(log, logging.INFO, "backfill_file_done",
-          f"{p}: {result.lines} lines in {result.batches} batches committed, "
-          f"{result.skipped_batches} batches already there", partition=partition,
-          file=identity)
+        if progress is not None:
+            progress(st.st_size, st.st_size)
+    event(log, logging.INFO, "backfill_file_done", f"{p}: {result.summary()}",
+          partition=partition, file=identity, lines=result.lines,
+          already_lines=result.already_lines)
     return result
 
 
@@ -158,7 +183,8 @@ class _Feeder:
     """Decoded batches of a byte stream read from offset ``pos`` to its end."""
 
     def __init__(self, stream: IO[bytes], decode: Callable[[bytes, int, bool], Decoded],
-                 options: TailOptions, pos: int) -> None:
+                 options: TailOptions, pos: int, result: BackfillResult) -> None:
+        self.result = result  # counts the lines skipped because they were there already
         self.stream = stream
         self.decode = decode
         self.o = options
@@ -169,10 +195,13 @@ class _Feeder:
     def skip_to(self, offset: int) -> None:
         gap = offset - self.pos
         if gap <= len(self.carry):
+            self.result.already_lines += self.carry.count(b"\n", 0, gap)
             self.carry = self.carry[gap:]
         else:
-            _skip(self.stream, gap - len(self.carry))
+            self.result.already_lines += self.carry.count(b"\n") + _skip(
+                self.stream, gap - len(self.carry))
             self.carry = b""
+        self.result.already_bytes += gap
         self.pos = offset
 
     def _decode_more(self) -> tuple[Decoded, bool]:
@@ -230,5 +259,8 @@ def _produce(scripts: Scripts, partition: int, batch: RawBatch, backlog_limit: i
             return None
         if res.status == "conflict":
             result.skipped_batches += 1
+            if res.offset >= batch.end:  # this batch was committed before (an earlier run)
+                result.already_lines += len(batch.lines)
+                result.already_bytes += batch.end - batch.start
             return res.offset if res.offset > batch.start else None
         time.sleep(_BACKPRESSURE_WAIT_S)  # backlog or memory over its limit: wait, as the agent

@@ -113,9 +113,7 @@ def backfill(config_path: str, broker: str | None, paths: tuple[str, ...],
         job.refresh()
         r: Any = job.return_value() if job.is_finished else None
         if isinstance(r, dict):
-            console.print(f"{r['path']}: {r['lines']:,} lines committed in {r['batches']} "
-                          f"batches, {r['skipped_batches']} batches were already there "
-                          f"(partition {r['partition']})", soft_wrap=True)
+            console.print(_summary(r), soft_wrap=True)
         else:
             failed += 1
             latest = job.latest_result()
@@ -123,6 +121,14 @@ def backfill(config_path: str, broker: str | None, paths: tuple[str, ...],
             console.print(f"[red]{job.description}: {job.get_status()}[/]\n{info or ''}")
     if failed:
         raise SystemExit(1)
+
+
+def _summary(r: dict[str, Any]) -> str:
+    """One job's result in words (BackfillResult.summary, from the job's returned dict)."""
+    from edge_agent.backfill import BackfillResult
+
+    known = {k: v for k, v in r.items() if k in BackfillResult.__dataclass_fields__}
+    return BackfillResult(**known).summary()
 
 
 def _show_progress(jobs: list[Any], done: threading.Event, console: Console) -> None:
@@ -146,9 +152,9 @@ def _show_progress(jobs: list[Any], done: threading.Event, console: Console) -> 
                     bar.update(tasks[job.id], completed=meta["done"], total=meta["total"])
                 if job.is_finished or job.is_failed or job.is_stopped or job.is_canceled:
                     finished += 1
-                    if job.is_finished:
-                        t = bar.tasks[tasks[job.id]].total
-                        bar.update(tasks[job.id], completed=t or 1, total=t or 1)
+                    t = bar.tasks[tasks[job.id]].total
+                    if job.is_finished and t:  # the file's size, once the job reported it
+                        bar.update(tasks[job.id], completed=t, total=t)
             if finished == len(jobs):
                 done.set()
                 return
