@@ -498,7 +498,10 @@ How values are read:
 
 - Every key below is checked: an unknown key, a wrong type or a value out of range is an
   error naming `FILE:LINE:COL` and the key, and `tailrace config check -c FILE` lists
-  every problem at once (exit code 2).
+  every problem at once (exit code 2), in file order. An entry with a bad key still gets
+  its checks across keys (`api_key` together with `http_user`), run without the bad keys
+  (a check about a bad key itself waits until it is fixed); what the processors compile
+  at start (a parser's `time_format`, `time_offset`) is compiled by the check too.
 - `${VAR}` and `${VAR:-default}` in any string value expand from the environment before
   the file is checked, so secrets and per-node values stay out of the file.
 - A **size** is a number of bytes or a string with a unit: `65536`, `'64KiB'`, `'1MiB'`,
