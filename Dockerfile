@@ -23,7 +23,8 @@ COPY tailrace/ tailrace/
 COPY edge_agent/ edge_agent/
 COPY processors/ processors/
 COPY sinks/ sinks/
-# The download cache outlives the build: a rebuild after a code change fetches nothing.
+# pip's download cache outlives the build, so a rebuild after a code change fetches nothing
+# again (unless a proxy strips the index's Cache-Control, as on the development machines).
 RUN --mount=type=cache,target=/root/.cache/pip \
     python3 -m pip wheel --wheel-dir /wheels .
 

@@ -31,6 +31,8 @@ BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "tini", "redis-server
 #: The base image carries its package list: a changed list builds a new one.
 BASE_LABEL = "org.tailrace.base.packages"
 IMAGE = "localhost/tailrace:ci"
+#: The Dockerfile labels its runtime stage with this (and tailrace's name).
+IMAGE_TITLE_LABEL = "org.opencontainers.image.title=tailrace"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 TOOLS = ("podman", "podman-compose", "runc")
 INSTALL_HINT = ("as root: apt-get install -y podman runc podman-compose debootstrap "
@@ -140,6 +142,10 @@ def build_image(env: dict[str, str], log: Path) -> float:
     result = run([*argv, str(ROOT)], env, timeout=900, check=False)
     log.write_text(result.stdout + result.stderr)
     assert result.returncode == 0, f"podman build failed (log {log}):\n{_tail(result.stderr)}"
+    # Earlier builds' images (untagged, ~160 MB each): gone. The new image's layers stay as
+    # the cache of the next build, and so do the builder stages (no label, a few MB each).
+    run(["podman", "image", "prune", "-f", "--filter", f"label={IMAGE_TITLE_LABEL}"], env,
+        check=False)
     return time.monotonic() - started
 
 
