@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psutil
 import pytest
 import redis
@@ -63,6 +64,19 @@ def test_pipeline_spreads_partitions_over_the_masters_and_delivers_exactly_once(
     assert sum(1 for n in nodes.values() if n["partitions"]) >= 2, "all on one master"
 
 
+def consumer_idle(client: redis.Redis, keys: Keys) -> bool:
+    """A published processor record shows its consumer owning every partition and idle
+    after a live read (so not recovering any of them)."""
+    for key in client.scan_iter(match=keys.worker_pattern()):
+        doc = orjson.loads(client.get(key) or b"{}")
+        owned = (doc.get("partitions") or {}).get(PROCESSORS_GROUP, [])
+        for t in doc.get("threads", []):
+            if (t["name"] == "consumer" and t["state"] == "idle" and not t["detail"]
+                    and owned == list(range(PARTITIONS))):
+                return True
+    return False
+
+
 def test_an_idle_worker_blocks_on_every_partition_instead_of_polling(
         tmp_path: Path, cluster: ClusterUnderTest) -> None:
     cfg = pipeline_config(tmp_path, "tr", partitions=PARTITIONS)
@@ -73,10 +87,13 @@ def test_an_idle_worker_blocks_on_every_partition_instead_of_polling(
         wait_for(lambda: all(client.exists(keys.lease(p, PROCESSORS_GROUP))
                              for p in range(PARTITIONS)),
                  timeout=30, message="the processor to own every partition")
-        time.sleep(1.5)  # recovery of the fresh partitions is over; only live reads remain
+        # Recovery of the fresh partitions is over, only live reads remain: the consumer
+        # said so (idle after an empty live read) in a record it published since.
+        wait_for(lambda: consumer_idle(client, keys), timeout=30, interval=0.2,
+                 message="the processor to read its partitions live, idle")
         ps = psutil.Process(proc.proc.pid)  # type: ignore[union-attr]
         calls0, cpu0, t0 = xreadgroup_calls(cluster), sum(ps.cpu_times()[:2]), time.monotonic()
-        time.sleep(4.0)
+        time.sleep(4.0)  # the window measured (not a wait for something)
         calls1, cpu1, t1 = xreadgroup_calls(cluster), sum(ps.cpu_times()[:2]), time.monotonic()
         client.close()
     finally:

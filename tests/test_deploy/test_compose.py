@@ -11,7 +11,6 @@ import json
 import re
 import shlex
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import click
@@ -78,15 +77,6 @@ def config_env(service: dict[str, Any]) -> dict[str, str]:
 def load_for_service(service: dict[str, Any]) -> Config:
     """The mounted config as this service's process loads it (its environment applied)."""
     return load_config(COMPOSE_CONFIG, build_registry(), env=config_env(service))
-
-
-def requires_es(config_path: Path, env: dict[str, str] | None = None) -> None:
-    """Skip while the es output plugin is not registered (issue 5 adds it)."""
-    names = [o.get("name") for o in
-             (yaml.safe_load(config_path.read_text()).get("pipeline") or {}).get("outputs", [])]
-    if "es" in names and "es" not in build_registry().outputs:
-        pytest.skip("the es output plugin is not registered yet (issue 5); this check turns on "
-                    "by itself when it is")
 
 
 # -- the file itself ---------------------------------------------------------------------
@@ -204,7 +194,6 @@ def test_one_config_is_mounted_read_only_into_every_tailrace_service(
 
 
 def test_each_output_of_the_config_has_a_sink_service(compose: dict[str, Any]) -> None:
-    requires_es(COMPOSE_CONFIG)
     config = load_config(COMPOSE_CONFIG, build_registry())
     served = {parse_cli(list(s["command"])).params.get("output")
               for s in tailrace_services(compose).values()
@@ -213,14 +202,12 @@ def test_each_output_of_the_config_has_a_sink_service(compose: dict[str, Any]) -
 
 
 def test_mounted_config_passes_config_check() -> None:
-    requires_es(COMPOSE_CONFIG)
     result = CliRunner().invoke(cli, ["config", "check", "-q", "-c", str(COMPOSE_CONFIG)])
     assert result.exit_code == 0, result.output
 
 
 def test_mounted_config_passes_config_check_on_a_real_node(node_compose: dict[str, Any]
                                                            ) -> None:
-    requires_es(COMPOSE_CONFIG)
     config = load_for_service(node_compose["services"]["agent"])
     assert config.inputs[0].options.path == ["/var/log/containers/*.log"]
     assert config.service.agent_name == NODE_ENV["TAILRACE_AGENT_ID"]
@@ -264,7 +251,6 @@ def test_generator_writes_where_the_agent_reads(compose: dict[str, Any]) -> None
 
 
 def test_agent_state_and_file_output_are_on_volumes(compose: dict[str, Any]) -> None:
-    requires_es(COMPOSE_CONFIG)
     services = compose["services"]
     agent = load_for_service(services["agent"])
     assert any(_under(agent.service.data_dir, m.target) and not m.read_only and not m.is_bind
@@ -366,7 +352,6 @@ def test_elasticsearch_is_single_node_without_security_with_a_heap(compose: dict
 
 
 def test_es_output_points_at_the_elasticsearch_service(compose: dict[str, Any]) -> None:
-    requires_es(COMPOSE_CONFIG)
     config = load_config(COMPOSE_CONFIG, build_registry())
     hosts = config.output("es").options.hosts
     port = compose["services"]["elasticsearch"]["ports"][0].rsplit(":", 1)[1]

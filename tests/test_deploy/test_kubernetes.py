@@ -54,17 +54,9 @@ def configmap_text(docs: list[dict[str, Any]]) -> str:
     return str(find(docs, "ConfigMap")["data"][CONFIG_KEY])
 
 
-def requires_es(text: str) -> None:
-    outputs = (yaml.safe_load(text).get("pipeline") or {}).get("outputs", [])
-    if "es" in [o.get("name") for o in outputs] and "es" not in build_registry().outputs:
-        pytest.skip("the es output plugin is not registered yet (issue 5); this check turns on "
-                    "by itself when it is")
-
-
 def load_mounted_config(docs: list[dict[str, Any]], tmp_path: Path,
                         env: dict[str, str] | None = None) -> Config:
     text = configmap_text(docs)
-    requires_es(text)
     path = tmp_path / CONFIG_KEY
     path.write_text(text)
     return load_config(path, build_registry(), env=env or {})
@@ -283,7 +275,6 @@ def test_redis_statefulset_persists_and_the_broker_url_reaches_it(
 def test_configmap_config_passes_config_check(docs: list[dict[str, Any]], tmp_path: Path
                                               ) -> None:
     text = configmap_text(docs)
-    requires_es(text)
     path = tmp_path / CONFIG_KEY
     path.write_text(text)
     result = CliRunner().invoke(cli, ["config", "check", "-q", "-c", str(path)])
