@@ -26,37 +26,38 @@ counter ``files_lost``: lines are never guessed.
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 import os
 import stat
-import tempfile
-import zlib
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from tailrace.logs import event
 
 from .checkpoint import Checkpoint, FileCheckpoint
 from .identity import (
-    FINGERPRINT_BYTES,
     FileId,
     base_of,
     end_checksum,
     fingerprint,
     generation_of,
     has_end,
-    head_checksum,
     identity_key,
     parse_base,
     partition_for,
 )
 from .reader import TailedFile
+from .siblings import (
+    Sibling,
+    SiblingError,
+    is_rotation_of,
+    open_sibling,
+    rotation_keys,
+    written_since,
+)
 from .tail import TailInput
 
-__all__ = ["Recovery", "is_rotation_of"]
+__all__ = ["Recovery"]
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +65,6 @@ log = logging.getLogger(__name__)
 # after it (file times are coarser than the save's clock).
 NEW_SLACK_S = 1.0
 MAX_SAME_HEAD_CHECKS = 64  # entries compared with one sibling of a common first line
-GZIP_MAGIC = b"\x1f\x8b"
-_OTHER_COMPRESSED = (".bz2", ".xz", ".zst", ".lz4", ".lzma", ".Z", ".zip")
-_GZIP_CHUNK = 1 << 20
-
-
-def is_rotation_of(name: str, original: str) -> bool:
-    """Whether file name ``name`` is a rotated name of ``original`` (``app.log.1``,
-    ``app.log.1.gz``, ``app.log-20240101``, ``0.log.20240101-120000``)."""
-    return (len(name) > len(original) + 1 and name.startswith(original)
-            and name[len(original)] in ".-_")
 
 
 @dataclass(slots=True)
@@ -97,18 +88,6 @@ class _Orphan:
     def owns(self, name: str) -> bool:
         """Whether a file of that name in its folder may hold its rest."""
         return name == self.exact or any(is_rotation_of(name, s) for s in self.stems)
-
-
-@dataclass(slots=True)
-class _Candidate:
-    """A sibling's bytes: its own descriptor, or a scratch copy of a ``.gz``."""
-
-    path: str
-    fd: int
-    fid: FileId  # device and inode of the file on disk; checksum of its (decompressed) head
-    size: int
-    mtime: float  # of its content: a .gz's header keeps its source's (GNU gzip, logrotate)
-    gz: bool
 
 
 class Recovery:
@@ -206,7 +185,14 @@ class Recovery:
         if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in followed:
             return
         since = last_save - NEW_SLACK_S
-        cand = self._open(path, st, group, st.st_mtime >= since)
+        fresh = st.st_mtime >= since
+        try:  # a .gz is decompressed only when it may be the rest of one, or new
+            cand = open_sibling(path, st, self.scratch,
+                                lambda crc: fresh or any(o.fid.crc == crc for o in group))
+        except SiblingError as exc:
+            for o in group:
+                o.rejected.append(f"{path} {exc}")
+            return
         if cand is None:
             return
         adopted = False
@@ -224,10 +210,10 @@ class Recovery:
                 else:
                     found.found = None
                     found.rejected.append(f"{path} (no descriptor left: max_open_files)")
-            elif ((owner := group[0])
-                  and _written_since(cand, owner.inp.opts.format, since)
+            elif (written_since(cand, group[0].inp.opts.format, since)
                   and cand.fid.key(self.agent) not in bases and not self._already_read(cand)):
                 # Written after the stop and never seen: the middle file of two rotations.
+                owner = group[0]
                 tf = self._tailed(cand, owner.inp, owner.entry.path)
                 tf.adopted = cand.gz
                 adopted = owner.inp.adopt(tf, now)
@@ -242,56 +228,6 @@ class Recovery:
                 os.close(cand.fd)
         if adopted:
             followed.add((cand.fid.dev, cand.fid.ino))
-
-    def _open(self, path: str, st: os.stat_result, group: list[_Orphan],
-              fresh: bool) -> _Candidate | None:
-        """The sibling's bytes; a ``.gz`` is decompressed only when its first line is one
-        of the group's or it may be new."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            _note(group, path, f"cannot be opened: {exc.strerror}")
-            return None
-        try:
-            magic = os.pread(fd, 2, 0)
-            if magic != GZIP_MAGIC:
-                if path.endswith(_OTHER_COMPRESSED):
-                    _note(group, path, "is compressed with another tool than gzip")
-                    os.close(fd)
-                    return None
-                fid = fingerprint(fd, os.fstat(fd))
-                if fid is None:
-                    os.close(fd)
-                    return None
-                return _Candidate(path, fd, fid, os.fstat(fd).st_size, st.st_mtime, False)
-        except OSError:
-            os.close(fd)
-            return None
-        os.close(fd)
-        return self._gunzip(path, st, group, fresh)
-
-    def _gunzip(self, path: str, st: os.stat_result, group: list[_Orphan],
-                fresh: bool) -> _Candidate | None:
-        out = -1
-        try:
-            with gzip.open(path, "rb") as gz:
-                head = gz.read(FINGERPRINT_BYTES)
-                crc = head_checksum(head)
-                if crc is None or not (fresh or any(o.fid.crc == crc for o in group)):
-                    return None
-                self.scratch.mkdir(parents=True, exist_ok=True)
-                out, name = tempfile.mkstemp(prefix="gunzip-", dir=self.scratch)
-                os.unlink(name)  # gone with the descriptor, whatever happens to the agent
-                _write_all(out, head)
-                while chunk := gz.read(_GZIP_CHUNK):
-                    _write_all(out, chunk)
-            return _Candidate(path, out, FileId(st.st_dev, st.st_ino, crc),
-                              os.fstat(out).st_size, gz.mtime or st.st_mtime, True)
-        except (OSError, EOFError, zlib.error) as exc:
-            if out >= 0:
-                os.close(out)
-            _note(group, path, f"cannot be read through gzip: {exc}")
-            return None
 
     # -- matching -------------------------------------------------------------------------
     def _match(self, fd: int, size: int, fid: FileId, path: str) -> _Orphan | None:
@@ -313,7 +249,7 @@ class Recovery:
             o.rejected.append(f"{path} (same first line, other bytes before byte {e.offset})")
         return None
 
-    def _already_read(self, cand: _Candidate) -> bool:
+    def _already_read(self, cand: Sibling) -> bool:
         """Whether the sibling holds what a checkpointed file held (an older rotation, or a
         compressed copy of one): it was read then, it is not read again."""
         same_head = self._read_by_head.get(cand.fid.crc, [])
@@ -328,7 +264,7 @@ class Recovery:
         return False
 
     # -- adopting -------------------------------------------------------------------------
-    def _tailed(self, cand: _Candidate, inp: TailInput, original: str) -> TailedFile:
+    def _tailed(self, cand: Sibling, inp: TailInput, original: str) -> TailedFile:
         """A followed file for the sibling; records carry the original path (the lines
         were written there) and its tag and metadata."""
         desc = inp.discovery.describe(original)
@@ -384,23 +320,6 @@ def _still_there(fc: FileCheckpoint, fid: FileId) -> bool:
         os.close(fd)
 
 
-def _written_since(cand: _Candidate, fmt: str, since: float) -> bool:
-    """Whether the sibling was written after ``since`` (the last save): its content's
-    modification time, and for container logs also the time of its first line (a .gz made by
-    the kubelet has a new mtime and no source time, but its lines keep theirs)."""
-    if cand.mtime < since:
-        return False
-    if fmt == "plain":
-        return True
-    try:
-        line = os.pread(cand.fd, FINGERPRINT_BYTES, 0).split(b"\n", 1)[0]
-        stamp = (line.split(b" ", 1)[0].decode() if fmt == "cri"
-                 else str(json.loads(line)["time"]))
-        return datetime.fromisoformat(stamp).timestamp() >= since
-    except (OSError, ValueError, KeyError, TypeError):
-        return True  # no time to go by: the modification time says it
-
-
 def _siblings(folder: str, group: list[_Orphan]) -> list[tuple[str, list[_Orphan]]]:
     """Rotated names of the group's files in ``folder``, each with the files it may belong
     to: plain files first, those on an orphan's inode (renamed) before copies, so the
@@ -417,7 +336,7 @@ def _siblings(folder: str, group: list[_Orphan]) -> list[tuple[str, list[_Orphan
     except OSError:
         return []
     for e in entries:
-        owners = {id(o): o for key in _prefixes(e.name) for o in stems.get(key, ())
+        owners = {id(o): o for key in rotation_keys(e.name) for o in stems.get(key, ())
                   if o.owns(e.name)}
         if not owners:
             continue
@@ -429,21 +348,3 @@ def _siblings(folder: str, group: list[_Orphan]) -> list[tuple[str, list[_Orphan
                       list(owners.values())))
     found.sort(key=lambda f: f[0])
     return [(path, owners) for _key, path, owners in found]
-
-
-def _prefixes(name: str) -> list[str]:
-    """The name itself and each prefix a rotation suffix could follow (``a.log.1`` ->
-    ``a``, ``a.log``, ``a.log.1``)."""
-    return [name[:i] for i, c in enumerate(name) if c in ".-_" and i] + [name]
-
-
-def _note(group: list[_Orphan], path: str, why: str) -> None:
-    """Say why a sibling could not be looked at (in the lost report of its orphans)."""
-    for o in group:
-        o.rejected.append(f"{path} {why}")
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]

@@ -38,7 +38,8 @@ from edge_agent.identity import (
     parse_base,
 )
 from edge_agent.options import TailOptions
-from edge_agent.recovery import Recovery, is_rotation_of
+from edge_agent.recovery import Recovery
+from edge_agent.siblings import SiblingError, is_rotation_of, open_sibling, written_since
 from edge_agent.tail import TailInput
 from tailrace.keys import Keys
 
@@ -575,3 +576,49 @@ def test_every_rotated_file_of_a_folder_is_found_and_nothing_unrelated(
         assert tf.pinned == 0 and cp.files[tf.base].path == tf.path
         assert tf.adopted is (how == "copytruncate")
     inp.close()
+
+
+def test_a_sibling_is_read_as_it_is_or_through_gzip_and_never_leaks_a_descriptor(
+        tmp_path: Path) -> None:
+    fds = len(os.listdir("/proc/self/fd"))
+    plain = tmp_path / "app.log.1"
+    plain.write_bytes(b"first\nsecond\n")
+    good = tmp_path / "app.log.2.gz"
+    good.write_bytes(gzip.compress(b"first\nsecond\n", mtime=1_600_000_000))
+    cut = tmp_path / "app.log.3.gz"
+    whole = gzip.compress(b"first\n" + b"".join(b"%d\n" % (i * 7919 % 10007) for i in range(9000)))
+    cut.write_bytes(whole[: len(whole) // 2])  # compression cut short
+    xz = tmp_path / "app.log.4.xz"
+    xz.write_bytes(b"\xfd7zXZ\x00 not gzip")
+    scratch = tmp_path / "scratch"
+    a = open_sibling(str(plain), plain.stat(), scratch, lambda _crc: True)
+    b = open_sibling(str(good), good.stat(), scratch, lambda _crc: True)
+    assert a is not None and b is not None
+    assert not a.gz and b.gz and a.fid.crc == b.fid.crc and b.size == 13
+    assert b.mtime == 1_600_000_000  # the source's time, from the gzip header
+    assert not written_since(b, "plain", time.time() - 60)
+    assert written_since(a, "plain", time.time() - 60)
+    assert os.pread(b.fd, 100, 0) == b"first\nsecond\n"
+    assert not list(scratch.iterdir())  # the scratch copy is unlinked at once
+    os.close(a.fd)
+    os.close(b.fd)
+    assert open_sibling(str(good), good.stat(), scratch, lambda _crc: False) is None
+    with pytest.raises(SiblingError, match="cannot be read through gzip"):
+        open_sibling(str(cut), cut.stat(), scratch, lambda _crc: True)
+    with pytest.raises(SiblingError, match="another tool than gzip"):
+        open_sibling(str(xz), xz.stat(), scratch, lambda _crc: True)
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_a_container_log_counts_as_new_by_the_time_of_its_first_line(tmp_path: Path) -> None:
+    old = tmp_path / "0.log.20200101-000000.gz"  # the kubelet's gzip keeps no time
+    old.write_bytes(gzip.compress(b"2020-01-01T00:00:00.000000001Z stdout F old\n", mtime=0))
+    new = tmp_path / "0.log.20240101-120000"
+    new.write_bytes(b"%s stdout F new\n" % time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                         time.gmtime()).encode())
+    since = time.time() - 60
+    for path, expected in ((old, False), (new, True)):
+        sib = open_sibling(str(path), path.stat(), tmp_path / "scratch", lambda _crc: True)
+        assert sib is not None
+        assert written_since(sib, "cri", since) is expected
+        os.close(sib.fd)
