@@ -13,12 +13,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,11 +94,25 @@ def check_podman(env: dict[str, str]) -> None:
         raise Unavailable(f"`podman info` fails: {_tail(info.stderr, 1)}")
 
 
+@contextmanager
+def image_lock() -> Iterator[None]:
+    """One image build (and prune) at a time on the machine: a prune by one run must not
+    remove the layers another run is building on."""
+    with open(Path(tempfile.gettempdir()) / "tailrace-podman-images.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_base_image(env: dict[str, str]) -> str:
     """The Debian base image, built with debootstrap unless podman already has it.
 
     Returns how it was obtained ("reused" or "built in N s"), for the test's output.
     """
+    with image_lock():
+        return _ensure_base_image(env)
+
+
+def _ensure_base_image(env: dict[str, str]) -> str:
     packages = ",".join(BASE_PACKAGES)
     have = run(["podman", "image", "inspect", "--format",
                 f'{{{{index .Labels "{BASE_LABEL}"}}}}', BASE_IMAGE], env, check=False)
@@ -138,15 +155,18 @@ def build_image(env: dict[str, str], log: Path) -> float:
             "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-f", str(ROOT / "Dockerfile")]
     if CA_BUNDLE.exists():
         argv += ["-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"]
-    started = time.monotonic()
-    result = run([*argv, str(ROOT)], env, timeout=900, check=False)
-    log.write_text(result.stdout + result.stderr)
-    assert result.returncode == 0, f"podman build failed (log {log}):\n{_tail(result.stderr)}"
-    # Earlier builds' images (untagged, ~160 MB each): gone. The new image's layers stay as
-    # the cache of the next build, and so do the builder stages (no label, a few MB each).
-    run(["podman", "image", "prune", "-f", "--filter", f"label={IMAGE_TITLE_LABEL}"], env,
-        check=False)
-    return time.monotonic() - started
+    with image_lock():
+        started = time.monotonic()
+        result = run([*argv, str(ROOT)], env, timeout=900, check=False)
+        log.write_text(result.stdout + result.stderr)
+        assert result.returncode == 0, \
+            f"podman build failed (log {log}):\n{_tail(result.stderr)}"
+        # Earlier builds' images (untagged, ~160 MB each) go; the new image's layers stay as
+        # the next build's cache, and so do the builder stages (no label, a few MB each).
+        # Images that containers still run are kept by podman.
+        run(["podman", "image", "prune", "-f", "--filter", f"label={IMAGE_TITLE_LABEL}"],
+            env, check=False)
+        return time.monotonic() - started
 
 
 @dataclass
