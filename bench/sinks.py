@@ -3,7 +3,7 @@
     python bench/sinks.py            # 1,000,000 records
     python bench/sinks.py --quick    # 100,000 records
     python bench/sinks.py --only es --records 300000 --workers 2 --batch-docs 5000
-    python bench/sinks.py --only es --server es8 --records 200000 --workers 1
+    python bench/sinks.py --only es --server es8 --records 200000 --es-runs 1x5000,2x1000
 
 It starts its own redis-server (append-only, fsync every second, as the embedded broker),
 writes the records into the ``out`` streams as processors would (entries of
@@ -196,10 +196,18 @@ def main() -> None:
                     help="file: fsync before each commit.")
     ap.add_argument("--server", default="test", choices=["test", "es8", "os2", "os3"],
                     help="es: the test server (default) or a real one (tests/esreal.py).")
+    ap.add_argument("--es-runs", default="",
+                    help="es: several runs against one server, WORKERSxBATCH_DOCS each "
+                         "(e.g. 1x5000,2x5000,2x1000); default --workers x --batch-docs.")
     ap.add_argument("--keep", action="store_true", help="Keep the temporary folder.")
     args = ap.parse_args()
     total = 100_000 if args.quick else args.records
-    outputs = ["file", "es"] if args.only is None else [args.only]
+    runs = [tuple(int(x) for x in run.split("x")) for run in args.es_runs.split(",") if run]
+    runs = runs or [(args.workers, args.batch_docs)]
+    # One es output (and group, and index) per run, so one server start serves them all.
+    es_outputs = {f"es-w{w}-b{b}" if len(runs) > 1 else "es": (w, b) for w, b in runs}
+    outputs = ([] if args.only == "es" else ["file"]) + ([] if args.only == "file"
+                                                          else list(es_outputs))
     tmp = Path(tempfile.mkdtemp(prefix="tailrace-bench-sinks-"))
     redis_proc, url = start_redis(tmp)
     es_proc = None
@@ -212,7 +220,7 @@ def main() -> None:
         print(f"preloaded {total:,} records ({client.info('memory')['used_memory_human']} in "
               f"Redis) in {time.monotonic() - t:.1f}s; {os.cpu_count()} CPUs", flush=True)
         es_url = ""
-        if "es" in outputs and args.server != "test":
+        if es_outputs and args.only != "file" and args.server != "test":
             sys.path.insert(0, str(ROOT / "tests"))
             from esreal import SERVERS, RealServer
 
@@ -220,7 +228,7 @@ def main() -> None:
             real = RealServer(SERVERS[args.server], tmp / args.server).start()
             es_url = real.url
             print(f"{real.spec.label} up in {time.monotonic() - t:.0f}s", flush=True)
-        elif "es" in outputs:
+        elif args.only != "file":
             port = free_port()
             es_proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "esserver.py"),
                                         "--port", str(port)], stdout=subprocess.PIPE)
@@ -233,9 +241,9 @@ def main() -> None:
             "pipeline": {"outputs": [
                 {"name": "file", "alias": "file", "path": str(tmp / "out" / "all.log"),
                  "format": "json", "fsync": args.fsync},
-                {"name": "es", "alias": "es", "hosts": [es_url or "http://127.0.0.1:9"],
-                 "index": "bench-%Y.%m.%d", "workers": args.workers,
-                 "batch_docs": args.batch_docs},
+                *({"name": "es", "alias": alias, "hosts": [es_url or "http://127.0.0.1:9"],
+                   "index": f"bench-{alias}-%Y.%m.%d", "workers": w, "batch_docs": b}
+                  for alias, (w, b) in es_outputs.items()),
             ]},
         }
         cfg = tmp / "bench.yaml"
@@ -246,7 +254,8 @@ def main() -> None:
         if real is not None and real.proc is not None:
             others["server"] = psutil.Process(real.proc.pid)
         for output in outputs:
-            watched = {k: v for k, v in others.items() if k == "redis" or output == "es"}
+            is_es = output in es_outputs
+            watched = {k: v for k, v in others.items() if k == "redis" or is_es}
             result = run_sink(cfg, url, output, client, keys, args.partitions, total, watched)
             if output == "file":
                 with open(tmp / "out" / "all.log", "rb") as f:
@@ -254,8 +263,9 @@ def main() -> None:
                 assert lines == total, f"file has {lines} lines, expected {total}"
             else:
                 if real is not None:
-                    real.call("POST", "/bench-*/_refresh")
-                body = urllib3.PoolManager().request("GET", es_url + "/bench-*/_count").data
+                    real.call("POST", f"/bench-{output}-*/_refresh")
+                body = urllib3.PoolManager().request(
+                    "GET", es_url + f"/bench-{output}-*/_count").data
                 count = int(json.loads(body)["count"])
                 assert count == total, f"server holds {count} documents, expected {total}"
             report(result)

@@ -1,11 +1,12 @@
 """The es output against real Elasticsearch and OpenSearch servers (Maven Central's zips).
 
 One server per product per session (``tests/esreal.py``: fetched and unpacked once into a
-cache, started on a free port, stopped at the end of the session); every test works in
-indices named after itself. The write thread pool has a tiny queue
-(``thread_pool.write.queue_size: 4``), so several bulk requests in flight provoke real 429s:
-every test copes with them as the sink must (retries until delivered). ``TAILRACE_ES_REAL=0``
-skips the tier; so does a missing Java, Maven or artifact, saying which.
+cache, started on a free port; the fixture is module-scoped, all the tier being here, so each
+stops once its tests are done); every test works in indices named after itself. The write
+thread pool has a tiny queue (``thread_pool.write.queue_size: 4``), so several bulk requests
+in flight provoke real 429s: every test copes with them as the sink must (retries until
+delivered). ``TAILRACE_ES_REAL=0`` skips the tier; so does a missing Java, Maven or
+artifact, saying which.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ ALL = {**SERVERS, **UNSERVED}
 KEYS = ["es8", "es9", "os2", "os3"]
 
 
-@pytest.fixture(scope="session", params=KEYS)
+@pytest.fixture(scope="module", params=KEYS)
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[RealServer]:
-    """One real server of the session per product (pytest groups the tests by it)."""
+    """One real server per product for this module's tests (pytest groups them by it), so
+    one start per product per session, and the last one stops when the module is done."""
     if os.environ.get("TAILRACE_ES_REAL") == "0":
         pytest.skip("TAILRACE_ES_REAL=0: the real Elasticsearch/OpenSearch tier is off")
     spec = ALL[request.param]
