@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -201,11 +202,14 @@ def main() -> None:
                          "(e.g. 1x5000,2x5000,2x1000); default --workers x --batch-docs.")
     ap.add_argument("--keep", action="store_true", help="Keep the temporary folder.")
     args = ap.parse_args()
+    # SIGTERM runs the cleanup below too (a real server is a process group of its own).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     total = 100_000 if args.quick else args.records
     runs = [tuple(int(x) for x in run.split("x")) for run in args.es_runs.split(",") if run]
     runs = runs or [(args.workers, args.batch_docs)]
     # One es output (and group, and index) per run, so one server start serves them all.
-    es_outputs = {f"es-w{w}-b{b}" if len(runs) > 1 else "es": (w, b) for w, b in runs}
+    es_outputs = {f"es{i}-w{w}-b{b}" if len(runs) > 1 else "es": (w, b)
+                  for i, (w, b) in enumerate(runs, 1)}
     outputs = ([] if args.only == "es" else ["file"]) + ([] if args.only == "file"
                                                           else list(es_outputs))
     tmp = Path(tempfile.mkdtemp(prefix="tailrace-bench-sinks-"))
