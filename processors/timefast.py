@@ -32,7 +32,7 @@ _WIDTH = {"Y": 4, "m": 2, "b": 3, "d": 2, "H": 2, "M": 2, "S": 2}
 _MONTHS = {name: i for i, name in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-_HOUR_CACHE_MAX = 4096
+_CACHE_MAX = 4096
 _ZONE_CACHE_MAX = 256
 #: 9999-12-31T23:59:59Z, the last second ``datetime`` (and so every output) can show.
 MAX_EPOCH = 253402300799
@@ -59,9 +59,11 @@ def _tokens(fmt: str) -> list[str] | None:
     return out
 
 
-def _strptime_zone(z: str) -> int | None:
-    """Seconds east of UTC of ``Z``/``+HHMM``/``+HH:MM`` as ``strptime``'s ``%z`` reads
-    them (minutes 00-59, under 24 hours); None for anything else (the reference decides)."""
+def _zone(z: str, strict: bool) -> int | None:
+    """Seconds east of UTC of ``Z``/``+HHMM``/``+HH:MM``; None for anything else (the
+    reference decides). ``strict``: as ``strptime``'s ``%z`` (minutes 00-59, under 24
+    hours); else as the reference's ``parse_offset`` for a zone after the text (any two
+    digits)."""
     if z == "Z":
         return 0
     if not z.isascii() or z[:1] not in ("+", "-"):
@@ -72,29 +74,18 @@ def _strptime_zone(z: str) -> int | None:
         hh, mm = z[1:3], z[3:5]
     else:
         return None
-    if not (hh.isdigit() and mm.isdigit()) or int(hh) > 23 or int(mm) > 59:
+    if not (hh.isdigit() and mm.isdigit()) or strict and (int(hh) > 23 or int(mm) > 59):
         return None
     secs = int(hh) * 3600 + int(mm) * 60
     return -secs if z[0] == "-" else secs
+
+
+def _strptime_zone(z: str) -> int | None:
+    return _zone(z, True)
 
 
 def _trailing_zone(z: str) -> int | None:
-    """Seconds east of UTC of a zone after the text, as the reference's ``parse_offset``
-    reads it (any two-digit hours and minutes)."""
-    if z == "Z":
-        return 0
-    if not z.isascii() or z[:1] not in ("+", "-"):
-        return None
-    if len(z) == 6 and z[3] == ":":
-        hh, mm = z[1:3], z[4:6]
-    elif len(z) == 5:
-        hh, mm = z[1:3], z[3:5]
-    else:
-        return None
-    if not (hh.isdigit() and mm.isdigit()):
-        return None
-    secs = int(hh) * 3600 + int(mm) * 60
-    return -secs if z[0] == "-" else secs
+    return _zone(z, False)
 
 
 class _Layout:
@@ -210,13 +201,13 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
             hour = hour_start(hour_key)
             if hour is None:
                 return None
-            if len(hours) >= _HOUR_CACHE_MAX:
+            if len(hours) >= _CACHE_MAX:
                 hours.clear()
             hours[hour_key] = hour
         mm = in_hour.get(key[k_min:])
         if mm is None:
             return None
-        if len(minutes) >= _HOUR_CACHE_MAX:
+        if len(minutes) >= _CACHE_MAX:
             minutes.clear()
         start = minutes[key] = float(hour + mm)
         return start
@@ -244,7 +235,7 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
             add = zone(tail[n_sec:]) if s is not None else None
             if s is None or add is None:
                 return None
-            if len(tails) >= _HOUR_CACHE_MAX:
+            if len(tails) >= _CACHE_MAX:
                 tails.clear()
             t = tails[tail] = s + add
             return t
@@ -289,7 +280,7 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
         digits = text[k_fixed:e]
         f = fractions.get(digits) if e - k_fixed <= 3 else None
         if f is not None:
-            if len(rests) >= _HOUR_CACHE_MAX:
+            if len(rests) >= _CACHE_MAX:
                 rests.clear()
             rests[text[k_fixed:]] = (add, f)
         elif digits.isdecimal():  # what the reference's \d+ takes
