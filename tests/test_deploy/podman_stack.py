@@ -169,6 +169,23 @@ def build_image(env: dict[str, str], log: Path) -> float:
         return time.monotonic() - started
 
 
+#: Test projects are named after the pid of the pytest that runs them.
+PROJECT_PREFIX = "trtest"
+
+
+def remove_orphaned_stacks(env: dict[str, str], log: Path) -> list[str]:
+    """Stacks of test runs that died without cleaning up (their pytest is gone): their
+    containers restart forever (`restart: unless-stopped`) and would take the CPU."""
+    out = run(["podman", "ps", "-a", "--format", '{{index .Labels "io.podman.compose.project"}}'],
+              env, check=False).stdout.split()
+    orphans = sorted({p for p in out if p.startswith(PROJECT_PREFIX)
+                      and p[len(PROJECT_PREFIX):].isdigit()
+                      and not Path(f"/proc/{p[len(PROJECT_PREFIX):]}").exists()})
+    for project in orphans:
+        Stack(project=project, env=env, log=log).remove()
+    return orphans
+
+
 @dataclass
 class Stack:
     """One compose project: the users' file plus the local-images override."""

@@ -26,6 +26,7 @@ import pytest
 from deploy_model import COMPOSE_FILE, LOCAL_OVERRIDE, load_compose
 from podman_stack import (
     IMAGE,
+    PROJECT_PREFIX,
     Stack,
     Unavailable,
     build_image,
@@ -33,6 +34,7 @@ from podman_stack import (
     check_podman,
     ensure_base_image,
     podman_env,
+    remove_orphaned_stacks,
     run,
 )
 from redis_server import free_port
@@ -65,8 +67,11 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
 @pytest.fixture
 def stack(podman: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
     env = dict(podman, TAILRACE_IMAGE=IMAGE, TAILRACE_REDIS_PORT=str(free_port()))
-    s = Stack(project=f"trtest{os.getpid()}", env=env, log=tmp_path / "compose.log")
+    s = Stack(project=f"{PROJECT_PREFIX}{os.getpid()}", env=env, log=tmp_path / "compose.log")
     print(f"compose log: {s.log}")
+    orphans = remove_orphaned_stacks(env, s.log)
+    if orphans:
+        print(f"removed the stacks of test runs that are gone: {orphans}")
     s.remove()
     yield s
     s.remove()
