@@ -11,11 +11,12 @@ import pytest
 from pydantic import BaseModel
 
 from edge_agent.plugins import INPUTS
+from edge_agent.tail import file_input
 from processors.plugins import FILTERS, PARSERS
 from sinks.plugins import OUTPUTS
 from tailrace.config import parse_config
 from tailrace.lifecycle import STATES, Lifecycle, State
-from tailrace.options import FilterOptions, OutputOptions
+from tailrace.options import FilterOptions, InputOptions, OutputOptions
 from tailrace.outcome import Delivered, FilterResult, Outcome
 from tailrace.plugins import (
     OUTPUT_RETRY_BASE_S,
@@ -145,6 +146,22 @@ def test_options_cross_checks_are_called_for_every_configured_plugin() -> None:
     reg.add("filters", [Checked])
     with pytest.raises(Exception, match=r"pipeline\.filters\[0\]\.match: checked against 1"):
         parse_config("pipeline:\n  filters:\n    - {name: checked}\n", "p.yaml", reg)
+
+
+def test_the_agent_refuses_an_input_plugin_that_is_not_a_file_input() -> None:
+    class Socket:
+        name: ClassVar[str] = "socket"
+        description: ClassVar[str] = "Not files."
+        Options: ClassVar[type[InputOptions]] = InputOptions
+
+        def __init__(self, options: InputOptions, **context: object) -> None:
+            pass
+
+    reg = Registry()
+    reg.add("inputs", [Socket])
+    plugin = reg.inputs["socket"](InputOptions(name="socket"))
+    with pytest.raises(TypeError, match="not a file input.*TailInput"):
+        file_input(plugin)
 
 
 def test_lifecycle_states_are_an_enum_that_publishes_the_same_strings() -> None:
