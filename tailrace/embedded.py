@@ -163,6 +163,10 @@ class EmbeddedRedis:
             return
         self._wait_gone(pid, 15)
 
+    def exited(self) -> int | None:
+        """The exit status of the server this process started, once it has exited."""
+        return self.proc.poll() if self.proc is not None else None
+
     def terminate(self, timeout_s: float = 2.0) -> None:
         """SIGTERM the server this process owns, for an exit at once: Redis fsyncs its
         append-only file and exits, instead of running on with no owner."""

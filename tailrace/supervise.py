@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .logs import event
@@ -65,12 +66,15 @@ class Supervisor:
         event(log, logging.INFO, "supervisor_child_started",
               f"started {child.name} (pid {child.proc.pid})", child=child.name)
 
-    def run(self, stop: threading.Event) -> int:
-        """Supervise until ``stop`` is set; returns 0 after a clean stop."""
+    def run(self, stop: threading.Event, tick: Callable[[], None] | None = None) -> int:
+        """Supervise until ``stop`` is set; returns 0 after a clean stop. ``tick`` runs at
+        every look at the children (e.g. keeping an embedded Redis up)."""
         for c in self.children:
             if not stop.is_set():
                 self._spawn(c)
         while not stop.wait(0.2):
+            if tick is not None:
+                tick()
             now = time.monotonic()
             for c in self.children:
                 if stop.is_set():

@@ -26,6 +26,7 @@ from test_e2e import assert_exactly_once, pipeline_config
 
 from tailrace.cli import cli
 from tailrace.keys import Keys
+from tailrace.signals import SUPERVISED_ENV
 
 SHUTDOWN_S = 10.0
 PARTITIONS = 2
@@ -157,7 +158,8 @@ def group_gone(pgid: int) -> bool:
     return False
 
 
-@pytest.mark.parametrize("role", [pytest.param("processor", marks=pytest.mark.slow), "run"])
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ["processor", "run"])
 def test_a_second_signal_during_the_drain_exits_at_once_and_loses_nothing(
         tmp_path: Path, redis_url: str, prefix: str, role: str) -> None:
     cfg, marker = slow_config(tmp_path, prefix, hold=8.0)
@@ -286,3 +288,72 @@ def test_a_stop_that_arrives_while_a_role_starts_waits_for_its_handlers(
                          timeout=60, check=False)
     assert out.returncode == 0, out.stderr.decode()[-3000:]
     assert b"KeyboardInterrupt" not in out.stderr
+
+
+@pytest.mark.slow
+def test_run_restarts_its_embedded_redis_when_it_dies_and_loses_nothing(
+        tmp_path: Path) -> None:
+    import psutil
+
+    cfg = stop_config(tmp_path, "tr", embedded={"appendfsync": "always"})
+    with flowing(cfg, rate=1_500) as flow:
+        run = flow.start("run", cfg, "")
+        flow.wait_delivered(1_000, "before the outage")
+        [server] = [p for p in psutil.Process(run.proc.pid).children()  # type: ignore[union-attr]
+                    if p.name().startswith("redis-server")]
+        server.kill()
+        wait_for(lambda: "supervisor_redis_exited" in run.output(), timeout=10,
+                 message="the supervisor noticing the embedded Redis died")
+        n = flow.delivered()
+        flow.wait_delivered(n + 1_000, "after the embedded Redis was restarted")
+        written = flow.all_written()
+        flow.wait_delivered(written, "every line")
+        time.sleep(1.0)
+        codes = flow.stop_all()
+    assert set(codes.values()) == {0}, codes
+    assert_exactly_once(read_json_lines(flow.out), written)
+
+
+DRAINER = """
+import sys, threading, time
+from tailrace.signals import StopSignals
+stopped = threading.Event()
+StopSignals(lambda n: (print("stop", n, flush=True), stopped.set())).install()
+print("ready", flush=True)
+stopped.wait(30)
+time.sleep({drain})  # the drain
+print("drained", flush=True)
+"""
+
+
+def drainer(drain: float, **env: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-c", DRAINER.format(drain=drain)], cwd=ROOT,
+                            stdout=subprocess.PIPE, start_new_session=True,
+                            env=dict(os.environ, **env))
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    return proc
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_one_stop_sent_to_the_leader_the_group_or_both_is_one_stop(target: str) -> None:
+    proc = drainer(1.0)
+    send(proc, target, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and out == b"stop 15\ndrained\n", out
+
+
+@pytest.mark.parametrize("supervised", [False, True])
+def test_a_second_signal_after_the_window_exits_at_once_unless_supervised(
+        supervised: bool) -> None:
+    proc = drainer(3.0, **({SUPERVISED_ENV: "1"} if supervised else {}))
+    send(proc, "group", signal.SIGINT)
+    time.sleep(1.3)  # past the window in which a repeat is the same stop
+    sent = time.monotonic()
+    send(proc, "group", signal.SIGINT)
+    out, _ = proc.communicate(timeout=10)
+    if supervised:  # the supervisor escalates, not the child: it finishes its drain
+        assert proc.returncode == 0 and out == b"stop 2\ndrained\n", out
+    else:
+        assert proc.returncode == 128 + signal.SIGINT and out == b"stop 2\n", out
+        assert time.monotonic() - sent < 1.0

@@ -6,6 +6,8 @@ import logging
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 
 import click
 import redis
@@ -114,7 +116,8 @@ def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
                 config.service.http, children_records(client, keys, sup.pids),
                 max_errors_per_min=config.service.health_max_errors_per_min,
             ).start()
-        code = sup.run(stop)
+        keep_up = None if embedded is None else _keep_up(embedded, starting)
+        code = sup.run(stop, tick=keep_up)
         if failed:
             raise failed[0]
         return code
@@ -127,6 +130,38 @@ def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
             starting.join()
         if embedded is not None:
             embedded.stop()
+
+
+def _keep_up(embedded: EmbeddedRedis,
+             starting: threading.Thread | None) -> Callable[[], None]:
+    """Restart the embedded Redis when it dies (killed, out of memory): the children wait
+    out the outage and resume; its append-only file keeps what they committed."""
+    down = [False]
+    next_try = [0.0]
+
+    def tick() -> None:
+        if starting is not None and starting.is_alive():
+            return  # still coming up: a failure there stops everything (supervise)
+        if not down[0]:
+            code = embedded.exited()
+            if code is None:
+                return
+            down[0] = True
+            event(log, logging.ERROR, "supervisor_redis_exited",
+                  f"the embedded Redis exited with {code}; restarting it (see "
+                  f"{embedded.dir / 'redis.log'})")
+        if time.monotonic() < next_try[0]:
+            return
+        try:
+            embedded.proc = None
+            embedded.start()
+            down[0] = False
+        except BrokerUnavailable as exc:
+            next_try[0] = time.monotonic() + 5.0
+            event(log, logging.ERROR, "supervisor_redis_restart_error",
+                  f"{exc}; trying again in 5 s")
+
+    return tick
 
 
 @click.command()
