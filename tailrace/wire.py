@@ -160,9 +160,10 @@ def decode_raw(fields: Mapping[bytes, bytes]) -> RawBatch:
         raise RecordError("raw batch fields 'lines' and 'offsets' must be lists")
     if len(lines) != len(offsets):
         raise RecordError(f"raw batch has {len(lines)} lines but {len(offsets)} offsets")
-    if not all(type(x) is bytes for x in lines):
+    # set(map(type, ...)) runs in C: the per-line generator checks cost ~0.1 us a line.
+    if lines and set(map(type, lines)) != {bytes}:
         raise RecordError("raw batch 'lines' must all be bytes")
-    if not all(type(x) is int for x in offsets):
+    if offsets and set(map(type, offsets)) != {int}:
         raise RecordError("raw batch 'offsets' must all be integers")
     times, streams = doc.get("times"), doc.get("streams")
     if times is not None and (not isinstance(times, list) or len(times) != len(lines)):
@@ -263,7 +264,7 @@ def encode_processed(records: list[dict[str, Any]]) -> bytes:
         tags = [r["_tag"] for r in records]
     except KeyError:
         raise ValueError("every record needs a '_tag'") from None
-    doc: dict[str, Any] = {"n": len(records), "json": b"".join(parts)}
+    doc: dict[str, Any] = {"n": len(records)}
     if tags and type(tags[0]) is str and tags.count(tags[0]) == len(tags):
         doc["tag"] = tags[0]
     elif all(type(t) is str for t in tags):
@@ -276,7 +277,19 @@ def encode_processed(records: list[dict[str, Any]]) -> bytes:
     if not all(type(t) is float for t in times):  # a filter set it to something else
         times = [t if type(t) is float or type(t) is int else None for t in times]
     doc["times"] = times
-    return msgpack.packb(doc, use_bin_type=True)  # type: ignore[no-any-return]
+    return _with_json(doc, parts)
+
+
+def _with_json(doc: dict[str, Any], parts: list[bytes]) -> bytes:
+    """``packb({**doc, "json": b"".join(parts)})`` with the blob copied once, not three
+    times (join, then msgpack's growing buffer): ~350 KB per entry, fresh pages each time."""
+    if len(doc) >= 15:  # not a fixmap (whose count is in its first byte): the plain way
+        return msgpack.packb({**doc, "json": b"".join(parts)},  # type: ignore[no-any-return]
+                             use_bin_type=True)
+    head = msgpack.packb(doc, use_bin_type=True)
+    size = sum(map(len, parts))
+    return b"".join([bytes((0x80 | (len(doc) + 1),)), memoryview(head)[1:], b"\xa4json",
+                     b"\xc6", size.to_bytes(4, "big"), *parts])
 
 
 class JsonBatch(Sequence[dict[str, Any]]):
