@@ -262,7 +262,7 @@ class Chain:
         except Exception as exc:  # a filter bug or bad record must not fail the batch
             fr = self._isolate(step, records, exc)
         if guard is not None:
-            report_kept(step.id, guard.restore(), step.counters, self._limiter)
+            report_kept(step.id, guard.restore(fr), step.counters, self._limiter)
         return fr
 
     def _isolate(self, step: _Step, records: list[Record], first: Exception) -> FilterResult:

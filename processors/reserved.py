@@ -7,7 +7,12 @@ change tags (``rewrite_tag``, a third-party filter declaring ``changes_tags``) m
 chain checks the filters that could touch them (user code, third-party plugins, ``nest``,
 ``kubernetes``) once per batch: it keeps a list
 of the ids and tags it handed over (references, no dict copies), puts back what changed,
-counts ``reserved_kept`` and logs once per batch (rate-limited), never per record.
+counts ``reserved_kept`` and logs once per batch (rate-limited), never per record. New
+dicts the filter returns must carry an input record's ``_id`` (a copy) or one derived from
+it as splits and copies are (``<_id>-<suffix>``: the python filter, rewrite_tag); one that
+does not
+takes the id of the record at its position when the filter returned one record per input,
+else it is dead-lettered (which line it came from cannot be told).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections import Counter
 from typing import Any
 
 from tailrace.logs import RateLimiter, event
+from tailrace.outcome import FilterResult, Rejection
 from tailrace.record import ID_KEY, TAG_KEY
 
 __all__ = ["KEEPS_RESERVED", "ReservedGuard", "report_kept"]
@@ -44,8 +50,11 @@ class ReservedGuard:
         self.ids = [r[ID_KEY] for r in records]
         self.tags = [r[TAG_KEY] for r in records] if keep_tag else None
 
-    def restore(self) -> int:
-        """Put back what the filter changed; returns how many records it had touched."""
+    def restore(self, result: FilterResult) -> int:
+        """Put back what the filter changed; returns how many records it had touched.
+
+        New dicts in ``result`` whose ``_id`` is no input record's (or one another record
+        of the batch has) are fixed or moved to ``result.rejected`` (module docstring)."""
         n = 0
         for r, rid in zip(self.records, self.ids, strict=True):
             v = r.get(ID_KEY)
@@ -58,7 +67,55 @@ class ReservedGuard:
                 if v is not tag and v != tag:
                     r[TAG_KEY] = tag
                     n += 1
+        if result.records != self.records:  # C-speed identity walk: the same, in place?
+            n += self._new_records(result)
         return n
+
+    def _new_records(self, result: FilterResult) -> int:
+        out = result.records
+        originals = {id(r) for r in self.records}
+        if all(id(r) in originals for r in out):
+            return 0  # some dropped or reordered, none new
+        tags = dict(zip(self.ids, self.tags, strict=True)) if self.tags is not None else None
+        known = set(self.ids)
+        used = {r.get(ID_KEY) for r in out if id(r) in originals}
+        positional = len(out) == len(self.records)
+        kept: list[dict[str, Any]] = []
+        n = 0
+        for i, r in enumerate(out):
+            if id(r) in originals or not isinstance(r, dict):
+                kept.append(r)
+                continue
+            rid = r.get(ID_KEY)
+            origin = _origin(rid, known) if rid not in used else None
+            if origin is None:  # forged, missing, or another record's: one line, one id
+                if not positional or self.ids[i] in used:
+                    result.rejected.append(Rejection(
+                        r, "a filter returned a new record without an _id of its own from "
+                           "the batch; copy _id and _tag into the records it makes"))
+                    n += 1
+                    continue
+                rid = origin = r[ID_KEY] = self.ids[i]
+                n += 1
+            used.add(rid)
+            if tags is not None and r.get(TAG_KEY) != tags[origin]:
+                r[TAG_KEY] = tags[origin]
+                n += 1
+            kept.append(r)
+        if len(kept) != len(out):
+            result.records = kept
+        return n
+
+
+def _origin(rid: Any, known: set[Any]) -> Any:
+    """The input ``_id`` that ``rid`` is or derives from (``<_id>-<suffix>``), else None."""
+    if rid in known:
+        return rid
+    while isinstance(rid, str) and "-" in rid:
+        rid = rid.rsplit("-", 1)[0]
+        if rid in known:
+            return rid
+    return None
 
 
 def report_kept(filter_id: str, n: int, counters: Counter[str], limiter: RateLimiter) -> None:

@@ -147,3 +147,53 @@ def test_the_check_costs_little_per_record() -> None:
         chain.run_records(recs)
     per_record_us = (time.perf_counter() - start) / 100_000 * 1e6
     assert per_record_us < 5, per_record_us
+
+
+class CopyFilter(ForgeFilter):
+    """A third-party filter that returns new dicts, with ids of its own or none."""
+
+    name: ClassVar[str] = "copier"
+    per_input: ClassVar[bool] = True
+
+    def process(self, records: list[dict[str, Any]]) -> FilterResult:
+        if self.per_input:
+            return FilterResult([{**r, "_id": "mine", "_tag": "t2"} for r in records])
+        return FilterResult([{"log": "summary"}, {**records[0], "_tag": "t2"}])
+
+
+class MergeFilter(CopyFilter):
+    name: ClassVar[str] = "merger"
+    per_input: ClassVar[bool] = False
+
+
+def test_new_records_a_third_party_filter_returns_keep_the_ids_or_are_dead_lettered() -> None:
+    reg = registry()
+    reg.add("filters", [CopyFilter, MergeFilter])
+    res = Chain(parse_config("pipeline: {filters: [{name: copier}]}", "p.yaml", reg)).run(
+        batch(["a", "b"], tag="t1"))
+    assert [(r["log"], r["_tag"]) for r in res.records] == [("a", "t1"), ("b", "t1")]
+    assert len({r["_id"] for r in res.records}) == 2 and "mine" not in {
+        r["_id"] for r in res.records}
+    assert res.counters["reserved_kept"] == 4
+    res = Chain(parse_config("pipeline: {filters: [{name: merger}]}", "p.yaml", reg)).run(
+        batch(["a", "b", "c"], tag="t1"))
+    assert [(r["log"], r["_tag"]) for r in res.records] == [("a", "t1")]
+    assert len(res.rejected) == 1 and "without an _id of its own" in res.rejected[0][1].reason
+
+
+class DupFilter(CopyFilter):
+    """New dicts that all carry the first record's id: two lines, one id."""
+
+    name: ClassVar[str] = "dup"
+
+    def process(self, records: list[dict[str, Any]]) -> FilterResult:
+        return FilterResult([{**r, "_id": records[0]["_id"]} for r in records])
+
+
+def test_new_records_sharing_one_id_get_their_own_back() -> None:
+    reg = registry()
+    reg.add("filters", [DupFilter])
+    res = Chain(parse_config("pipeline: {filters: [{name: dup}]}", "p.yaml", reg)).run(
+        batch(["a", "b", "c"]))
+    assert len({r["_id"] for r in res.records}) == 3 and not res.rejected
+    assert res.counters["reserved_kept"] == 2
