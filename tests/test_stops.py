@@ -357,3 +357,36 @@ def test_a_second_signal_after_the_window_exits_at_once_unless_supervised(
     else:
         assert proc.returncode == 128 + signal.SIGINT and out == b"stop 2\n", out
         assert time.monotonic() - sent < 1.0
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_job_worker_mid_backfill_finishes_the_job_then_exits_0(
+        tmp_path: Path, redis_url: str, r: redis.Redis, prefix: str) -> None:
+    from tailrace.generate import Generator
+    from tailrace.wire import decode_raw
+
+    total = 200_000
+    gen = Generator(tmp_path / "old", files=1, fmt="plain", rate=0, total=total)
+    gen.run(chunk=10_000)
+    gen.close()
+    [path] = list((tmp_path / "old").glob("*.log"))
+    cfg = stop_config(tmp_path, prefix)
+    keys = Keys(prefix)
+    worker = Role("worker", cfg, redis_url).start()
+    try:
+        wait_for(lambda: "Listening on" in worker.output(), timeout=30,
+                 message="the worker to listen")
+        result = CliRunner().invoke(cli, ["backfill", "-c", str(cfg), "--broker", redis_url,
+                                          "--no-wait", str(path)])
+        assert result.exit_code == 0, result.output
+        wait_for(lambda: sum(r.xlen(keys.raw(p)) for p in range(PARTITIONS)) > 0,
+                 timeout=30, interval=0.02, message="the backfill job under way")
+        assert worker.proc is not None
+        send(worker.proc, "group", signal.SIGINT)
+        code, _ = exit_of(worker, timeout=120)
+    finally:
+        worker.kill()
+    assert code == 0, worker.output()[-3000:]
+    lines = [line for p in range(PARTITIONS)
+             for _id, fields in r.xrange(keys.raw(p)) for line in decode_raw(fields).lines]
+    assert len(lines) == total and len(set(lines)) == total, "the job did not finish once"
