@@ -33,6 +33,9 @@ class _JsonFormatter(logging.Formatter):
             doc.update(fields)
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
+        # Text is scrubbed before JSON escapes it (a secret with a quote or a backslash
+        # would not match any more), and the line once more for values made text by str.
+        doc = {k: scrub(v) if isinstance(v, str) else v for k, v in doc.items()}
         return scrub(orjson.dumps(doc, default=str).decode())
 
 

@@ -262,6 +262,17 @@ def test_config_check_of_the_issue_prints_neither_password_nor_key(tmp_path: Pat
         _assert_clean(result.output, "config check")
 
 
+def test_a_secret_json_would_escape_is_scrubbed_from_json_log_lines() -> None:
+    odd = 'pa"ss\\w0rd'
+    redaction.register_secrets([odd])
+    record = logging.LogRecord("x", logging.ERROR, "f", 1, "%s", (f"refused {odd}",), None)
+    record.fields = {"reason": f"bad {odd}"}  # type: ignore[attr-defined]
+    line = _JsonFormatter().format(record)
+    escaped = orjson.dumps(odd).decode()[1:-1]
+    assert odd not in line and escaped not in line, line
+    assert orjson.loads(line)["reason"] == "bad ***"
+
+
 def test_free_text_is_scrubbed_in_logs_status_records_and_dead_letters() -> None:
     config = parse_config(yaml.safe_dump(_doc("outputs", _entry(
         "outputs", "tokenout", token=SECRET, endpoint="http://svc:1"))), "p.yaml", REGISTRY)
