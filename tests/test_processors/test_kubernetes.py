@@ -84,6 +84,15 @@ def test_an_unknown_merge_parser_is_a_config_error() -> None:
         config("pipeline:\n  filters:\n    - {name: kubernetes, merge_parser: nope}\n")
 
 
+def test_a_merged_line_whose_time_does_not_fit_keeps_its_fields_and_read_time(
+        tmp_path: Path) -> None:
+    c = kube_chain(tmp_path, ", merge_log: on, merge_parser: json")  # nginx's time format
+    res = c.run(batch(['{"time": "2024-01-01T00:00:00Z", "n": 1}'], tag=TAG))
+    rec = res.records[0]
+    assert rec["n"] == 1 and isinstance(rec["time"], float) and rec["time"] > 1.7e9
+    assert "(parser 'json')" in rec["time_error"] and res.counters["time_errors"] == 1
+
+
 def test_merge_parser_and_a_custom_tag_prefix(tmp_path: Path) -> None:
     write_pods(tmp_path)
     cfg = config("""
