@@ -27,8 +27,10 @@ SPACE = "%Y-%m-%d %H:%M:%S"
 LOGGING = "%Y-%m-%d %H:%M:%S,%L"  # Python's logging
 MICROS = "%Y-%m-%d %H:%M:%S.%f"
 SYSLOG = "%b %d %H:%M:%S"
+ISO_LITERAL_Z = "%Y-%m-%dT%H:%M:%SZ"  # Fluent Bit configs often spell the zone as a literal
+US = "%m/%d/%Y %H:%M:%S"
 COVERED = [CLF, ISO_FRAC_ZONE, ISO_ZONE, ISO_FRAC, ISO_FRAC_LITERAL_Z, SPACE, LOGGING, MICROS,
-           SYSLOG]
+           SYSLOG, ISO_LITERAL_Z, US]
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 ZONES = ["Z", "+0000", "-0000", "+00:00", "+0530", "+05:30", "-0800", "-08:00", "+2359",
          "-23:59", "+1400", "+2400", "+0160", "+05:60", "z", "+05", "+053000", "", " Z",
@@ -76,6 +78,8 @@ def timestamp(rng: random.Random, fmt: str) -> str:
         LOGGING: f"{ymd} {hms},{digits}",
         MICROS: f"{ymd} {hms}.{digits}",
         SYSLOG: f"{name} {dd} {hms}",
+        ISO_LITERAL_Z: f"{ymd}T{hms}{rng.choice(['Z', 'Z', zone])}",
+        US: f"{mm}/{dd}/{year:04d} {hms}",
     }[fmt]
     if rng.random() < 0.06:  # one character off
         i = rng.randrange(len(text))
