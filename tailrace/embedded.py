@@ -12,7 +12,6 @@ import fcntl
 import importlib.util
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .errors import BrokerUnavailable
+from .signals import blocked
 
 __all__ = ["EmbeddedRedis", "redis_server_binary"]
 
@@ -121,9 +121,13 @@ class EmbeddedRedis:
                 "--logfile", "redis.log",
                 "--daemonize", "no",
             ]
-            self.proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
-            )
+            # Its own session: a signal to our process group misses it. SIGTERM and SIGINT
+            # blocked (Redis keeps the mask): systemd's KillMode=control-group signals every
+            # process of the unit, and it must outlive the workers' drain; stop() shuts it
+            # down last, with SHUTDOWN.
+            with blocked():
+                self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL, start_new_session=True)
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -137,47 +141,41 @@ class EmbeddedRedis:
             f"see {self.dir / 'redis.log'}"
         )
 
-    def stop(self) -> None:
-        """Stop the server if this process started it (flushes the append-only file)."""
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop the server if this process started it (SHUTDOWN: it flushes the append-only
+        file); killed if it does not exit within ``timeout_s``."""
         proc, self.proc = self.proc, None
         adopted, self.adopted_pid = self.adopted_pid, None
         if proc is None and adopted is not None:
-            self._shutdown_adopted(adopted)
+            self._shutdown_adopted(adopted, timeout_s)
             return
         if proc is None or proc.poll() is not None:
             return
         try:
             _shutdown_client(self.socket).shutdown(nosave=False)
         except (redis.exceptions.RedisError, OSError):
-            proc.terminate()
+            proc.kill()  # it ignores SIGTERM (see start)
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
 
-    def _shutdown_adopted(self, pid: int) -> None:
+    def _shutdown_adopted(self, pid: int, timeout_s: float) -> None:
         try:
             _shutdown_client(self.socket).shutdown(nosave=False)
         except (redis.exceptions.RedisError, OSError):
             return
-        self._wait_gone(pid, 15)
+        self._wait_gone(pid, timeout_s)
 
     def exited(self) -> int | None:
         """The exit status of the server this process started, once it has exited."""
         return self.proc.poll() if self.proc is not None else None
 
     def terminate(self, timeout_s: float = 2.0) -> None:
-        """SIGTERM the server this process owns, for an exit at once: Redis fsyncs its
-        append-only file and exits, instead of running on with no owner."""
-        pid = self.owned_pid
-        if pid is None:
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        self._wait_gone(pid, timeout_s)
+        """Stop the server this process owns now, for an exit at once (SHUTDOWN, then a
+        kill after ``timeout_s``), instead of leaving it running with no owner."""
+        self.stop(timeout_s)
 
     def _wait_gone(self, pid: int, timeout_s: float) -> None:
         if self.proc is not None and self.proc.pid == pid:

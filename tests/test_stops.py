@@ -390,3 +390,26 @@ def test_ctrl_c_on_the_job_worker_mid_backfill_finishes_the_job_then_exits_0(
     lines = [line for p in range(PARTITIONS)
              for _id, fields in r.xrange(keys.raw(p)) for line in decode_raw(fields).lines]
     assert len(lines) == total and len(set(lines)) == total, "the job did not finish once"
+
+
+@pytest.mark.slow
+def test_run_stopped_as_systemd_does_it_every_process_at_once_exits_0(tmp_path: Path) -> None:
+    # KillMode=control-group: SIGTERM to every process of the unit, the embedded Redis (in
+    # a session of its own) included. Redis must outlive the workers' drain.
+    import psutil
+
+    cfg = stop_config(tmp_path, "tr")
+    with flowing(cfg, rate=2_000) as flow:
+        run = flow.start("run", cfg, "")
+        assert run.proc is not None
+        flow.wait_delivered(1_000, "flowing")
+        unit = [run.proc.pid] + [p.pid for p in psutil.Process(run.proc.pid).children(True)]
+        assert len(unit) == 5, unit  # supervisor, redis-server, agent, processor, sink
+        for pid in unit:
+            os.kill(pid, signal.SIGTERM)
+        code, took = exit_of(run, timeout=SHUTDOWN_S + 5)
+        assert code == 0, run.output()[-3000:]
+        assert took < SHUTDOWN_S
+        assert "Traceback" not in run.output() and "broker_error" not in run.output(), \
+            run.output()[-3000:]
+        finish(flow, cfg, "", "run")
