@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from tailrace.broker import ensure_groups, ensure_partition_count  # noqa: E402
 from tailrace.embedded import redis_server_binary  # noqa: E402
 from tailrace.keys import Keys, sink_group  # noqa: E402
-from tailrace.wire import encode_records  # noqa: E402
+from tailrace.wire import encode_processed, encode_records  # noqa: E402
 
 PREFIX = "bench"
 BASE_TIME = 1_700_000_000.0
@@ -88,13 +88,15 @@ def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def preload(client: redis.Redis, keys: Keys, total: int, per_entry: int, partitions: int,
-            outputs: list[str]) -> None:
+            outputs: list[str], wire: int = 2) -> None:
+    """``out`` entries as processors write them (wire ``2``), or as older ones did (``1``)."""
     ensure_partition_count(client, keys, partitions)
     ensure_groups(client, keys, partitions, [sink_group(o) for o in outputs])
     pipe = client.pipeline(transaction=False)
     for n, start in enumerate(range(0, total, per_entry)):
         batch = records(start, min(per_entry, total - start))
-        pipe.xadd(keys.out(n % partitions), {"v": "1", "b": encode_records(batch)})
+        payload = encode_processed(batch) if wire == 2 else encode_records(batch)
+        pipe.xadd(keys.out(n % partitions), {"v": str(wire), "b": payload})
         if n % 50 == 49:
             pipe.execute()
     pipe.execute()
@@ -201,6 +203,8 @@ def main() -> None:
                     help="es: several runs against one server, WORKERSxBATCH_DOCS each "
                          "(e.g. 1x5000,2x5000,2x1000); default --workers x --batch-docs.")
     ap.add_argument("--keep", action="store_true", help="Keep the temporary folder.")
+    ap.add_argument("--wire", type=int, choices=[1, 2], default=2,
+                    help="wire format of the preloaded entries (2: what processors write)")
     args = ap.parse_args()
     # SIGTERM runs the cleanup below too (a real server is a process group of its own).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -220,7 +224,7 @@ def main() -> None:
         client = redis.Redis.from_url(url)
         keys = Keys(PREFIX)
         t = time.monotonic()
-        preload(client, keys, total, args.per_entry, args.partitions, outputs)
+        preload(client, keys, total, args.per_entry, args.partitions, outputs, args.wire)
         print(f"preloaded {total:,} records ({client.info('memory')['used_memory_human']} in "
               f"Redis) in {time.monotonic() - t:.1f}s; {os.cpu_count()} CPUs", flush=True)
         es_url = ""
