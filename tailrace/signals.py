@@ -32,7 +32,7 @@ from types import FrameType
 from .logs import event
 
 __all__ = ["REPEAT_WINDOW_S", "STOP_SIGNALS", "SUPERVISED_ENV", "StopSignals", "block",
-           "blocked", "hold", "unblock"]
+           "blocked", "hold"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -72,7 +72,6 @@ class StopSignals:
         self.name = name
         self.supervised = bool(os.environ.get(SUPERVISED_ENV))
         self.first_at: float | None = None
-        self.signum: int | None = None
 
     def install(self) -> None:
         """Install the handlers (main thread only), then deliver what was held pending."""
@@ -98,10 +97,9 @@ class StopSignals:
     def _receive(self, signum: int, now: float) -> None:
         if self.first_at is None:
             self.first_at = now
-            self.signum = signum
+            again = "" if self.supervised else " (again, a second later, to exit at once)"
             event(log, logging.INFO, "runtime_stop_requested",
-                  f"{signal.Signals(signum).name} received: draining (again to exit at once)",
-                  role=self.name)
+                  f"{signal.Signals(signum).name} received: draining{again}", role=self.name)
             self.on_stop(signum)
             return
         if self.supervised or now - self.first_at < REPEAT_WINDOW_S:
@@ -117,10 +115,6 @@ class StopSignals:
 def block() -> None:
     """Hold SIGTERM, SIGINT and SIGHUP pending in this thread (and what it execs)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
-
-
-def unblock() -> None:
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
 
 
 @contextmanager
