@@ -13,6 +13,7 @@ prints a cProfile of the in-process handler.
     python bench/processor.py --quick               # 200,000 lines, for a smoke run
     python bench/processor.py --lines 500000 --workers 1,2,4 --inproc --profile
     python bench/processor.py --regex-engines       # re vs re+watchdog vs regex vs re2
+    python bench/processor.py --compare-with HEAD~3 --rounds 2   # old and new in turns
 
 ``--regex-engines`` compares the regex engines considered for regex safety on the stock
 nginx pattern and on a catastrophic one; the optional engines (``regex``, ``google-re2``)
@@ -145,10 +146,10 @@ def progress(client: redis.Redis, keys: Keys, partitions: int) -> tuple[int, int
 
 def run_workers(cfg: Path, url: str, workers: int, client: redis.Redis, keys: Keys,
                 partitions: int, total_entries: int, lines: int,
-                redis_proc: psutil.Process | None) -> dict[str, float]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+                redis_proc: psutil.Process | None, root: Path = ROOT) -> dict[str, float]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(root))
     procs = [subprocess.Popen([sys.executable, "-m", "tailrace", "processor", "-c", str(cfg)],
-                              env=env, cwd=ROOT) for _ in range(workers)]
+                              env=env, cwd=root) for _ in range(workers)]
     ps = [psutil.Process(p.pid) for p in procs]
     peak = 0
     t0 = cpu0 = None
@@ -290,6 +291,10 @@ def main() -> None:
                     help="the benchmark Redis's AOF fsync policy (default everysec)")
     ap.add_argument("--data", default="access", choices=sorted(WORKLOADS),
                     help="; ".join(f"{w.name}: {w.help}" for w in WORKLOADS.values()))
+    ap.add_argument("--compare-with", metavar="REV", default=None,
+                    help="also run the workers of git revision REV (a temporary worktree), "
+                    "in turns with this checkout's, on the same preloaded batches")
+    ap.add_argument("--rounds", type=int, default=1, help="runs of each side (in turns)")
     ap.add_argument("--regex-engines", action="store_true",
                     help="compare regex engines (speed, catastrophic backtracking) and exit")
     args = ap.parse_args()
@@ -310,16 +315,30 @@ def main() -> None:
         cfg = make_config(work, server.url, args.partitions, args.data)
         if args.inproc or args.profile or args.skip_workers:
             inproc(cfg, batches, lines, args.profile)
-        if not args.skip_workers:
-            for n in [int(x) for x in args.workers.split(",") if x]:
-                preload(client, keys, args.partitions, batches)
-                os.sync()  # the preload's AOF write-back must not land in the timed window
-                r = run_workers(cfg, server.url, n, client, keys, args.partitions,
-                                len(batches), lines, redis_proc)
-                print(f"{n} worker{'s' if n > 1 else ' '}: {r['lines_s']:>10,.0f} lines/s  "
-                      f"{r['cpu_per_m']:6.2f} CPU s per million lines  "
-                      f"peak RSS {r['peak_rss_mb']:6.1f} MiB per worker  "
-                      f"(redis {r['redis_cpu_per_m']:.2f} CPU s/M; {r['elapsed_s']:.2f} s)")
+        sides: list[tuple[str, Path]] = [("new", ROOT)]
+        if args.compare_with:
+            from e2e import drop_worktree, worktree
+
+            old = worktree(args.compare_with)
+            sides.insert(0, (args.compare_with, old))
+        try:
+            for n in [int(x) for x in args.workers.split(",") if x] if not args.skip_workers \
+                    else []:
+                for _ in range(args.rounds):
+                    for label, root in sides:
+                        preload(client, keys, args.partitions, batches)
+                        os.sync()  # the preload's AOF write-back must not land in the timing
+                        r = run_workers(cfg, server.url, n, client, keys, args.partitions,
+                                        len(batches), lines, redis_proc, root)
+                        print(f"{label:8s} {n} worker{'s' if n > 1 else ' '}: "
+                              f"{r['lines_s']:>10,.0f} lines/s  "
+                              f"{r['cpu_per_m']:6.2f} CPU s per million lines  "
+                              f"peak RSS {r['peak_rss_mb']:6.1f} MiB per worker  "
+                              f"(redis {r['redis_cpu_per_m']:.2f} CPU s/M; "
+                              f"{r['elapsed_s']:.2f} s)")
+        finally:
+            if len(sides) > 1:
+                drop_worktree(sides[0][1])
         client.close()
     finally:
         server.stop()
