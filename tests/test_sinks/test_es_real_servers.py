@@ -101,6 +101,10 @@ def test_the_output_says_which_server_it_found_and_writes_to_it_unconfigured(
         tmp_path: Path, server: RealServer, name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     out = output(server, tmp_path, index=f"{name}-%Y.%m.%d")
+    # What makes it work everywhere unconfigured: plain NDJSON (OpenSearch answers 406 to
+    # Elasticsearch's compatibility media types) and no _type in the actions.
+    assert out.transport.headers["Content-Type"] == "application/x-ndjson"  # type: ignore[attr-defined]
+    assert b"_type" not in out.formatter.build(make_records(3)).chunks[0].body
     with caplog.at_level(logging.INFO, logger="sinks.es.transport"):
         assert not deliver(out, make_records(100))
     found = [r.getMessage() for r in caplog.records if "es_server_found" in r.getMessage()]
