@@ -11,7 +11,6 @@ each file holds at most one batch, and each input at most ``mem_buf_limit`` byte
 from __future__ import annotations
 
 import logging
-import re
 import resource
 import time
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,7 @@ from tailrace.scriptcalls import ProduceResult, Scripts
 from tailrace.topology import memory_by_node
 from tailrace.wire import encode_raw
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, checkpoint_path
 from .identity import base_of, partition_for
 from .inotify import Watcher
 from .recovery import Recovery
@@ -69,8 +68,7 @@ class Agent:
         self.service = config.service
         self.agent_id = config.service.agent_name
         self.record = runtime.lifecycle.thread("tail")
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.agent_id)
-        self.checkpoint_path = config.data_dir / f"agent-{safe}" / "checkpoints.json"
+        self.checkpoint_path = checkpoint_path(config.data_dir, self.agent_id)
         had_checkpoint = (self.checkpoint_path.exists()
                           or self.checkpoint_path.with_suffix(".json.tmp").exists())
         self.checkpoint = Checkpoint.load(self.checkpoint_path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +27,19 @@ __all__ = [
     "DEFAULT_GRACE_S",
     "Checkpoint",
     "FileCheckpoint",
+    "checkpoint_path",
     "dumps",
     "loads",
 ]
 
 CHECKPOINT_VERSION = 4
 DEFAULT_GRACE_S = 24 * 3600.0
+
+
+def checkpoint_path(data_dir: Path, agent: str) -> Path:
+    """Where agent ``agent`` keeps its checkpoint (the agent writes it; backfill reads it)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", agent)
+    return data_dir / f"agent-{safe}" / "checkpoints.json"
 
 
 @dataclass(slots=True)

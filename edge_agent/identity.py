@@ -117,14 +117,15 @@ def parse_base(base: str) -> FileId | None:
         return None
 
 
-def head_checksum(head: bytes) -> int | None:
+def head_checksum(head: bytes, whole: bool = False) -> int | None:
     """The checksum of a file's first line from its first ``FINGERPRINT_BYTES`` (or
-    fewer, at its end); ``None`` until that line is complete."""
+    fewer, at its end); ``None`` until that line is complete. ``whole``: ``head`` is the
+    whole file, complete (a backfilled one): a single line without newline is its first."""
     head = head[:FINGERPRINT_BYTES]
     nl = head.find(b"\n")
     if nl >= 0:
         head = head[: nl + 1]
-    elif len(head) < FINGERPRINT_BYTES:
+    elif len(head) < FINGERPRINT_BYTES and not (whole and head):
         return None
     return zlib.crc32(head)
 

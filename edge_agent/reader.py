@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 
 from tailrace.logs import RateLimiter, event
 from tailrace.wire import RawBatch
 
-from .formats import Decoded, Decoder, line_cap
+from .formats import Decoded, Decoder, line_cap, make_decoder, message_limit
 from .identity import FileId, identity_key
+from .multiline import MultilineRule
 from .options import TailOptions
 
 __all__ = ["Reader", "TailedFile"]
@@ -106,6 +108,17 @@ class TailedFile:
         self.partial_at = -1
         self.pos = self.committed = self.scanned = offset
 
+    def take_batch(self, agent: str, input_id: str) -> RawBatch:
+        """The lines released so far as a batch from ``committed`` to ``pos`` (the batch
+        being built starts empty again)."""
+        batch = RawBatch(
+            agent=agent, input=input_id, tag=self.tag, path=self.path, file=self.identity,
+            start=self.committed, end=self.pos, lines=self.lines, offsets=self.offsets,
+            times=self.times, streams=self.streams, meta=self.meta, time=time.time(),
+        )
+        self.lines, self.offsets, self.times, self.streams, self.nbytes = [], [], None, None, 0
+        return batch
+
     @property
     def held_bytes(self) -> int:
         """Bytes of file content this file holds in memory (batch, sealed batch, carry)."""
@@ -144,6 +157,17 @@ class Reader:
         self.count = count
         self.input_id = input_id
         self._limiter = RateLimiter(30.0)
+
+    @classmethod
+    def for_options(cls, opts: TailOptions, count: Callable[[str, int], None],
+                    input_id: str) -> Reader:
+        """The reader of a tail input's files (and of a backfilled file: the same lines)."""
+        rule = MultilineRule.build(opts.multiline) if opts.multiline else None
+        flush_s = rule.flush_s if rule else opts.partial_flush_ms / 1000
+        decode = make_decoder(opts.format, rule, message_limit(opts.format, opts.max_line_bytes,
+                                                               opts.long_lines))
+        return cls(opts, decode, opts.format != "plain", flush_s,
+                   max(opts.max_line_bytes, rule.max_bytes if rule else 0), count, input_id)
 
     def read(self, tf: TailedFile, now: float) -> int:
         """Read one chunk of ``tf`` (from ``scanned`` up to its known ``size``).
@@ -210,6 +234,20 @@ class Reader:
         elif rest and now - tf.carry_since >= self.max_pending_s:
             self.flush(tf, "timeout", now)  # lines keep coming, yet its oldest message waits
         return nl + 1
+
+    def read_last_line(self, tf: TailedFile, now: float) -> None:
+        """Release a last line without newline: the file is complete (rotated and quiet, or
+        backfilled). Call it with nothing held (``tf.settled``, or the carry flushed).
+
+        Raises:
+            OSError: the read failed.
+        """
+        tail = os.pread(tf.fd, min(tf.size - tf.scanned, self.max_line), tf.scanned)
+        if tail and b"\n" not in tail:
+            tf.last_active = now
+            d = self.decode(tail + b"\n", tf.pos, True)
+            self.append(tf, d, len(tail), now)
+            tf.scanned = tf.pos
 
     def _cut(self, buf: bytes, base: int, d: Decoded, room: int) -> Decoded:
         """The first ``room`` messages of ``d`` (a batch holds ``batch_lines`` at most)."""

@@ -34,9 +34,7 @@ from tailrace.plugins import InputPlugin
 from tailrace.wire import RawBatch
 
 from .files import FileTable
-from .formats import make_decoder, message_limit
 from .identity import end_checksum, fingerprint, has_end
-from .multiline import MultilineRule
 from .options import TailOptions
 from .reader import Reader, TailedFile
 
@@ -59,13 +57,8 @@ class TailInput(FileTable, InputPlugin):
                  fd_budget: int | None = None) -> None:
         super().__init__(options, agent=agent, input_id=input_id, partitions=partitions,
                          base_dir=base_dir, counters=counters, fd_budget=fd_budget)
-        rule = MultilineRule.build(options.multiline) if options.multiline else None
-        self.flush_s = rule.flush_s if rule else options.partial_flush_ms / 1000
-        limit = message_limit(options.format, options.max_line_bytes, options.long_lines)
-        self.reader = Reader(options, make_decoder(options.format, rule, limit),
-                             options.format != "plain", self.flush_s,
-                             max(options.max_line_bytes, rule.max_bytes if rule else 0),
-                             counters, input_id)
+        self.reader = Reader.for_options(options, counters, input_id)
+        self.flush_s = self.reader.flush_s
         self._turn = 0
         self._sweep_at = 0.0
 
@@ -206,15 +199,9 @@ class TailInput(FileTable, InputPlugin):
         if now - tf.last_active < self.opts.rotate_wait_s:
             return
         try:
-            tail = os.pread(tf.fd, min(tf.size - tf.scanned, self.reader.max_line), tf.scanned)
+            self.reader.read_last_line(tf, now)
         except OSError as exc:
             self._read_error(tf, exc)
-            return
-        if tail and b"\n" not in tail:
-            tf.last_active = now
-            d = self.reader.decode(tail + b"\n", tf.pos, True)
-            self.reader.append(tf, d, len(tail), now)
-            tf.scanned = tf.pos
 
     def _read_error(self, tf: TailedFile, exc: OSError) -> None:
         self.count("read_errors", 1)
@@ -262,13 +249,8 @@ class TailInput(FileTable, InputPlugin):
         return ready
 
     def _seal(self, tf: TailedFile) -> None:
-        tf.sealed = RawBatch(
-            agent=self.agent, input=self.input_id, tag=tf.tag, path=tf.path, file=tf.identity,
-            start=tf.committed, end=tf.pos, lines=tf.lines, offsets=tf.offsets,
-            times=tf.times, streams=tf.streams, meta=tf.meta, time=time.time(),
-        )
+        tf.sealed = tf.take_batch(self.agent, self.input_id)
         tf.sealed_crc = _end_crc(tf, tf.pos)  # just read: the bytes of this batch's end
-        tf.lines, tf.offsets, tf.times, tf.streams, tf.nbytes = [], [], None, None, 0
 
     # -- commit feedback ----------------------------------------------------------------------
     def on_committed(self, tf: TailedFile) -> RawBatch:

@@ -60,6 +60,7 @@ def backfill_job(config_path: str, path: str, input_id: str) -> dict[str, Any]:
         job.connection, Keys(config.service.prefix), pc.options, path=path,
         agent=config.service.agent_name, input_id=pc.id,
         partitions=config.service.partitions, base_dir=config.base_dir,
+        data_dir=config.data_dir,  # the agent's checkpoint tells a rotated copy it read
         backlog_limit=config.service.backlog.max_entries_per_partition,
         memory_limit=config.service.backlog.max_redis_memory, progress=progress,
     )
