@@ -84,6 +84,24 @@ def test_entries_are_handled_once_in_order_and_forwarded(r: redis.Redis,
     assert [f[b"b"] for _i, f in r.xrange(keys.out(0))] == sent
 
 
+def test_a_new_worker_handles_its_first_entry_without_waiting_a_heartbeat(
+        r: redis.Redis, prefix: str) -> None:
+    # The loop's first look comes before the lease keeper's first acquisition; it used to
+    # sleep a whole heartbeat then, which was most of the time to a first line.
+    cfg = load_test_config(f"service: {{prefix: {prefix}, partitions: 2, lease_ttl_ms: 30000, "
+                           "heartbeat_ms: 5000}\n")
+    keys = Keys(prefix)
+    ensure_groups(r, keys, 2, [])
+    r.xadd(keys.raw(1), {"v": "1", "b": b"first"})
+    h = Recorder()
+    started = time.monotonic()
+    for _c, _t in run_consumer(r, keys, cfg.service, h):
+        wait_for(lambda: r.xlen(keys.out(1)) == 1, timeout=20, interval=0.01,
+                 message="the first entry forwarded")
+        took = time.monotonic() - started
+    assert took < 2.5, f"first entry took {took:.2f} s: the worker waited for a heartbeat"
+
+
 def test_a_batch_that_keeps_failing_is_dead_lettered_and_the_rest_goes_on(
         r: redis.Redis, pipeline: tuple[Keys, Any]) -> None:
     keys, service = pipeline
