@@ -28,8 +28,8 @@ from tailrace.topology import memory_by_node
 from tailrace.wire import encode_raw
 
 from .checkpoint import Checkpoint, checkpoint_path
-from .identity import base_of, partition_for
 from .inotify import Watcher
+from .offsets import Offsets
 from .recovery import Recovery
 from .starting import Starter
 from .tail import TailedFile, TailInput, file_input
@@ -72,6 +72,9 @@ class Agent:
         had_checkpoint = (self.checkpoint_path.exists()
                           or self.checkpoint_path.with_suffix(".json.tmp").exists())
         self.checkpoint = Checkpoint.load(self.checkpoint_path)
+        # The one writer of the files' committed offsets (Redis's answers) and their saves.
+        self.offsets = Offsets(self.checkpoint, self.checkpoint_path, self.keys,
+                               self.service.partitions)
         self.starter = Starter(self.keys, self.checkpoint, self.agent_id, had_checkpoint)
         self.recovery: Recovery | None = Recovery(self.checkpoint, self.agent_id,
                                                   self.checkpoint_path.parent)
@@ -91,8 +94,6 @@ class Agent:
         self._next_checkpoint = 0.0
         self._next_publish = 0.0
         self._next_verify = 0.0
-        self._dirty = False
-        self._saved_live: set[str] = set()  # the identities followed at the last save
         self._limiter = RateLimiter()
 
     # -- main loop ------------------------------------------------------------------------
@@ -195,10 +196,11 @@ class Agent:
             self._next_publish = now + FILES_PUBLISH_INTERVAL_S
         if self.starter.changed:  # new generations go into the local checkpoint at once
             self.starter.changed = False
-            self._dirty = True
+            self.offsets.mark_changed()
+        if self.offsets.save_now:
             self._next_checkpoint = 0.0
         if now >= self._next_checkpoint:
-            self._save_checkpoint(client)
+            self.offsets.save(self.inputs, client)
             self._next_checkpoint = now + CHECKPOINT_INTERVAL_S
         if now >= self._next_verify:
             self._verify_offsets(client)
@@ -233,9 +235,7 @@ class Agent:
                   f"{tf.path}: Redis has offset {stored} where this agent committed up to "
                   f"{tf.committed} (Redis restarted without its last writes, or failed over); "
                   f"reading again from {back}", partition=tf.partition, file=tf.identity)
-            inp.on_conflict(tf, back)
-            self.checkpoint.record(tf.identity, back, tf.path, tf.end_crc, tf.real)
-            self._dirty = True
+            self.offsets.moved_to(inp, tf, back)
 
     def _retire(self, client: redis.Redis, inp: TailInput) -> None:
         """Move deleted, closed files to their next generation. Done before new files start:
@@ -308,10 +308,7 @@ class Agent:
                 raise raw
             result = ProduceResult.parse(raw)
             if result.status == "ok":
-                batch = inp.on_committed(tf)
-                if self.checkpoint.record(batch.file, batch.end, tf.path, tf.end_crc, tf.real):
-                    self._next_checkpoint = 0.0  # a new file's path on disk soon (recovery.py)
-                self._dirty = True
+                batch = self.offsets.committed(inp, tf)
                 committed += 1
                 rec.add("lines_out", len(batch.lines))
                 rec.add("bytes_out", batch.end - batch.start)
@@ -322,9 +319,7 @@ class Agent:
                       f"{tf.path}: Redis has offset {result.offset} where this batch starts at "
                       f"{tf.sealed.start if tf.sealed else '?'}; resuming there (a previous run "
                       "committed it)", partition=tf.partition, file=tf.identity)
-                inp.on_conflict(tf, result.offset)
-                self.checkpoint.record(tf.identity, result.offset, tf.path, tf.end_crc,
-                                       tf.real)
+                self.offsets.moved_to(inp, tf, result.offset)
             else:
                 self.throttled[tf.partition] = now + THROTTLE_RECHECK_S
                 if result.status == "memory" and not self.memory_full:
@@ -384,37 +379,6 @@ class Agent:
             "shown": rows[:MAX_FILES_SHOWN],
         }
 
-    def _save_checkpoint(self, client: redis.Redis | None) -> None:
-        live = {tf.identity for inp in self.inputs for tf in inp.files.values()}
-        bases = {tf.base for inp in self.inputs for tf in inp.files.values()}
-        self.checkpoint.touch(live, bases)
-        dead, dead_bases = self.checkpoint.remove_expired(live, bases)
-        if client is not None and (dead or dead_bases):
-            pipe = client.pipeline(transaction=False)  # files gone for the grace period
-            for identity in dead:
-                p = partition_for(base_of(identity), self.service.partitions)
-                pipe.hdel(self.keys.offsets(p), identity)
-            for base in dead_bases:
-                pipe.hdel(self.keys.generations(partition_for(base, self.service.partitions)),
-                          base)
-            pipe.execute()
-            self._dirty = True
-        if live != self._saved_live:
-            # Which files are followed is part of the checkpoint (the entries the save
-            # touches): recovery after a rotation while down looks for exactly those.
-            self._dirty = True
-        if not self._dirty:
-            return
-        try:
-            self.checkpoint.save(self.checkpoint_path)
-            self._dirty = False
-            self._saved_live = live
-        except OSError as exc:
-            if self._limiter.allow("checkpoint"):
-                event(log, logging.ERROR, "agent_checkpoint_error",
-                      f"cannot write {self.checkpoint_path}: {exc.strerror}; Redis still holds "
-                      "the committed offsets")
-
     def _shutdown(self, client: redis.Redis, scripts: Scripts) -> None:
         """Flush pending messages, commit what is buffered (one pass, if the broker answers),
         save the checkpoint."""
@@ -427,7 +391,7 @@ class Agent:
                 event(log, logging.WARNING, "agent_final_flush_error",
                       f"could not commit buffered lines on shutdown ({exc}); they are read "
                       "again on the next start")
-        self._save_checkpoint(None)
+        self.offsets.save(self.inputs, None)
         self._publish_files()
         self.record.set_state(State.STOPPED)
 
