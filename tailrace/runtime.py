@@ -270,6 +270,11 @@ class Runtime:
             os.execve(sys.executable, _reexec_argv(), env)
         if self.embedded is not None:
             self.embedded.stop()
+        # Drained and about to exit: a late repeat of the stop (forwarded, or the group's)
+        # must not end the process with the default action once Python's finalization has
+        # reset the handlers (status -15 instead of 0). Blocked, it dies with the process.
+        if self.signals.installed:
+            block()
 
     def status_records(self) -> list[dict[str, Any]]:
         return [self.lifecycle.snapshot()]

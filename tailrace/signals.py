@@ -32,7 +32,7 @@ from types import FrameType
 from .logs import event
 
 __all__ = ["REPEAT_WINDOW_S", "STOP_SIGNALS", "SUPERVISED_ENV", "StopSignals", "block",
-           "blocked", "hold"]
+           "blocked", "hold", "unblock_stops"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -72,11 +72,13 @@ class StopSignals:
         self.name = name
         self.supervised = bool(os.environ.get(SUPERVISED_ENV))
         self.first_at: float | None = None
+        self.installed = False  # this process's handlers (a role process, not a test thread)
 
     def install(self) -> None:
         """Install the handlers (main thread only), then deliver what was held pending."""
         if threading.current_thread() is not threading.main_thread():
             return
+        self.installed = True
         for stop_signal in STOP_SIGNALS:
             signal.signal(stop_signal, self._on_signal)
         if self.on_hup is not None:
@@ -115,6 +117,11 @@ class StopSignals:
 def block() -> None:
     """Hold SIGTERM, SIGINT and SIGHUP pending in this thread (and what it execs)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+
+
+def unblock_stops() -> None:
+    """Let SIGTERM and SIGINT through again in this thread (SIGHUP stays as it is)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 @contextmanager

@@ -239,9 +239,10 @@ def test_run_stopped_by_its_group_after_a_broker_outage_and_two_reloads_exits_0(
         finish(flow, cfg, url, "run", "--processors", "2")
 
 
-def stop_worker(cfg: Path, url: str, target: str, sig: str) -> str | None:
+def stop_worker(cfg: Path, url: str, target: str, sig: str, *extra: str) -> str | None:
     """Start the job worker, stop it with ``sig`` sent to ``target``; what went wrong."""
-    worker = Role("worker", cfg, url).start()
+    log = cfg.parent / f"worker-{target}-{sig}{''.join(extra)}.log"  # a log of its own
+    worker = Role("worker", cfg, url, *extra, log=log).start()
     try:
         wait_for(lambda: "Listening on" in worker.output(), timeout=30,
                  message="the worker to listen")
@@ -262,10 +263,12 @@ def test_the_job_worker_stopped_by_ctrl_c_exits_0(tmp_path: Path, redis_url: str
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_the_job_worker_stops_on_the_leader_the_group_or_both(
-        tmp_path: Path, redis_url: str, prefix: str) -> None:
+        tmp_path: Path, redis_url: str, prefix: str, workers: str) -> None:
     cfg = stop_config(tmp_path, prefix)
-    problems = {f"{t} {s}": stop_worker(cfg, redis_url, t, s) for t in TARGETS for s in SIGNALS}
+    problems = {f"{t} {s}": stop_worker(cfg, redis_url, t, s, "--workers", workers)
+                for t in TARGETS for s in SIGNALS}
     assert not any(problems.values()), problems
 
 

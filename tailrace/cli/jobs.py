@@ -24,7 +24,7 @@ from ..keys import Keys
 from ..lifecycle import Lifecycle, Publisher, State, ThreadRecord
 from ..logs import event
 from ..runtime import NO_HTTP_ENV
-from ..signals import StopSignals, hold
+from ..signals import block, unblock_stops
 from ..supervise import Child
 from ..topology import is_cluster
 from .common import broker_option, config_option, fail, init_logging, load, log_options
@@ -47,8 +47,11 @@ JOB_QUEUES = ("backfill", "replay")
 def worker(config_path: str, broker: str | None, queues: tuple[str, ...], burst: bool,
            workers: int, log_level: str | None, log_format: str | None) -> None:
     """Run RQ workers for backfill and dead-letter replay jobs."""
-    started = StopSignals(lambda _s: None, name="worker")
-    hold()  # a stop while starting up is kept, and RQ's worker told at once (below)
+    # Stop signals stay blocked until RQ's handlers are in (TailraceWorker): one sent while
+    # starting waits for them, and every thread started meanwhile (the publisher, RQ's
+    # pubsub) keeps them blocked, so they reach the main thread and interrupt its blocking
+    # dequeue (delivered to another thread, they waited for the dequeue's timeout).
+    block()
     from rq import Queue, Worker
 
     config = load(config_path)
@@ -76,13 +79,13 @@ def worker(config_path: str, broker: str | None, queues: tuple[str, ...], burst:
     publisher = Publisher(lifecycle, client, keys.worker(lifecycle.id),
                           config.service.publish_interval_s)
     publisher.start()
-    started.install()
     try:
-        w = _worker_class(Worker, started, jobs)(rq_queues, connection=client)
+        w = _worker_class(Worker, jobs)(rq_queues, connection=client)
         lifecycle.extra["rq_worker"] = w.name
         level = (log_level or config.service.log_level).upper()
         ok = w.work(burst=burst, logging_level=level, with_scheduler=False)
     finally:
+        block()  # exiting: a late repeat of the stop must not change the status (runtime)
         jobs.set_state(State.STOPPED)
         publisher.stop(final=True)
         if http is not None:
@@ -108,15 +111,17 @@ def _serve_http(config: Any, lifecycle: Lifecycle) -> Any:
         return None
 
 
-def _worker_class(base: type[Any], started: StopSignals, jobs: ThreadRecord) -> type[Any]:
-    """RQ's worker, told of a stop that arrived before its own handlers were installed,
+def _worker_class(base: type[Any], jobs: ThreadRecord) -> type[Any]:
+    """RQ's worker, taking the stop signals held since the start once its handlers are in,
     and reporting each job in its lifecycle record (``jobs``)."""
-    from rq.exceptions import InvalidJobOperation, NoSuchJobError
+    from rq.exceptions import InvalidJobOperation, NoSuchJobError, StopRequested
 
     class TailraceWorker(base):  # type: ignore[misc]
         def _install_signal_handlers(self) -> None:
             super()._install_signal_handlers()
-            if started.requested:
+            try:
+                unblock_stops()  # one held since the start runs RQ's handler now
+            except StopRequested:
                 self._stop_requested = True  # out of work()'s loop at its first check
 
         def execute_job(self, job: Any, queue: Any) -> Any:

@@ -19,7 +19,7 @@ from ..errors import BrokerUnavailable, ConfigError
 from ..keys import Keys
 from ..logs import event
 from ..runtime import NO_HTTP_ENV, broker_url
-from ..signals import StopSignals, hold
+from ..signals import StopSignals, block, hold
 from ..supervise import Child, Supervisor
 from .common import (
     broker_option,
@@ -130,6 +130,7 @@ def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
             starting.join()
         if embedded is not None:
             embedded.stop()
+        block()  # exiting: a late repeat of the stop must not change the status (runtime)
 
 
 def _keep_up(embedded: EmbeddedRedis,
