@@ -287,11 +287,23 @@ class RealServer:
             raise AssertionError(f"{method} {path} -> {r.status}: {r.data[:500]!r}")
         return orjson.loads(r.data) if r.data else None
 
-    def count(self, target: str) -> int:
-        """Documents in ``target`` after a refresh (0 while it does not exist yet)."""
+    def count(self, target: str, timeout: float = 60.0) -> int:
+        """Documents in ``target`` after a refresh (0 while it does not exist yet).
+
+        A shard still starting (a new index, or after a restart) answers 503
+        ``no_shard_available_action_exception``: asked again until it is there.
+        """
         lenient = "ignore_unavailable=true&allow_no_indices=true"
-        self.call("POST", f"/{target}/_refresh?{lenient}")
-        return int(self.call("GET", f"/{target}/_count?{lenient}")["count"])
+        deadline = time.monotonic() + timeout
+        while True:
+            self.http.request("POST", f"{self.url}/{target}/_refresh?{lenient}")
+            r = self.http.request("GET", f"{self.url}/{target}/_count?{lenient}")
+            if r.status != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        if r.status != 200:
+            raise AssertionError(f"GET /{target}/_count -> {r.status}: {r.data[:500]!r}")
+        return int(orjson.loads(r.data)["count"])
 
 
 def _wait_group_gone(pgid: int, timeout: float) -> None:
