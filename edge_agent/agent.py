@@ -173,9 +173,14 @@ class Agent:
                 others = [tf for tf in waiting if tf.pinned is None]
                 try:
                     if pinned:  # rotated while the agent was down (see recovery.py)
-                        self.starter.resume(client, inp, pinned)
+                        starts, lost = self.starter.resume(client, pinned,
+                                                           input_id=inp.input_id)
+                        inp.begin(starts)
+                        for tf in lost:
+                            inp.drop_recovered(tf)
                     if others:
-                        self.starter.start(client, inp, others)
+                        inp.begin(self.starter.start(client, others, input_id=inp.input_id,
+                                                     read_from_head=inp.opts.read_from_head))
                 except BROKER_ERRORS:
                     inp.requeue([tf for tf in waiting if not tf.started])
                     raise

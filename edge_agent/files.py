@@ -311,8 +311,10 @@ class FileTable:
         return True
 
     def drop_recovered(self, tf: TailedFile) -> None:
-        """A recovery claim that did not hold (see :meth:`.Starter.resume`): a sibling found
-        by recovery is closed; a file the input follows anyway takes its own identity back."""
+        """A recovery claim that did not hold (see :meth:`.Starter.resume`; counted in
+        ``files_lost``): a sibling found by recovery is closed; a file the input follows
+        anyway takes its own identity back."""
+        self.count("files_lost", 1)
         if tf.rotated_at is not None:
             self._forget(tf, "not recovered")
             return
@@ -321,10 +323,14 @@ class FileTable:
         self._waiting.append(tf)
 
     def take_waiting(self) -> list[TailedFile]:
-        """Files that need a start offset: new, or with a new identity after truncation."""
+        """Files that need a start offset: new, or with a new identity after truncation (a
+        rewritten one already under its new first line's identity)."""
         waiting = [tf for tf in self._waiting if tf.fd >= 0 and not tf.started
                    and self.files.get((tf.fid.dev, tf.fid.ino)) is tf]
         self._waiting.clear()
+        for tf in waiting:
+            if tf.restart == "rewritten":
+                self.rekey(tf)
         return waiting
 
     def take_retired(self) -> list[TailedFile]:

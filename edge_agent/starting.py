@@ -15,6 +15,7 @@ bytes, and gets the next generation from byte 0 instead of skipping its head.
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import redis
@@ -24,7 +25,7 @@ from tailrace.logs import event
 
 from .checkpoint import Checkpoint
 from .identity import has_end, identity_key, resume_point
-from .tail import TailedFile, TailInput
+from .tail import Start, TailedFile
 
 __all__ = ["Starter"]
 
@@ -37,7 +38,9 @@ _NEW_CONTENT = ("truncated", "replaced")
 
 
 class Starter:
-    """Starts files for the agent loop (a few Redis round trips per batch of files).
+    """Places files for the agent loop (a few Redis round trips per batch of files): where
+    each starts, as :class:`~.tail.Start` s the input applies (:meth:`.TailInput.begin`);
+    it never calls into the input.
 
     ``changed`` turns True when generations changed: the caller saves the checkpoint soon.
     """
@@ -60,18 +63,16 @@ class Starter:
             self.fresh = not (seen or self.had_checkpoint)
         return self.fresh
 
-    def start(self, client: redis.Redis, inp: TailInput, files: list[TailedFile]) -> None:
+    def start(self, client: redis.Redis, files: list[TailedFile], *, input_id: str,
+              read_from_head: bool) -> list[Start]:
         """Find each file's generation and committed offset (Redis, else the local
-        checkpoint), persist new generations, then let the input start reading.
+        checkpoint), persist new generations; returns where each starts.
 
         Raises:
             redis.exceptions.ConnectionError (and the other broker errors): retry later;
             files not started stay waiting.
         """
         keys = self.keys
-        for tf in files:
-            if tf.restart == "rewritten":
-                inp.rekey(tf)
         pipe = client.pipeline(transaction=False)
         for tf in files:
             pipe.hget(keys.generations(tf.partition), tf.base)
@@ -83,51 +84,56 @@ class Starter:
         for tf, gen in zip(files, gens, strict=True):
             pipe.hget(keys.offsets(tf.partition), identity_key(tf.base, gen))
         stored = pipe.execute()
-        plans: list[tuple[TailedFile, int, int | None]] = []
+        plans: list[tuple[TailedFile, int, int | None, bool]] = []
         bumps = client.pipeline(transaction=False)
         for tf, gen, value, g in zip(files, gens, stored, stored_gens, strict=True):
             committed = int(value) if value is not None else None
             entry = self.checkpoint.entry(identity_key(tf.base, gen))
             local = entry.offset if entry is not None else None
             new_content = tf.restart in _NEW_CONTENT
+            replaced = False
             if (not new_content and entry is not None
                     and not has_end(tf.fd, entry.offset, entry.crc)):
-                new_content = True
-                inp.count("files_replaced", 1)
+                new_content = replaced = True
                 event(log, logging.WARNING, "tail_file_replaced",
                       f"{tf.path} does not hold the bytes read before its offset "
                       f"{entry.offset}: another file on the same inode with the same first "
                       "line, or truncated and regrown while not followed; it gets a new "
                       "identity and is read from its start",
-                      input=inp.input_id, partition=tf.partition,
+                      input=input_id, partition=tf.partition,
                       file=identity_key(tf.base, gen))
-            new_gen, offset = resume_point(inp.size_of(tf), gen, committed, local,
+            new_gen, offset = resume_point(os.fstat(tf.fd).st_size, gen, committed, local,
                                            new_content)
             if new_gen != int(g or 0):
                 bumps.hset(keys.generations(tf.partition), tf.base, new_gen)
                 self.checkpoint.set_generation(tf.base, new_gen)
-            plans.append((tf, new_gen, offset))
+            plans.append((tf, new_gen, offset, replaced))
         if len(bumps):
             bumps.execute()  # before any batch of the new generation can be committed
             self.changed = True
         fresh = bool(self.first_start(client))
-        for tf, gen, offset in plans:
-            from_end = fresh and tf.initial and tf.restart is None and not inp.opts.read_from_head
-            inp.start(tf, gen, offset, from_end)
-            event(log, logging.INFO, "tail_file_opened",
-                  f"following {tf.path} from byte {tf.pos} (generation {gen})",
-                  input=inp.input_id, partition=tf.partition, file=tf.identity)
+        return [Start(tf, gen, offset,
+                      fresh and tf.initial and tf.restart is None and not read_from_head,
+                      replaced=replaced)
+                for tf, gen, offset, replaced in plans]
 
-    def resume(self, client: redis.Redis, inp: TailInput, files: list[TailedFile]) -> None:
+    def resume(self, client: redis.Redis, files: list[TailedFile], *,
+               input_id: str) -> tuple[list[Start], list[TailedFile]]:
         """Start rotated siblings found at start-up (:mod:`edge_agent.recovery`) under the
         identity they finish (``tf.pinned``), at its committed offset: Redis's, else the
         local checkpoint's, which recovery already checked against the file's bytes. The
         generation is the checkpointed one, never a newer one: the file at the original path
         may have moved the same base identity on (copytruncate keeping the first line).
 
+        Returns:
+            where each starts, and the files whose claim did not hold (reported here; the
+            input drops them: :meth:`.TailInput.drop_recovered`).
+
         Raises:
             redis.exceptions.ConnectionError (and the other broker errors): retry later.
         """
+        starts: list[Start] = []
+        lost: list[TailedFile] = []
         pipe = client.pipeline(transaction=False)
         for tf in files:
             assert tf.pinned is not None
@@ -138,21 +144,18 @@ class Starter:
             identity = identity_key(tf.base, gen)
             entry = self.checkpoint.entry(identity)
             offset = int(value) if value is not None else (entry.offset if entry else 0)
-            size = inp.size_of(tf)
+            size = os.fstat(tf.fd).st_size
             if offset > size:
-                inp.count("files_lost", 1)
                 event(log, logging.WARNING, "tail_file_lost",
                       f"{tf.path}: its rotated copy {tf.real} holds {size} bytes but Redis "
                       f"has committed {offset} of it: another file after all; lines written "
                       "to the original after that offset could not be recovered",
-                      input=inp.input_id, partition=tf.partition, file=identity)
-                inp.drop_recovered(tf)
+                      input=input_id, partition=tf.partition, file=identity)
+                lost.append(tf)
                 continue
-            inp.start(tf, gen, offset, False)
-            event(log, logging.INFO, "tail_file_opened",
-                  f"following {tf.path} (rotated while the agent was down, now {tf.real}) "
-                  f"from byte {tf.pos} (generation {gen})",
-                  input=inp.input_id, partition=tf.partition, file=tf.identity)
+            starts.append(Start(tf, gen, offset, False,
+                                note=f" (rotated while the agent was down, now {tf.real})"))
+        return starts, lost
 
     def retire(self, client: redis.Redis, files: list[TailedFile]) -> None:
         """Deleted and closed: the next file with the same base identity (a reused inode

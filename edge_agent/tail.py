@@ -26,6 +26,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -38,9 +39,22 @@ from .identity import end_checksum, fingerprint, has_end
 from .options import TailOptions
 from .reader import Reader, TailedFile
 
-__all__ = ["TailInput", "TailOptions", "TailedFile", "file_input"]
+__all__ = ["Start", "TailInput", "TailOptions", "TailedFile", "file_input"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Where a waiting file starts, as the agent's :class:`~.starting.Starter` placed it
+    (from Redis or the local checkpoint); the input applies it (:meth:`TailInput.begin`)."""
+
+    tf: TailedFile
+    generation: int
+    offset: int | None  # None: no stored offset (the head, or the end with from_end)
+    from_end: bool
+    replaced: bool = False  # other bytes than those read before its offset: counted
+    note: str = ""  # how it was found, for the log line
 
 
 class TailInput(FileTable, InputPlugin):
@@ -63,6 +77,17 @@ class TailInput(FileTable, InputPlugin):
         self._sweep_at = 0.0
 
     # -- starting -------------------------------------------------------------------------
+    def begin(self, starts: list[Start]) -> None:
+        """Start reading the files the agent placed (see :class:`Start`)."""
+        for s in starts:
+            tf = s.tf
+            if s.replaced:
+                self.count("files_replaced", 1)
+            self.start(tf, s.generation, s.offset, s.from_end)
+            event(log, logging.INFO, "tail_file_opened",
+                  f"following {tf.path}{s.note} from byte {tf.pos} (generation {s.generation})",
+                  input=self.input_id, partition=tf.partition, file=tf.identity)
+
     def start(self, tf: TailedFile, generation: int, offset: int | None,
               from_end: bool) -> None:
         """Set where ``tf`` resumes (see :func:`edge_agent.identity.resume_point`).
