@@ -114,3 +114,18 @@ def flowing(cfg: Path, *, rate: float, total: int | None = None,
         for r in flow.roles:
             if r.alive:
                 r.kill()
+        _shutdown_embedded(cfg.parent / "data" / "redis" / "redis.sock")
+
+
+def _shutdown_embedded(socket: Path) -> None:
+    """An embedded Redis outlives a killed `run` (its own session, stop signals blocked):
+    after a failed test, shut it down so it does not linger."""
+    if not socket.exists():
+        return
+    client = redis.Redis(unix_socket_path=str(socket), socket_timeout=5)
+    try:
+        client.shutdown(nosave=True)
+    except (redis.exceptions.RedisError, OSError):
+        pass  # gone already, or it closed the connection on its way out
+    finally:
+        client.close()
