@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from agent_harness import AgentHarness  # noqa: E402
+from agentconf import tail_input  # noqa: E402
 
 
 @pytest.fixture
@@ -29,12 +30,6 @@ def make_agent(tmp_path: Path, redis_url: str, prefix: str
     for h in made:
         if h.running:
             h.stop()
-
-
-def tail_input(path: Path | str, **opts: Any) -> dict[str, Any]:
-    """A ``tail`` input that reads from the head and notices changes quickly."""
-    return {"name": "tail", "path": str(path), "read_from_head": True,
-            "refresh_interval_s": 0.1, "batch_wait_ms": 20, **opts}
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 from agent_harness import AgentHarness
-from conftest import tail_input
+from agentconf import tail_input
 from helpers import load_test_config
 
 from edge_agent.backfill import BackfillResult, backfill_file

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis
 from agent_harness import AgentHarness
-from conftest import tail_input
+from agentconf import tail_input
 from helpers import wait_for
 
 from edge_agent.checkpoint import Checkpoint
