@@ -150,11 +150,11 @@ class Agent:
         self.starter.first_start(client)
         self._watch_events(now)
         for inp in self.inputs:
-            if inp.due_scan(now):
-                inp.scan(now)
-                if self.watcher is not None and (inp.layout_changed
-                                                 or inp.scans % WATCH_REFRESH_SCANS == 0):
-                    inp.watched = self.watcher.watch(inp.watch_dirs())
+            if inp.table.due_scan(now):
+                inp.table.scan(now)
+                if self.watcher is not None and (inp.table.layout_changed
+                                                 or inp.table.scans % WATCH_REFRESH_SCANS == 0):
+                    inp.table.watched = self.watcher.watch(inp.table.watch_dirs())
         if self.recovery is not None:  # once, after every input's first scan
             recovery, self.recovery = self.recovery, None
             try:
@@ -167,7 +167,7 @@ class Agent:
                       "files the inputs match now")
         for inp in self.inputs:
             self._retire(client, inp)  # left over by a broker error: before any new file
-            waiting = inp.take_waiting()
+            waiting = inp.table.take_waiting()
             if waiting:
                 pinned = [tf for tf in waiting if tf.pinned is not None]
                 others = [tf for tf in waiting if tf.pinned is None]
@@ -177,12 +177,12 @@ class Agent:
                                                            input_id=inp.input_id)
                         inp.begin(starts)
                         for tf in lost:
-                            inp.drop_recovered(tf)
+                            inp.table.drop_recovered(tf)
                     if others:
                         inp.begin(self.starter.start(client, others, input_id=inp.input_id,
                                                      read_from_head=inp.opts.read_from_head))
                 except BROKER_ERRORS:
-                    inp.requeue([tf for tf in waiting if not tf.started])
+                    inp.table.requeue([tf for tf in waiting if not tf.started])
                     raise
         self._check_memory(client, now)
         throttled = self._throttled_now(now)
@@ -220,7 +220,7 @@ class Agent:
         field that vanished (the first commits lost, or Redis wiped) sends the file back
         to the last offset seen in Redis, or where this agent started following it.
         """
-        files = [(inp, tf) for inp in self.inputs for tf in list(inp.files.values())
+        files = [(inp, tf) for inp in self.inputs for tf in list(inp.table.files.values())
                  if tf.started and tf.sealed is None and tf.committed > tf.verified]
         if not files:
             return
@@ -245,12 +245,12 @@ class Agent:
     def _retire(self, client: redis.Redis, inp: TailInput) -> None:
         """Move deleted, closed files to their next generation. Done before new files start:
         a new file may reuse the inode (and first line), and must not get the old identity."""
-        retired = inp.take_retired()
+        retired = inp.table.take_retired()
         if retired:
             try:
                 self.starter.retire(client, retired)
             except BROKER_ERRORS:
-                inp.retired.extend(retired)
+                inp.table.retired.extend(retired)
                 raise
 
     def _watch_events(self, now: float) -> None:
@@ -261,13 +261,13 @@ class Agent:
         if w.overflowed:
             w.overflowed = False
             for inp in self.inputs:
-                inp.rescan_all(now)
+                inp.table.rescan_all(now)
         elif events:
             for inp in self.inputs:
-                inp.on_events(events, now)
+                inp.table.on_events(events, now)
 
     def _buffered(self) -> bool:
-        return any(tf.lines or tf.carry for inp in self.inputs for tf in inp.files.values())
+        return any(tf.lines or tf.carry for inp in self.inputs for tf in inp.table.files.values())
 
     # -- producing ----------------------------------------------------------------------------
     def _produce(self, scripts: Scripts, ready: list[tuple[TailInput, TailedFile]]) -> None:
@@ -373,13 +373,13 @@ class Agent:
         """Per-file offsets and bytes behind into the lifecycle record (bounded)."""
         rows: list[dict[str, Any]] = []
         for inp in self.inputs:
-            for row in inp.file_states():
+            for row in inp.table.file_states():
                 row["input"] = inp.input_id
                 rows.append(row)
         rows.sort(key=lambda r: -int(r["behind"]))
         self.runtime.lifecycle.extra["files"] = {
             "total": len(rows),
-            "open": sum(inp.open_count for inp in self.inputs),
+            "open": sum(inp.table.open_count for inp in self.inputs),
             "bytes_behind": sum(int(r["behind"]) for r in rows),
             "shown": rows[:MAX_FILES_SHOWN],
         }

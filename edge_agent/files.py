@@ -4,8 +4,10 @@
 opens them (fingerprinting each, see :mod:`.identity`), notices when a path names another
 file (rename + create rotation) or none (deletion), closes idle files when descriptors run
 short (least recently active first) and reopens them when they grow. It never reads
-contents beyond the fingerprint and never talks to Redis; :class:`edge_agent.tail.TailInput`
-builds on it.
+contents beyond the fingerprint and never talks to Redis. Each
+:class:`edge_agent.tail.TailInput` holds one (``TailInput.table``): the agent drives the
+table (scans, inotify events, files waiting for a start, retired files) and the input reads
+the table's files.
 
 With inotify (:mod:`.inotify`) the table also knows which files changed since the last
 pass (``dirty``); only those and the files with work in progress (``busy``) are looked at,
@@ -19,7 +21,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from tailrace.logs import RateLimiter, event
 
@@ -41,18 +43,16 @@ Key = tuple[int, int]  # (device, inode)
 class FileTable:
     """The files of one input and their life cycle (no reading, no broker)."""
 
-    name: ClassVar[str] = "tail"
-
     def __init__(self, options: TailOptions, *, agent: str, input_id: str, partitions: int,
                  base_dir: Path, counters: Callable[[str, int], None],
-                 fd_budget: int | None = None) -> None:
+                 fd_budget: int | None = None, plugin_name: str = "tail") -> None:
         self.opts = options
         self.agent = agent
         self.input_id = input_id
         self.partitions = partitions
         self.count = counters
         self.discovery = Discovery(options, base_dir=base_dir, host=agent, input_id=input_id,
-                                   plugin_name=self.name)
+                                   plugin_name=plugin_name)
         self.files: dict[Key, TailedFile] = {}
         self.by_path: dict[str, Key] = {}
         self.by_real: dict[str, Key] = {}  # symlink targets, for inotify events
@@ -108,11 +108,11 @@ class FileTable:
             if key in path_of:  # renamed to another name we follow: just a new name
                 tf.path = path_of[key]
             elif tf.fd >= 0:
-                self._rotated(tf, now)
+                self.rotated(tf, now)
             elif not self._find_renamed(tf, now):
-                self._forget(tf, "gone while closed (fully read)")
+                self.forget(tf, "gone while closed (fully read)")
         self.by_path = seen
-        self._evict()
+        self.evict()
         return first
 
     def on_events(self, events: Iterable[FsEvent], now: float) -> None:
@@ -144,7 +144,7 @@ class FileTable:
 
     def _open(self, path: str, st: os.stat_result, now: float,
               initial: bool = False) -> TailedFile | None:
-        if self.open_count >= self.max_open and not self._evict(need=1):
+        if self.open_count >= self.max_open and not self.evict(need=1):
             return None  # every descriptor is busy: found again on the next scan
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -184,7 +184,7 @@ class FileTable:
 
         ``force`` opens it even over ``max_open_files`` (a renamed file must be drained).
         """
-        if self.open_count >= self.max_open and not self._evict(need=1) and not force:
+        if self.open_count >= self.max_open and not self.evict(need=1) and not force:
             return False
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -197,7 +197,7 @@ class FileTable:
             fid = None
         if fid != tf.fid:
             os.close(fd)  # the inode was reused by another file: the old one is gone
-            self._forget(tf, "replaced by another file while closed")
+            self.forget(tf, "replaced by another file while closed")
             self._open(path, st, now)
             return False
         tf.fd, tf.path, tf.last_active = fd, path, now
@@ -220,18 +220,18 @@ class FileTable:
                 continue
             if (st.st_dev == tf.fid.dev and st.st_size > tf.size
                     and self._reopen(tf, entry.path, now, force=True)):
-                self._rotated(tf, now)
+                self.rotated(tf, now)
                 return True
         return False
 
-    def _rotated(self, tf: TailedFile, now: float) -> None:
+    def rotated(self, tf: TailedFile, now: float) -> None:
         if tf.rotated_at is None:
             tf.rotated_at = now
             event(log, logging.INFO, "tail_file_rotated",
                   f"{tf.path} was rotated or deleted; reading it to its end (at byte "
                   f"{tf.scanned} of {tf.size})", input=self.input_id, file=tf.identity)
 
-    def _evict(self, need: int = 0) -> bool:
+    def evict(self, need: int = 0) -> bool:
         """Close least recently active idle files until ``need`` descriptors are free."""
         excess = self.open_count + need - self.max_open
         if excess <= 0:
@@ -269,7 +269,7 @@ class FileTable:
             self.open_count -= 1
         return nlink
 
-    def _forget(self, tf: TailedFile, why: str) -> None:
+    def forget(self, tf: TailedFile, why: str) -> None:
         if self._close_fd(tf) == 0 and tf.started and not tf.adopted:
             self.retired.append(tf)  # deleted: its inode may come back with a new file
         key = (tf.fid.dev, tf.fid.ino)
@@ -297,7 +297,7 @@ class FileTable:
         """
         key = (tf.fid.dev, tf.fid.ino)
         if key in self.files or (self.open_count >= self.max_open
-                                 and not self._evict(need=1)):
+                                 and not self.evict(need=1)):
             os.close(tf.fd)
             tf.fd = -1
             return False
@@ -316,7 +316,7 @@ class FileTable:
         anyway takes its own identity back."""
         self.count("files_lost", 1)
         if tf.rotated_at is not None:
-            self._forget(tf, "not recovered")
+            self.forget(tf, "not recovered")
             return
         tf.base, tf.adopted = tf.fid.key(self.agent), False
         tf.partition = partition_for(tf.base, self.partitions)

@@ -74,8 +74,8 @@ class Offsets:
         ``client`` is given), write the checkpoint if anything changed (never raises for an
         unwritable folder: Redis still holds the offsets)."""
         self.save_now = False
-        live = {tf.identity for inp in inputs for tf in inp.files.values()}
-        bases = {tf.base for inp in inputs for tf in inp.files.values()}
+        live = {tf.identity for inp in inputs for tf in inp.table.files.values()}
+        bases = {tf.base for inp in inputs for tf in inp.table.files.values()}
         self.checkpoint.touch(live, bases)
         dead, dead_bases = self.checkpoint.remove_expired(live, bases)
         if client is not None and (dead or dead_bases):

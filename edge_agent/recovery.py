@@ -110,7 +110,7 @@ class Recovery:
         # Entries touched by the last save are exactly the files followed then (see
         # Checkpoint.touch); older ones were drained and closed before the stop.
         last_save = max(fc.updated for fc in cp.files.values())
-        first = [(inp, tf) for inp in inputs for tf in inp.waiting_files()]
+        first = [(inp, tf) for inp in inputs for tf in inp.table.waiting_files()]
         taken = {i for i in (self._resumed_by(tf) for _inp, tf in first) if i is not None}
         orphans = self._orphans(inputs, last_save, taken)
         if not orphans:
@@ -126,15 +126,15 @@ class Recovery:
             if tf.base in bases:
                 continue
             try:
-                size = inp.size_of(tf)
+                size = inp.table.size_of(tf)
             except OSError:
                 continue
             found = self._match(tf.fd, size, tf.fid, tf.real)
             if found is not None:
-                _pin(tf, found, inp.partitions)
+                _pin(tf, found, inp.table.partitions)
                 tf.adopted = True
                 _announce(found, tf.real, "copied")
-        followed = {key for inp in inputs for key in inp.files}
+        followed = {key for inp in inputs for key in inp.table.files}
         folders: dict[str, list[_Orphan]] = {}
         for o in orphans:
             folders.setdefault(o.folder, []).append(o)
@@ -166,7 +166,7 @@ class Recovery:
             if fc.updated != last_save or identity in taken:
                 continue
             fid = parse_base(base_of(identity))
-            inp = next((i for i in inputs if i.discovery.follows(fc.path)), None)
+            inp = next((i for i in inputs if i.table.discovery.follows(fc.path)), None)
             if fid is None or inp is None or _still_there(fc, fid):
                 continue  # not ours any more (config changed), or just not opened yet
             real = fc.real or os.path.realpath(fc.path)  # a link of a v3 checkpoint
@@ -200,10 +200,10 @@ class Recovery:
             found = self._match(cand.fd, cand.size, cand.fid, path)
             if found is not None:
                 tf = self._tailed(cand, found.inp, found.entry.path)
-                _pin(tf, found, found.inp.partitions)
+                _pin(tf, found, found.inp.table.partitions)
                 renamed = (cand.fid.dev, cand.fid.ino) == (found.fid.dev, found.fid.ino)
                 tf.adopted = cand.gz or not renamed
-                adopted = found.inp.adopt(tf, now)
+                adopted = found.inp.table.adopt(tf, now)
                 if adopted:
                     _announce(found, path, "compressed" if cand.gz
                               else "renamed" if renamed else "copied")
@@ -216,7 +216,7 @@ class Recovery:
                 owner = group[0]
                 tf = self._tailed(cand, owner.inp, owner.entry.path)
                 tf.adopted = cand.gz
-                adopted = owner.inp.adopt(tf, now)
+                adopted = owner.inp.table.adopt(tf, now)
                 if adopted:
                     owner.inp.count("files_recovered", 1)
                     event(log, logging.INFO, "tail_file_recovered",
@@ -267,7 +267,7 @@ class Recovery:
     def _tailed(self, cand: Sibling, inp: TailInput, original: str) -> TailedFile:
         """A followed file for the sibling; records carry the original path (the lines
         were written there) and its tag and metadata."""
-        desc = inp.discovery.describe(original)
+        desc = inp.table.discovery.describe(original)
         tf = TailedFile(original, cand.fd, cand.fid, self.agent, 0, desc.tag, desc.meta)
         tf.real, tf.folder = cand.path, os.path.dirname(cand.path)
         cand.fd = -1  # the followed file owns the descriptor now

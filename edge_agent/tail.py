@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from tailrace.logs import event
+from tailrace.logs import RateLimiter, event
 from tailrace.plugins import InputPlugin
 from tailrace.wire import RawBatch
 
@@ -57,8 +57,9 @@ class Start:
     note: str = ""  # how it was found, for the log line
 
 
-class TailInput(FileTable, InputPlugin):
-    """Follows files and cuts them into :class:`RawBatch` es (no I/O with the broker)."""
+class TailInput(InputPlugin):
+    """Follows the files of its :class:`~.files.FileTable` (``table``) and cuts them into
+    :class:`RawBatch` es (no I/O with the broker)."""
 
     name: ClassVar[str] = "tail"
     description: ClassVar[str] = (
@@ -69,8 +70,14 @@ class TailInput(FileTable, InputPlugin):
     def __init__(self, options: TailOptions, *, agent: str, input_id: str, partitions: int,
                  base_dir: Path, counters: Callable[[str, int], None],
                  fd_budget: int | None = None) -> None:
-        super().__init__(options, agent=agent, input_id=input_id, partitions=partitions,
-                         base_dir=base_dir, counters=counters, fd_budget=fd_budget)
+        self.opts = options
+        self.agent = agent
+        self.input_id = input_id
+        self.count = counters
+        self.table = FileTable(options, agent=agent, input_id=input_id, partitions=partitions,
+                               base_dir=base_dir, counters=counters, fd_budget=fd_budget,
+                               plugin_name=self.name)
+        self._limiter = RateLimiter()
         self.reader = Reader.for_options(options, counters, input_id)
         self.flush_s = self.reader.flush_s
         self._turn = 0
@@ -105,34 +112,36 @@ class TailInput(FileTable, InputPlugin):
         tf.size = size
         tf.restart = None
         tf.started = True
-        self.busy.add((tf.fid.dev, tf.fid.ino))
+        self.table.busy.add((tf.fid.dev, tf.fid.ino))
 
     # -- reading ----------------------------------------------------------------------------
     def poll(self, now: float, throttled: set[int]) -> list[TailedFile]:
         """Read up to a batch from each file with news, in turn; returns the files with a
         sealed batch. Never blocks (reads only what the files already hold)."""
-        if not self.watched or now >= self._sweep_at or self.layout_changed:
-            keys = list(self.files)  # everything, at least once per refresh_interval_s
+        table = self.table
+        busy = table.busy
+        if not table.watched or now >= self._sweep_at or table.layout_changed:
+            keys = list(table.files)  # everything, at least once per refresh_interval_s
             self._sweep_at = now + self.opts.refresh_interval_s
-            self.layout_changed = False
+            table.layout_changed = False
         else:
-            keys = list(self.busy | self.dirty)
-        self.dirty.clear()
+            keys = list(busy | table.dirty)
+        table.dirty.clear()
         ready: list[TailedFile] = []
         if not keys:
             return ready
         o = self.opts
-        files = self.files
+        files = table.files
         turn = self._turn % len(keys)
         self._turn += 1
-        budget = o.mem_buf_limit - sum(files[k].held_bytes for k in self.busy if k in files)
+        budget = o.mem_buf_limit - sum(files[k].held_bytes for k in busy if k in files)
         read = self.reader.read
         for key in keys[turn:] + keys[:turn]:
             tf = files.get(key)
             if tf is None or tf.fd < 0 or not tf.started:
                 continue
             if tf.partition in throttled or tf.sealed is not None:
-                self.busy.add(key)
+                busy.add(key)
                 if tf.sealed is not None and tf.partition not in throttled:
                     ready.append(tf)  # still waiting (backpressure or broker down): retry
                 continue
@@ -155,24 +164,24 @@ class TailInput(FileTable, InputPlugin):
                 ready.append(tf)
             elif tf.restart is not None:
                 tf.started = False
-                self._waiting.append(tf)
+                table.requeue([tf])
             elif tf.rotated_at is not None and now - tf.rotated_at >= o.rotate_wait_s:
                 self._finish_rotated(tf, now)
                 if files.get(key) is not tf:
                     continue  # drained and closed
             if tf.idle and tf.rotated_at is None:
-                self.busy.discard(key)
+                busy.discard(key)
             else:
-                self.busy.add(key)
+                busy.add(key)
         if budget <= 0:  # memory is full: commit what is held rather than wait for more
-            for key in self.busy:
+            for key in busy:
                 tf = files.get(key)
                 if (tf is not None and tf.lines and tf.sealed is None
                         and tf.partition not in throttled):
                     self._seal(tf)
                     ready.append(tf)
-        if self.open_count > self.max_open:
-            self._evict()
+        if table.open_count > table.max_open:
+            table.evict()
         return ready
 
     def _stat(self, tf: TailedFile, now: float) -> None:
@@ -199,7 +208,7 @@ class TailInput(FileTable, InputPlugin):
                     self._restart(tf, "replaced", now)
                     return
         if st.st_nlink == 0 and tf.rotated_at is None:
-            self._rotated(tf, now)  # deleted while open
+            self.table.rotated(tf, now)  # deleted while open
 
     def _restart(self, tf: TailedFile, why: str, now: float) -> None:
         """Truncated, rewritten (another first line) or replaced (other bytes before the
@@ -219,7 +228,7 @@ class TailInput(FileTable, InputPlugin):
         if not tf.settled:
             return
         if tf.scanned >= tf.size:
-            self._forget(tf, "drained after rotation")
+            self.table.forget(tf, "drained after rotation")
             return
         if now - tf.last_active < self.opts.rotate_wait_s:
             return
@@ -238,9 +247,10 @@ class TailInput(FileTable, InputPlugin):
     def next_deadline(self, now: float) -> float:
         """The earliest time something is due: a batch to seal, a flush, a scan."""
         wait = self.opts.batch_wait_ms / 1000
-        due = min(self.next_scan, self._sweep_at if self.watched else self.next_scan)
-        for key in self.busy:
-            tf = self.files.get(key)
+        table = self.table
+        due = min(table.next_scan, self._sweep_at if table.watched else table.next_scan)
+        for key in table.busy:
+            tf = table.files.get(key)
             if tf is None:
                 continue
             if tf.lines:
@@ -258,11 +268,15 @@ class TailInput(FileTable, InputPlugin):
                     or now - tf.batch_at >= o.batch_wait_ms / 1000 or tf.restart is not None)
         return tf.pos != tf.committed  # only skipped bytes: move the offset anyway
 
+    def close(self) -> None:
+        """Close every file (the agent's end)."""
+        self.table.close()
+
     def seal_all(self) -> list[TailedFile]:
         """On shutdown: flush pending messages and seal every partial batch."""
         ready = []
         now = time.monotonic()
-        for tf in self.files.values():
+        for tf in self.table.files.values():
             if tf.fd < 0 or not tf.started:
                 continue
             if tf.sealed is None:

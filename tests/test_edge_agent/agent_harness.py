@@ -131,7 +131,7 @@ class AgentHarness:
         def done() -> bool:
             assert self.agent is not None
             return any(tf.fid.ino == st.st_ino and tf.started and tf.committed == st.st_size
-                       for inp in self.agent.inputs for tf in list(inp.files.values()))
+                       for inp in self.agent.inputs for tf in list(inp.table.files.values()))
 
         wait_for(done, timeout=timeout, message=f"{path} read to its end")
 

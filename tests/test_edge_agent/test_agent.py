@@ -68,8 +68,8 @@ def test_first_start_tails_from_the_end_and_later_files_are_read_from_the_head(
     (logs / "old.log").write_bytes(lines("history", 100))
     h = make_agent([tail(logs / "*.log", read_from_head=False)])
     h.start()
-    wait_for(lambda: h.agent.inputs[0].files and all(
-        tf.started for tf in h.agent.inputs[0].files.values()), message="file started")
+    wait_for(lambda: h.agent.inputs[0].table.files and all(
+        tf.started for tf in h.agent.inputs[0].table.files.values()), message="file started")
     append(logs / "old.log", lines("live", 2))
     s = h.wait_lines(2)
     h.stop()
@@ -91,7 +91,7 @@ def test_backpressure_stops_reading_with_bounded_memory_and_resumes_exactly(
     raw = Keys(prefix).raw(0)
     assert r.xlen(raw) == 3
     inp = h.agent.inputs[0]
-    assert sum(tf.held_bytes for tf in inp.files.values()) <= 64 * 1024
+    assert sum(tf.held_bytes for tf in inp.table.files.values()) <= 64 * 1024
     detail = h.agent.record.detail
     assert "backlog over 3" in detail and "partitions [0]" in detail
     got: list[bytes] = []

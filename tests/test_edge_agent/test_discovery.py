@@ -128,18 +128,18 @@ def test_ignore_older_skips_files_not_modified_recently(tmp_path: Path) -> None:
     stamp = time.time() - 3600
     os.utime(old, (stamp, stamp))
     inp = _input(tmp_path, path="logs/*.log", ignore_older_s=600)
-    inp.scan(time.monotonic())
-    assert [os.path.basename(tf.path) for tf in inp.files.values()] == ["fresh.log"]
+    inp.table.scan(time.monotonic())
+    assert [os.path.basename(tf.path) for tf in inp.table.files.values()] == ["fresh.log"]
     inp.close()
 
 
 def test_file_whose_first_line_is_incomplete_waits_for_it(tmp_path: Path) -> None:
     log = touch(tmp_path / "logs" / "a.log", b"no newline yet")
     inp = _input(tmp_path, path="logs/*.log")
-    inp.scan(time.monotonic())
-    assert not inp.files
+    inp.table.scan(time.monotonic())
+    assert not inp.table.files
     with open(log, "ab") as f:
         f.write(b"\n")
-    inp.scan(time.monotonic())
-    assert len(inp.files) == 1
+    inp.table.scan(time.monotonic())
+    assert len(inp.table.files) == 1
     inp.close()

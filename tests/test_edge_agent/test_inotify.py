@@ -73,7 +73,7 @@ def test_writes_behind_a_symlink_are_seen_through_the_target_folder(
     (containers / ("web-1_shop_nginx-" + "ab" * 32 + ".log")).symlink_to(target)
     h.wait_lines(1, timeout=10)
     inp = h.agent.inputs[0]
-    wait_for(lambda: not inp.busy, message="file idle")
+    wait_for(lambda: not inp.table.busy, message="file idle")
     for i in range(3):
         with open(target, "ab") as f:
             f.write(b"more %d\n" % i)

@@ -89,7 +89,7 @@ class LogFilesMachine(RuleBasedStateMachine):
         """The agent's open handle on the live file, once it drained it (else None)."""
         inp = self.agent.agent.inputs[0]
         st = os.stat(self.path(f))
-        for tf in list(inp.files.values()):
+        for tf in list(inp.table.files.values()):
             if (tf.fid.ino == st.st_ino and tf.fd >= 0 and tf.started
                     and tf.committed == st.st_size):
                 return tf
@@ -126,8 +126,8 @@ class LogFilesMachine(RuleBasedStateMachine):
         self.path(f).unlink()
         self.live[f] = []
         inp = self.agent.agent.inputs[0]
-        wait_for(lambda: all(tf.fid.ino != ino for tf in list(inp.files.values()))
-                 and not inp.retired, timeout=30, message="deleted file closed")
+        wait_for(lambda: all(tf.fid.ino != ino for tf in list(inp.table.files.values()))
+                 and not inp.table.retired, timeout=30, message="deleted file closed")
 
     @precondition(lambda self: self.agent.running)
     @rule()

@@ -19,7 +19,7 @@ from tailrace.keys import Keys
 def _followed(h: AgentHarness, path: Path) -> TailedFile:
     assert h.agent is not None
     ino = path.stat().st_ino
-    return next(tf for inp in h.agent.inputs for tf in list(inp.files.values())
+    return next(tf for inp in h.agent.inputs for tf in list(inp.table.files.values())
                 if tf.fid.ino == ino)
 
 

@@ -567,9 +567,9 @@ def test_every_rotated_file_of_a_folder_is_found_and_nothing_unrelated(
     os.utime(tmp_path / "app1.log.2", (1_600_000_000, 1_600_000_000))
     os.utime(tmp_path / "app0.log.old", (1_600_000_000, 1_600_000_000))
     inp = _tail(tmp_path)
-    inp.scan(time.monotonic())
+    inp.table.scan(time.monotonic())
     Recovery(cp, "a", tmp_path / "scratch").run([inp], time.monotonic())
-    recovered = [tf for tf in inp.waiting_files() if tf.rotated_at is not None]
+    recovered = [tf for tf in inp.table.waiting_files() if tf.rotated_at is not None]
     assert sorted(os.path.basename(tf.real) for tf in recovered) == sorted(
         f"app{i}.log.1" for i in range(50))
     for tf in recovered:  # each finishes the identity checkpointed for its original path

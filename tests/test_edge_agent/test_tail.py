@@ -57,11 +57,11 @@ def test_rotated_file_is_closed_only_after_rotate_wait(tmp_path, make_agent, tai
     inp = h.agent.inputs[0]
     os.rename(logs / "app.log", logs / "old.txt")
     rotated_at = time.monotonic()
-    wait_for(lambda: any(tf.rotated_at for tf in list(inp.files.values())),
+    wait_for(lambda: any(tf.rotated_at for tf in list(inp.table.files.values())),
              message="rotation noticed")
     append(logs / "old.txt", lines("a", 5, 10))  # written within rotate_wait: still read
     h.wait_lines(15)
-    wait_for(lambda: inp.open_count == 0, timeout=10, message="rotated file closed")
+    wait_for(lambda: inp.table.open_count == 0, timeout=10, message="rotated file closed")
     assert time.monotonic() - rotated_at >= 1.0
     h.stop()
 
@@ -152,7 +152,7 @@ def test_file_deleted_while_open_is_drained_then_closed(tmp_path, make_agent, ta
         writer.write(lines("a", 1000, 5))
     s = h.wait_lines(1005)
     inp = h.agent.inputs[0]
-    wait_for(lambda: not inp.files, message="deleted file closed")
+    wait_for(lambda: not inp.table.files, message="deleted file closed")
     h.stop()
     assert s.lines == lines("a", 1005).splitlines()
 
@@ -248,7 +248,7 @@ def test_idle_file_closed_by_the_lru_then_rewritten_with_the_same_first_line_is_
     h.wait_lines(24)
     inp = h.agent.inputs[0]
     ino = log.stat().st_ino
-    wait_for(lambda: any(tf.fid.ino == ino and tf.fd < 0 for tf in list(inp.files.values())),
+    wait_for(lambda: any(tf.fid.ino == ino and tf.fd < 0 for tf in list(inp.table.files.values())),
              message="app.log closed by the LRU")
     new = b"# header\n" + lines("new", 40)
     rewrite_in_place(log, new)  # or replaced by a file that got its inode: the same case
@@ -268,11 +268,11 @@ def test_idle_files_are_closed_under_max_open_files_and_reopened_when_they_grow(
     h = make_agent([tail(logs / "*.log", max_open_files=5)]).start()
     h.wait_lines(300)
     inp = h.agent.inputs[0]
-    assert inp.open_count <= 5
+    assert inp.table.open_count <= 5
     for i in (0, 7, 29):
         append(logs / f"f{i:02d}.log", lines(f"f{i:02d}", 3, 10))
     s = h.wait_lines(309)
-    assert inp.open_count <= 5
+    assert inp.table.open_count <= 5
     os.rename(logs / "f03.log", logs / "f03.log.1")  # a closed file rotated after a write
     append(logs / "f03.log.1", lines("f03", 2, 10))
     s = h.wait_lines(311)
@@ -404,7 +404,7 @@ def test_a_thousand_files_are_followed_with_a_bounded_number_of_descriptors(
     h = make_agent([tail(logs / "*.log", max_open_files=100)]).start()
     h.wait_lines(3000, timeout=60)
     inp = h.agent.inputs[0]
-    assert inp.open_count <= 100
+    assert inp.table.open_count <= 100
     assert len(os.listdir("/proc/self/fd")) < 400  # this test process: agent + pytest
     busy = range(0, 1000, 37)
     for i in busy:
