@@ -273,6 +273,19 @@ class RealServer:
                 continue
         self.log.close()
 
+    def kill(self) -> None:
+        """SIGKILL the process group at once: a crash (no flush, no goodbye to clients)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+        _wait_group_gone(proc.pid, 30.0)
+        self.log.close()
+
     def restart(self) -> RealServer:
         """Stop, then start again on the same port with the same data."""
         self.stop()
