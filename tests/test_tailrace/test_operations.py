@@ -163,7 +163,11 @@ def test_reload_with_a_new_filter_changes_output_without_loss_or_duplicate(
         result = CliRunner().invoke(cli, ["reload", "-c", str(cfg), "--broker", redis_url])
         assert result.exit_code == 2 and "service.partitions" in result.stderr
         t.join(timeout=60)
-        wait_for(lambda: count_lines(out) >= total, timeout=120, message="every record")
+        try:
+            wait_for(lambda: count_lines(out) >= total, timeout=120, message="every record")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {count_lines(out)} of {total} lines out; "
+                                 f"the run's log ends:\n{run.output()[-6000:]}") from None
     finally:
         stop.set()
         gen.close()
