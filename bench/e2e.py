@@ -251,7 +251,8 @@ def main() -> None:
     ap.add_argument("--processors", default="1", help="comma list, run one after the other")
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--data", default="access", choices=sorted(WORKLOADS),
-                    help="; ".join(f"{w.name}: {w.help}" for w in WORKLOADS.values()))
+                    help="; ".join(f"{w.name}: {w.help}" for w in WORKLOADS.values())
+                    .replace("%", "%%"))  # argparse formats help with %
     ap.add_argument("--compare-with", metavar="REV", default=None,
                     help="also run git revision REV (a temporary worktree), in turns")
     ap.add_argument("--rounds", type=int, default=1, help="runs of each side (in turns)")

@@ -290,7 +290,8 @@ def main() -> None:
     ap.add_argument("--appendfsync", default="everysec", choices=["always", "everysec", "no"],
                     help="the benchmark Redis's AOF fsync policy (default everysec)")
     ap.add_argument("--data", default="access", choices=sorted(WORKLOADS),
-                    help="; ".join(f"{w.name}: {w.help}" for w in WORKLOADS.values()))
+                    help="; ".join(f"{w.name}: {w.help}" for w in WORKLOADS.values())
+                    .replace("%", "%%"))  # argparse formats help with %
     ap.add_argument("--compare-with", metavar="REV", default=None,
                     help="also run the workers of git revision REV (a temporary worktree), "
                     "in turns with this checkout's, on the same preloaded batches")
