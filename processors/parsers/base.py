@@ -22,6 +22,18 @@ __all__ = ["CONVERTERS", "TIME_ERROR_KEY", "BoundParser", "ParseFailure"]
 TIME_ERROR_KEY = "time_error"
 
 
+
+def _convert(fields: dict[str, Any],
+             convs: list[tuple[str, Callable[[Any], Any]]]) -> None:
+    """Apply ``types`` in place; a value that does not convert keeps its text (Fluent Bit)."""
+    for key, conv in convs:
+        v = fields.get(key)
+        if v is not None:
+            try:
+                fields[key] = conv(v)
+            except (ValueError, TypeError):
+                pass
+
 class ParseFailure(Exception):
     """The text did not match (or its regex ran past its budget); carries the reason.
 
@@ -106,13 +118,7 @@ class BoundParser:
             {"_id", "_tag"} & set(pattern.regex.groupindex))
 
         def finish(fields: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
-            for key, conv in convs:
-                v = fields.get(key)
-                if v is not None:
-                    try:
-                        fields[key] = conv(v)
-                    except (ValueError, TypeError):
-                        pass  # keep the original text, as Fluent Bit does
+            _convert(fields, convs)
             return finish_time(fields)
 
         def finish_time(fields: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
@@ -175,13 +181,7 @@ class BoundParser:
             if None in fields.values():  # optional groups that did not take part
                 fields = {k: v for k, v in fields.items() if v is not None}
             if simple:
-                for key, conv in text_convs:
-                    v = fields.get(key)
-                    if v is not None:
-                        try:
-                            fields[key] = conv(v)
-                        except (ValueError, TypeError):
-                            pass  # keep the original text, as Fluent Bit does
+                _convert(fields, text_convs)
                 raw = fields.get(tk)  # type: ignore[arg-type]
                 if type(raw) is str:
                     if raw == last_raw:
