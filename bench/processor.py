@@ -299,6 +299,9 @@ def main() -> None:
     ap.add_argument("--regex-engines", action="store_true",
                     help="compare regex engines (speed, catastrophic backtracking) and exit")
     args = ap.parse_args()
+    if args.compare_with and args.skip_workers:
+        # The in-process handler runs this checkout only; REV's side is the worker runs.
+        ap.error("--compare-with compares the worker runs: drop --skip-workers")
     if args.regex_engines:
         regex_engines()
         return
