@@ -30,6 +30,22 @@ __all__ = [
 ROOT = Path(__file__).resolve().parent.parent
 
 
+EXAMPLE = ROOT / "examples" / "tailrace-example"
+
+
+def install_example(tmp: Path) -> Path:
+    """The example plugin package installed (a real pip build, no network) into a folder of
+    its own under ``tmp``; returns that folder (for ``sys.path`` or ``PYTHONPATH``)."""
+    import shutil
+    src = tmp / "src"
+    shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    target = tmp / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--no-index", "--disable-pip-version-check",
+                    "--target", str(target), str(src)], check=True)
+    return target
+
+
 def write_config(path: Path, doc: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -8,7 +8,6 @@ another), create the database's folder, and name the plugin in its dead letters.
 from __future__ import annotations
 
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -18,23 +17,15 @@ from pathlib import Path
 import pytest
 import redis
 import yaml
-from helpers import ROOT, Role, wait_for, write_config
+from helpers import EXAMPLE, ROOT, Role, install_example, wait_for, write_config
 
 from tailrace.keys import Keys
-
-EXAMPLE = ROOT / "examples" / "tailrace-example"
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The example package installed (a real pip build) into a folder of its own."""
-    tmp = tmp_path_factory.mktemp("example")
-    src = tmp / "src"
-    shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    target = tmp / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--no-build-isolation", "--no-index", "--disable-pip-version-check",
-                    "--target", str(target), str(src)], check=True)
+    target = install_example(tmp_path_factory.mktemp("example"))
     yield target
 
 

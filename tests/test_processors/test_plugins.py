@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,15 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ROOT, install_example
 from pconf import batch
 
 from processors.chain import Chain
 from processors.plugins import FILTERS, PARSERS
 from tailrace.config import parse_config
 from tailrace.plugins import Registry
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "tailrace-example"
 
 
 def test_every_builtin_the_issue_names_is_registered() -> None:
@@ -35,13 +32,7 @@ def test_every_builtin_the_issue_names_is_registered() -> None:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The example package installed (a real pip build) into a folder of its own."""
-    tmp = tmp_path_factory.mktemp("plugin")
-    src = tmp / "src"
-    shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    target = tmp / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--no-build-isolation", "--no-index", "--disable-pip-version-check",
-                    "--target", str(target), str(src)], check=True)
+    target = install_example(tmp_path_factory.mktemp("plugin"))
     sys.path.insert(0, str(target))
     yield target
     sys.path.remove(str(target))
