@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .chain import Chain, build_parsers, records_from_batch
 from .plugins import FILTERS, PARSERS
-from .worker import ProcessorHandler, run_processor
+from .worker import ProcessorHandler
 
 __all__ = [
     "FILTERS",
@@ -13,5 +13,4 @@ __all__ = [
     "ProcessorHandler",
     "build_parsers",
     "records_from_batch",
-    "run_processor",
 ]

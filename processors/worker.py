@@ -16,22 +16,19 @@ from collections.abc import Mapping
 import msgpack
 
 from tailrace.config import Config
-from tailrace.consumer import StreamConsumer
 from tailrace.errors import RecordError
 from tailrace.handler import Entry, HandleResult, LeaseGuard
-from tailrace.keys import PROCESSORS_GROUP
 from tailrace.lifecycle import ThreadRecord
 from tailrace.logs import RateLimiter, event
 from tailrace.outcome import Rejection
 from tailrace.plugins import Record
-from tailrace.ratelimit import RateLimits, RedisRateLimits
-from tailrace.runtime import Runtime
+from tailrace.ratelimit import RateLimits
 from tailrace.scriptcalls import DeadLetter
 from tailrace.wire import decode_raw, encode_processed
 
 from .chain import Chain
 
-__all__ = ["ProcessorHandler", "run_processor"]
+__all__ = ["ProcessorHandler"]
 
 log = logging.getLogger(__name__)
 STAGE = "processor"
@@ -114,17 +111,3 @@ def _split_encodable(records: list[Record]) -> tuple[list[Record], list[tuple[st
             good.append(r)
     return good, bad
 
-
-def run_processor(config: Config, *, broker: str | None = None) -> None:
-    """Run one processor worker until SIGTERM/SIGINT; exits after draining."""
-    rt = Runtime(config, "processor", broker=broker)
-    rt.install_signals()
-    try:
-        client = rt.connect()
-        handler = ProcessorHandler(config, rt.lifecycle.thread("consumer"),
-                                   rate_limits=RedisRateLimits(client, rt.keys))
-        consumer = StreamConsumer(client, rt.keys, config.service, PROCESSORS_GROUP, handler,
-                                  rt.lifecycle, stage_in="raw", stage_out="out", kind="raw")
-        consumer.run(rt.stop)
-    finally:
-        rt.close()

@@ -13,7 +13,7 @@ from .file import FileOutput, FileOutputOptions
 from .plugins import OUTPUTS
 from .replay import replay_chunk, replay_ids
 from .stdout import StdoutOutput
-from .worker import SinkHandler, build_output, run_sink, sink_consumer
+from .worker import SinkHandler, build_output
 
 __all__ = [
     "OUTPUTS",
@@ -31,6 +31,4 @@ __all__ = [
     "build_output",
     "replay_chunk",
     "replay_ids",
-    "run_sink",
-    "sink_consumer",
 ]

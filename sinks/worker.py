@@ -15,29 +15,26 @@ output's checkpoint go in one fenced script.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgpack
 
 from tailrace.config import Config, OutputConfig
-from tailrace.consumer import StreamConsumer
 from tailrace.errors import RecordError
 from tailrace.handler import BatchAbandoned, Entry, HandleResult, LeaseGuard
-from tailrace.keys import Keys, sink_group
-from tailrace.lifecycle import Lifecycle, State, ThreadRecord
+from tailrace.keys import sink_group
+from tailrace.lifecycle import State, ThreadRecord
 from tailrace.logs import RateLimiter, event
 from tailrace.outcome import Delivered, Rejected, Rejection, Retry
 from tailrace.plugins import OutputPlugin
-from tailrace.runtime import Runtime
 from tailrace.scriptcalls import DeadLetter
 from tailrace.tags import TagMatcher
 from tailrace.wire import JsonBatch, decode_processed
 
 from .context import OutputContext
 
-__all__ = ["ADDRESS_FIELD", "SinkHandler", "build_output", "run_sink", "sink_consumer"]
+__all__ = ["ADDRESS_FIELD", "SinkHandler", "build_output"]
 
 log = logging.getLogger(__name__)
 
@@ -208,35 +205,3 @@ def _combine(parts: list[JsonBatch | list[dict[str, Any]]]) -> JsonBatch | list[
         records.extend(p.records() if isinstance(p, JsonBatch) else p)
     return records
 
-
-def sink_consumer(config: Config, keys: Keys, lifecycle: Lifecycle, pc: OutputConfig,
-                  client: Any) -> StreamConsumer:
-    """The consumer of output ``pc``'s group; ``run(stop)`` delivers until ``stop`` is set."""
-    handler = SinkHandler(config, pc, lifecycle.thread(f"sink:{pc.id}"))
-    return StreamConsumer(
-        client, keys, config.service, sink_group(pc.id), handler, lifecycle,
-        stage_in="out", stage_out="out", kind="records", backlog_limit=0,
-        single_writer=pc.plugin.single_writer, plugin=pc.id,
-    )
-
-
-def run_sink(config: Config, *, output: str | None = None, broker: str | None = None) -> None:
-    """Run a sink worker for one output (or every output, one thread each) until stopped."""
-    outputs = [config.output(output)] if output else list(config.outputs)
-    rt = Runtime(config, "sink", broker=broker)
-    rt.install_signals()
-    try:
-        client = rt.connect()
-        consumers = [sink_consumer(config, rt.keys, rt.lifecycle, pc, client) for pc in outputs]
-        threads = [threading.Thread(target=c.run, args=(rt.stop,), name=f"sink-{pc.id}")
-                   for c, pc in zip(consumers, outputs, strict=True)]
-        for t in threads:
-            t.start()
-        # The main thread waits for the stop signal; the consumers drain and release.
-        while any(t.is_alive() for t in threads):
-            for t in threads:
-                t.join(timeout=0.5)
-        for c in consumers:
-            c.handler.close()
-    finally:
-        rt.close()

@@ -16,9 +16,9 @@ import msgpack
 import redis
 import yaml
 
-from sinks.worker import sink_consumer
 from tailrace.broker import connect, ensure_groups, ensure_partition_count
 from tailrace.cli.registry import build_registry
+from tailrace.cli.roles import sink_consumer
 from tailrace.config import load_config
 from tailrace.keys import Keys, sink_group
 from tailrace.lifecycle import Lifecycle

@@ -10,9 +10,9 @@ import redis
 from helpers import wait_for
 from sinkdata import dead_letters, make_records, preload, sink_config
 
-from sinks.worker import sink_consumer
 from tailrace.broker import connect
 from tailrace.cli.registry import build_registry
+from tailrace.cli.roles import sink_consumer
 from tailrace.config import load_config
 from tailrace.keys import Keys
 from tailrace.lifecycle import Lifecycle

@@ -338,9 +338,9 @@ def test_a_fenced_batch_is_cut_before_another_partition_commits(
 
     from sinkdata import group_done as done
 
-    from sinks.worker import sink_consumer
     from tailrace.broker import connect
     from tailrace.cli.registry import build_registry
+    from tailrace.cli.roles import sink_consumer
     from tailrace.config import load_config
     from tailrace.keys import sink_group
     from tailrace.lifecycle import Lifecycle
