@@ -63,10 +63,13 @@ class RoleStats:
 def role_of(proc: psutil.Process) -> str | None:
     try:
         cmd = proc.cmdline()
+        name = proc.name()
     except psutil.Error:
         return None
     if any("redis-server" in c for c in cmd[:1]):
         return "redis"
+    if name.startswith("tr-"):  # forked by `tailrace run`: the command line is the supervisor's
+        return name.removeprefix("tr-").split("-")[0]
     if "tailrace" in cmd and len(cmd) > cmd.index("tailrace") + 1:
         return cmd[cmd.index("tailrace") + 1]
     return None
@@ -121,9 +124,11 @@ def run_once(root: Path, lines: int, processors: int, partitions: int, data: str
 
     def sample() -> None:
         for child in parent.children(recursive=True):
-            if child.pid not in roles:
+            if roles.get(child.pid, "run") == "run":  # "run": forked, not named yet
                 roles[child.pid] = role_of(child)
                 procs[child.pid] = child
+                if "run" in stats:
+                    stats["run"].cpu.pop(child.pid, None)
         for pid, role in roles.items():
             if role is None:
                 continue
