@@ -1,0 +1,205 @@
+"""Start-up benchmark: what `tailrace run` spends from launch to its first line out.
+
+Writes a few access lines (bench/data.py) into a file, starts `tailrace run` on an embedded
+Redis (the config of bench/e2e.py: tail from the head, the parser with time_key/time_format/
+types, JSON lines into a file) and, polling every millisecond, notes when each step is
+first seen from outside:
+
+- each role process appearing (psutil), the redis-server process, its socket, its PING;
+- the consumer groups created (the first role connected), each group's first lease
+  (``lease:processors``, ``lease:sink:<output>``), each role's lifecycle record;
+- the first raw entry (the agent read and produced), the first processed entry, the first
+  line in the output file;
+
+and each role's CPU seconds at the first line out. ``--rounds N`` repeats it and prints the
+median of each step; ``--compare-with REV`` runs a temporary worktree of REV in turns.
+
+    python bench/startup.py --rounds 5
+    python bench/startup.py --rounds 5 --compare-with HEAD~3
+
+The imports of each role are not seen from outside: ``python -X importtime -c "import
+tailrace.cli.roles, edge_agent"`` (or processors, sinks) shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.data import write_files  # noqa: E402
+from bench.e2e import drop_worktree, worktree, write_config  # noqa: E402
+
+PREFIX = "tr"
+OUTPUT = "out"  # the alias bench/e2e.py's config gives the file output
+
+
+def role_of(proc: psutil.Process) -> str | None:
+    """The role of a process of the run: its command line, else its name (a forked role
+    names itself ``tr-<child>``: its command line is still the supervisor's)."""
+    try:
+        name = proc.name()
+        cmd = proc.cmdline()
+    except psutil.Error:
+        return None
+    if cmd and "redis-server" in cmd[0]:
+        return "redis"
+    if name.startswith("tr-"):
+        return name.removeprefix("tr-").split("-")[0]
+    if "tailrace" in cmd and len(cmd) > cmd.index("tailrace") + 1:
+        return cmd[cmd.index("tailrace") + 1]
+    return None
+
+
+def run_once(root: Path, work: Path, logs: Path, partitions: int) -> dict[str, float]:
+    """One launch of checkout ``root``; seconds from launch to each step seen."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    cfg = write_config(work, str(logs / "*.log"), partitions, "access")
+    out = work / "out" / "bench.log"
+    sock = work / "data" / "redis" / "redis.sock"
+    env = dict(os.environ, PYTHONPATH=str(root))
+    env.pop("TAILRACE_BROKER", None)
+    seen: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    launched = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "tailrace", "run", "-c", str(cfg),
+                             "--log-level", "warning"], cwd=root, env=env,
+                            start_new_session=True)
+    parent = psutil.Process(proc.pid)
+    procs: dict[int, tuple[str | None, psutil.Process]] = {}
+    client: redis.Redis | None = None
+
+    def mark(step: str) -> None:
+        seen.setdefault(step, time.monotonic() - launched)
+
+    try:
+        while "first line out" not in seen:
+            if time.monotonic() - launched > 60:
+                raise SystemExit(f"no line out 60 s after the launch; seen: {seen}")
+            try:
+                for child in parent.children(recursive=True):
+                    if child.pid not in procs or procs[child.pid][0] in (None, "run"):
+                        role = role_of(child)
+                        procs[child.pid] = (role, child)
+                        if role not in (None, "run"):  # "run": forked, not yet exec'd
+                            mark(f"{role} process")
+            except psutil.Error:
+                pass
+            if client is None and sock.exists():
+                mark("redis socket")
+                client = redis.Redis(unix_socket_path=str(sock), socket_timeout=1)
+            if client is not None:
+                try:
+                    _look(client, partitions, mark)
+                except redis.RedisError:
+                    pass
+            if out.exists() and out.stat().st_size:
+                mark("first line out")
+                for role, p in [("run", parent), *procs.values()]:
+                    try:
+                        t = p.cpu_times()
+                    except (psutil.Error, AttributeError):
+                        continue
+                    if role is not None:
+                        cpu[role] = cpu.get(role, 0.0) + t.user + t.system
+                break
+            time.sleep(0.001)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+        if client is not None:
+            client.close()
+    seen.update({f"{role} CPU s": s for role, s in cpu.items()})
+    return seen
+
+
+def _look(client: redis.Redis, partitions: int, mark: Callable[[str], None]) -> None:
+    client.ping()
+    mark("redis answers")
+    pipe = client.pipeline(transaction=False)
+    pipe.exists(f"{PREFIX}:meta")
+    for group in ("processors", f"sink:{OUTPUT}"):
+        for p in range(partitions):
+            pipe.exists(f"{PREFIX}:{{p{p}}}:lease:{group}")
+    pipe.keys(f"{PREFIX}:worker:*")
+    for p in range(partitions):
+        pipe.xlen(f"{PREFIX}:{{p{p}}}:raw")
+    for p in range(partitions):
+        pipe.xlen(f"{PREFIX}:{{p{p}}}:out")
+    res = pipe.execute()
+    if res[0]:
+        mark("groups created")
+    leases = res[1:1 + 2 * partitions]
+    if any(leases[:partitions]):
+        mark("processor lease")
+    if any(leases[partitions:]):
+        mark("sink lease")
+    workers = res[1 + 2 * partitions]
+    for key in workers:
+        role = key.decode().split(":")[-1].split("-")[0]
+        mark(f"{role} record")
+    if any(res[2 + 2 * partitions:2 + 3 * partitions]):
+        mark("first raw entry")
+    if any(res[2 + 3 * partitions:]):
+        mark("first processed entry")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--lines", type=int, default=5000,
+                    help="enough for a full first batch (it waits batch_wait_ms otherwise)")
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--compare-with", metavar="REV", default=None)
+    args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    base = Path(tempfile.mkdtemp(prefix="tailrace-startup-"))
+    write_files(base / "logs", "access", args.lines, 1)
+    sides: list[tuple[str, Path]] = [("new", ROOT)]
+    old: Path | None = None
+    if args.compare_with:
+        old = worktree(args.compare_with)
+        sides.insert(0, (args.compare_with, old))
+    print(f"# load {os.getloadavg()[0]:.2f}, {psutil.cpu_count()} cpus")
+    results: dict[str, list[dict[str, float]]] = {label: [] for label, _ in sides}
+    try:
+        for rnd in range(args.rounds):
+            for label, root in sides:
+                res = run_once(root, base / "run", base / "logs", args.partitions)
+                results[label].append(res)
+                steps = sorted((v, k) for k, v in res.items() if not k.endswith("CPU s"))
+                print(f"{label} #{rnd + 1}: " + ", ".join(f"{k} {v:.3f}" for v, k in steps))
+    finally:
+        if old is not None:
+            drop_worktree(old)
+        shutil.rmtree(base, ignore_errors=True)
+    labels = list(results)
+    names = sorted({k for runs in results.values() for r in runs for k in r},
+                   key=lambda k: (k.endswith("CPU s"),
+                                  statistics.median([r.get(k, 99.0) for r in results[labels[-1]]])))
+    print(f"\n| seconds from launch (median of {args.rounds}) | " + " | ".join(labels) + " |")
+    print("|---|" + "---|" * len(labels))
+    for k in names:
+        vals = [[r[k] for r in results[lb] if k in r] for lb in labels]
+        print(f"| {k} | " + " | ".join(f"{statistics.median(v):.3f}" if v else "-"
+                                         for v in vals) + " |")
+
+
+if __name__ == "__main__":
+    main()
