@@ -2,33 +2,28 @@
 
 Also the dead-letter tools: :mod:`sinks.dlq` reads and prunes the dead-letter streams,
 :mod:`sinks.replay` puts dead letters back into the pipeline as RQ jobs, exactly once.
+They are imported from those modules, not from here: RQ comes with them, and a sink (or
+``tailrace run``, which forks every role from one process) must not pay for it at start.
 """
 
 from __future__ import annotations
 
 from .context import OutputContext
-from .dlq import DeadLetterEntry, DeadLetterStore, Selection
 from .es import ElasticsearchOutput, ElasticsearchOutputOptions, MemoryTransport
 from .file import FileOutput, FileOutputOptions
 from .plugins import OUTPUTS
-from .replay import replay_chunk, replay_ids
 from .stdout import StdoutOutput
 from .worker import SinkHandler, build_output
 
 __all__ = [
     "OUTPUTS",
-    "DeadLetterEntry",
-    "DeadLetterStore",
     "ElasticsearchOutput",
     "ElasticsearchOutputOptions",
     "FileOutput",
     "FileOutputOptions",
     "MemoryTransport",
     "OutputContext",
-    "Selection",
     "SinkHandler",
     "StdoutOutput",
     "build_output",
-    "replay_chunk",
-    "replay_ids",
 ]

@@ -21,11 +21,16 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote, urlsplit
 
 import orjson
-import urllib3
+
+if TYPE_CHECKING:
+    import urllib3
+# urllib3 (~50 ms of imports: http.client, ssl, email) is imported where a transport uses
+# it: the registry imports this module, and every process (each role forked from
+# `tailrace run` too) would pay for it at start even without an es output.
 
 from tailrace import __version__
 from tailrace.errors import DeliveryError
@@ -135,6 +140,8 @@ class HttpTransport:
     """Bulk requests over HTTP(S) with urllib3: connection pools, TLS, auth, gzip, failover."""
 
     def __init__(self, options: ElasticsearchOutputOptions) -> None:
+        import urllib3
+
         query = "filter_path=" + FILTER_PATH
         if options.pipeline:
             query += "&pipeline=" + quote(options.pipeline, safe="")
@@ -201,6 +208,8 @@ class HttpTransport:
                   f"{self.cooldown_s:.0f}s", host=host.label)
 
     def send(self, body: bytes) -> BulkResponse:
+        import urllib3
+
         data = gzip.compress(body, compresslevel=1) if self.gzip else body
         failures: list[str] = []
         last: BulkResponse | None = None
@@ -238,6 +247,8 @@ class HttpTransport:
         with self._identify_lock:
             if host.server is not None:
                 return
+            import urllib3
+
             headers = {k: v for k, v in self.headers.items() if not k.startswith("Content")}
             found = None
             try:
@@ -271,6 +282,8 @@ class HttpTransport:
         return {h.label: h.server for h in self.hosts if h.server is not None}
 
     def _request(self, host: _Host, data: bytes) -> urllib3.BaseHTTPResponse:
+        import urllib3
+
         try:
             return self.pool.request("POST", host.bulk_url, body=data, headers=self.headers)
         except urllib3.exceptions.ProtocolError:
@@ -291,6 +304,8 @@ def _json(data: bytes) -> object:
 
 def _describe(exc: BaseException) -> str:
     """A short, secret-free account of a connection failure, with what to check."""
+    import urllib3
+
     e = urllib3.exceptions
     if isinstance(exc, e.SSLError):
         return (f"TLS handshake failed ({exc}); check tls_ca_file (or tls_verify) and that "
