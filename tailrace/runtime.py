@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -47,7 +46,7 @@ from .lifecycle import Lifecycle, Publisher, State
 from .logs import event
 from .retry import Backoff
 from .scriptcalls import WaitPolicy
-from .signals import StopSignals, block
+from .signals import ProcessStop, block
 from .topology import set_min_replicas
 
 __all__ = ["NO_HTTP_ENV", "Runtime", "broker_url"]
@@ -60,7 +59,6 @@ ADOPT_ENV = "TAILRACE_ADOPT_REDIS"  # a reloaded process keeps owning its embedd
 # re-executes (before it reads the generation again) is then noticed, not taken as the base.
 RELOAD_GEN_ENV = "TAILRACE_RELOAD_GEN"
 RELOAD_POLL_S = 1.0
-EXIT_DRAIN_TIMEOUT = 1
 
 
 def broker_url(config: Config, override: str | None = None) -> str | None:
@@ -84,7 +82,10 @@ class Runtime:
         self.config = config
         self.keys = Keys(config.service.prefix)
         self.lifecycle = Lifecycle(role, worker_id)
-        self.stop = threading.Event()
+        self._hup = threading.Event()
+        self.stopping = ProcessStop(role, on_force=self._on_force, on_hup=self._hup.set,
+                                    drain_timeout_s=config.service.shutdown_timeout_s)
+        self.stop = self.stopping.event
         self.reloading = False
         self.reload_check = reload_check or (lambda: load_config(config.file, config.registry))
         self.embedded: EmbeddedRedis | None = None
@@ -96,9 +97,6 @@ class Runtime:
         self.wait_policy = WaitPolicy()
         self.publisher: Publisher | None = None
         self.http: StatusServer | None = None
-        self._hup = threading.Event()
-        self.signals = StopSignals(self._on_stop_signal, on_force=self._on_force,
-                                   on_hup=self._hup.set, name=role)
         self._reload_gen: Any = None
 
     # -- signals ------------------------------------------------------------------------
@@ -106,11 +104,8 @@ class Runtime:
         """SIGTERM/SIGINT stop, a later second one exits at once; SIGHUP reloads."""
         if threading.current_thread() is not threading.main_thread():
             return
-        self.signals.install()
+        self.stopping.install()
         threading.Thread(target=self._watch_reload, name="reload-watch", daemon=True).start()
-
-    def _on_stop_signal(self, _signum: int) -> None:
-        self.request_stop()  # close() sees signals.requested: a reload in progress exits instead
 
     def _on_force(self, _signum: int) -> None:
         # Exiting at once must not leave an embedded server we own running on its own.
@@ -119,21 +114,7 @@ class Runtime:
 
     def request_stop(self) -> None:
         """Stop draining; cut the drain short after ``shutdown_timeout_s``."""
-        if self.stop.is_set():
-            return
-        self.stop.set()
-        timeout = self.config.service.shutdown_timeout_s
-
-        def cut() -> None:
-            event(log, logging.ERROR, "runtime_drain_timeout",
-                  f"did not drain within shutdown_timeout_s={timeout}; exiting now (work in "
-                  "flight stays pending in Redis and is redone)", role=self.lifecycle.role)
-            self._on_force(signal.SIGTERM)
-            os._exit(EXIT_DRAIN_TIMEOUT)
-
-        timer = threading.Timer(timeout, cut)
-        timer.daemon = True
-        timer.start()
+        self.stopping.request()
 
     def _watch_reload(self) -> None:
         while not self.stop.is_set():
@@ -259,7 +240,7 @@ class Runtime:
             self.client.close()
         if self.http is not None:
             self.http.stop()
-        if self.reloading and not self.signals.requested:
+        if self.reloading and not self.stopping.by_signal:  # a stop signal: exit instead
             env = dict(os.environ)
             if self.embedded is not None and self.embedded.owned_pid:
                 env[ADOPT_ENV] = str(self.embedded.owned_pid)
@@ -270,11 +251,7 @@ class Runtime:
             os.execve(sys.executable, _reexec_argv(), env)
         if self.embedded is not None:
             self.embedded.stop()
-        # Drained and about to exit: a late repeat of the stop (forwarded, or the group's)
-        # must not end the process with the default action once Python's finalization has
-        # reset the handlers (status -15 instead of 0). Blocked, it dies with the process.
-        if self.signals.installed:
-            block()
+        self.stopping.exiting()
 
     def status_records(self) -> list[dict[str, Any]]:
         return [self.lifecycle.snapshot()]

@@ -16,6 +16,11 @@ default ``KeyboardInterrupt``: a long-running command calls :func:`hold` first t
 keeps such a stop for :meth:`StopSignals.install`; and signals are blocked across a
 ``fork``/``exec`` of a tailrace process (:func:`blocked`: the mask survives ``exec``), so
 one sent before the new image has run a line of Python stays pending until then.
+
+:class:`ProcessStop` is the one place a long-running process's stop is put together (the
+role runtime and the supervisor both use it): the event, these rules, what an exit at once
+must do first (kill the children, stop an embedded Redis), the drain timeout, and the
+blocked signals while it exits.
 """
 
 from __future__ import annotations
@@ -31,13 +36,14 @@ from types import FrameType
 
 from .logs import event
 
-__all__ = ["REPEAT_WINDOW_S", "STOP_SIGNALS", "SUPERVISED_ENV", "StopSignals", "block",
-           "blocked", "hold", "unblock_stops"]
+__all__ = ["EXIT_DRAIN_TIMEOUT", "REPEAT_WINDOW_S", "STOP_SIGNALS", "SUPERVISED_ENV",
+           "ProcessStop", "StopSignals", "block", "blocked", "hold", "unblock_stops"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 REPEAT_WINDOW_S = 1.0
 SUPERVISED_ENV = "TAILRACE_SUPERVISED"  # set by supervisors in their children's environment
+EXIT_DRAIN_TIMEOUT = 1  # the status of a process whose drain outlasted its timeout
 
 log = logging.getLogger(__name__)
 _held: list[tuple[int, float]] = []  # stop signals received before install(), with when
@@ -112,6 +118,70 @@ class StopSignals:
         if self.on_force is not None:
             self.on_force(signum)
         os._exit(128 + signum)
+
+
+class ProcessStop:
+    """The stop of one long-running process (a role, a supervisor): the event its loops
+    watch, the signals that set it (the rules of :class:`StopSignals`), what an exit at once
+    must do first, and the exit.
+
+    Args:
+        name: the role, for the log lines.
+        on_force: called before exiting at once (a later repeat of the stop, or a drain
+            past ``drain_timeout_s``): stop what must not outlive this process (children,
+            an embedded Redis it owns).
+        on_hup: called on SIGHUP, from the signal handler (keep it short).
+        drain_timeout_s: a stop not done within it exits at once with
+            :data:`EXIT_DRAIN_TIMEOUT`; ``None``: the caller bounds its own drain.
+    """
+
+    def __init__(self, name: str, *, on_force: Callable[[int], None] | None = None,
+                 on_hup: Callable[[], None] | None = None,
+                 drain_timeout_s: float | None = None) -> None:
+        self.name = name
+        self.event = threading.Event()
+        self.drain_timeout_s = drain_timeout_s
+        self._on_force = on_force
+        self.signals = StopSignals(lambda _s: self.request(), on_force=on_force,
+                                   on_hup=on_hup, name=name)
+
+    def install(self) -> None:
+        """Take the stop signals (main thread only; elsewhere, e.g. a test, it does nothing)."""
+        self.signals.install()
+
+    @property
+    def by_signal(self) -> bool:
+        """Whether a stop signal was received (not only a stop asked for in the code)."""
+        return self.signals.requested
+
+    def request(self) -> None:
+        """Set the event (once); the drain is cut short after ``drain_timeout_s``."""
+        if self.event.is_set():
+            return
+        self.event.set()
+        timeout = self.drain_timeout_s
+        if timeout is None:
+            return
+
+        def cut() -> None:
+            event(log, logging.ERROR, "runtime_drain_timeout",
+                  f"did not drain within shutdown_timeout_s={timeout}; exiting now (work in "
+                  "flight stays pending in Redis and is redone)", role=self.name)
+            if self._on_force is not None:
+                self._on_force(signal.SIGTERM)
+            os._exit(EXIT_DRAIN_TIMEOUT)
+
+        timer = threading.Timer(timeout, cut)
+        timer.daemon = True
+        timer.start()
+
+    def exiting(self) -> None:
+        """Drained and about to exit (or re-execute): a late repeat of the stop (forwarded,
+        or the group's) must not end the process with the default action once Python's
+        finalization has reset the handlers (status -15 instead of 0), nor reach a new
+        image before its handlers are in. Blocked, it stays pending and dies with us."""
+        if self.signals.installed:
+            block()
 
 
 def block() -> None:

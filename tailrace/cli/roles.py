@@ -35,7 +35,7 @@ from ..lifecycle import Lifecycle
 from ..logs import event
 from ..ratelimit import RedisRateLimits
 from ..runtime import NO_HTTP_ENV, Runtime, broker_url
-from ..signals import StopSignals, block, hold
+from ..signals import ProcessStop, hold
 from ..supervise import Child, Supervisor
 from .common import (
     broker_option,
@@ -165,7 +165,6 @@ def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
             return
         sup.signal_all(signal.SIGHUP)
 
-    stop = threading.Event()
     embedded: EmbeddedRedis | None = None
 
     def on_force(_signum: int) -> None:
@@ -173,8 +172,11 @@ def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
         if embedded is not None:
             embedded.terminate()  # in a session of its own: the group's signals miss it
 
-    StopSignals(lambda _s: stop.set(), on_force=on_force, name="supervisor",
-                on_hup=lambda: threading.Thread(target=on_hup).start()).install()
+    # No drain timeout of its own: stop_all kills the children that outlast theirs.
+    stopping = ProcessStop("supervisor", on_force=on_force,
+                           on_hup=lambda: threading.Thread(target=on_hup).start())
+    stopping.install()
+    stop = stopping.event
     url = broker_url(config, broker)
     if url is None:
         # Up before the children (~20 ms): forked, they connect within milliseconds.
@@ -208,7 +210,7 @@ def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
             c.close()
         if embedded is not None:
             embedded.stop()
-        block()  # exiting: a late repeat of the stop must not change the status (runtime)
+        stopping.exiting()
 
 
 def _keep_up(embedded: EmbeddedRedis) -> Callable[[], None]:
