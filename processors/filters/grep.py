@@ -145,22 +145,17 @@ class GrepFilter(FilterPlugin):
                 if hit is want:
                     append(r)
             return out
-        search, wd, ticks = pattern.regex.search, pattern.watchdog, pattern.ticks
-        for r in records:
+        search = pattern.regex.search
+        for r in pattern.each(records):  # the watchdog guard, armed once for the loop
             v = r.get(key)
             if v is None:
                 hit = False
             else:
-                wd.seq += 1
-                wd.limit = ticks
-                wd.active = True
                 try:
                     hit = search(v if type(v) is str else str(v)) is not None
                 except RegexTimeout:
                     self.counters["regex_timeouts"] += 1
                     hit = False
-                finally:
-                    wd.active = False
             if hit is want:
                 append(r)
         return out
