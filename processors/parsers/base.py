@@ -11,8 +11,9 @@ from typing import Any
 
 from tailrace.config import ParserConfig
 
-from ..safe_regex import RegexTimeout, SafePattern
 from ..timefmt import TimeFormat, TimeFormatError, parse_offset
+from .compiled import ParseFailure, RecordsFn, RegexSpec, Shape, compile_parse, compile_records
+from .regex import RegexParser
 
 __all__ = ["CONVERTERS", "TIME_ERROR_KEY", "BoundParser", "ParseFailure"]
 
@@ -33,17 +34,6 @@ def _convert(fields: dict[str, Any],
                 fields[key] = conv(v)
             except (ValueError, TypeError):
                 pass
-
-class ParseFailure(Exception):
-    """The text did not match (or its regex ran past its budget); carries the reason.
-
-    ``timeout`` is true when the parser's regex ran past its CPU budget on this text.
-    """
-
-    def __init__(self, reason: str, *, timeout: bool = False) -> None:
-        super().__init__(reason)
-        self.timeout = timeout
-
 
 def _to_bool(v: Any) -> bool:
     if isinstance(v, bool):
@@ -68,8 +58,8 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 class BoundParser:
     """A configured parser: ``parse(text) -> (fields, time or None)``."""
 
-    __slots__ = ("_conv", "_impl", "_time", "_types", "may_set_reserved", "name", "parse",
-                 "time_errors", "time_keep", "time_key")
+    __slots__ = ("_conv", "_impl", "_regex", "_time", "_types", "may_set_reserved", "name",
+                 "parse", "time_errors", "time_keep", "time_key")
 
     def __init__(self, pc: ParserConfig) -> None:
         opts = pc.options
@@ -113,10 +103,6 @@ class BoundParser:
                                       f"(parser {name!r})")
             return fields, None
 
-        pattern: SafePattern | None = getattr(self._impl, "pattern", None)
-        self.may_set_reserved = not isinstance(pattern, SafePattern) or bool(
-            {"_id", "_tag"} & set(pattern.regex.groupindex))
-
         def finish(fields: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
             _convert(fields, convs)
             return finish_time(fields)
@@ -138,8 +124,11 @@ class BoundParser:
                     del fields[tk]
             return fields, t
 
-        if not isinstance(pattern, SafePattern):
-            extract = self._impl.parse
+        impl = self._impl
+        if not isinstance(impl, RegexParser):
+            self.may_set_reserved = True  # fields of a json line may carry anything
+            self._regex = None
+            extract = impl.parse
 
             def parse(text: str) -> tuple[dict[str, Any], float | None]:
                 fields = extract(text)
@@ -149,54 +138,21 @@ class BoundParser:
 
             return parse
 
-        # The regex parser, inlined: watchdog guard, search, groupdict, types and the time
-        # in one function. A group's value is text, so `integer` and `float` are the
-        # builtins themselves (no call through a converter that checks the type first).
-        search, wd, ticks = pattern.regex.search, pattern.watchdog, pattern.ticks
-        simple = tk is not None and tparse is not None
-        text_convs = [(k, {"integer": int, "float": float}.get(t, CONVERTERS[t]))
-                      for k, t in self._types.items() if t != "string"]
-        # Whole-second formats repeat a timestamp on consecutive lines: one compare saves
-        # the parse (a fraction differs on every line, so it gets no memo).
+        # The regex parser, compiled into one function (processors.parsers.compiled). A
+        # group's value is text, so `integer` and `float` are the builtins themselves.
+        pattern = impl.pattern
+        self.may_set_reserved = bool({"_id", "_tag"} & set(pattern.regex.groupindex))
         fmt = self._time.fmt if self._time is not None else ""
-        memo = "%L" not in fmt and "%f" not in fmt
-        last_raw: str | None = None
-        last_t = 0.0
+        self._regex = RegexSpec(
+            pattern, name, dict(self._types), dict(CONVERTERS), tk, keep, tparse,
+            # Whole-second formats repeat a timestamp on consecutive lines: one compare
+            # saves the parse (a fraction differs on every line, so it gets no memo).
+            time_memo="%L" not in fmt and "%f" not in fmt,
+            finish=finish, finish_time=finish_time, bad_time=bad_time)
+        return compile_parse(self._regex)
 
-        def parse_regex(text: str) -> tuple[dict[str, Any], float | None]:
-            nonlocal last_raw, last_t
-            wd.seq += 1
-            wd.limit = ticks
-            wd.active = True
-            try:
-                m = search(text)
-            except RegexTimeout as exc:
-                raise ParseFailure(f"parser {name!r}: {exc}; line left unparsed",
-                                   timeout=True) from None
-            finally:
-                wd.active = False
-            if m is None:
-                raise ParseFailure(nomatch)
-            fields = m.groupdict()
-            if None in fields.values():  # optional groups that did not take part
-                fields = {k: v for k, v in fields.items() if v is not None}
-            if simple:
-                _convert(fields, text_convs)
-                raw = fields.get(tk)  # type: ignore[arg-type]
-                if type(raw) is str:
-                    if raw == last_raw:
-                        t = last_t
-                    else:
-                        try:
-                            t = tparse(raw)  # type: ignore[misc]
-                        except TimeFormatError:
-                            return bad_time(fields)
-                        if memo:
-                            last_raw, last_t = raw, t
-                    if not keep:
-                        del fields[tk]  # type: ignore[arg-type]
-                    return fields, t
-                return finish_time(fields)  # types done above
-            return finish(fields)
-
-        return parse_regex
+    def records_fn(self, shape: Shape) -> RecordsFn:
+        """The parser filter's batch function for this parser alone (see compiled.py)."""
+        if self._regex is not None:
+            return compile_records(shape, regex=self._regex)
+        return compile_records(shape, parse=self.parse, name=self.name)

@@ -19,6 +19,7 @@ from tailrace.options import ParserOptions
 from tailrace.plugins import ParserPlugin
 
 from ..safe_regex import DEFAULT_REGEX_BUDGET_MS, SafePattern
+from .compiled import compile_plain
 
 __all__ = ["RegexParser", "RegexParserOptions", "translate_onigmo"]
 
@@ -60,18 +61,15 @@ class RegexParser(ParserPlugin):
     def __init__(self, options: RegexParserOptions) -> None:
         self.pattern = SafePattern(translate_onigmo(options.regex),
                                    budget_ms=options.match_budget_ms)
-        self._match = self.pattern.search
+        self._parse = compile_plain(self.pattern, options.name)
 
     def parse(self, text: str) -> dict[str, Any] | None:
-        """Fields of the named groups; ``None`` when the pattern does not match.
+        """Fields of the named groups that took part; ``None`` when the pattern does not match.
+
+        Bound parsers compile their own function with ``types`` and the time
+        (:mod:`processors.parsers.compiled`, the same writer); this is the plain one.
 
         Raises:
             RegexTimeout: the match ran past ``match_budget_ms`` (the chain is armed).
         """
-        m = self._match(text)
-        if m is None:
-            return None
-        fields: dict[str, Any] = m.groupdict()
-        if None in fields.values():  # optional groups that did not take part are left out
-            fields = {k: v for k, v in fields.items() if v is not None}
-        return fields
+        return self._parse(text)
