@@ -19,7 +19,7 @@ from tailrace.logs import RateLimiter, event
 from tailrace.outcome import FilterResult, Rejection
 from tailrace.plugins import FilterPlugin, Record
 from tailrace.ratelimit import RateLimits
-from tailrace.record import id_prefix
+from tailrace.record import Lines, id_prefix
 from tailrace.tags import TagMatcher
 from tailrace.wire import RawBatch
 
@@ -29,7 +29,8 @@ from .reserved import KEEPS_RESERVED, ReservedGuard, report_kept
 from .safe_regex import WATCHDOG
 from .stock import STOCK_PARSERS
 
-__all__ = ["MAX_EMIT_DEPTH", "Chain", "ChainResult", "build_parsers", "records_from_batch"]
+__all__ = ["MAX_EMIT_DEPTH", "Chain", "ChainResult", "build_parsers", "lines_of",
+           "records_from_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +69,15 @@ def _meta_template(batch: RawBatch, path_key: str | None) -> dict[str, Any]:
     return tmpl
 
 
-def records_from_batch(batch: RawBatch, path_key: str | None, now: float) -> tuple[
-        list[Record], int]:
-    """One record per line: ``log``, ``time``, metadata, ``_id``, ``_tag``.
-
-    Returns the records and how many lines had invalid UTF-8 (replaced with U+FFFD).
-    """
-    prefix = id_prefix(batch.agent, batch.file)
-    tag = batch.tag
+def lines_of(batch: RawBatch, path_key: str | None, now: float) -> Lines:
+    """The batch's lines, decoded (invalid UTF-8 replaced with U+FFFD), with their times,
+    ids, tag and metadata (see :class:`tailrace.record.Lines`)."""
     if batch.time is not None:
         now = batch.time  # the agent's read time: a redone batch gives the same records
-    tmpl = _meta_template(batch, path_key)
-    nested = [k for k, v in tmpl.items() if isinstance(v, dict)]
     lines, offsets = batch.lines, batch.offsets
     if len(lines) != len(offsets):
         raise ValueError(f"batch has {len(lines)} lines but {len(offsets)} offsets")
-    bad: list[int] = []  # lines that are not valid UTF-8
+    invalid: dict[int, bytes] = {}  # lines that are not valid UTF-8
     try:
         texts = [ln.decode() for ln in lines]
     except UnicodeDecodeError:
@@ -93,24 +87,20 @@ def records_from_batch(batch: RawBatch, path_key: str | None, now: float) -> tup
                 texts.append(ln.decode())
             except UnicodeDecodeError:
                 texts.append(ln.decode("utf-8", "replace"))
-                bad.append(i)
-    invalid = len(bad)
+                invalid[i] = ln
     times = [t or now for t in batch.times] if batch.times else [now] * len(lines)
-    out: list[Record] = [
-        {"log": text, "time": t, "_id": f"{prefix}{off:x}", "_tag": tag, **tmpl}
-        for text, t, off in zip(texts, times, offsets, strict=True)
-    ]
-    if nested:
-        for rec in out:
-            for k in nested:
-                rec[k] = dict(tmpl[k])  # each record owns its nested maps
-    streams = batch.streams
-    if streams is not None:
-        for rec, stream in zip(out, streams, strict=False):
-            rec["stream"] = stream
-    for i in bad:
-        out[i]["_raw"] = lines[i]  # the original bytes, for outputs that write them (plain)
-    return out, invalid
+    return Lines(texts, times, offsets, id_prefix(batch.agent, batch.file), batch.tag,
+                 _meta_template(batch, path_key), batch.streams, invalid)
+
+
+def records_from_batch(batch: RawBatch, path_key: str | None, now: float) -> tuple[
+        list[Record], int]:
+    """One record per line: ``log``, ``time``, metadata, ``_id``, ``_tag``.
+
+    Returns the records and how many lines had invalid UTF-8 (replaced with U+FFFD).
+    """
+    lines = lines_of(batch, path_key, now)
+    return lines.records(), len(lines.invalid)
 
 
 @dataclass
@@ -174,11 +164,11 @@ class Chain:
     def run(self, batch: RawBatch) -> ChainResult:
         """Records of ``batch`` after every filter; regex budgets are enforced meanwhile."""
         with WATCHDOG.armed():
-            records, invalid = records_from_batch(
-                batch, self.path_keys.get(batch.input, "path"), time.time()
-            )
-            result = ChainResult(records, invalid_utf8=invalid)
-            result.records = self._pass(records, batch.tag, -1, 0, result)
+            lines = lines_of(batch, self.path_keys.get(batch.input, "path"), time.time())
+            result = ChainResult([], invalid_utf8=len(lines.invalid))
+            first = self._from_lines(lines)
+            records = lines.records() if first is None else []
+            result.records = self._pass(records, batch.tag, -1, 0, result, first)
         for step in self.steps:
             if step.counters:
                 result.counters.update(step.counters)
@@ -197,16 +187,46 @@ class Chain:
             step.counters.clear()
         return result
 
+    def _from_lines(self, lines: Lines) -> FilterResult | None:
+        """The first filter's result built from the lines (``process_lines``), or None:
+        the records are built and every filter runs on them."""
+        if not self.steps or not lines.texts:
+            return None
+        step = self.steps[0]
+        if step.id in self._guards or not step.matcher(lines.tag):
+            return None
+        saved = Counter(step.counters)
+        try:
+            return step.plugin.process_lines(lines)
+        except BROKER_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the general path takes the batch over
+            step.counters.clear()
+            step.counters.update(saved)
+            if self._limiter.allow(f"{step.id}:lines"):
+                event(log, logging.ERROR, "processor_filter_error",
+                      f"filter {step.id!r} raised {exc!r} building records from "
+                      f"{len(lines.texts)} lines; running it on the records instead",
+                      filter=step.id)
+            return None
+
     def _pass(self, records: list[Record], tag: str | None, skip: int, depth: int,
-              result: ChainResult) -> list[Record]:
-        """Run the filters over ``records``; ``tag`` is set while they all share it."""
+              result: ChainResult, first: FilterResult | None = None) -> list[Record]:
+        """Run the filters over ``records``; ``tag`` is set while they all share it.
+
+        ``first``: the first filter's result, already made from the batch's lines."""
         emitted: list[tuple[int, list[Record]]] = []
         for i, step in enumerate(self.steps):
-            if not records:
+            if first is not None and i == 0:
+                fr = first
+                records = fr.records
+                if step.plugin.changes_tags and any(r["_tag"] != tag for r in records):
+                    tag = None
+            elif not records:
                 break
-            if i == skip:
+            elif i == skip:
                 continue
-            if tag is not None:
+            elif tag is not None:
                 if not step.matcher(tag):
                     continue
                 fr = self._call(step, records)

@@ -3,7 +3,8 @@
 Each kind of plugin has one declared contract, an abstract base class here:
 :class:`InputPlugin`, :class:`FilterPlugin`, :class:`ParserPlugin`, :class:`OutputPlugin`.
 Optional hooks have no-op defaults, so the roles call them directly (an output's
-``recover``, ``checkpoint``, ``committed``, ``backoff``; a filter's ``take_emitted``) and
+``recover``, ``checkpoint``, ``committed``, ``backoff``; a filter's ``take_emitted`` and
+``process_lines``) and
 never probe a plugin for what it happens to define. Built-in plugins subclass their base;
 a third-party class that only has the right shape (``name``, ``write_batch``, ...) is
 *adopted* when registered: the registry derives a subclass of it and the base, so its own
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
 
 from .options import FilterOptions, InputOptions, Options, OutputOptions, ParserOptions
 from .outcome import FilterResult, Outcome
-from .record import Record
+from .record import Lines, Record
 from .retry import Backoff
 
 if TYPE_CHECKING:
@@ -114,6 +115,18 @@ class FilterPlugin(Plugin):
     def take_emitted(self) -> list[Record]:
         """Records emitted by the last ``process`` calls (only when ``emits``), then none."""
         return []
+
+    def process_lines(self, lines: Lines) -> FilterResult | None:
+        """Build and filter the records of a raw batch's lines in one go, or ``None``.
+
+        When this filter is the first of the chain and matches the batch's tag, the chain
+        offers it the lines before it builds a ``{"log": ...}`` record per line. A filter
+        that can make its output straight from the texts (the parser filter) returns what
+        ``process(lines.records())`` would have, exactly; ``None`` (the default) lets the
+        chain build the records and call ``process``. Only used for filters whose
+        reserved fields the chain need not guard (``processors.reserved``).
+        """
+        return None
 
 
 _NO_STATS: Mapping[str, int] = MappingProxyType({})

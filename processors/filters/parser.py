@@ -24,9 +24,11 @@ from tailrace.config import Config
 from tailrace.options import FilterOptions, Problem
 from tailrace.outcome import FilterResult, Rejection
 from tailrace.plugins import FilterPlugin, Record
+from tailrace.record import Lines
 
 from ..context import FilterContext
 from ..parsers.base import BoundParser, ParseFailure
+from ..parsers.compiled import RecordsFn, Shape, compile_records
 from ..stock import STOCK_PARSERS
 
 __all__ = ["ParserFilter", "ParserFilterOptions"]
@@ -62,6 +64,7 @@ class ParserFilterOptions(FilterOptions):
 
 
 _KEEP = ("_id", "_tag", "time")
+_MAX_RUNS = 64
 
 
 class ParserFilter(FilterPlugin):
@@ -79,6 +82,71 @@ class ParserFilter(FilterPlugin):
         # Parsed fields may carry `_id`/`_tag` (a JSON line): put the record's back after.
         self._restore = any(p.may_set_reserved for p in parsers)
         self._distinct = list({id(p): p for p in parsers}.values())  # for time_errors
+        # process_lines's functions, by (the batch has streams, its metadata keys): an
+        # input's batches share their keys, so this holds one or two per input.
+        self._runs: dict[tuple[bool, tuple[str, ...]], RecordsFn] = {}
+
+    def _run_fn(self, streams: bool, meta: tuple[str, ...]) -> RecordsFn:
+        run = self._runs.get((streams, meta))
+        if run is None:
+            o = self.o
+            shape = Shape(o.reserve_data, o.preserve_key, streams, self._restore, meta)
+            if len(self.parsers) == 1:
+                run = self.parsers[0].records_fn(shape)
+            else:
+                run = compile_records(shape, parse=self._parse, name="+".join(o.parser))
+            if len(self._runs) >= _MAX_RUNS:
+                self._runs.clear()  # metadata keys that keep changing: compile afresh
+            self._runs[(streams, meta)] = run
+        return run
+
+    def process_lines(self, lines: Lines) -> FilterResult | None:
+        """The records of the batch's lines, parsed, built straight from the texts (no
+        ``{"log": ...}`` record made and discarded per line): what ``process`` gives on
+        ``lines.records()``, key order included. Lines no parser matched, and lines that
+        were not valid UTF-8, get their general record."""
+        o = self.o
+        if o.key_name != "log" or not lines.plain:
+            return None  # the record's `log` would not be the line: the general path
+        time_errors = sum(p.time_errors for p in self._distinct)
+        out: list[Any] = []
+        fails = self._run_fn(lines.streams is not None, tuple(lines.meta))(
+            lines.texts, lines.times, lines.offsets, lines.id_prefix, lines.tag, lines.meta,
+            lines.streams, out)
+        time_errors = sum(p.time_errors for p in self._distinct) - time_errors
+        if time_errors:
+            self.counters["time_errors"] += time_errors
+        nested = lines.nested if o.reserve_data else []
+        if nested:
+            meta = lines.meta
+            for r in out:
+                if type(r) is dict:
+                    for k in nested:
+                        if r[k] is meta[k]:
+                            r[k] = dict(meta[k])  # each record owns its nested maps
+        rejected: list[Rejection] = []
+        if not fails and not lines.invalid:
+            return FilterResult(out, rejected)
+        for i in sorted({i for i, r in enumerate(out) if type(r) is not dict} | set(lines.invalid)):
+            r = out[i]
+            if type(r) is dict:  # parsed, but not valid UTF-8: its `_raw`, where it goes
+                out[i] = self._with_raw(r, lines.record(i)) if o.reserve_data else r
+            elif self._unmatched(rec := lines.record(i), r, rejected):
+                out[i] = rec
+            else:
+                out[i] = None
+        return FilterResult([r for r in out if r is not None], rejected)
+
+    def _with_raw(self, parsed: Record, general: Record) -> Record:
+        """``parsed`` with the keys in the order the general path gives (reserve_data):
+        the general record's, less the parsed key unless kept, then the parsed fields."""
+        key = self.o.key_name
+        out = {k: parsed[k] if k in parsed else v for k, v in general.items()
+               if k == "_raw" or k in parsed and (k != key or self.o.preserve_key)}
+        for k, v in parsed.items():
+            if k not in out:
+                out[k] = v
+        return out
 
     def process(self, records: list[Record]) -> FilterResult:
         o = self.o
