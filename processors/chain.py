@@ -79,7 +79,7 @@ def lines_of(batch: RawBatch, path_key: str | None, now: float) -> Lines:
         raise ValueError(f"batch has {len(lines)} lines but {len(offsets)} offsets")
     invalid: dict[int, bytes] = {}  # lines that are not valid UTF-8
     try:
-        texts = [ln.decode() for ln in lines]
+        texts = list(map(bytes.decode, lines))
     except UnicodeDecodeError:
         texts = []
         for i, ln in enumerate(lines):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, overload
 
 import msgpack
@@ -227,6 +229,7 @@ def decode_records(fields: Mapping[bytes, bytes]) -> list[dict[str, Any]]:
 # only outputs that want the structure (es, msgpack, templates) decode it, on demand.
 
 _SLICE = 100  # records encoded per join: few live objects at a time (see sinks/formats.py)
+_TAG = itemgetter("_tag")
 
 
 def _bytes_as_text(value: Any) -> Any:
@@ -261,7 +264,7 @@ def encode_processed(records: list[dict[str, Any]]) -> bytes:
                 docs.append(dumps(r, default=_bytes_as_text, option=opt))
             parts.append(b"".join(docs))
     try:
-        tags = [r["_tag"] for r in records]
+        tags = list(map(_TAG, records))  # map: no Python frame per record
     except KeyError:
         raise ValueError("every record needs a '_tag'") from None
     doc: dict[str, Any] = {"n": len(records)}
@@ -273,8 +276,8 @@ def encode_processed(records: list[dict[str, Any]]) -> bytes:
         raise ValueError("every record's '_tag' must be text")
     if raws:
         doc["raw"] = [[i, raw] for i, raw in raws.items()]
-    times = [r.get("time") for r in records]
-    if not all(type(t) is float for t in times):  # a filter set it to something else
+    times = list(map(dict.get, records, repeat("time")))
+    if set(map(type, times)) != {float}:  # a filter set one to something else
         times = [t if type(t) is float or type(t) is int else None for t in times]
     doc["times"] = times
     return _with_json(doc, parts)
