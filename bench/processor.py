@@ -14,6 +14,7 @@ prints a cProfile of the in-process handler.
     python bench/processor.py --lines 500000 --workers 1,2,4 --inproc --profile
     python bench/processor.py --regex-engines       # re vs re+watchdog vs regex vs re2
     python bench/processor.py --compare-with HEAD~3 --rounds 2   # old and new in turns
+    python bench/processor.py --compare-with HEAD~3 --rounds 3 --skip-workers  # handlers only
 
 ``--regex-engines`` compares the regex engines considered for regex safety on the stock
 nginx pattern and on a catastrophic one; the optional engines (``regex``, ``google-re2``)
@@ -222,6 +223,64 @@ def inproc(cfg_path: Path, batches: list[tuple[int, bytes]], lines: int,
         pstats.Stats(prof).sort_stats("tottime").print_stats(18)
 
 
+# The in-process handler of one checkout, run in a child interpreter so that REV's code is
+# what gets imported: each chunk of 4 entries counts with its best of ``reps`` passes
+# (wall clock; the best filters out the other processes of a shared machine).
+_INPROC_CHILD = """
+import pickle, sys, time
+root, cfg, data, reps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+sys.path.insert(0, root)
+from processors.plugins import FILTERS, PARSERS
+from processors.worker import ProcessorHandler
+from tailrace.config import load_config
+from tailrace.lifecycle import ThreadRecord
+from tailrace.plugins import Registry
+reg = Registry()
+reg.add("filters", FILTERS)
+reg.add("parsers", PARSERS)
+handler = ProcessorHandler(load_config(cfg, reg), ThreadRecord("bench", "processor"))
+with open(data, "rb") as f:
+    batches = pickle.load(f)
+entries = [(f"{i}-0".encode(), {b"v": b"1", b"b": p}) for i, (_, p) in enumerate(batches)]
+chunks = [entries[i:i + 4] for i in range(0, len(entries), 4)]
+best = [1e9] * len(chunks)
+cpu = time.process_time()
+for _ in range(reps):
+    for j, chunk in enumerate(chunks):
+        t = time.perf_counter()
+        handler.handle(0, chunk, None)
+        best[j] = min(best[j], time.perf_counter() - t)
+cpu = time.process_time() - cpu
+print(sum(best), cpu / reps)
+"""
+
+
+def inproc_compare(sides: list[tuple[str, Path]], cfg: Path, work: Path,
+                   batches: list[tuple[int, bytes]], lines: int, rounds: int,
+                   reps: int = 5) -> None:
+    """The in-process handler of each side, in turns: µs per line, best of ``reps`` per
+    chunk, and the mean CPU of a pass (which a shared machine inflates)."""
+    import pickle
+
+    data = work / "batches.pkl"
+    data.write_bytes(pickle.dumps(batches))
+    results: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in sides}
+    for _ in range(rounds):
+        for label, root in sides:
+            out = subprocess.run([sys.executable, "-c", _INPROC_CHILD, str(root), str(cfg),
+                                  str(data), str(reps)], check=True, capture_output=True,
+                                 text=True, cwd=root).stdout.split()
+            best, cpu = float(out[0]), float(out[1])
+            results[label].append((best, cpu))
+            print(f"{label:8s} in-process handler: {best / lines * 1e6:6.2f} µs per line "
+                  f"(best of {reps} per chunk), {cpu / lines * 1e6:6.2f} CPU µs per line "
+                  "(mean pass)")
+    for label, runs in results.items():
+        bests = sorted(b for b, _ in runs)
+        print(f"{label:8s} median of {len(runs)}: {bests[len(bests) // 2] / lines * 1e6:.2f} "
+              "µs per line")
+
+
 def regex_engines(n: int = 100_000) -> None:
     """Matches+groupdict per second of each engine; time to give up on ``^(a+)+$``."""
     import re
@@ -294,14 +353,12 @@ def main() -> None:
                     .replace("%", "%%"))  # argparse formats help with %
     ap.add_argument("--compare-with", metavar="REV", default=None,
                     help="also run the workers of git revision REV (a temporary worktree), "
-                    "in turns with this checkout's, on the same preloaded batches")
+                    "in turns with this checkout's, on the same preloaded batches; with "
+                    "--inproc or --skip-workers, also both in-process handlers in turns")
     ap.add_argument("--rounds", type=int, default=1, help="runs of each side (in turns)")
     ap.add_argument("--regex-engines", action="store_true",
                     help="compare regex engines (speed, catastrophic backtracking) and exit")
     args = ap.parse_args()
-    if args.compare_with and args.skip_workers:
-        # The in-process handler runs this checkout only; REV's side is the worker runs.
-        ap.error("--compare-with compares the worker runs: drop --skip-workers")
     if args.regex_engines:
         regex_engines()
         return
@@ -317,8 +374,6 @@ def main() -> None:
         client = redis.Redis.from_url(server.url)
         keys = Keys("bench")
         cfg = make_config(work, server.url, args.partitions, args.data)
-        if args.inproc or args.profile or args.skip_workers:
-            inproc(cfg, batches, lines, args.profile)
         sides: list[tuple[str, Path]] = [("new", ROOT)]
         if args.compare_with:
             from e2e import drop_worktree, worktree
@@ -326,6 +381,10 @@ def main() -> None:
             old = worktree(args.compare_with)
             sides.insert(0, (args.compare_with, old))
         try:
+            if args.compare_with and (args.inproc or args.skip_workers):
+                inproc_compare(sides, cfg, work, batches, lines, args.rounds)
+            elif args.inproc or args.profile or args.skip_workers:
+                inproc(cfg, batches, lines, args.profile)
             for n in [int(x) for x in args.workers.split(",") if x] if not args.skip_workers \
                     else []:
                 for _ in range(args.rounds):
