@@ -135,11 +135,11 @@ class EmbeddedRedis:
                 if self._answers():
                     return self
                 time.sleep(0.01)  # it answers ~20 ms after the spawn: a start-up cost
+        code = self.proc.poll() if self.proc is not None else None
         self.stop()
-        raise BrokerUnavailable(
-            f"embedded redis-server did not start in {timeout_s:.0f}s; "
-            f"see {self.dir / 'redis.log'}"
-        )
+        how = (f"exited with status {code} at start" if code is not None
+               else f"did not start in {timeout_s:.0f}s")
+        raise BrokerUnavailable(f"embedded redis-server {how}; see {self.dir / 'redis.log'}")
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop the server if this process started it (SHUTDOWN: it flushes the append-only

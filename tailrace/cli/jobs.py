@@ -57,7 +57,7 @@ def worker(config_path: str, broker: str | None, queues: tuple[str, ...], burst:
     config = load(config_path)
     init_logging(config, "worker", log_level, log_format)
     if workers > 1:
-        from .roles import supervise
+        from .supervising import supervise
 
         args = ["worker", "-c", config.file, *[a for q in queues for a in ("--queue", q)]]
         if burst:

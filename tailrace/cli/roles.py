@@ -5,53 +5,32 @@ and plugins; the core holds the runtime and the consumer loop): :func:`agent_mai
 :func:`processor_main`, :func:`sink_main` build the :class:`~tailrace.runtime.Runtime`,
 connect, build the handler and its consumer, and run until stopped. A role's command runs
 its main in this process; ``run`` and ``--workers N`` supervise children that run the same
-mains, forked from the supervisor once it has loaded the config (tailrace.supervise).
+mains (cli/supervising.py), forked from the supervisor once it has loaded the config.
 """
 
 from __future__ import annotations
 
-import logging
-import signal
-import sys
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import click
-import redis
 
 from edge_agent import Agent
 from processors import ProcessorHandler
 from sinks import SinkHandler
 
-from ..broker import connect
-from ..config import Config, OutputConfig, load_config
+from ..config import Config, OutputConfig
 from ..consumer import StreamConsumer
-from ..embedded import EmbeddedRedis
-from ..errors import BrokerUnavailable, ConfigError
 from ..keys import PROCESSORS_GROUP, Keys, sink_group
 from ..lifecycle import Lifecycle
-from ..logs import event
 from ..ratelimit import RedisRateLimits
-from ..runtime import NO_HTTP_ENV, Runtime, broker_url
-from ..signals import ProcessStop, hold
-from ..supervise import Child, Supervisor
-from .common import (
-    broker_option,
-    child_env,
-    config_option,
-    init_logging,
-    load,
-    log_options,
-    run_role,
-)
-from .supervisor_http import children_records
+from ..runtime import Runtime
+from ..signals import hold
+from .common import broker_option, config_option, init_logging, load, log_options, run_role
+from .supervising import role_child, supervised
 
 __all__ = ["agent", "agent_main", "processor", "processor_consumer", "processor_main", "run",
            "sink", "sink_consumer", "sink_main"]
-
-log = logging.getLogger(__name__)
 
 
 # -- the roles' wiring ---------------------------------------------------------------------
@@ -118,134 +97,6 @@ def sink_main(config: Config, *, output: str | None = None, broker: str | None =
         rt.close()
 
 
-# -- supervising ---------------------------------------------------------------------------
-def _child(name: str, role: str, config: Config, log_level: str | None,
-           log_format: str | None, main: Callable[[], None], *extra: str) -> Child:
-    """A child running ``tailrace <role> -c <config> <extra>``: forked with the config
-    loaded here at its first start (``main``), from its command line after."""
-    args = [role, "-c", config.file, *_log_args(log_level, log_format), *extra]
-
-    def forked() -> None:
-        hold()  # as the command does first thing (the signals are blocked until then)
-        init_logging(config, role, log_level, log_format)
-        run_role(main)
-
-    return Child(name, args, main=forked)
-
-
-def _log_args(log_level: str | None, log_format: str | None) -> list[str]:
-    args = []
-    if log_level:
-        args += ["--log-level", log_level]
-    if log_format:
-        args += ["--log-format", log_format]
-    return args
-
-
-def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
-    """Run children against ``broker`` (or an embedded server started here).
-
-    SIGHUP validates the config and, when it is valid, forwards the signal: every child
-    drains and re-executes itself with the new config. The children do not serve
-    ``service.http``; this process serves it for all of them.
-
-    Raises:
-        BrokerUnavailable: the embedded Redis did not start (no child was started).
-    """
-    env = child_env(None)
-    env[NO_HTTP_ENV] = "1"
-    sup = Supervisor(children, shutdown_timeout_s=config.service.shutdown_timeout_s, env=env)
-
-    def on_hup() -> None:
-        try:
-            load_config(config.file, config.registry)
-        except ConfigError as exc:
-            event(log, logging.ERROR, "supervisor_reload_rejected",
-                  f"config {config.file} is invalid; children keep the running one:\n{exc}")
-            return
-        sup.signal_all(signal.SIGHUP)
-
-    embedded: EmbeddedRedis | None = None
-
-    def on_force(_signum: int) -> None:
-        sup.kill_all()
-        if embedded is not None:
-            embedded.terminate()  # in a session of its own: the group's signals miss it
-
-    # No drain timeout of its own: stop_all kills the children that outlast theirs.
-    stopping = ProcessStop("supervisor", on_force=on_force,
-                           on_hup=lambda: threading.Thread(target=on_hup).start())
-    stopping.install()
-    stop = stopping.event
-    url = broker_url(config, broker)
-    if url is None:
-        # Up before the children (~20 ms): forked, they connect within milliseconds.
-        embedded = EmbeddedRedis(config.data_dir, config.service.embedded.appendfsync)
-        embedded.start()
-        url = embedded.url
-    env["TAILRACE_BROKER"] = url
-    http = None
-    clients: list[redis.Redis] = []
-
-    def client() -> redis.Redis:
-        if not clients:
-            clients.append(connect(url, name="tailrace-supervisor"))
-        return clients[0]
-
-    try:
-        sup.start(stop)  # first: the children fork while this process has no other thread
-        if config.service.http:
-            from ..httpserver import StatusServer  # ~10 MiB: only with the endpoint on
-
-            keys = Keys(config.service.prefix)
-            http = StatusServer(
-                config.service.http, children_records(client, keys, sup.pids),
-                max_errors_per_min=config.service.health_max_errors_per_min,
-            ).start()
-        return sup.run(stop, tick=None if embedded is None else _keep_up(embedded))
-    finally:
-        if http is not None:
-            http.stop()
-        for c in clients:
-            c.close()
-        if embedded is not None:
-            embedded.stop()
-        stopping.exiting()
-
-
-def _keep_up(embedded: EmbeddedRedis) -> Callable[[], None]:
-    """Restart the embedded Redis when it dies (killed, out of memory): the children wait
-    out the outage and resume; its append-only file keeps what they committed."""
-    down = [False]
-    next_try = [0.0]
-
-    def tick() -> None:
-        if not down[0]:
-            code = embedded.exited()
-            if code is None:
-                return
-            down[0] = True
-            event(log, logging.ERROR, "supervisor_redis_exited",
-                  f"the embedded Redis exited with {code}; restarting it (see "
-                  f"{embedded.dir / 'redis.log'})")
-        if time.monotonic() < next_try[0]:
-            return
-        try:
-            embedded.proc = None
-            embedded.start()
-            down[0] = False
-        except BrokerUnavailable as exc:
-            next_try[0] = time.monotonic() + 5.0
-            event(log, logging.ERROR, "supervisor_redis_restart_error",
-                  f"{exc}; trying again in 5 s")
-
-    return tick
-
-
-def _supervised(config: Config, broker: str | None, children: list[Child]) -> None:
-    run_role(lambda: sys.exit(supervise(config, broker, children)))
-
-
 # -- commands ------------------------------------------------------------------------------
 @click.command()
 @config_option
@@ -260,12 +111,12 @@ def run(config_path: str, broker: str | None, processors: int, log_level: str | 
     config = load(config_path)
     init_logging(config, "run", log_level, log_format)
     logs = (log_level, log_format)
-    children = [_child("agent", "agent", config, *logs, lambda: agent_main(config))]
-    children += [_child(f"processor-{i}", "processor", config, *logs,
+    children = [role_child("agent", "agent", config, *logs, lambda: agent_main(config))]
+    children += [role_child(f"processor-{i}", "processor", config, *logs,
                         lambda: processor_main(config)) for i in range(processors)]
     if config.outputs:
-        children.append(_child("sink", "sink", config, *logs, lambda: sink_main(config)))
-    _supervised(config, broker, children)
+        children.append(role_child("sink", "sink", config, *logs, lambda: sink_main(config)))
+    supervised(config, broker, children)
 
 
 @click.command()
@@ -294,8 +145,8 @@ def processor(config_path: str, broker: str | None, workers: int, log_level: str
     config = load(config_path)
     init_logging(config, "processor", log_level, log_format)
     if workers > 1:
-        _supervised(config, broker, [
-            _child(f"processor-{i}", "processor", config, log_level, log_format,
+        supervised(config, broker, [
+            role_child(f"processor-{i}", "processor", config, log_level, log_format,
                    lambda: processor_main(config)) for i in range(workers)])
     run_role(lambda: processor_main(config, broker=broker))
 
@@ -321,7 +172,7 @@ def sink(config_path: str, broker: str | None, output: str | None, workers: int,
             raise click.BadParameter(str(exc.args[0]), param_hint="--output") from None
     if workers > 1:
         extra = ["--output", output] if output else []
-        _supervised(config, broker, [
-            _child(f"sink-{i}", "sink", config, log_level, log_format,
+        supervised(config, broker, [
+            role_child(f"sink-{i}", "sink", config, log_level, log_format,
                    lambda: sink_main(config, output=output), *extra) for i in range(workers)])
     run_role(lambda: sink_main(config, output=output, broker=broker))

@@ -4,9 +4,11 @@ own: whether a process may fork depends on its threads, and pytest's has some.""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -109,3 +111,27 @@ def test_a_drain_within_its_timeout_exits_0() -> None:
     res = drain(timeout=5, took=0.1)
     assert res.returncode == 0 and res.stdout == "draining\ndrained\n", res
 
+
+
+def test_run_whose_embedded_redis_does_not_start_stops_its_children_and_says_why(
+        tmp_path: Path) -> None:
+    fake = tmp_path / "bin" / "redis-server"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(textwrap.dedent(f"""\
+        service: {{data_dir: {tmp_path / 'data'}}}
+        pipeline:
+          inputs: [{{name: tail, tag: app, path: {tmp_path / '*.log'}}}]
+          outputs: [{{name: file, match: '*', path: {tmp_path / 'out.log'}}}]
+        """))
+    env = dict(os.environ, PATH=f"{fake.parent}:{os.environ['PATH']}")
+    env.pop("TAILRACE_BROKER", None)
+    res = subprocess.run([sys.executable, "-m", "tailrace", "run", "-c", str(cfg)], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "embedded redis-server exited with status 1 at start" in res.stderr
+    assert "Traceback" not in res.stderr
+    for child in ("agent", "processor-0", "sink"):
+        assert f"{child} exited with 0" in res.stderr, res.stderr[-3000:]
