@@ -134,7 +134,9 @@ class BoundParser:
                 fields = extract(text)
                 if fields is None:
                     raise ParseFailure(nomatch)
-                return finish(fields)
+                if convs:  # most parsers have no `types`: no call for them
+                    _convert(fields, convs)
+                return finish_time(fields)
 
             return parse
 
