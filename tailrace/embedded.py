@@ -134,7 +134,9 @@ class EmbeddedRedis:
                     break
                 if self._answers():
                     return self
-                time.sleep(0.01)  # it answers ~20 ms after the spawn: a start-up cost
+                # It answers ~15-50 ms after the spawn, and every child waits for it (the
+                # gate of `run`): look often, a look is a stat() until the socket exists.
+                time.sleep(0.002)
         code = self.proc.poll() if self.proc is not None else None
         self.stop()
         how = (f"exited with status {code} at start" if code is not None
