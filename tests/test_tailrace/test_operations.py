@@ -138,6 +138,14 @@ def test_health_flips_to_503_while_redis_is_down_and_back_after(
     assert code == 0
 
 
+def _restarted(log: str) -> bool:
+    """Whether each child of a `run` started twice: the agent opened its files again, the
+    processor and the sink took their partitions again."""
+    return (log.count("[agent] edge_agent.tail: tail_file_opened") >= 6  # 3 files, twice
+            and log.count("[processor] tailrace.lease: lease_acquired") >= 2
+            and log.count("[sink] tailrace.lease: lease_acquired") >= 2)
+
+
 def test_reload_with_a_new_filter_changes_output_without_loss_or_duplicate(
         tmp_path: Path, redis_url: str, prefix: str) -> None:
     total = 30_000
@@ -158,6 +166,10 @@ def test_reload_with_a_new_filter_changes_output_without_loss_or_duplicate(
         assert result.exit_code == 0, result.output
         wait_for(lambda: any(b'"reloaded":"yes"' in line for line in open(out, "rb")),
                  timeout=60, message="records shaped by the new filter")
+        # Every child back on the new config (each re-executed itself and read the file)
+        # before the file breaks: a child still re-executing would read the broken one.
+        wait_for(lambda: _restarted(run.output()), timeout=60,
+                 message="every child re-executed with the new config")
         # A broken config is refused: the pipeline keeps running the last good one.
         cfg.write_text(cfg.read_text().replace("partitions: 4", "partitions: nope"))
         result = CliRunner().invoke(cli, ["reload", "-c", str(cfg), "--broker", redis_url])
