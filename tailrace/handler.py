@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .lease import LeaseKeeper
 from .scriptcalls import DeadLetter
 
-__all__ = ["BatchAbandoned", "BatchHandler", "Entry", "HandleResult", "LeaseGuard"]
+__all__ = ["BatchAbandoned", "BatchHandler", "Entry", "HandleResult", "LeaseCheck", "LeaseGuard"]
 
 Entry = tuple[bytes, Mapping[bytes, bytes] | None]
 
@@ -39,16 +38,22 @@ class HandleResult:
     bytes_in: int = 0
 
 
+class LeaseCheck(Protocol):
+    """Who knows whether a lease is surely still held (the consumer's partition table)."""
+
+    def valid(self, partition: int) -> bool: ...
+
+
 @dataclass
 class LeaseGuard:
     """Lets a handler check, during long retries, that it should still go on."""
 
-    keeper: LeaseKeeper
+    leases: LeaseCheck
     partition: int
     stop: threading.Event
 
     def valid(self) -> bool:
-        return not self.stop.is_set() and self.keeper.valid(self.partition)
+        return not self.stop.is_set() and self.leases.valid(self.partition)
 
     def check(self) -> None:
         """Raise :class:`BatchAbandoned` when stopping or the lease may be gone."""
@@ -59,7 +64,7 @@ class LeaseGuard:
     def check_lease(self) -> None:
         """Raise :class:`BatchAbandoned` when the lease may be gone (a stop does not: the
         batch in hand is finished and committed, that is the drain)."""
-        if not self.keeper.valid(self.partition):
+        if not self.leases.valid(self.partition):
             raise BatchAbandoned(f"lease on partition {self.partition} is about to lapse")
 
 

@@ -23,9 +23,9 @@ from redis_cluster import ClusterUnderTest
 from test_e2e import assert_exactly_once, pipeline_config
 
 from tailrace.broker import NoReplicasError, connect, ensure_groups
+from tailrace.consumer.lanes import LaneReads
 from tailrace.generate import Generator
 from tailrace.keys import PROCESSORS_GROUP, Keys
-from tailrace.readers import LaneReads
 
 pytestmark = pytest.mark.slow
 

@@ -195,9 +195,9 @@ def test_redis_out_of_memory_holds_a_processor_back_until_memory_is_freed(
                                  if "Redis is full" in rec.detail], timeout=20,
                         message="the consumer held back by OOM, saying so")
         assert full[0].state == "throttled"  # backpressure, not an outage
-        held = c.keeper.owned()
+        held = c.table.numbers()
         time.sleep(3 * 1.5)  # three lease TTLs while Redis stays full
-        assert c.keeper.owned().keys() == held.keys() == {0, 1}, "leases lapsed while full"
+        assert c.table.numbers() == held == [0, 1], "leases lapsed while full"
         assert r.xlen(keys.out(0)) == 0 and t.is_alive()
         r.delete(*fillers)
         wait_for(lambda: r.xlen(keys.out(0)) == len(sent), timeout=30,
@@ -250,7 +250,7 @@ def test_a_full_redis_still_takes_a_sinks_commits_and_new_workers(
         wait_for(lambda: sum(r.xpending(keys.out(p), group)["pending"] for p in (0, 1)) == 0
                  and h.seen == 30, timeout=30, message="every entry acknowledged while full")
         assert {int(r.hget(keys.checkpoint(p, group), "seen") or 0) for p in (0, 1)} - {0}
-        assert c.keeper.owned().keys() == {0, 1}
+        assert c.table.numbers() == [0, 1]
         publisher.publish()
         assert r.exists(keys.worker(lifecycle.id)), "the worker's record while full"
         assert lifecycle.state != "failed" and t.is_alive()

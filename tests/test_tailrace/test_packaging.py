@@ -31,7 +31,7 @@ def _imported_after(code: str) -> set[str]:
 
 def test_the_core_imports_no_role_package() -> None:
     mods = _imported_after("import tailrace, tailrace.consumer, tailrace.runtime, "
-                           "tailrace.lease, tailrace.supervise, tailrace.generate")
+                           "tailrace.consumer.lease, tailrace.supervise, tailrace.generate")
     assert not mods & {"edge_agent", "processors", "sinks"}
 
 

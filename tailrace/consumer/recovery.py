@@ -1,7 +1,7 @@
 """Taking over a partition's pending entries: the broker calls a consumer makes when it
 acquires a partition, or when the broker lost its group.
 
-Kept apart from the worker loop (:mod:`tailrace.consumer`) because they are plain,
+Kept apart from the worker loop (:mod:`tailrace.consumer.loop`) because they are plain,
 stateless Redis conversations, each testable on its own.
 """
 
@@ -13,9 +13,9 @@ from typing import Any
 
 import redis
 
-from .broker import BROKER_ERRORS
-from .keys import Keys
-from .logs import event
+from ..broker import BROKER_ERRORS
+from ..keys import Keys
+from ..logs import event
 
 __all__ = ["claim_pending", "group_lost", "over_delivered", "recreate_group"]
 

@@ -3,8 +3,12 @@
 A worker refreshes its heartbeat in ``tr:members:GROUP``; live members are those seen
 within the lease TTL. Each worker aims at ``ceil(P / live)`` partitions: below it, it
 acquires free leases (SET NX PX in a script, with a fencing token that only grows); above
-it, it hands extras back once the batch in hand is committed. Leases are renewed at a third
-of their TTL by this keeper thread, so a long batch never lets one expire.
+it, it marks extras, which the worker loop hands back once the batch in hand is committed.
+Leases are renewed at a third of their TTL by this keeper thread, so a long batch never
+lets one expire.
+
+The keeper only talks to Redis and reports what it got, renewed and lost to the
+:class:`~tailrace.consumer.table.PartitionTable`; it keeps no partition state of its own.
 
 Single-writer outputs (a file) add one output-wide lease: only its holder takes any
 partition, so two processes never write the same file.
@@ -17,35 +21,27 @@ import math
 import threading
 import time
 import zlib
-from dataclasses import dataclass
 
 import redis
 
-from .broker import BROKER_ERRORS
-from .keys import Keys
-from .lifecycle import State, ThreadRecord
-from .logs import event
-from .scriptcalls import Scripts
+from ..broker import BROKER_ERRORS
+from ..keys import Keys
+from ..lifecycle import State, ThreadRecord
+from ..logs import event
+from ..scriptcalls import Scripts
+from .table import Lease, PartitionTable
 
-__all__ = ["LeaseKeeper", "OwnedPartition"]
+__all__ = ["LeaseKeeper"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class OwnedPartition:
-    partition: int
-    owner: str  # "worker:token", what the fenced scripts compare
-    token: int
 
 
 class LeaseKeeper(threading.Thread):
     """Keeps this worker's share of a group's partitions (a background thread).
 
-    The worker loop reads :meth:`owned`, picks up :meth:`take_acquired` (to recover the
-    previous owner's pending entries first) and, between batches, :meth:`release` s the
-    :meth:`extras` it may give up. Lost leases simply vanish from :meth:`owned`; a commit on
-    them is fenced.
+    It reports every lease it takes, renews or finds lost to ``table``; the worker loop
+    hands the :meth:`release` calls the leases of the partitions the table let go. Lost
+    leases simply vanish from the table; a commit on them is fenced.
     """
 
     def __init__(
@@ -59,6 +55,7 @@ class LeaseKeeper(threading.Thread):
         ttl_ms: int,
         heartbeat_ms: int,
         record: ThreadRecord,
+        table: PartitionTable,
         *,
         single_writer: bool = False,
         max_partitions: int | None = None,
@@ -73,6 +70,7 @@ class LeaseKeeper(threading.Thread):
         self.ttl_ms = ttl_ms
         self.heartbeat_s = min(heartbeat_ms, ttl_ms // 3) / 1000
         self.record = record
+        self.table = table
         self.single_writer = single_writer
         self.max_partitions = max_partitions
         self.stop_event = threading.Event()
@@ -80,61 +78,25 @@ class LeaseKeeper(threading.Thread):
         #: Set whenever this keeper takes partitions: a worker that owns none waits on it
         #: instead of a whole heartbeat (at start-up the first tick lands within ms).
         self.gained = threading.Event()
-        self._lock = threading.Lock()
-        self._owned: dict[int, OwnedPartition] = {}
-        self._deadline: dict[int, float] = {}
-        self._acquired: list[int] = []
-        self._extras: set[int] = set()
         self._output_owner: str | None = None
-        self._output_deadline = 0.0
         # Start the acquisition scan at a worker-specific partition to spread contention.
         self._offset = zlib.crc32(worker_id.encode()) % max(partitions, 1)
 
     # -- worker-loop side ---------------------------------------------------------------
-    def owned(self) -> dict[int, OwnedPartition]:
-        with self._lock:
-            return dict(self._owned)
-
-    def take_acquired(self) -> list[int]:
-        with self._lock:
-            out, self._acquired = self._acquired, []
-            return out
-
-    def extras(self) -> set[int]:
-        with self._lock:
-            return set(self._extras)
-
-    def valid(self, partition: int, margin_s: float = 0.5) -> bool:
-        """True while this worker's lease on ``partition`` is surely still held.
-
-        Outputs with side effects outside Redis check this before writing, so a paused
-        ("zombie") worker never writes after its lease could have passed to another.
-        """
-        with self._lock:
-            deadline = self._deadline.get(partition)
-            if deadline is None:
-                return False
-            if self.single_writer and self._output_deadline - margin_s < time.monotonic():
-                return False
-            return deadline - margin_s > time.monotonic()
-
-    def release(self, partitions: list[int]) -> None:
-        """Hand partitions back (after their in-flight batch is committed or dropped)."""
-        with self._lock:
-            owned = [self._owned.pop(p) for p in partitions if p in self._owned]
-            for p in partitions:
-                self._deadline.pop(p, None)
-                self._extras.discard(p)
-        if not owned:
+    def release(self, leases: list[Lease]) -> None:
+        """Hand leases back (the table no longer holds their partitions); one round trip
+        per node. A failure is left alone: the leases expire by themselves."""
+        if not leases:
             return
         batch = self.scripts.batch()
-        for op in owned:
-            self.scripts.release(op.partition, self.group, op.owner, client=batch)
+        for lease in leases:
+            self.scripts.release(lease.partition, self.group, lease.owner, client=batch)
         try:
             batch.execute()
         except BROKER_ERRORS:
             pass  # the leases expire by themselves
-        event(log, logging.INFO, "lease_released", f"released partitions {sorted(partitions)}",
+        event(log, logging.INFO, "lease_released",
+              f"released partitions {sorted(lease.partition for lease in leases)}",
               group=self.group, worker=self.worker_id)
 
     # -- keeper thread ------------------------------------------------------------------
@@ -148,11 +110,7 @@ class LeaseKeeper(threading.Thread):
             except BROKER_ERRORS as exc:
                 self.record.set_state(State.BROKER_DOWN, str(exc))
                 # Leases may lapse while Redis is away; forget those past their deadline.
-                now = time.monotonic()
-                with self._lock:
-                    for p in [p for p, d in self._deadline.items() if d < now]:
-                        self._owned.pop(p, None)
-                        self._deadline.pop(p, None)
+                self.table.expire(time.monotonic())
             self.wake.wait(self.heartbeat_s)
             self.wake.clear()
         self.record.set_state(State.STOPPED)
@@ -164,7 +122,7 @@ class LeaseKeeper(threading.Thread):
     def leave(self) -> None:
         """Release every lease and leave the group (clean shutdown)."""
         self.stop()
-        self.release(list(self.owned()))
+        self.release([part.lease for part in self.table.clear()])
         try:
             self.client.zrem(self.keys.members(self.group), self.worker_id)
             if self._output_owner is not None:
@@ -177,27 +135,25 @@ class LeaseKeeper(threading.Thread):
                                            self.ttl_ms))
 
     def _renew(self) -> None:
-        owned = self.owned()
-        if not owned:
+        leases = self.table.leases()
+        if not leases:
             return
         sent = time.monotonic()
         batch = self.scripts.batch()  # one round trip per node
-        for op in owned.values():
-            self.scripts.renew(op.partition, self.group, op.owner, self.ttl_ms, client=batch)
+        for lease in leases:
+            self.scripts.renew(lease.partition, self.group, lease.owner, self.ttl_ms,
+                               client=batch)
         # A node that is down fails its renewals only; the others' still count.
         results = batch.execute(partial=True)
         failed = next((r for r in results if isinstance(r, BaseException)), None)
         lost = []
-        with self._lock:
-            for op, ok in zip(owned.values(), results, strict=True):
-                if isinstance(ok, BaseException):
-                    continue  # unknown: the deadline stays, the lease may still be ours
-                if int(ok) == 1:
-                    self._deadline[op.partition] = sent + self.ttl_ms / 1000
-                elif self._owned.get(op.partition) == op:
-                    del self._owned[op.partition]
-                    self._deadline.pop(op.partition, None)
-                    lost.append(op.partition)
+        for lease, ok in zip(leases, results, strict=True):
+            if isinstance(ok, BaseException):
+                continue  # unknown: the deadline stays, the lease may still be ours
+            if int(ok) == 1:
+                self.table.renewed(lease, sent + self.ttl_ms / 1000)
+            elif self.table.lost(lease):
+                lost.append(lease.partition)
         if lost:
             event(log, logging.WARNING, "lease_lost",
                   f"lost partitions {lost}: another worker took them over (was this worker "
@@ -212,20 +168,27 @@ class LeaseKeeper(threading.Thread):
         if self._output_owner is not None:
             ok = self.scripts.renew_key(key, self._output_owner, self.ttl_ms)
             if int(ok) == 1:
-                self._output_deadline = sent + self.ttl_ms / 1000
+                self.table.output_held(sent + self.ttl_ms / 1000)
                 return True
             event(log, logging.WARNING, "lease_output_lost",
                   "lost the single-writer lease of this output", group=self.group)
             self._output_owner = None
-            with self._lock:
-                self._owned.clear()
-                self._deadline.clear()
+            self.table.lose_all()
         owner = f"{self.worker_id}:1"
         if self.scripts.acquire_key(key, owner, self.ttl_ms):
             self._output_owner = owner
-            self._output_deadline = sent + self.ttl_ms / 1000
+            self.table.output_held(sent + self.ttl_ms / 1000)
             return True
         return False
+
+    def _share(self, holds_output: bool, members: int) -> int:
+        if self.single_writer:
+            share = self.partitions if holds_output else 0
+        else:
+            share = math.ceil(self.partitions / members)
+        if self.max_partitions is not None:
+            share = min(share, self.max_partitions)
+        return share
 
     def tick(self) -> None:
         # Renewals first, each lease on its own node: on a Redis Cluster a node that is
@@ -240,19 +203,10 @@ class LeaseKeeper(threading.Thread):
         if failed is not None:
             raise failed
         members = self.live_members()
-        if self.single_writer:
-            share = self.partitions if holds_output else 0
-        else:
-            share = math.ceil(self.partitions / members)
-        if self.max_partitions is not None:
-            share = min(share, self.max_partitions)
-        owned = self.owned()
-        with self._lock:
-            if len(owned) > share:
-                # Give back the highest-numbered extras; the loop releases them between batches.
-                self._extras = set(sorted(owned)[share:])
-            else:
-                self._extras = set()
+        share = self._share(holds_output, members)
+        owned = self.table.numbers()
+        # Give back the highest-numbered extras; the loop releases them between batches.
+        self.table.set_extras(set(owned[share:]) if len(owned) > share else set())
         need = share - len(owned)
         if need <= 0:
             return
@@ -267,10 +221,8 @@ class LeaseKeeper(threading.Thread):
             sent = time.monotonic()
             token = self.scripts.acquire(p, self.group, self.worker_id, self.ttl_ms)
             if token:
-                with self._lock:
-                    self._owned[p] = OwnedPartition(p, f"{self.worker_id}:{token}", token)
-                    self._deadline[p] = sent + self.ttl_ms / 1000
-                    self._acquired.append(p)
+                self.table.acquired(Lease(p, f"{self.worker_id}:{token}", token),
+                                    sent + self.ttl_ms / 1000)
                 got.append(p)
         if got:
             self.gained.set()

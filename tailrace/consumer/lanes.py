@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from .topology import node_client, node_of
+from ..topology import node_client, node_of
 
 __all__ = ["LaneReply", "LaneReads"]
 
