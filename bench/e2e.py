@@ -96,8 +96,33 @@ def write_config(work: Path, files: str, partitions: int, data: str) -> Path:
     return path
 
 
+def redis_stats(client: redis.Redis, lines: int) -> dict[str, Any]:
+    """Per line: calls and server µs of each command (INFO commandstats), AOF and net bytes."""
+    cmds = client.info("commandstats")
+    per: dict[str, tuple[float, float]] = {}
+    for name, st in cmds.items():
+        per[name.removeprefix("cmdstat_")] = (st["calls"] / lines, st["usec"] / lines)
+    pers = client.info("persistence")
+    stats = client.info("stats")
+    return {"commands": per,
+            "aof_bytes_per_line": (pers.get("aof_current_size", 0) + 0.0) / lines,
+            "aof_rewrites": pers.get("aof_rewrites", 0),
+            "net_in_per_line": stats.get("total_net_input_bytes", 0) / lines,
+            "net_out_per_line": stats.get("total_net_output_bytes", 0) / lines}
+
+
+def show_redis(rs: dict[str, Any]) -> None:
+    print(f"    redis: aof {rs['aof_bytes_per_line']:.0f} B/line ({rs['aof_rewrites']} rewrites), "
+          f"net in {rs['net_in_per_line']:.0f} B/line, out {rs['net_out_per_line']:.0f} B/line")
+    rows = sorted(rs["commands"].items(), key=lambda kv: -kv[1][1])
+    for name, (calls, usec) in rows:
+        if usec * 1000 >= 1 or calls * 1000 >= 1:
+            print(f"      {name:24s} calls/1000 lines {calls * 1000:8.3f}  "
+                  f"server µs/line {usec:6.3f}")
+
+
 def run_once(root: Path, lines: int, processors: int, partitions: int, data: str, logs: Path,
-             work: Path) -> dict[str, Any]:
+             work: Path, commandstats: bool = False) -> dict[str, Any]:
     """One `tailrace run` of checkout ``root`` over ``logs``; figures of the run."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -119,6 +144,7 @@ def run_once(root: Path, lines: int, processors: int, partitions: int, data: str
     sock = work / "data" / "redis" / "redis.sock"
     client: redis.Redis | None = None
     t_first = t_first_out = t_last = None
+    rstats: dict[str, Any] | None = None
     seen = pos = 0
     next_sample = 0.0
 
@@ -160,6 +186,8 @@ def run_once(root: Path, lines: int, processors: int, partitions: int, data: str
                             pipe.xlen(f"tr:{{p{p}}}:raw")
                         if any(pipe.execute()):
                             t_first = time.monotonic()
+                            if commandstats:  # from here on: this polling is not counted
+                                client.config_resetstat()
                             sample()
                             at_first = {role: st.user_s + st.sys_s
                                         for role, st in stats.items()}
@@ -177,6 +205,8 @@ def run_once(root: Path, lines: int, processors: int, partitions: int, data: str
                 if seen >= lines:
                     t_last = time.monotonic()
                     sample()
+                    if commandstats and client is not None:
+                        rstats = redis_stats(client, lines)
                     break
             if time.monotonic() - launched > 900:
                 raise SystemExit("benchmark timed out after 900 s")
@@ -188,6 +218,8 @@ def run_once(root: Path, lines: int, processors: int, partitions: int, data: str
             client.close()
     assert t_first is not None and t_last is not None and t_first_out is not None
     elapsed = t_last - t_first
+    if rstats is not None:
+        show_redis(rstats)
     return {
         "lines_per_s": round(lines / elapsed), "seconds": round(elapsed, 2),
         "mb_per_s": round(input_bytes / elapsed / 1e6, 1),
@@ -261,6 +293,8 @@ def main() -> None:
     ap.add_argument("--compare-with", metavar="REV", default=None,
                     help="also run git revision REV (a temporary worktree), in turns")
     ap.add_argument("--rounds", type=int, default=1, help="runs of each side (in turns)")
+    ap.add_argument("--commandstats", action="store_true",
+                    help="print Redis INFO commandstats per line at the end of each run")
     ap.add_argument("--dir", default=None, help="work dir (default: a temp dir)")
     args = ap.parse_args()
     # A SIGTERM still stops the pipeline under test and removes the worktree (finally).
@@ -286,7 +320,7 @@ def main() -> None:
             for rnd in range(args.rounds):
                 for label, root in sides:
                     res = run_once(root, args.lines, n, args.partitions, args.data, logs,
-                                   base / f"run-{n}")
+                                   base / f"run-{n}", args.commandstats)
                     results[label].append(res)
                     show(f"{label} p={n} #{rnd + 1}", res)
             if len(sides) > 1 or args.rounds > 1:
