@@ -26,6 +26,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -81,12 +82,16 @@ class Forked:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
-            if self._fd is not None:
-                import select
-
-                select.select([self._fd], [], [], left)
-            else:
+            fd = self._fd
+            if fd is None:
                 time.sleep(0.01 if left is None else min(0.01, left))
+                continue
+            try:
+                select.select([fd], [], [], left)
+            except OSError:
+                # A wait in a signal handler (kill_all) reaped it and closed the fd while
+                # this select was interrupted; poll() says so on the next turn.
+                pass
         assert self.returncode is not None
         return self.returncode
 
@@ -143,6 +148,8 @@ class Supervisor:
         # Objects made so far stay out of the children's collections: a collection would
         # write to every page they sit on, copying the pages fork shares (copy-on-write).
         gc.freeze()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # else what is buffered here would be written by each child too
         try:
             pid = os.fork()
             if pid == 0:
