@@ -15,18 +15,25 @@ share a second), ``backfill`` (0-3 s apart, as a month of logs read at once), ``
 CPU time (``time.process_time``) per line, including the call; each run starts with a
 fresh parser (cold caches) and each chunk of 5,000 lines counts with its best run.
 
+With ``--before DIR`` (a checkout of an older revision, e.g. ``git worktree add
+/tmp/before REV``), that checkout's ``TimeFormat`` runs too, in turns with this one on
+the same chunks, in a ``before`` column: a change compared side by side in one run.
+
     python bench/timeparse.py                    # 200,000 lines, every spacing
     python bench/timeparse.py --lines 1000000 --spacing second
+    python bench/timeparse.py --before /tmp/before --spacing second
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import platform
 import random
 import sys
 import time
+import types
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -88,25 +95,38 @@ def texts(render: Callable[[datetime, random.Random], str], spacing: Callable[[r
     return out
 
 
-def per_line(make: Callable[[], Callable[[str], float]], lines: list[str], repeat: int,
-             chunk: int = 5000) -> float:
-    """CPU µs per line: each of ``repeat`` runs parses every line with a fresh parser (cold
-    caches); each chunk of lines counts with its best run, so a run slowed by another
-    process on this shared machine does not count (the machine is often busy)."""
-    best = [float("inf")] * ((len(lines) + chunk - 1) // chunk)
+def per_line(makers: list[Callable[[], Callable[[str], float]]], lines: list[str],
+             repeat: int, chunk: int = 5000) -> list[float]:
+    """CPU µs per line for each parser maker: each of ``repeat`` runs parses every line with
+    fresh parsers (cold caches), the makers in turns on each chunk; each chunk counts with
+    its best run, so a run slowed by another process on this shared machine does not count
+    (the machine is often busy)."""
+    n = (len(lines) + chunk - 1) // chunk
+    best = [[float("inf")] * n for _ in makers]
     for _ in range(repeat):
-        parse = make()
-        for i in range(len(best)):
+        parses = [make() for make in makers]
+        for i in range(n):
             part = lines[i * chunk:(i + 1) * chunk]
-            start = time.process_time()
-            for text in part:
-                parse(text)
-            best[i] = min(best[i], time.process_time() - start)
-    return sum(best) / len(lines) * 1e6
+            for b, parse in zip(best, parses, strict=True):
+                start = time.process_time()
+                for text in part:
+                    parse(text)
+                b[i] = min(b[i], time.process_time() - start)
+    return [sum(b) / len(lines) * 1e6 for b in best]
 
 
-def _new_parser(fmt: str) -> Callable[[str], float]:
-    return TimeFormat(fmt).parse
+def load_before(root: Path) -> type[TimeFormat]:
+    """``TimeFormat`` of the checkout at ``root``, imported as a package of another name
+    (its ``processors/__init__`` is not run: only the two time modules are needed)."""
+    pkg = types.ModuleType("before_processors")
+    pkg.__path__ = [str(root / "processors")]
+    sys.modules["before_processors"] = pkg
+    cls: type[TimeFormat] = importlib.import_module("before_processors.timefmt").TimeFormat
+    return cls
+
+
+def _new_parser(fmt: str, cls: type[TimeFormat] = TimeFormat) -> Callable[[str], float]:
+    return cls(fmt).parse
 
 
 def _old_parser(fmt: str) -> Callable[[str], float]:
@@ -121,13 +141,17 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--spacing", choices=[*SPACINGS, "all"], default="all")
     ap.add_argument("--format", dest="only", default=None, help="one format name (substring)")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="a checkout of an older revision: its TimeFormat in a column of its own")
     args = ap.parse_args()
+    before = load_before(args.before) if args.before else None
     spacings = list(SPACINGS) if args.spacing == "all" else [args.spacing]
     print(f"# {platform.python_implementation()} {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
           f"{args.lines:,} lines (old: {args.old_lines:,}), each 5,000 best of {args.repeat}, "
           "CPU µs/line")
-    print(f"{'format':26s} {'spacing':9s} {'old':>8s} {'new':>8s} {'speed-up':>9s}  fast")
+    print(f"{'format':26s} {'spacing':9s} {'old':>8s} "
+          f"{'before' if before else '':>8s} {'new':>8s} {'speed-up':>9s}  fast")
     for name, (fmt, render) in FORMATS.items():
         if args.only and args.only not in name:
             continue
@@ -147,15 +171,19 @@ def main() -> None:
                 if fmt.startswith("%s"):
                     continue  # strptime has no %s: nothing to compare with
                 assert ok_new == ok_old, (fmt, text, ok_new, ok_old)
-            new = per_line(partial(_new_parser, fmt), lines, args.repeat)
+            makers: list[Callable[[], Callable[[str], float]]] = [partial(_new_parser, fmt)]
+            if before is not None:
+                makers.append(partial(_new_parser, fmt, before))
+            new, *was = per_line(makers, lines, args.repeat)
+            was_txt = f"{was[0]:8.3f}" if was else ""
             if fmt.startswith("%s"):
                 old_txt = "n/a"
                 ratio = ""
             else:
                 old_lines = lines[:args.old_lines]
-                old = per_line(partial(_old_parser, fmt), old_lines, args.repeat)
+                old = per_line([partial(_old_parser, fmt)], old_lines, args.repeat)[0]
                 old_txt, ratio = f"{old:8.2f}", f"{old / new:8.0f}x"
-            print(f"{name:26s} {sp:9s} {old_txt:>8s} {new:8.3f} {ratio:>9s}  "
+            print(f"{name:26s} {sp:9s} {old_txt:>8s} {was_txt:>8s} {new:8.3f} {ratio:>9s}  "
                   f"{'yes' if new_tf.fast else 'no'}", flush=True)
 
 

@@ -2,20 +2,26 @@
 
 The formats people write (nginx/apache ``%d/%b/%Y:%H:%M:%S %z``, ISO 8601 / RFC 3339 with
 fractions and zones, syslog ``%b %d %H:%M:%S``) put every field at a fixed offset. Such a
-format compiles into a closure that slices the text and looks each part up in small tables:
+format compiles into a closure that slices the text and looks each part up in tables
+(subscripts in a ``try``: cheaper than ``.get`` calls, and a miss is rare):
 
-- the text up to the minutes (date and hour) in a cache of hour starts (epoch seconds),
-  filled once per hour of log by a strict check of every field and ``date.toordinal``;
-- ``MM:SS`` (with the literals around it) in a table of the 3,600 valid values;
-- the zone in a table of offsets checked by the rules ``strptime`` applies (``%z``) or the
-  trailing-zone rule of :class:`~processors.timefmt.StrptimeFormat`;
-- 1-3 fraction digits in a table; more are converted as the reference does.
+- the text up to the seconds in a cache of minute starts (epoch seconds), filled once per
+  minute of log from a cache of hour starts (a strict check of every field and
+  ``date.toordinal``) and a table of the 60 ``MM:``;
+- whole seconds: the rest (``SS`` and the zone) in a table of seconds plus zone;
+- fractions: ``SS.`` in a table, then 1-3 digits with the zone in a table of 1,110 per zone
+  (filled when the zone is first seen), or, for longer fractions, the digits as an int over
+  ``10**n`` (exactly the reference's ``float("0." + digits)``) and the zone in a table;
+  where the fraction ends is taken from the line before and checked;
+- a zone is checked by the rules ``strptime`` applies (``%z``) or the trailing-zone rule of
+  :class:`~processors.timefmt.StrptimeFormat`.
 
 The compiled parser only ever *accepts*: text that is not in the canonical shape (a single
-digit day, two spaces, a Unicode digit, a rejected value such as day 32 or hour 24) goes to
-the reference ``strptime`` parser, so results and rejections are exactly the reference's.
+digit day, two spaces, a Unicode digit outside a long fraction, a rejected value such as day
+32 or hour 24) goes to the reference ``strptime`` parser, so results and rejections are
+exactly the reference's.
 ``%s`` (epoch seconds, optionally ``%s.%L``) has no ``strptime`` equivalent and is parsed
-here only.
+here only (:func:`compile_epoch`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import date, datetime, timezone
+from typing import TypeVar
 
 __all__ = ["MAX_EPOCH", "compile_epoch", "compile_fast"]
 
@@ -34,12 +41,19 @@ _MONTHS = {name: i for i, name in enumerate(
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _CACHE_MAX = 4096
 _ZONE_CACHE_MAX = 256
+_RESTS_MAX = 8 * 1110  # 1-3 fraction digits for 8 zones: ~1 MB at the most
 #: 9999-12-31T23:59:59Z, the last second ``datetime`` (and so every output) can show.
 MAX_EPOCH = 253402300799
 # The reference's rule for a zone after the text, and for formats that already end in one.
 _TRAILING_ZONE = re.compile(r"\s*(Z|[+-]\d{2}:?\d{2})\s*$")
 _FRACTIONS: dict[str, float] = {
     f"{i:0{n}d}": float(f"0.{i:0{n}d}") for n in (1, 2, 3) for i in range(10 ** n)}
+_THOUSANDS = {f"{i:03d}": i for i in range(1000)}
+#: 10**n for the fractions whose digits are an exact int (n <= 15 < log10(2**53)).
+_POWERS = tuple(10.0 ** n for n in range(16))
+#: A slice end beyond any text: ``text[k:_BEYOND]`` is the rest, ``text[_BEYOND:]`` is "".
+_BEYOND = 1 << 30
+_V = TypeVar("_V")
 
 
 def _tokens(fmt: str) -> list[str] | None:
@@ -78,14 +92,6 @@ def _zone(z: str, strict: bool) -> int | None:
         return None
     secs = int(hh) * 3600 + int(mm) * 60
     return -secs if z[0] == "-" else secs
-
-
-def _strptime_zone(z: str) -> int | None:
-    return _zone(z, True)
-
-
-def _trailing_zone(z: str) -> int | None:
-    return _zone(z, False)
 
 
 class _Layout:
@@ -146,6 +152,22 @@ def _layout(tokens: list[str]) -> _Layout | None:
     return lay
 
 
+def _store(cache: dict[str, _V], key: str, value: _V, cap: int = _CACHE_MAX) -> None:
+    if len(cache) >= cap:
+        cache.clear()  # a bound on memory: the next lines fill it again
+    cache[key] = value
+
+
+def _memo(cache: dict[str, _V], key: str, compute: Callable[[str], _V | None],
+          cap: int = _CACHE_MAX) -> _V | None:
+    """``compute(key)``, kept in ``cache`` unless it is None: the one way every table
+    below learns a value it has not seen."""
+    value = compute(key)
+    if value is not None:
+        _store(cache, key, value, cap)
+    return value
+
+
 def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
     """A parser for ``fmt`` that slices instead of calling ``strptime``; None when the
     format is not covered (the caller then uses ``reference`` alone).
@@ -159,160 +181,133 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
         return None  # the reference strips text and format: leave that to it
     tokens = _tokens(fmt)
     lay = _layout(tokens) if tokens is not None else None
-    if tokens is None or lay is None:
+    if tokens is None or lay is None or any(c.isdigit() for c in lay.mid):
         return None
-    read_zone: Callable[[str], int | None]
-    if lay.zone:
-        read_zone = _strptime_zone
-    else:
+    strict = lay.zone  # %z: strptime's rule; else the reference's rule for a zone after
+    no_zone = False
+    if not strict:
         pyfmt = "".join(t for t in tokens if t not in ("%L", "%f"))
         tail = "".join(lay.mmss_lit) + lay.mid
-        if _TRAILING_ZONE.search(pyfmt) or "+" in tail or "-" in tail:
-            read_zone = _no_zone  # the reference takes no zone after such a format
-        else:
-            read_zone = _trailing_zone
-    #: zone text -> seconds to add (minus the offset east of UTC); "" is the default zone.
-    zones: dict[str, int] = {} if lay.zone else {"": -offset}
-    hours: dict[str, int] = {}
-    #: text up to the seconds -> epoch seconds of that minute, a float so that adding the
-    #: seconds and zone (ints) gives the reference's float(int) exactly.
-    minutes: dict[str, float] = {}
+        no_zone = bool(_TRAILING_ZONE.search(pyfmt)) or "+" in tail or "-" in tail
     m_lit, s_lit = lay.mmss_lit
-    k_min, k_fixed, frac, mid = lay.k_min, lay.k_fixed, lay.frac, lay.mid
-    k_sec = lay.pos["S"]
-    n_mid = len(mid)
-    secs = {f"{s:02d}{s_lit}": s for s in range(60)}  # "SS" and what follows it
+    k_min, k_sec, k_fixed, mid = lay.k_min, lay.pos["S"], lay.k_fixed, lay.mid
     hour_start = _hour_parser(lay)
-    fractions = _FRACTIONS
-    #: no fraction: everything after the minutes -> seconds plus zone (to add).
-    tails: dict[str, int] = {}
-    #: with a fraction: what follows "SS." -> (zone to add, fraction), for 1-3 digits.
-    rests: dict[str, tuple[int, float]] = {}
-
+    hours: dict[str, int] = {}
     in_hour = {f"{m:02d}{m_lit}": m * 60 for m in range(60)}  # "MM:" -> seconds
 
-    def minute(text: str) -> float | None:
-        """The start of ``text``'s minute (cached); None if its date or hour is not in the
-        canonical, valid form. Runs once per minute of log."""
-        key = text[:k_sec]
-        hour_key = key[:k_min]
-        hour = hours.get(hour_key)
+    def minute_start(key: str) -> float | None:
+        """``text[:k_sec]`` -> epoch seconds of that minute (UTC, before any zone), a
+        float so that adding the seconds and zone (ints) gives the reference's float(int)
+        exactly; None if a field is not in its canonical, valid form."""
+        hour = hours.get(key[:k_min])
         if hour is None:
-            hour = hour_start(hour_key)
-            if hour is None:
-                return None
-            if len(hours) >= _CACHE_MAX:
-                hours.clear()
-            hours[hour_key] = hour
+            hour = _memo(hours, key[:k_min], hour_start)
         mm = in_hour.get(key[k_min:])
-        if mm is None:
-            return None
-        if len(minutes) >= _CACHE_MAX:
-            minutes.clear()
-        start = minutes[key] = float(hour + mm)
-        return start
+        return None if hour is None or mm is None else float(hour + mm)
 
-    def zone(z: str) -> int | None:
-        """What to add for zone text ``z`` (cached), or None if the reference decides."""
-        add = zones.get(z)
-        if add is None:
-            off = read_zone(z)
-            if off is None:
-                return None
-            if len(zones) >= _ZONE_CACHE_MAX:
-                zones.clear()
-                if not lay.zone:
-                    zones[""] = -offset
-            add = zones[z] = -off
-        return add
+    def zone_add(z: str) -> int | None:
+        """What to add for the zone text ``z`` (minus its offset east of UTC); None if the
+        reference decides."""
+        if z == "" and not strict:
+            return -offset
+        off = None if not strict and no_zone else _zone(z, strict)
+        return None if off is None else -off
 
-    if not frac:
+    #: text up to the seconds -> start of that minute; the text after -> see below.
+    minutes: dict[str, float] = {}
+    secs = {f"{s:02d}{s_lit}": s for s in range(60)}  # "SS" and the literal after it
+
+    if not lay.frac:
         n_sec = 2 + len(s_lit)
 
-        def learn_tail(text: str) -> int | None:
-            tail = text[k_sec:]
+        def tail_add(tail: str) -> int | None:
             s = secs.get(tail[:n_sec])
-            add = zone(tail[n_sec:]) if s is not None else None
-            if s is None or add is None:
-                return None
-            if len(tails) >= _CACHE_MAX:
-                tails.clear()
-            t = tails[tail] = s + add
-            return t
+            add = zone_add(tail[n_sec:]) if s is not None else None
+            return None if s is None or add is None else s + add
 
-        def parse(text: str) -> float:
+        #: everything after the minutes ("SS" and the zone) -> seconds plus zone, to add.
+        tails: dict[str, int] = {}
+
+        def learn(text: str) -> float:
             h = minutes.get(text[:k_sec])
             if h is None:
-                h = minute(text)
-                if h is None:
-                    return reference(text)
+                h = _memo(minutes, text[:k_sec], minute_start)
             t = tails.get(text[k_sec:])
             if t is None:
-                t = learn_tail(text)
-                if t is None:
-                    return reference(text)
-            return h + t
+                t = _memo(tails, text[k_sec:], tail_add)
+            return reference(text) if h is None or t is None else h + t
+
+        def parse(text: str) -> float:
+            try:
+                return minutes[text[:k_sec]] + tails[text[k_sec:]]
+            except KeyError:
+                return learn(text)
 
         return parse
 
-    may_zone = read_zone is not _no_zone
+    n_mid = len(mid)
 
-    def finish(text: str, h: float, s: int) -> float:
-        """The fraction and zone after ``SS.`` (a long fraction or a new zone)."""
-        e = n = len(text)
-        if may_zone:  # where a zone would start: only a guess, the zone table checks it
-            if text[-1] == "Z":
-                e = n - 1
-            elif text[-3] == ":" and text[-6] in "+-":
-                e = n - 6
-            elif text[-5] in "+-":
-                e = n - 5
-        z = text[e:]
-        add = zones.get(z)
-        if add is None:
-            add = zone(z)
-            if add is None:
-                return reference(text)
-        if n_mid:
-            if text[e - n_mid:e] != mid:
-                return reference(text)
-            e -= n_mid
-        digits = text[k_fixed:e]
-        f = fractions.get(digits) if e - k_fixed <= 3 else None
-        if f is not None:
-            if len(rests) >= _CACHE_MAX:
-                rests.clear()
-            rests[text[k_fixed:]] = (add, f)
-        elif digits.isdecimal():  # what the reference's \d+ takes
-            f = float("0." + digits)
-        else:
-            return reference(text)
-        return (h + s + add) + f
+    def end_add(end: str) -> int | None:
+        """The literals after the fraction and the zone -> the zone's part to add."""
+        return zone_add(end[n_mid:]) if end[:n_mid] == mid else None
 
-    # What follows "SS." in a text the rests cache can hold: 1-3 digits, the literals, a zone.
-    rest_max = k_fixed + 3 + n_mid + 6
+    #: what follows the fraction (literals and zone) -> zone to add.
+    ends: dict[str, int] = {}
+    #: what follows "SS." when the fraction has 1-3 digits -> (zone to add, fraction),
+    #: filled for all 1,110 fractions when a zone is first seen.
+    rests: dict[str, tuple[int, float]] = {}
+    # The shape of the last line the slow path read, for the fast path to try first:
+    # `short`: a 1-3 digit fraction (the rests table); else `zend`, where the fraction
+    # ends, counted from the end of the text (_BEYOND: at the end, no zone).
+    short = True
+    zend = _BEYOND
+    powers = _POWERS
 
-    def parse_frac(text: str) -> float:
+    def learn_frac(text: str) -> float:
+        """A text the fast path did not take: a new minute, zone or shape, or one the
+        reference has to read."""
+        nonlocal short, zend
         h = minutes.get(text[:k_sec])
         if h is None:
-            h = minute(text)
-            if h is None:
-                return reference(text)
+            h = _memo(minutes, text[:k_sec], minute_start)
         s = secs.get(text[k_sec:k_fixed])
-        if s is None:
+        if h is None or s is None:
             return reference(text)
-        if len(text) <= rest_max:
-            r = rests.get(text[k_fixed:])
-            if r is not None:
-                add, f = r
-                return (h + s + add) + f
-        return finish(text, h, s)
+        tail = text[k_fixed:]
+        n = 0
+        while n < len(tail) and tail[n].isdecimal():  # what the reference's \d+ takes
+            n += 1
+        digits, end = tail[:n], tail[n:]
+        add = ends.get(end)
+        if add is None:
+            add = _memo(ends, end, end_add, _ZONE_CACHE_MAX)
+            if add is not None:  # every 1-3 digit fraction before it, at once
+                if len(rests) > _RESTS_MAX:
+                    rests.clear()
+                rests.update((k + end, (add, frac)) for k, frac in _FRACTIONS.items())
+        if add is None or not n:
+            return reference(text)
+        # int / 10**n is float("0." + digits), the reference's fraction, exactly: both
+        # are the correctly rounded value of the same number (exact below 2**53).
+        f = int(digits) / powers[n] if n < len(powers) else float("0." + digits)
+        short = n <= 3 and digits.isascii()
+        zend = -len(end) if end else _BEYOND
+        return (h + s + add) + f
+
+    def parse_frac(text: str) -> float:
+        try:
+            b = minutes[text[:k_sec]] + secs[text[k_sec:k_fixed]]
+            if short:
+                add, f = rests[text[k_fixed:]]
+                return (b + add) + f
+            digits = text[k_fixed:zend]
+            if digits.isdecimal():
+                return (b + ends[text[zend:]]) + int(digits) / powers[len(digits)]
+        except (KeyError, IndexError):
+            pass
+        return learn_frac(text)
 
     return parse_frac
-
-
-def _no_zone(z: str) -> int | None:
-    return None
 
 
 def _hour_parser(lay: _Layout) -> Callable[[str], int | None]:
@@ -369,32 +364,64 @@ def _hour_parser(lay: _Layout) -> Callable[[str], int | None]:
 def compile_epoch(fmt: str, error: Callable[[str], Exception]) -> Parse | None:
     """``%s`` (epoch seconds) or ``%s.%L`` / ``%s,%L``; None for formats without ``%s``.
 
+    Epoch seconds are ASCII digits, at most 12 and at most :data:`MAX_EPOCH`. The text but
+    its last three digits (which changes every 1,000 s) is kept with its value, the last
+    three are a table: two lookups a line, three with a fraction of 3 digits. Other
+    fractions are read as :class:`~processors.timefmt.StrptimeFormat` adds them.
+
     Raises:
         ValueError: ``%s`` together with anything else.
     """
     if "%s" not in fmt:
         return None
-    if fmt == "%s":
-        def parse_epoch(text: str) -> float:
-            if text.isdigit() and text.isascii() and len(text) <= 12:
-                secs = int(text)
-                if secs <= MAX_EPOCH:
-                    return float(secs)
-            raise error(text)
-        return parse_epoch
-    if fmt in ("%s.%L", "%s,%L", "%s.%f", "%s,%f"):
-        sep = fmt[2]
-        fractions = _FRACTIONS
+    if fmt != "%s" and fmt not in ("%s.%L", "%s,%L", "%s.%f", "%s,%f"):
+        raise ValueError(f"time format {fmt!r}: %s (epoch seconds) must be the whole format, "
+                         "or %s.%L with a fraction")
+    thousands = _THOUSANDS
+    #: the digits but the last three -> their value in seconds, times 1,000.
+    heads: dict[str, float] = {}
 
-        def parse_epoch_frac(text: str) -> float:
-            whole, found, digits = text.partition(sep)
-            if (found and whole.isdigit() and whole.isascii() and len(whole) <= 12
-                    and digits.isdigit() and digits.isascii()):
-                secs = int(whole)
-                if secs <= MAX_EPOCH:
-                    f = fractions.get(digits)
-                    return secs + (f if f is not None else float("0." + digits))
+    def seconds(whole: str) -> int | None:
+        if not (whole.isdigit() and whole.isascii() and len(whole) <= 12):
+            return None
+        secs = int(whole)
+        if secs > MAX_EPOCH:
+            return None
+        head = whole[:-3]
+        if head and (int(head) + 1) * 1000 - 1 <= MAX_EPOCH:  # every head + "ddd" valid
+            _store(heads, head, float(int(head) * 1000))
+        return secs
+
+    if fmt == "%s":
+        def learn(text: str) -> float:
+            secs = seconds(text)
+            if secs is None:
+                raise error(text)
+            return float(secs)
+
+        def parse_epoch(text: str) -> float:
+            try:
+                return heads[text[:-3]] + thousands[text[-3:]]
+            except KeyError:
+                return learn(text)
+        return parse_epoch
+
+    sep = fmt[2]
+    fractions = _FRACTIONS
+    #: the separator and 3 digits -> that fraction.
+    millis = {sep + k: f for k, f in fractions.items() if len(k) == 3}
+
+    def learn_frac(text: str) -> float:
+        whole, found, digits = text.partition(sep)
+        secs = seconds(whole) if found and digits.isdigit() and digits.isascii() else None
+        if secs is None:
             raise error(text)
-        return parse_epoch_frac
-    raise ValueError(f"time format {fmt!r}: %s (epoch seconds) must be the whole format, "
-                     "or %s.%L with a fraction")
+        f = fractions.get(digits)
+        return secs + (f if f is not None else float("0." + digits))
+
+    def parse_epoch_frac(text: str) -> float:
+        try:
+            return (heads[text[:-7]] + thousands[text[-7:-4]]) + millis[text[-4:]]
+        except KeyError:
+            return learn_frac(text)
+    return parse_epoch_frac

@@ -56,9 +56,12 @@ def timestamp(rng: random.Random, fmt: str) -> str:
     day = 29 if month == 2 and rng.random() < 0.3 else pick(range(1, 32), [0, 32])  # leap days
     hour, minute, second = pick(range(24), [24, 99]), pick(range(60), [60]), pick(range(60),
                                                                                  [60, 61])
-    digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 9)))
+    # Every length: 1-3 digits are a table, up to 15 an int, more a float.
+    digits = "".join(rng.choice("0123456789") for _ in range(rng.choice(
+        [1, 2, 3, 3, 3, 4, 5, 6, 6, 7, 8, 9, 9, 12, 15, 16, 17, 20])))
     if rng.random() < 0.05:
-        digits = rng.choice(["", "1a", "١٢", "12 "])
+        digits = rng.choice(["", "1a", "١٢", "12 ", "١٢٣٤٥٦", "12345٦789", "+123", "1_234",
+                             " 1234", "1234 ", "²", "12²456"])
     zone = rng.choice(ZONES)
     name = MONTHS[(month - 1) % 12] if 1 <= month <= 12 else "Foo"
     if rng.random() < 0.25:
@@ -104,6 +107,50 @@ def test_the_fast_parser_gives_what_strptime_gives_on_random_timestamps(
     for _ in range(500):
         text = timestamp(rng, fmt)
         assert outcome(fast, text) == outcome(reference, text), text
+
+
+@pytest.mark.parametrize("fmt", [ISO_FRAC_ZONE, ISO_FRAC, ISO_FRAC_LITERAL_Z, LOGGING])
+def test_lines_whose_fraction_and_zone_change_shape_are_read_as_strptime_does(fmt: str) -> None:
+    # The fast path tries the shape of the line before (where the fraction ends): one
+    # parser, fed shapes in turns, must read each line on its own.
+    rng = random.Random(13)
+    fast = TimeFormat(fmt).parse
+    reference = StrptimeFormat(fmt).parse
+    sep = "," if fmt == LOGGING else "."
+    ends = {ISO_FRAC_ZONE: ["Z", "+02:00", "-0800", "+0000"], ISO_FRAC: ["", "Z", "+05:30"],
+            ISO_FRAC_LITERAL_Z: ["Z"], LOGGING: [""]}[fmt]
+    head = "2024-02-29T23:59:59" if fmt != LOGGING else "2024-02-29 23:59:59"
+    for _ in range(3000):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 18)))
+        text = f"{head}{sep}{digits}{rng.choice(ends)}"
+        assert outcome(fast, text) == outcome(reference, text), text
+
+
+def epoch_reference(fmt: str, text: str) -> tuple[str, float | str]:
+    """What ``%s`` / ``%s.%L`` mean, written plainly: ASCII digits, at most 12 and at most
+    MAX_EPOCH, and a fraction added as the other formats add it."""
+    whole, _, digits = text.partition(".") if fmt != "%s" else (text, "", "")
+    ok = (whole.isdigit() and whole.isascii() and len(whole) <= 12 and int(whole) <= MAX_EPOCH
+          and (fmt == "%s" or (digits.isdigit() and digits.isascii())))
+    if not ok:
+        return ("rejected", "")
+    return ("value", (int(whole) + (float("0." + digits) if digits else 0.0)).hex())
+
+
+@pytest.mark.parametrize("fmt", ["%s", "%s.%L"])
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32))
+def test_epoch_seconds_on_random_texts(fmt: str, seed: int) -> None:
+    rng = random.Random(seed)
+    parse = TimeFormat(fmt).parse
+    for _ in range(500):
+        secs = rng.choice([rng.randrange(10 ** rng.randint(1, 12)), rng.randrange(10 ** 10),
+                           MAX_EPOCH - rng.randrange(2000), MAX_EPOCH + rng.randrange(2000)])
+        whole = rng.choice([str(secs), str(secs), f"{secs:012d}", "", "-1", " 1", "1e9", "١٢٣٤"])
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.choice([1, 2, 3, 3, 6, 9])))
+        text = whole if fmt == "%s" else rng.choice(
+            [f"{whole}.{digits}", f"{whole}.{digits}", f"{whole}.", whole, f"{whole}.{digits}x"])
+        assert outcome(parse, text) == epoch_reference(fmt, text), text
 
 
 @pytest.mark.parametrize("fmt", COVERED)
