@@ -26,8 +26,10 @@ import redis
 from ..embedded import EmbeddedRedis
 from ..generate import Generator
 from ..keys import Keys
-from ..supervise import Child, Supervisor
+from ..supervise import Supervisor
 from .common import child_env, load
+from .roles import agent_main, processor_main, sink_main
+from .supervising import role_child
 
 if TYPE_CHECKING:  # rich loads on use: the long-running roles never pay for it
     from rich.table import Table
@@ -182,11 +184,14 @@ def demo(directory: str, total: int, rate: float, files: int, rotate_bytes: int,
     embedded = EmbeddedRedis(config.data_dir, "everysec").start()
     client = redis.Redis(unix_socket_path=str(embedded.socket))
     keys = Keys(config.service.prefix)
-    children = [Child("agent", ["agent", "-c", str(cfg_path), "--log-level", "warning"]),
-                Child("processor", ["processor", "-c", str(cfg_path), "--log-level", "warning"]),
-                Child("sink", ["sink", "-c", str(cfg_path), "--log-level", "warning"])]
+    children = [role_child("agent", "agent", config, "warning", None,
+                           lambda: agent_main(config)),
+                role_child("processor", "processor", config, "warning", None,
+                           lambda: processor_main(config)),
+                role_child("sink", "sink", config, "warning", None, lambda: sink_main(config))]
     sup = Supervisor(children, shutdown_timeout_s=20, env=child_env(embedded.url))
     sup_stop = threading.Event()
+    sup.start(sup_stop)  # forked here, before this process starts a thread (supervise.py)
     sup_thread = threading.Thread(target=sup.run, args=(sup_stop,), daemon=True)
     gen = Generator(root / "logs", files=files, fmt="cri", rate=rate, total=total,
                     rotate_bytes=rotate_bytes)
