@@ -16,6 +16,8 @@ budget on a value counts as not matching (counted as ``regex_timeouts``).
 from __future__ import annotations
 
 import re
+from itertools import compress, repeat
+from operator import not_
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -135,6 +137,11 @@ class GrepFilter(FilterPlugin):
         lit = literal(pattern.pattern)
         if lit is not None:  # str.startswith / `in`: no regex call per record
             text, anchored = lit
+            values: list[Any] = list(map(dict.get, records, repeat(key)))
+            if set(map(type, values)) == {str}:  # the usual batch: all text, at C speed
+                test = str.startswith if anchored else str.__contains__
+                hits = map(test, values, repeat(text))
+                return list(compress(records, hits if want else map(not_, hits)))
             for r in records:
                 v = r.get(key)
                 if v is None:

@@ -15,7 +15,9 @@ it and not dumped), so dumping and validating them again gives the same filter.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
@@ -189,17 +191,13 @@ class ModifyFilter(FilterPlugin):
     def process(self, records: list[Record]) -> FilterResult:
         plan = self._plan
         if plan is not None:
-            if len(plan) == 1 and plan[0][0]:
-                update = plan[0][1]
-                for r in records:
-                    r.update(update)
-                return FilterResult(records)
-            for r in records:
-                for is_set, arg in plan:
-                    if is_set:
-                        r.update(arg)
-                    else:
-                        r.pop(arg, None)
+            # One pass per step, at C speed (map over dict methods; deque drains it). Each
+            # key's last write is the same as record by record, so the result is too.
+            for is_set, arg in plan:
+                if is_set:
+                    deque(map(dict.update, records, repeat(arg)), maxlen=0)
+                else:
+                    deque(map(dict.pop, records, repeat(arg), repeat(None)), maxlen=0)
             return FilterResult(records)
         conditions, rules = self.conditions, self.rules
         for r in records:

@@ -148,3 +148,12 @@ def test_resolved_options_validate_again_to_the_same_rules() -> None:
     again = ModifyOptions.model_validate(o.model_dump(by_alias=True))
     assert again.rules == o.rules == [("copy", ("a", "b")), ("set", ("a", 2))]
     assert again.condition == o.condition
+
+
+def test_unconditional_set_and_remove_steps_apply_in_order_to_every_record() -> None:
+    # The plan of set/remove steps runs one step over the whole batch at a time.
+    res = run("- {name: modify, set: {a: 1, b: 2}, remove: a}",
+              records({"a": 0, "c": 3}, {"b": 0}, {}))
+    assert strip(res.records) == [{"c": 3, "b": 2}, {"b": 2}, {"b": 2}]
+    res = run("- {name: modify, remove: a, set: {a: 1}}", records({"a": 0, "c": 3}, {}))
+    assert strip(res.records) == [{"a": 1, "c": 3}, {"a": 1}]
