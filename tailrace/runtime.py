@@ -31,6 +31,7 @@ import redis
 if TYPE_CHECKING:
     from .httpserver import StatusServer
 
+from .allocator import keep_batch_memory
 from .broker import (
     BROKER_ERRORS,
     connect,
@@ -80,6 +81,7 @@ class Runtime:
                  worker_id: str | None = None,
                  reload_check: Callable[[], Config] | None = None) -> None:
         self.config = config
+        keep_batch_memory()  # batch buffers reused, not mapped afresh each batch
         self.keys = Keys(config.service.prefix)
         self.lifecycle = Lifecycle(role, worker_id)
         self._hup = threading.Event()
