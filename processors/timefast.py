@@ -26,6 +26,7 @@ here only (:func:`compile_epoch`).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from datetime import date, datetime, timezone
@@ -42,13 +43,13 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _CACHE_MAX = 4096
 _ZONE_CACHE_MAX = 256
 _RESTS_MAX = 8 * 1110  # 1-3 fraction digits for 8 zones: ~1 MB at the most
+_TAILS_MAX = 8 * 3600  # "MM:SS" for 8 zones: ~3 MB at the most
 #: 9999-12-31T23:59:59Z, the last second ``datetime`` (and so every output) can show.
 MAX_EPOCH = 253402300799
 # The reference's rule for a zone after the text, and for formats that already end in one.
 _TRAILING_ZONE = re.compile(r"\s*(Z|[+-]\d{2}:?\d{2})\s*$")
 _FRACTIONS: dict[str, float] = {
     f"{i:0{n}d}": float(f"0.{i:0{n}d}") for n in (1, 2, 3) for i in range(10 ** n)}
-_THOUSANDS = {f"{i:03d}": i for i in range(1000)}
 #: 10**n for the fractions whose digits are an exact int (n <= 15 < log10(2**53)).
 _POWERS = tuple(10.0 ** n for n in range(16))
 #: A slice end beyond any text: ``text[k:_BEYOND]`` is the rest, ``text[_BEYOND:]`` is "".
@@ -190,20 +191,24 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
         tail = "".join(lay.mmss_lit) + lay.mid
         no_zone = bool(_TRAILING_ZONE.search(pyfmt)) or "+" in tail or "-" in tail
     m_lit, s_lit = lay.mmss_lit
-    k_min, k_sec, k_fixed, mid = lay.k_min, lay.pos["S"], lay.k_fixed, lay.mid
+    k_min, k_fixed, mid = lay.k_min, lay.k_fixed, lay.mid
     hour_start = _hour_parser(lay)
-    hours: dict[str, int] = {}
-    in_hour = {f"{m:02d}{m_lit}": m * 60 for m in range(60)}  # "MM:" -> seconds
+    #: text up to the minutes (date and hour) -> epoch seconds of that hour (UTC, before
+    #: any zone), a float so that adding the rest (ints) gives the reference's float(int)
+    #: exactly. A new hour is the only thing the fast path learns from the date.
+    hours: dict[str, float] = {}
 
-    def minute_start(key: str) -> float | None:
-        """``text[:k_sec]`` -> epoch seconds of that minute (UTC, before any zone), a
-        float so that adding the seconds and zone (ints) gives the reference's float(int)
-        exactly; None if a field is not in its canonical, valid form."""
-        hour = hours.get(key[:k_min])
-        if hour is None:
-            hour = _memo(hours, key[:k_min], hour_start)
-        mm = in_hour.get(key[k_min:])
-        return None if hour is None or mm is None else float(hour + mm)
+    def hour_float(key: str) -> float | None:
+        hour = hour_start(key)
+        return None if hour is None else float(hour)
+
+    def hour_of(key: str) -> float | None:
+        h = hours.get(key)
+        return h if h is not None else _memo(hours, key, hour_float)
+
+    #: "MM:SS" and the literal after it -> seconds into the hour (3,600 entries).
+    in_hour = {f"{m:02d}{m_lit}{s:02d}{s_lit}": m * 60 + s for m in range(60) for s in range(60)}
+    n_mmss = k_fixed - k_min
 
     def zone_add(z: str) -> int | None:
         """What to add for the zone text ``z`` (minus its offset east of UTC); None if the
@@ -213,33 +218,30 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
         off = None if not strict and no_zone else _zone(z, strict)
         return None if off is None else -off
 
-    #: text up to the seconds -> start of that minute; the text after -> see below.
-    minutes: dict[str, float] = {}
-    secs = {f"{s:02d}{s_lit}": s for s in range(60)}  # "SS" and the literal after it
-
     if not lay.frac:
-        n_sec = 2 + len(s_lit)
-
-        def tail_add(tail: str) -> int | None:
-            s = secs.get(tail[:n_sec])
-            add = zone_add(tail[n_sec:]) if s is not None else None
-            return None if s is None or add is None else s + add
-
-        #: everything after the minutes ("SS" and the zone) -> seconds plus zone, to add.
+        #: everything after the hour ("MM:SS" and the zone) -> seconds plus zone, to add;
+        #: filled for all 3,600 when a zone is first seen.
         tails: dict[str, int] = {}
 
         def learn(text: str) -> float:
-            h = minutes.get(text[:k_sec])
-            if h is None:
-                h = _memo(minutes, text[:k_sec], minute_start)
-            t = tails.get(text[k_sec:])
+            h = hour_of(text[:k_min])
+            tail = text[k_min:]
+            t = tails.get(tail)
             if t is None:
-                t = _memo(tails, text[k_sec:], tail_add)
-            return reference(text) if h is None or t is None else h + t
+                mmss = in_hour.get(tail[:n_mmss])
+                add = zone_add(tail[n_mmss:]) if mmss is not None else None
+                if mmss is None or add is None:
+                    return reference(text)
+                if len(tails) > _TAILS_MAX:
+                    tails.clear()
+                z = tail[n_mmss:]
+                tails.update((k + z, v + add) for k, v in in_hour.items())
+                t = mmss + add
+            return reference(text) if h is None else h + t
 
         def parse(text: str) -> float:
             try:
-                return minutes[text[:k_sec]] + tails[text[k_sec:]]
+                return hours[text[:k_min]] + tails[text[k_min:]]
             except KeyError:
                 return learn(text)
 
@@ -267,10 +269,8 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
         """A text the fast path did not take: a new minute, zone or shape, or one the
         reference has to read."""
         nonlocal short, zend
-        h = minutes.get(text[:k_sec])
-        if h is None:
-            h = _memo(minutes, text[:k_sec], minute_start)
-        s = secs.get(text[k_sec:k_fixed])
+        h = hour_of(text[:k_min])
+        s = in_hour.get(text[k_min:k_fixed])
         if h is None or s is None:
             return reference(text)
         tail = text[k_fixed:]
@@ -296,7 +296,7 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
 
     def parse_frac(text: str) -> float:
         try:
-            b = minutes[text[:k_sec]] + secs[text[k_sec:k_fixed]]
+            b = hours[text[:k_min]] + in_hour[text[k_min:k_fixed]]
             if short:
                 add, f = rests[text[k_fixed:]]
                 return (b + add) + f
@@ -361,12 +361,18 @@ def _hour_parser(lay: _Layout) -> Callable[[str], int | None]:
     return hour_start
 
 
+@functools.cache
+def _last_four() -> dict[str, int]:
+    """"0000" ... "9999" -> their value (built on first use: ~0.6 MB, once a process)."""
+    return {f"{i:04d}": i for i in range(10000)}
+
+
 def compile_epoch(fmt: str, error: Callable[[str], Exception]) -> Parse | None:
     """``%s`` (epoch seconds) or ``%s.%L`` / ``%s,%L``; None for formats without ``%s``.
 
     Epoch seconds are ASCII digits, at most 12 and at most :data:`MAX_EPOCH`. The text but
-    its last three digits (which changes every 1,000 s) is kept with its value, the last
-    three are a table: two lookups a line, three with a fraction of 3 digits. Other
+    its last four digits (which changes every 10,000 s) is kept with its value, the last
+    four are a table: two lookups a line, three with a fraction of 3 digits. Other
     fractions are read as :class:`~processors.timefmt.StrptimeFormat` adds them.
 
     Raises:
@@ -377,8 +383,8 @@ def compile_epoch(fmt: str, error: Callable[[str], Exception]) -> Parse | None:
     if fmt != "%s" and fmt not in ("%s.%L", "%s,%L", "%s.%f", "%s,%f"):
         raise ValueError(f"time format {fmt!r}: %s (epoch seconds) must be the whole format, "
                          "or %s.%L with a fraction")
-    thousands = _THOUSANDS
-    #: the digits but the last three -> their value in seconds, times 1,000.
+    low = _last_four()
+    #: the digits but the last four -> their value in seconds, times 10,000.
     heads: dict[str, float] = {}
 
     def seconds(whole: str) -> int | None:
@@ -387,9 +393,9 @@ def compile_epoch(fmt: str, error: Callable[[str], Exception]) -> Parse | None:
         secs = int(whole)
         if secs > MAX_EPOCH:
             return None
-        head = whole[:-3]
-        if head and (int(head) + 1) * 1000 - 1 <= MAX_EPOCH:  # every head + "ddd" valid
-            _store(heads, head, float(int(head) * 1000))
+        head = whole[:-4]
+        if head and (int(head) + 1) * 10000 - 1 <= MAX_EPOCH:  # every head + "dddd" valid
+            _store(heads, head, float(int(head) * 10000))
         return secs
 
     if fmt == "%s":
@@ -401,7 +407,7 @@ def compile_epoch(fmt: str, error: Callable[[str], Exception]) -> Parse | None:
 
         def parse_epoch(text: str) -> float:
             try:
-                return heads[text[:-3]] + thousands[text[-3:]]
+                return heads[text[:-4]] + low[text[-4:]]
             except KeyError:
                 return learn(text)
         return parse_epoch
@@ -421,7 +427,7 @@ def compile_epoch(fmt: str, error: Callable[[str], Exception]) -> Parse | None:
 
     def parse_epoch_frac(text: str) -> float:
         try:
-            return (heads[text[:-7]] + thousands[text[-7:-4]]) + millis[text[-4:]]
+            return (heads[text[:-8]] + low[text[-8:-4]]) + millis[text[-4:]]
         except KeyError:
             return learn_frac(text)
     return parse_epoch_frac
