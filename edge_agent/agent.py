@@ -24,15 +24,16 @@ from tailrace.lifecycle import State
 from tailrace.logs import RateLimiter, event
 from tailrace.retry import Backoff
 from tailrace.scriptcalls import ProduceResult, Scripts
-from tailrace.topology import memory_by_node
 from tailrace.wire import encode_raw
 
 from .checkpoint import Checkpoint, checkpoint_path
+from .followed import TailedFile
 from .inotify import Watcher
 from .offsets import Offsets
+from .pressure import THROTTLE_RECHECK_S, Backpressure
 from .recovery import Recovery
 from .starting import Starter
-from .tail import TailedFile, TailInput, file_input
+from .tail import TailInput, file_input
 
 if TYPE_CHECKING:  # the CLI builds the runtime; importing the agent need not load it
     from tailrace.runtime import Runtime
@@ -46,8 +47,6 @@ CHECKPOINT_INTERVAL_S = 5.0
 # its last writes (AOF everysec) or failed over to a replica that missed them has moved
 # offsets back, and a file that gets no new line would never meet a CONFLICT to say so.
 VERIFY_INTERVAL_S = 5.0
-MEMORY_CHECK_INTERVAL_S = 1.0
-THROTTLE_RECHECK_S = 0.25
 IDLE_WAIT_MIN_S = 0.002
 IDLE_WAIT_MAX_S = 0.25
 WATCHED_IDLE_WAIT_MAX_S = 0.5  # inotify wakes the loop on changes: it may sleep longer
@@ -67,14 +66,15 @@ class Agent:
         self.keys = runtime.keys
         self.service = config.service
         self.agent_id = config.service.agent_name
-        self.record = runtime.lifecycle.thread("tail")
+        # This thread's lifecycle entry (state and counters in status; not a log record).
+        self.status = runtime.lifecycle.thread("tail")
         self.checkpoint_path = checkpoint_path(config.data_dir, self.agent_id)
         had_checkpoint = (self.checkpoint_path.exists()
                           or self.checkpoint_path.with_suffix(".json.tmp").exists())
         self.checkpoint = Checkpoint.load(self.checkpoint_path)
         # The one writer of the files' committed offsets (Redis's answers) and their saves.
         self.offsets = Offsets(self.checkpoint, self.checkpoint_path, self.keys,
-                               self.service.partitions)
+                               self.service.partitions, self.status.add)
         self.starter = Starter(self.keys, self.checkpoint, self.agent_id, had_checkpoint)
         self.recovery: Recovery | None = Recovery(self.checkpoint, self.agent_id,
                                                   self.checkpoint_path.parent)
@@ -82,15 +82,13 @@ class Agent:
         self.inputs: list[TailInput] = [
             file_input(pc.plugin(pc.options, agent=self.agent_id, input_id=pc.id,
                                  partitions=self.service.partitions, base_dir=config.base_dir,
-                                 counters=self.record.add, fd_budget=fd_budget))
+                                 counters=self.status.add, fd_budget=fd_budget))
             for pc in config.inputs
         ]
         self.pipeline_bytes = min([PIPELINE_BYTES] + [inp.opts.mem_buf_limit
                                                       for inp in self.inputs])
         self.watcher: Watcher | None = None
-        self.throttled: dict[int, float] = {}  # partition -> when to try again
-        self.memory_full = False
-        self._next_memory_check = 0.0
+        self.pressure = Backpressure(self.service.backlog, self.service.partitions)
         self._next_checkpoint = 0.0
         self._next_publish = 0.0
         self._next_verify = 0.0
@@ -110,14 +108,14 @@ class Agent:
         stop = self.runtime.stop
         backoff = Backoff()
         idle = IDLE_WAIT_MIN_S
-        self.record.set_state(State.ACTIVE)
+        self.status.set_state(State.ACTIVE)
         try:
             while not stop.is_set():
                 try:
                     progressed = self._pass(client, scripts)
                     backoff.reset()
                 except BROKER_ERRORS as exc:
-                    self.record.set_state(State.BROKER_DOWN, str(exc))
+                    self.status.set_state(State.BROKER_DOWN, str(exc))
                     if self._limiter.allow("broker"):
                         event(log, logging.WARNING, "agent_broker_error",
                               f"broker unreachable, holding batches and retrying: {exc}")
@@ -142,60 +140,79 @@ class Agent:
         if self.watcher is None:
             self.runtime.stop.wait(max(IDLE_WAIT_MIN_S, min(idle, deadline - now)))
             return
-        cap = WATCHED_IDLE_WAIT_MAX_S if not self.throttled else THROTTLE_RECHECK_S
+        cap = WATCHED_IDLE_WAIT_MAX_S if not self.pressure.throttled else THROTTLE_RECHECK_S
         self.watcher.wait(max(IDLE_WAIT_MIN_S, min(cap, deadline - now)))
 
     def _pass(self, client: redis.Redis, scripts: Scripts) -> bool:
+        """One pass: scan, start new files, read, commit, then what is due on a timer."""
         now = time.monotonic()
         self.starter.first_start(client)
         self._watch_events(now)
-        for inp in self.inputs:
-            if inp.table.due_scan(now):
-                inp.table.scan(now)
-                if self.watcher is not None and (inp.table.layout_changed
-                                                 or inp.table.scans % WATCH_REFRESH_SCANS == 0):
-                    inp.table.watched = self.watcher.watch(inp.table.watch_dirs())
+        self._scan(now)
         if self.recovery is not None:  # once, after every input's first scan
-            recovery, self.recovery = self.recovery, None
-            try:
-                recovery.run(self.inputs, now)
-            except Exception as exc:  # a best-effort look at old files must not stop tailing
-                self.record.add("files_lost")
-                event(log, logging.ERROR, "tail_recovery_error",
-                      f"looking for files rotated while the agent was down failed ({exc!r}); "
-                      "lines written to them after the stop may be lost. Following the "
-                      "files the inputs match now")
+            self._recover(now)
         for inp in self.inputs:
             self._retire(client, inp)  # left over by a broker error: before any new file
-            waiting = inp.table.take_waiting()
-            if waiting:
-                pinned = [tf for tf in waiting if tf.pinned is not None]
-                others = [tf for tf in waiting if tf.pinned is None]
-                try:
-                    if pinned:  # rotated while the agent was down (see recovery.py)
-                        starts, lost = self.starter.resume(client, pinned,
-                                                           input_id=inp.input_id)
-                        inp.begin(starts)
-                        for tf in lost:
-                            inp.table.drop_recovered(tf)
-                    if others:
-                        inp.begin(self.starter.start(client, others, input_id=inp.input_id,
-                                                     read_from_head=inp.opts.read_from_head))
-                except BROKER_ERRORS:
-                    inp.table.requeue([tf for tf in waiting if not tf.started])
-                    raise
-        self._check_memory(client, now)
-        throttled = self._throttled_now(now)
-        ready: list[tuple[TailInput, TailedFile]] = []
+            self._start_waiting(client, inp)
+        pressure = self.pressure
+        pressure.check_memory(client, now)
+        throttled = pressure.throttled_now(now)
+        ready: list[TailedFile] = []
         for inp in self.inputs:
-            ready.extend((inp, tf) for tf in inp.poll(now, throttled))
+            ready.extend(inp.poll(now, throttled))
             self._retire(client, inp)
         if ready:
             self._produce(scripts, ready)
-        elif throttled or self.memory_full:
-            self.record.set_state(State.THROTTLED, self._throttle_reason(throttled))
+        elif throttled or pressure.memory_full:
+            self.status.set_state(State.THROTTLED, pressure.reason(throttled))
         else:
-            self.record.set_state(State.IDLE if not self._buffered() else State.ACTIVE)
+            self.status.set_state(State.IDLE if not self._buffered() else State.ACTIVE)
+        self._timers(client, now)
+        return bool(ready)
+
+    def _scan(self, now: float) -> None:
+        for inp in self.inputs:
+            table = inp.table
+            if table.due_scan(now):
+                table.scan(now)
+                if self.watcher is not None and (table.layout_changed
+                                                 or table.scans % WATCH_REFRESH_SCANS == 0):
+                    table.watched = self.watcher.watch(table.watch_dirs())
+
+    def _recover(self, now: float) -> None:
+        recovery, self.recovery = self.recovery, None
+        assert recovery is not None
+        try:
+            recovery.run(self.inputs, now)
+        except Exception as exc:  # a best-effort look at old files must not stop tailing
+            self.status.add("files_lost")
+            event(log, logging.ERROR, "tail_recovery_error",
+                  f"looking for files rotated while the agent was down failed ({exc!r}); "
+                  "lines written to them after the stop may be lost. Following the "
+                  "files the inputs match now")
+
+    def _start_waiting(self, client: redis.Redis, inp: TailInput) -> None:
+        """Place the input's new files (Redis, else the checkpoint) and start them."""
+        waiting = inp.table.take_waiting()
+        if not waiting:
+            return
+        pinned = [tf for tf in waiting if tf.ident.pinned is not None]
+        others = [tf for tf in waiting if tf.ident.pinned is None]
+        try:
+            if pinned:  # rotated while the agent was down (see recovery.py)
+                starts, lost = self.starter.resume(client, pinned, input_id=inp.input_id)
+                inp.begin(starts)
+                for tf in lost:
+                    inp.table.drop_recovered(tf)
+            if others:
+                inp.begin(self.starter.start(client, others, input_id=inp.input_id,
+                                             read_from_head=inp.opts.read_from_head))
+        except BROKER_ERRORS:
+            inp.table.requeue([tf for tf in waiting if not tf.started])
+            raise
+
+    def _timers(self, client: redis.Redis, now: float) -> None:
+        """Publish the files' state, save the checkpoint, compare offsets with Redis."""
         if now >= self._next_publish:
             self._publish_files()
             self._next_publish = now + FILES_PUBLISH_INTERVAL_S
@@ -207,40 +224,9 @@ class Agent:
         if now >= self._next_checkpoint:
             self.offsets.save(self.inputs, client)
             self._next_checkpoint = now + CHECKPOINT_INTERVAL_S
-        if now >= self._next_verify:
-            self._verify_offsets(client)
+        if now >= self._next_verify:  # see VERIFY_INTERVAL_S
+            self.offsets.verify(self.inputs, client)
             self._next_verify = now + VERIFY_INTERVAL_S
-        return bool(ready)
-
-    def _verify_offsets(self, client: redis.Redis) -> None:
-        """Seek back every settled file whose offset Redis no longer has (see VERIFY_...).
-
-        Redis wins: a file is re-read from Redis's offset, so the batches Redis lost are
-        produced again (offsets and batches roll back together: each PRODUCE is atomic). A
-        field that vanished (the first commits lost, or Redis wiped) sends the file back
-        to the last offset seen in Redis, or where this agent started following it.
-        """
-        files = [(inp, tf) for inp in self.inputs for tf in list(inp.table.files.values())
-                 if tf.started and tf.sealed is None and tf.committed > tf.verified]
-        if not files:
-            return
-        pipe = client.pipeline(transaction=False)
-        for _inp, tf in files:
-            pipe.hget(self.keys.offsets(tf.partition), tf.identity)
-        for (inp, tf), raw in zip(files, pipe.execute(), strict=True):
-            if tf.sealed is not None:
-                continue
-            stored = int(raw) if raw is not None else None
-            if stored == tf.committed:
-                tf.verified = stored
-                continue
-            back = stored if stored is not None else tf.verified
-            self.record.add("offsets_rolled_back")
-            event(log, logging.WARNING, "agent_offset_rolled_back",
-                  f"{tf.path}: Redis has offset {stored} where this agent committed up to "
-                  f"{tf.committed} (Redis restarted without its last writes, or failed over); "
-                  f"reading again from {back}", partition=tf.partition, file=tf.identity)
-            self.offsets.moved_to(inp, tf, back)
 
     def _retire(self, client: redis.Redis, inp: TailInput) -> None:
         """Move deleted, closed files to their next generation. Done before new files start:
@@ -267,18 +253,19 @@ class Agent:
                 inp.table.on_events(events, now)
 
     def _buffered(self) -> bool:
-        return any(tf.lines or tf.carry for inp in self.inputs for tf in inp.table.files.values())
+        return any(tf.buf.lines or tf.buf.carry
+                   for inp in self.inputs for tf in inp.table.files.values())
 
     # -- producing ----------------------------------------------------------------------------
-    def _produce(self, scripts: Scripts, ready: list[tuple[TailInput, TailedFile]]) -> None:
+    def _produce(self, scripts: Scripts, ready: list[TailedFile]) -> None:
         """Commit sealed batches, one pipeline per ``PIPELINE_BYTES`` of payload (so the
         encoded copies never pile up in memory)."""
-        group: list[tuple[TailInput, TailedFile]] = []
+        group: list[TailedFile] = []
         size = 0
-        for item in ready:
-            batch = item[1].sealed
+        for tf in ready:
+            batch = tf.out.sealed
             assert batch is not None
-            group.append(item)
+            group.append(tf)
             size += batch.end - batch.start
             if size >= self.pipeline_bytes:
                 self._produce_group(scripts, group)
@@ -286,24 +273,22 @@ class Agent:
         if group:
             self._produce_group(scripts, group)
 
-    def _produce_group(self, scripts: Scripts,
-                       ready: list[tuple[TailInput, TailedFile]]) -> None:
+    def _produce_group(self, scripts: Scripts, ready: list[TailedFile]) -> None:
         limit = self.service.backlog.max_entries_per_partition
         pipe = scripts.batch(wait=True)  # one round trip per Redis node, WAIT if configured
-        for _inp, tf in ready:
-            batch = tf.sealed
+        for tf in ready:
+            batch = tf.out.sealed
             assert batch is not None
             payload = encode_raw(batch) if batch.lines else b""
             scripts.produce(tf.partition, batch.file, batch.start, batch.end, payload, limit,
                             client=pipe, memory_limit=self.service.backlog.max_redis_memory)
         results = pipe.execute()
         now = time.monotonic()
-        rec = self.record
         committed = 0
-        for (inp, tf), raw in zip(ready, results, strict=True):
+        for tf, raw in zip(ready, results, strict=True):
             if isinstance(raw, redis.exceptions.ResponseError):
                 # e.g. OOM from maxmemory: treat as backpressure on that partition.
-                self.throttled[tf.partition] = now + THROTTLE_RECHECK_S
+                self.pressure.throttle(tf.partition, now)
                 if self._limiter.allow(f"produce-error-{tf.partition}"):
                     event(log, logging.WARNING, "agent_produce_error",
                           f"Redis refused a batch of {tf.path} for partition {tf.partition}: "
@@ -311,66 +296,39 @@ class Agent:
                 continue
             if isinstance(raw, BaseException):
                 raise raw
-            result = ProduceResult.parse(raw)
-            if result.status == "ok":
-                batch = self.offsets.committed(inp, tf)
-                committed += 1
-                rec.add("lines_out", len(batch.lines))
-                rec.add("bytes_out", batch.end - batch.start)
-                rec.add("batches")
-            elif result.status == "conflict":
-                rec.add("conflicts")
-                event(log, logging.INFO, "agent_offset_conflict",
-                      f"{tf.path}: Redis has offset {result.offset} where this batch starts at "
-                      f"{tf.sealed.start if tf.sealed else '?'}; resuming there (a previous run "
-                      "committed it)", partition=tf.partition, file=tf.identity)
-                self.offsets.moved_to(inp, tf, result.offset)
-            else:
-                self.throttled[tf.partition] = now + THROTTLE_RECHECK_S
-                if result.status == "memory" and not self.memory_full:
-                    # PRODUCE saw it before the periodic look did: pause every read now;
-                    # _check_memory resumes them once Redis has room again.
-                    self.memory_full = True
-                    self._next_memory_check = now + MEMORY_CHECK_INTERVAL_S
-                    event(log, logging.WARNING, "agent_memory_throttle",
-                          f"Redis refused a batch of {tf.path}: it uses {result.memory} "
-                          "bytes, over service.backlog.max_redis_memory (default 90% of "
-                          "maxmemory): pausing reads", partition=tf.partition)
+            committed += self._answered(tf, ProduceResult.parse(raw), now)
         if committed:
-            rec.set_state(State.ACTIVE)
+            self.status.set_state(State.ACTIVE)
 
-    # -- backpressure -------------------------------------------------------------------------
-    def _throttled_now(self, now: float) -> set[int]:
-        if self.memory_full:
-            return set(range(self.service.partitions))
-        for p in [p for p, t in self.throttled.items() if t <= now]:
-            del self.throttled[p]  # retry its held batch on this pass
-        return set(self.throttled)
-
-    def _throttle_reason(self, throttled: set[int]) -> str:
-        if self.memory_full:
-            return "Redis memory over its limit (service.backlog.max_redis_memory)"
-        return (f"backlog over {self.service.backlog.max_entries_per_partition} batches on "
-                f"partitions {sorted(throttled)}")
-
-    def _check_memory(self, client: redis.Redis, now: float) -> None:
-        if now < self._next_memory_check:
-            return
-        self._next_memory_check = now + MEMORY_CHECK_INTERVAL_S
-        configured = self.service.backlog.max_redis_memory
-        nodes = [(n, configured or int(n.maxmemory * 0.9)) for n in memory_by_node(client)]
-        over = [(n, lim) for n, lim in nodes if lim and n.used >= lim]  # any master full pauses
-        full = bool(over)
-        if full != self.memory_full and nodes:
-            node, limit = (over or nodes)[0]
-            event(log, logging.WARNING if full else logging.INFO, "agent_memory_throttle",
-                  f"Redis {node.node} uses {node.used} bytes (limit {limit}): "
-                  + ("pausing reads" if full else "resuming reads"))
-        self.memory_full = full
+    def _answered(self, tf: TailedFile, result: ProduceResult, now: float) -> bool:
+        """Redis's answer to ``tf``'s batch; returns whether it was committed."""
+        status = self.status
+        if result.status == "ok":
+            batch = self.offsets.committed(tf)
+            status.add("lines_out", len(batch.lines))
+            status.add("bytes_out", batch.end - batch.start)
+            status.add("batches")
+            return True
+        if result.status == "conflict":
+            status.add("conflicts")
+            sealed = tf.out.sealed
+            event(log, logging.INFO, "agent_offset_conflict",
+                  f"{tf.path}: Redis has offset {result.offset} where this batch starts at "
+                  f"{sealed.start if sealed else '?'}; resuming there (a previous run "
+                  "committed it)", partition=tf.partition, file=tf.identity)
+            self.offsets.moved_to(tf, result.offset)
+            return False
+        self.pressure.throttle(tf.partition, now)
+        if result.status == "memory" and self.pressure.memory_refused(now):
+            event(log, logging.WARNING, "agent_memory_throttle",
+                  f"Redis refused a batch of {tf.path}: it uses {result.memory} "
+                  "bytes, over service.backlog.max_redis_memory (default 90% of "
+                  "maxmemory): pausing reads", partition=tf.partition)
+        return False
 
     # -- state --------------------------------------------------------------------------------
     def _publish_files(self) -> None:
-        """Per-file offsets and bytes behind into the lifecycle record (bounded)."""
+        """Per-file offsets and bytes behind into the published status (bounded)."""
         rows: list[dict[str, Any]] = []
         for inp in self.inputs:
             for row in inp.table.file_states():
@@ -387,8 +345,8 @@ class Agent:
     def _shutdown(self, client: redis.Redis, scripts: Scripts) -> None:
         """Flush pending messages, commit what is buffered (one pass, if the broker answers),
         save the checkpoint."""
-        self.record.set_state(State.DRAINING)
-        ready = [(inp, tf) for inp in self.inputs for tf in inp.seal_all()]
+        self.status.set_state(State.DRAINING)
+        ready = [tf for inp in self.inputs for tf in inp.seal_all()]
         if ready:
             try:
                 self._produce(scripts, ready)
@@ -398,7 +356,7 @@ class Agent:
                       "again on the next start")
         self.offsets.save(self.inputs, None)
         self._publish_files()
-        self.record.set_state(State.STOPPED)
+        self.status.set_state(State.STOPPED)
 
 
 def _raise_fd_limit(config: Config) -> int:

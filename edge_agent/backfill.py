@@ -46,11 +46,11 @@ from tailrace.wire import RawBatch, encode_raw
 
 from .checkpoint import Checkpoint, checkpoint_path
 from .discovery import Discovery
+from .followed import FileIdentity, TailedFile
 from .identity import (
     FileId,
     base_of,
     end_checksum,
-    generation_of,
     has_end,
     head_checksum,
     identity_key,
@@ -58,7 +58,7 @@ from .identity import (
     partition_for,
 )
 from .options import TailOptions
-from .reader import Reader, TailedFile
+from .reader import Reader
 from .siblings import GZIP_MAGIC, Sibling, SiblingError, open_sibling
 
 __all__ = ["BackfillResult", "backfill_file"]
@@ -147,15 +147,14 @@ def backfill_file(
                                 already_lines=_count_lines(sib.fd, 0, pos), already_bytes=pos)
         desc = Discovery(options, base_dir=base_dir, host=agent, input_id=input_id,
                          plugin_name="tail").describe(str(p))
-        tf = TailedFile(str(p), sib.fd, sib.fid, agent, partition, desc.tag, desc.meta)
-        tf.base = base_of(identity)  # a rotated copy's lines keep the original's identity
-        tf.set_generation(generation_of(identity))
-        tf.size = sib.size
-        tf.seek(pos)
+        ident = FileIdentity(sib.fid, agent, partitions)
+        ident.claim(identity)  # a rotated copy's lines keep the original's identity
+        tf = TailedFile(str(p), sib.fd, ident, desc.tag, desc.meta, size=sib.size)
+        tf.seek(pos, None)
         _feed(Scripts(client, keys), tf, Reader.for_options(options, _uncounted, input_id),
               options, _Limits(backlog_limit, memory_limit), result,
               _raw_progress(progress, st.st_size, sib.size), agent, input_id)
-        result.end_offset = tf.committed
+        result.end_offset = tf.out.committed
         if progress is not None:
             progress(st.st_size, st.st_size)
     finally:
@@ -311,27 +310,29 @@ def _feed(scripts: Scripts, tf: TailedFile, reader: Reader, o: TailOptions, limi
     """Read ``tf`` from its offset to its end, as the tail input reads (the same reader),
     committing a batch every ``batch_lines``/``batch_bytes``."""
     now = 0.0  # a constant clock: nothing is flushed by time, the whole file is there
-    progress(tf.committed)  # what was already there counts as done
+    b, out = tf.buf, tf.out
+    progress(out.committed)  # what was already there counts as done
     done = False
     while not done:
         if not reader.read(tf, now):  # the end: what is pending, then a last unended line
             reader.flush(tf, "end", now)
             reader.read_last_line(tf, now)
             done = True
-        if tf.pos != tf.committed and (done or len(tf.lines) >= o.batch_lines
-                                       or tf.nbytes >= o.batch_bytes):
+        if b.pos != out.committed and (done or len(b.lines) >= o.batch_lines
+                                       or b.nbytes >= o.batch_bytes):
             batch = tf.take_batch(agent, input_id)
             resume = _produce(scripts, tf.partition, batch, limits, result)
             if resume is None:
-                tf.committed = batch.end
+                out.seal(batch, None)
+                out.accept()
             else:
                 if resume > batch.end:  # committed further by someone else: go on from there
                     gap = min(resume, tf.size)
                     result.already_lines += _count_lines(tf.fd, batch.end, gap)
                     result.already_bytes += gap - batch.end
-                tf.seek(resume)  # Redis wins, as for the agent
+                tf.seek(resume, None)  # Redis wins, as for the agent
                 done = done and resume >= tf.size
-            progress(tf.committed)
+            progress(out.committed)
 
 
 def _produce(scripts: Scripts, partition: int, batch: RawBatch, limits: _Limits,

@@ -26,10 +26,10 @@ from typing import Any
 from tailrace.logs import RateLimiter, event
 
 from .discovery import Discovery
-from .identity import fingerprint, partition_for
+from .followed import FileIdentity, TailedFile
+from .identity import fingerprint
 from .inotify import CHANGES_FILES, IN_MODIFY, FsEvent
 from .options import TailOptions
-from .reader import TailedFile
 
 __all__ = ["FileTable", "Key"]
 
@@ -163,13 +163,10 @@ class FileTable:
             os.close(fd)  # first line incomplete (or replaced meanwhile): try next scan
             return None
         desc = self.discovery.describe(path)
-        tf = TailedFile(path, fd, fid, self.agent, 0, desc.tag, desc.meta)
-        tf.partition = partition_for(tf.base, self.partitions)
-        tf.size, tf.mtime_ns, tf.last_active = fst.st_size, fst.st_mtime_ns, now
-        tf.initial = initial
         real = os.path.realpath(path)
-        tf.real = real
-        tf.folder = os.path.dirname(real)
+        tf = TailedFile(path, fd, FileIdentity(fid, self.agent, self.partitions), desc.tag,
+                        desc.meta, real=real, size=fst.st_size, mtime_ns=fst.st_mtime_ns,
+                        now=now, initial=initial)
         key = (fid.dev, fid.ino)
         if real != path:
             self.by_real[real] = key
@@ -195,14 +192,14 @@ class FileTable:
             fid = fingerprint(fd, st)
         except OSError:
             fid = None
-        if fid != tf.fid:
+        if fid != tf.ident.fid:
             os.close(fd)  # the inode was reused by another file: the old one is gone
             self.forget(tf, "replaced by another file while closed")
             self._open(path, st, now)
             return False
         tf.fd, tf.path, tf.last_active = fd, path, now
         self.open_count += 1
-        self.busy.add((tf.fid.dev, tf.fid.ino))
+        self.busy.add((tf.ident.fid.dev, tf.ident.fid.ino))
         return True
 
     def _find_renamed(self, tf: TailedFile, now: float) -> bool:
@@ -213,12 +210,12 @@ class FileTable:
             return False
         for entry in entries:
             try:
-                if entry.inode() != tf.fid.ino or entry.is_symlink():
+                if entry.inode() != tf.ident.fid.ino or entry.is_symlink():
                     continue
                 st = entry.stat()
             except OSError:
                 continue
-            if (st.st_dev == tf.fid.dev and st.st_size > tf.size
+            if (st.st_dev == tf.ident.fid.dev and st.st_size > tf.size
                     and self._reopen(tf, entry.path, now, force=True)):
                 self.rotated(tf, now)
                 return True
@@ -229,7 +226,7 @@ class FileTable:
             tf.rotated_at = now
             event(log, logging.INFO, "tail_file_rotated",
                   f"{tf.path} was rotated or deleted; reading it to its end (at byte "
-                  f"{tf.scanned} of {tf.size})", input=self.input_id, file=tf.identity)
+                  f"{tf.buf.scanned} of {tf.size})", input=self.input_id, file=tf.identity)
 
     def evict(self, need: int = 0) -> bool:
         """Close least recently active idle files until ``need`` descriptors are free."""
@@ -248,7 +245,7 @@ class FileTable:
             except OSError:
                 continue
             if st.st_size != tf.size or st.st_mtime_ns != tf.mtime_ns:
-                self.dirty.add((tf.fid.dev, tf.fid.ino))  # it has news: keep it open
+                self.dirty.add((tf.ident.fid.dev, tf.ident.fid.ino))  # it has news: keep it open
                 continue
             self._close_fd(tf)
             self.count("files_closed_idle", 1)
@@ -270,9 +267,9 @@ class FileTable:
         return nlink
 
     def forget(self, tf: TailedFile, why: str) -> None:
-        if self._close_fd(tf) == 0 and tf.started and not tf.adopted:
+        if self._close_fd(tf) == 0 and tf.started and not tf.ident.adopted:
             self.retired.append(tf)  # deleted: its inode may come back with a new file
-        key = (tf.fid.dev, tf.fid.ino)
+        key = (tf.ident.fid.dev, tf.ident.fid.ino)
         if self.files.get(key) is tf:
             del self.files[key]
             self.busy.discard(key)
@@ -295,13 +292,12 @@ class FileTable:
         Returns False (and closes it) when the descriptor budget is spent: it stays on disk
         and is reported as not recovered.
         """
-        key = (tf.fid.dev, tf.fid.ino)
+        key = (tf.ident.fid.dev, tf.ident.fid.ino)
         if key in self.files or (self.open_count >= self.max_open
                                  and not self.evict(need=1)):
             os.close(tf.fd)
             tf.fd = -1
             return False
-        tf.partition = partition_for(tf.base, self.partitions)
         st = os.fstat(tf.fd)
         tf.size, tf.mtime_ns, tf.last_active, tf.rotated_at = st.st_size, st.st_mtime_ns, now, now
         self.files[key] = tf
@@ -318,15 +314,14 @@ class FileTable:
         if tf.rotated_at is not None:
             self.forget(tf, "not recovered")
             return
-        tf.base, tf.adopted = tf.fid.key(self.agent), False
-        tf.partition = partition_for(tf.base, self.partitions)
+        tf.ident.reclaim()
         self._waiting.append(tf)
 
     def take_waiting(self) -> list[TailedFile]:
         """Files that need a start offset: new, or with a new identity after truncation (a
         rewritten one already under its new first line's identity)."""
         waiting = [tf for tf in self._waiting if tf.fd >= 0 and not tf.started
-                   and self.files.get((tf.fid.dev, tf.fid.ino)) is tf]
+                   and self.files.get((tf.ident.fid.dev, tf.ident.fid.ino)) is tf]
         self._waiting.clear()
         for tf in waiting:
             if tf.restart == "rewritten":
@@ -353,10 +348,8 @@ class FileTable:
             fid = fingerprint(tf.fd, os.fstat(tf.fd))
         except OSError:
             fid = None
-        if fid is not None and fid != tf.fid:
-            tf.fid = fid
-            tf.base = fid.key(self.agent)
-            tf.partition = partition_for(tf.base, self.partitions)
+        if fid is not None and fid != tf.ident.fid:
+            tf.ident.rekey(fid)
 
     # -- state --------------------------------------------------------------------------------
     def file_states(self) -> list[dict[str, Any]]:
@@ -370,10 +363,11 @@ class FileTable:
             elif tf.restart is not None or not tf.started:
                 state = "starting"
             else:
-                state = "reading" if tf.size > tf.committed else "idle"
+                state = "reading" if tf.size > tf.out.committed else "idle"
+            committed = tf.out.committed
             out.append({"path": tf.path, "file": tf.identity, "partition": tf.partition,
-                        "offset": tf.committed, "size": tf.size,
-                        "behind": max(0, tf.size - tf.committed), "state": state})
+                        "offset": committed, "size": tf.size,
+                        "behind": max(0, tf.size - committed), "state": state})
         return out
 
     def close(self) -> None:

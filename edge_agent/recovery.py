@@ -35,18 +35,16 @@ from pathlib import Path
 from tailrace.logs import event
 
 from .checkpoint import Checkpoint, FileCheckpoint
+from .followed import FileIdentity, TailedFile
 from .identity import (
     FileId,
     base_of,
     end_checksum,
     fingerprint,
-    generation_of,
     has_end,
     identity_key,
     parse_base,
-    partition_for,
 )
-from .reader import TailedFile
 from .siblings import (
     Sibling,
     SiblingError,
@@ -123,16 +121,15 @@ class Recovery:
                 self._read_by_head.setdefault(fid.crc, []).append(fc)
         bases = {base_of(k) for k in cp.files} | set(cp.generations)
         for inp, tf in first:  # copytruncate with the rotated names matched by the globs
-            if tf.base in bases:
+            if tf.ident.base in bases:
                 continue
             try:
                 size = inp.table.size_of(tf)
             except OSError:
                 continue
-            found = self._match(tf.fd, size, tf.fid, tf.real)
+            found = self._match(tf.fd, size, tf.ident.fid, tf.real)
             if found is not None:
-                _pin(tf, found, inp.table.partitions)
-                tf.adopted = True
+                tf.ident.pin(found.identity, copy=True)
                 _announce(found, tf.real, "copied")
         followed = {key for inp in inputs for key in inp.table.files}
         folders: dict[str, list[_Orphan]] = {}
@@ -148,7 +145,8 @@ class Recovery:
     # -- which files were rotated ---------------------------------------------------------
     def _resumed_by(self, tf: TailedFile) -> str | None:
         """The identity a file of the first scan resumes (as the start will decide it)."""
-        identity = identity_key(tf.base, self.checkpoint.generation(tf.base))
+        base = tf.ident.base
+        identity = identity_key(base, self.checkpoint.generation(base))
         entry = self.checkpoint.entry(identity)
         if entry is None:
             return None
@@ -200,9 +198,8 @@ class Recovery:
             found = self._match(cand.fd, cand.size, cand.fid, path)
             if found is not None:
                 tf = self._tailed(cand, found.inp, found.entry.path)
-                _pin(tf, found, found.inp.table.partitions)
                 renamed = (cand.fid.dev, cand.fid.ino) == (found.fid.dev, found.fid.ino)
-                tf.adopted = cand.gz or not renamed
+                tf.ident.pin(found.identity, copy=cand.gz or not renamed)
                 adopted = found.inp.table.adopt(tf, now)
                 if adopted:
                     _announce(found, path, "compressed" if cand.gz
@@ -215,7 +212,8 @@ class Recovery:
                 # Written after the stop and never seen: the middle file of two rotations.
                 owner = group[0]
                 tf = self._tailed(cand, owner.inp, owner.entry.path)
-                tf.adopted = cand.gz
+                if cand.gz:
+                    tf.ident.mark_copy()
                 adopted = owner.inp.table.adopt(tf, now)
                 if adopted:
                     owner.inp.count("files_recovered", 1)
@@ -268,8 +266,9 @@ class Recovery:
         """A followed file for the sibling; records carry the original path (the lines
         were written there) and its tag and metadata."""
         desc = inp.table.discovery.describe(original)
-        tf = TailedFile(original, cand.fd, cand.fid, self.agent, 0, desc.tag, desc.meta)
-        tf.real, tf.folder = cand.path, os.path.dirname(cand.path)
+        tf = TailedFile(original, cand.fd,
+                        FileIdentity(cand.fid, self.agent, inp.table.partitions), desc.tag,
+                        desc.meta, real=cand.path)
         cand.fd = -1  # the followed file owns the descriptor now
         return tf
 
@@ -281,13 +280,6 @@ class Recovery:
               f"named {o.stems[0]}.* in {o.folder} holds its content{why}: any lines written to "
               f"it after byte {o.entry.offset} (its last checkpoint) are lost",
               input=o.inp.input_id, file=o.identity)
-
-
-def _pin(tf: TailedFile, o: _Orphan, partitions: int) -> None:
-    """``tf`` finishes the orphan: its identity, generation and partition."""
-    tf.base = o.base
-    tf.pinned = generation_of(o.identity)
-    tf.partition = partition_for(o.base, partitions)
 
 
 def _announce(o: _Orphan, path: str, how: str) -> None:

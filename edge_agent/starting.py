@@ -24,8 +24,9 @@ from tailrace.keys import Keys
 from tailrace.logs import event
 
 from .checkpoint import Checkpoint
+from .followed import TailedFile
 from .identity import has_end, identity_key, resume_point
-from .tail import Start, TailedFile
+from .tail import Start
 
 __all__ = ["Starter"]
 
@@ -75,20 +76,20 @@ class Starter:
         keys = self.keys
         pipe = client.pipeline(transaction=False)
         for tf in files:
-            pipe.hget(keys.generations(tf.partition), tf.base)
+            pipe.hget(keys.generations(tf.partition), tf.ident.base)
         stored_gens = pipe.execute()
-        gens = [max(int(g or 0), self.checkpoint.generation(tf.base),
-                    tf.generation if tf.restart in _NEW_CONTENT else 0)
+        gens = [max(int(g or 0), self.checkpoint.generation(tf.ident.base),
+                    tf.ident.generation if tf.restart in _NEW_CONTENT else 0)
                 for tf, g in zip(files, stored_gens, strict=True)]
         pipe = client.pipeline(transaction=False)
         for tf, gen in zip(files, gens, strict=True):
-            pipe.hget(keys.offsets(tf.partition), identity_key(tf.base, gen))
+            pipe.hget(keys.offsets(tf.partition), identity_key(tf.ident.base, gen))
         stored = pipe.execute()
         plans: list[tuple[TailedFile, int, int | None, bool]] = []
         bumps = client.pipeline(transaction=False)
         for tf, gen, value, g in zip(files, gens, stored, stored_gens, strict=True):
             committed = int(value) if value is not None else None
-            entry = self.checkpoint.entry(identity_key(tf.base, gen))
+            entry = self.checkpoint.entry(identity_key(tf.ident.base, gen))
             local = entry.offset if entry is not None else None
             new_content = tf.restart in _NEW_CONTENT
             replaced = False
@@ -101,12 +102,12 @@ class Starter:
                       "line, or truncated and regrown while not followed; it gets a new "
                       "identity and is read from its start",
                       input=input_id, partition=tf.partition,
-                      file=identity_key(tf.base, gen))
+                      file=identity_key(tf.ident.base, gen))
             new_gen, offset = resume_point(os.fstat(tf.fd).st_size, gen, committed, local,
                                            new_content)
             if new_gen != int(g or 0):
-                bumps.hset(keys.generations(tf.partition), tf.base, new_gen)
-                self.checkpoint.set_generation(tf.base, new_gen)
+                bumps.hset(keys.generations(tf.partition), tf.ident.base, new_gen)
+                self.checkpoint.set_generation(tf.ident.base, new_gen)
             plans.append((tf, new_gen, offset, replaced))
         if len(bumps):
             bumps.execute()  # before any batch of the new generation can be committed
@@ -120,7 +121,7 @@ class Starter:
     def resume(self, client: redis.Redis, files: list[TailedFile], *,
                input_id: str) -> tuple[list[Start], list[TailedFile]]:
         """Start rotated siblings found at start-up (:mod:`edge_agent.recovery`) under the
-        identity they finish (``tf.pinned``), at its committed offset: Redis's, else the
+        identity they finish (``tf.ident.pinned``), at its committed offset: Redis's, else the
         local checkpoint's, which recovery already checked against the file's bytes. The
         generation is the checkpointed one, never a newer one: the file at the original path
         may have moved the same base identity on (copytruncate keeping the first line).
@@ -136,12 +137,12 @@ class Starter:
         lost: list[TailedFile] = []
         pipe = client.pipeline(transaction=False)
         for tf in files:
-            assert tf.pinned is not None
-            pipe.hget(self.keys.offsets(tf.partition), identity_key(tf.base, tf.pinned))
+            assert tf.ident.pinned is not None
+            pipe.hget(self.keys.offsets(tf.partition), identity_key(tf.ident.base,
+                                                                    tf.ident.pinned))
         for tf, value in zip(files, pipe.execute(), strict=True):
-            gen, tf.pinned = tf.pinned, None
-            assert gen is not None
-            identity = identity_key(tf.base, gen)
+            gen = tf.ident.take_pin()
+            identity = identity_key(tf.ident.base, gen)
             entry = self.checkpoint.entry(identity)
             offset = int(value) if value is not None else (entry.offset if entry else 0)
             size = os.fstat(tf.fd).st_size
@@ -162,8 +163,8 @@ class Starter:
         with the same first line) is a new generation, read from byte 0."""
         pipe = client.pipeline(transaction=False)
         for tf in files:
-            gen = max(tf.generation, self.checkpoint.generation(tf.base)) + 1
-            pipe.hset(self.keys.generations(tf.partition), tf.base, gen)
-            self.checkpoint.set_generation(tf.base, gen)
+            gen = max(tf.ident.generation, self.checkpoint.generation(tf.ident.base)) + 1
+            pipe.hset(self.keys.generations(tf.partition), tf.ident.base, gen)
+            self.checkpoint.set_generation(tf.ident.base, gen)
         pipe.execute()
         self.changed = True

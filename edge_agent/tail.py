@@ -3,9 +3,11 @@
 :class:`TailInput` reads the files of its :class:`~edge_agent.files.FileTable` fairly (up
 to one batch per file per pass, the first file changing every pass), within a memory
 budget (``mem_buf_limit``), and seals batches for the agent loop. It never talks to Redis:
-the agent (:mod:`edge_agent.agent`) sets where each file starts (:meth:`TailInput.start`),
-commits the sealed batches and reports back (:meth:`TailInput.on_committed`,
-:meth:`TailInput.on_conflict`).
+the agent (:mod:`edge_agent.agent`) sets where each file starts (:meth:`TailInput.begin`)
+and commits the sealed batches (:class:`~edge_agent.offsets.Offsets` moves what is
+committed). The input and its table own a followed file's own slots (where it is, its
+descriptor, size, rotation, start); its read buffer is the reader's, its identity and what
+is in flight change through their methods (see :mod:`edge_agent.followed`).
 
 What happens on each kind of rotation:
 
@@ -32,12 +34,12 @@ from typing import ClassVar
 
 from tailrace.logs import RateLimiter, event
 from tailrace.plugins import InputPlugin
-from tailrace.wire import RawBatch
 
 from .files import FileTable
-from .identity import end_checksum, fingerprint, has_end
+from .followed import TailedFile
+from .identity import fingerprint, has_end
 from .options import TailOptions
-from .reader import Reader, TailedFile
+from .reader import Reader
 
 __all__ = ["Start", "TailInput", "TailOptions", "TailedFile", "file_input"]
 
@@ -92,7 +94,8 @@ class TailInput(InputPlugin):
                 self.count("files_replaced", 1)
             self.start(tf, s.generation, s.offset, s.from_end)
             event(log, logging.INFO, "tail_file_opened",
-                  f"following {tf.path}{s.note} from byte {tf.pos} (generation {s.generation})",
+                  f"following {tf.path}{s.note} from byte {tf.buf.pos} "
+                  f"(generation {s.generation})",
                   input=self.input_id, partition=tf.partition, file=tf.identity)
 
     def start(self, tf: TailedFile, generation: int, offset: int | None,
@@ -102,17 +105,15 @@ class TailInput(InputPlugin):
         ``offset`` ``None`` means no stored offset: the head, or the end of the file for
         files present at the very first start without ``read_from_head`` (``from_end``).
         """
-        tf.set_generation(generation)
+        tf.ident.set_generation(generation)
         size = os.fstat(tf.fd).st_size
         if offset is None:
             offset = _last_line_end(tf.fd, size) if from_end and generation == 0 else 0
-        tf.seek(offset)
-        tf.verified = offset
-        tf.end_crc = _end_crc(tf, offset)
+        tf.seek(offset, tf.crc_before(offset))
         tf.size = size
         tf.restart = None
         tf.started = True
-        self.table.busy.add((tf.fid.dev, tf.fid.ino))
+        self.table.busy.add((tf.ident.fid.dev, tf.ident.fid.ino))
 
     # -- reading ----------------------------------------------------------------------------
     def poll(self, now: float, throttled: set[int]) -> list[TailedFile]:
@@ -140,26 +141,31 @@ class TailInput(InputPlugin):
             tf = files.get(key)
             if tf is None or tf.fd < 0 or not tf.started:
                 continue
-            if tf.partition in throttled or tf.sealed is not None:
+            sealed = tf.out.sealed
+            if sealed is not None or tf.ident.partition in throttled:
                 busy.add(key)
-                if tf.sealed is not None and tf.partition not in throttled:
+                if sealed is not None and tf.ident.partition not in throttled:
                     ready.append(tf)  # still waiting (backpressure or broker down): retry
                 continue
             if tf.restart is None:
                 self._stat(tf, now)
             more = False  # stopped by a limit while lines were still coming
             if tf.restart is None and budget > 0:
+                b = tf.buf
                 try:
                     while True:
                         n = read(tf, now)
-                        budget -= n
                         more = n > 0
-                        if (not n or budget <= 0 or len(tf.lines) >= o.batch_lines
-                                or tf.nbytes >= o.batch_bytes):
+                        if not more:
+                            break
+                        tf.last_active = now  # it gave lines (or skipped bytes)
+                        budget -= n
+                        if (budget <= 0 or len(b.lines) >= o.batch_lines
+                                or b.nbytes >= o.batch_bytes):
                             break
                 except OSError as exc:
                     self._read_error(tf, exc)
-            if ((more or budget <= 0) and tf.lines) or self._should_seal(tf, now):
+            if ((more or budget <= 0) and tf.buf.lines) or self._should_seal(tf, now):
                 self._seal(tf)
                 ready.append(tf)
             elif tf.restart is not None:
@@ -176,8 +182,8 @@ class TailInput(InputPlugin):
         if budget <= 0:  # memory is full: commit what is held rather than wait for more
             for key in busy:
                 tf = files.get(key)
-                if (tf is not None and tf.lines and tf.sealed is None
-                        and tf.partition not in throttled):
+                if (tf is not None and tf.buf.lines and tf.out.sealed is None
+                        and tf.ident.partition not in throttled):
                     self._seal(tf)
                     ready.append(tf)
         if table.open_count > table.max_open:
@@ -191,20 +197,21 @@ class TailInput(InputPlugin):
             self._read_error(tf, exc)
             return
         tf.size = st.st_size
-        if st.st_size < tf.scanned:
+        scanned = tf.buf.scanned
+        if st.st_size < scanned:
             self._restart(tf, "truncated", now)
             return
         if st.st_mtime_ns != tf.mtime_ns:
             tf.mtime_ns = st.st_mtime_ns
-            if tf.scanned:
+            if scanned:
                 try:  # truncated and regrown in place (copytruncate) with a new first line?
                     fid = fingerprint(tf.fd, st)
                 except OSError:
                     fid = None
-                if fid is not None and fid.crc != tf.fid.crc:
+                if fid is not None and fid.crc != tf.ident.fid.crc:
                     self._restart(tf, "rewritten", now)
                     return
-                if not has_end(tf.fd, tf.committed, tf.end_crc):  # the same first line
+                if not has_end(tf.fd, tf.out.committed, tf.out.end_crc):  # same first line
                     self._restart(tf, "replaced", now)
                     return
         if st.st_nlink == 0 and tf.rotated_at is None:
@@ -219,7 +226,8 @@ class TailInput(InputPlugin):
         tf.restart = why
         self.count(f"files_{why}", 1)
         event(log, logging.WARNING, "tail_file_truncated",
-              f"{tf.path} was {why} (size {tf.size}, read up to {tf.scanned}): copytruncate? "
+              f"{tf.path} was {why} (size {tf.size}, read up to {tf.buf.scanned}): "
+              "copytruncate? "
               "It gets a new identity and is read again from its start",
               input=self.input_id, file=tf.identity)
 
@@ -227,21 +235,24 @@ class TailInput(InputPlugin):
         """Rotated and quiet for rotate_wait_s: emit a last line without newline, close."""
         if not tf.settled:
             return
-        if tf.scanned >= tf.size:
+        if tf.buf.scanned >= tf.size:
             self.table.forget(tf, "drained after rotation")
             return
         if now - tf.last_active < self.opts.rotate_wait_s:
             return
+        pos = tf.buf.pos
         try:
             self.reader.read_last_line(tf, now)
         except OSError as exc:
             self._read_error(tf, exc)
+        if tf.buf.pos != pos:
+            tf.last_active = now
 
     def _read_error(self, tf: TailedFile, exc: OSError) -> None:
         self.count("read_errors", 1)
         if self._limiter.allow(f"read-{tf.path}"):
             event(log, logging.ERROR, "tail_file_read_error",
-                  f"cannot read {tf.path} at byte {tf.scanned}: {exc.strerror}; retrying",
+                  f"cannot read {tf.path} at byte {tf.buf.scanned}: {exc.strerror}; retrying",
                   input=self.input_id, partition=tf.partition, file=tf.identity)
 
     def next_deadline(self, now: float) -> float:
@@ -253,20 +264,22 @@ class TailInput(InputPlugin):
             tf = table.files.get(key)
             if tf is None:
                 continue
-            if tf.lines:
-                due = min(due, tf.batch_at + wait)
-            if tf.carry:
-                due = min(due, tf.carry_at + self.flush_s)
+            b = tf.buf
+            if b.lines:
+                due = min(due, b.batch_at + wait)
+            if b.carry:
+                due = min(due, b.carry_at + self.flush_s)
             if tf.rotated_at is not None:
                 due = min(due, max(tf.rotated_at, tf.last_active) + self.opts.rotate_wait_s)
         return due
 
     def _should_seal(self, tf: TailedFile, now: float) -> bool:
-        if tf.lines:
+        b = tf.buf
+        if b.lines:
             o = self.opts
-            return (len(tf.lines) >= o.batch_lines or tf.nbytes >= o.batch_bytes
-                    or now - tf.batch_at >= o.batch_wait_ms / 1000 or tf.restart is not None)
-        return tf.pos != tf.committed  # only skipped bytes: move the offset anyway
+            return (len(b.lines) >= o.batch_lines or b.nbytes >= o.batch_bytes
+                    or now - b.batch_at >= o.batch_wait_ms / 1000 or tf.restart is not None)
+        return b.pos != tf.out.committed  # only skipped bytes: move the offset anyway
 
     def close(self) -> None:
         """Close every file (the agent's end)."""
@@ -279,41 +292,17 @@ class TailInput(InputPlugin):
         for tf in self.table.files.values():
             if tf.fd < 0 or not tf.started:
                 continue
-            if tf.sealed is None:
+            if tf.out.sealed is None:
                 self.reader.flush(tf, "shutdown", now)
-                if tf.lines or tf.pos != tf.committed:
+                if tf.buf.lines or tf.buf.pos != tf.out.committed:
                     self._seal(tf)
-            if tf.sealed is not None:
+            if tf.out.sealed is not None:
                 ready.append(tf)
         return ready
 
     def _seal(self, tf: TailedFile) -> None:
-        tf.sealed = tf.take_batch(self.agent, self.input_id)
-        tf.sealed_crc = _end_crc(tf, tf.pos)  # just read: the bytes of this batch's end
-
-    # -- commit feedback ----------------------------------------------------------------------
-    def on_committed(self, tf: TailedFile) -> RawBatch:
-        batch = tf.sealed
-        assert batch is not None
-        tf.sealed = None
-        tf.committed = batch.end
-        tf.end_crc = tf.sealed_crc
-        return batch
-
-    def on_conflict(self, tf: TailedFile, stored: int) -> None:
-        """Redis holds another offset for this file: it wins; drop what is buffered."""
-        tf.seek(stored)
-        tf.verified = stored
-        tf.end_crc = _end_crc(tf, stored)
-
-
-def _end_crc(tf: TailedFile, offset: int) -> int | None:
-    """The checksum of the bytes before ``offset`` (see :func:`.identity.has_end`); None
-    when unreadable (then the offset is not checked)."""
-    try:
-        return end_checksum(tf.fd, offset)
-    except OSError:
-        return None
+        batch = tf.take_batch(self.agent, self.input_id)
+        tf.out.seal(batch, tf.crc_before(batch.end))  # just read: the bytes of its end
 
 
 def _last_line_end(fd: int, size: int) -> int:

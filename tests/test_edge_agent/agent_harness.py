@@ -130,11 +130,11 @@ class AgentHarness:
 
         def done() -> bool:
             assert self.agent is not None
-            return any(tf.fid.ino == st.st_ino and tf.started and tf.committed == st.st_size
+            return any(tf.ident.fid.ino == st.st_ino and tf.started and tf.committed == st.st_size
                        for inp in self.agent.inputs for tf in list(inp.table.files.values()))
 
         wait_for(done, timeout=timeout, message=f"{path} read to its end")
 
     def state(self) -> str:
         assert self.agent is not None
-        return self.agent.record.state
+        return self.agent.status.state

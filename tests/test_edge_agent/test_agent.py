@@ -92,7 +92,7 @@ def test_backpressure_stops_reading_with_bounded_memory_and_resumes_exactly(
     assert r.xlen(raw) == 3
     inp = h.agent.inputs[0]
     assert sum(tf.held_bytes for tf in inp.table.files.values()) <= 64 * 1024
-    detail = h.agent.record.detail
+    detail = h.agent.status.detail
     assert "backlog over 3" in detail and "partitions [0]" in detail
     got: list[bytes] = []
 
@@ -114,7 +114,7 @@ def test_redis_memory_limit_pauses_reading(tmp_path, make_agent, tail, r, prefix
     (logs / "a.log").write_bytes(lines("a", 100))
     h = make_agent([tail(logs / "*.log")], backlog={"max_redis_memory": 1}).start()
     wait_for(lambda: h.state() == "throttled", message="throttled on memory")
-    assert "memory" in h.agent.record.detail
+    assert "memory" in h.agent.status.detail
     assert not h.shipped().lines
     h.stop()
 
@@ -123,9 +123,9 @@ def test_produce_refuses_over_the_memory_limit_even_before_the_agent_looks(
         tmp_path, make_agent, tail, r, prefix, monkeypatch, caplog) -> None:
     """The agent looks at Redis memory once a second; between two looks, PRODUCE itself
     refuses a batch while Redis is over the limit, and the agent pauses at once."""
-    import edge_agent.agent
+    import edge_agent.pressure
 
-    monkeypatch.setattr(edge_agent.agent, "memory_by_node", lambda _client: [])  # never looks
+    monkeypatch.setattr(edge_agent.pressure, "memory_by_node", lambda _client: [])  # never looks
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "a.log").write_bytes(lines("a", 100))
@@ -174,7 +174,7 @@ def test_deleted_file_is_retired_before_a_new_file_on_its_inode_starts_even_afte
     def retire_fails_once(client, files):  # the deleted file is closed: its inode is free
         if reused:
             return retire(client, files)
-        ino = files[0].fid.ino
+        ino = files[0].ident.fid.ino
         log.write_bytes(new)
         reused.append(log.stat().st_ino == ino)
         raise redis.exceptions.ConnectionError("injected: broker lost during retire")
@@ -285,7 +285,7 @@ def test_redis_rolling_back_its_last_writes_makes_an_idle_file_read_again(
     r.hset(keys.offsets(0), field, first_end)
     s = h.wait_lines(100)
     wait_for(lambda: h.agent is not None
-             and h.agent.record.counters.get("offsets_rolled_back", 0) == 1,
+             and h.agent.status.counters.get("offsets_rolled_back", 0) == 1,
              message="the roll-back noticed")
     h.stop()
     assert s.lines == lines("a", 100).splitlines()

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from redis_server import RedisServer
 
-from edge_agent.reader import TailedFile
+from edge_agent.followed import TailedFile
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,7 @@ class LogFilesMachine(RuleBasedStateMachine):
         inp = self.agent.agent.inputs[0]
         st = os.stat(self.path(f))
         for tf in list(inp.table.files.values()):
-            if (tf.fid.ino == st.st_ino and tf.fd >= 0 and tf.started
+            if (tf.ident.fid.ino == st.st_ino and tf.fd >= 0 and tf.started
                     and tf.committed == st.st_size):
                 return tf
         return None
@@ -109,7 +109,7 @@ class LogFilesMachine(RuleBasedStateMachine):
         with open(self.path(f), "r+b") as out:
             out.truncate(0)
         self.live[f] = []
-        wait_for(lambda: tf.started and tf.scanned == 0 and tf.restart is None,
+        wait_for(lambda: tf.started and tf.buf.scanned == 0 and tf.restart is None,
                  timeout=30, message="truncation handled before new writes")
 
     @precondition(lambda self: self.agent.running)
@@ -126,7 +126,7 @@ class LogFilesMachine(RuleBasedStateMachine):
         self.path(f).unlink()
         self.live[f] = []
         inp = self.agent.agent.inputs[0]
-        wait_for(lambda: all(tf.fid.ino != ino for tf in list(inp.table.files.values()))
+        wait_for(lambda: all(tf.ident.fid.ino != ino for tf in list(inp.table.files.values()))
                  and not inp.table.retired, timeout=30, message="deleted file closed")
 
     @precondition(lambda self: self.agent.running)

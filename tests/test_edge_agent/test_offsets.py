@@ -12,7 +12,7 @@ from agentconf import tail_input
 from helpers import wait_for
 
 from edge_agent.checkpoint import Checkpoint
-from edge_agent.reader import TailedFile
+from edge_agent.followed import TailedFile
 from tailrace.keys import Keys
 
 
@@ -20,7 +20,7 @@ def _followed(h: AgentHarness, path: Path) -> TailedFile:
     assert h.agent is not None
     ino = path.stat().st_ino
     return next(tf for inp in h.agent.inputs for tf in list(inp.table.files.values())
-                if tf.fid.ino == ino)
+                if tf.ident.fid.ino == ino)
 
 
 def test_an_offset_moved_by_a_conflict_is_saved_and_a_restart_resumes_there(
@@ -39,7 +39,7 @@ def test_an_offset_moved_by_a_conflict_is_saved_and_a_restart_resumes_there(
     r.hset(offsets, identity, end)  # committed by someone else (a backfill, another run)
     with open(path, "ab") as f:
         f.write(later)
-    wait_for(lambda: h.agent is not None and h.agent.record.counters.get("conflicts", 0) >= 1,
+    wait_for(lambda: h.agent is not None and h.agent.status.counters.get("conflicts", 0) >= 1,
              message="the batch of the later lines meets a CONFLICT")
     h.wait_read_to_end(path)  # it went on from Redis's offset, nothing more to commit
     h.stop()

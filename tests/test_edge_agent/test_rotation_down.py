@@ -573,8 +573,8 @@ def test_every_rotated_file_of_a_folder_is_found_and_nothing_unrelated(
     assert sorted(os.path.basename(tf.real) for tf in recovered) == sorted(
         f"app{i}.log.1" for i in range(50))
     for tf in recovered:  # each finishes the identity checkpointed for its original path
-        assert tf.pinned == 0 and cp.files[tf.base].path == tf.path
-        assert tf.adopted is (how == "copytruncate")
+        assert tf.ident.pinned == 0 and cp.files[tf.ident.base].path == tf.path
+        assert tf.ident.adopted is (how == "copytruncate")
     inp.close()
 
 

@@ -248,7 +248,8 @@ def test_idle_file_closed_by_the_lru_then_rewritten_with_the_same_first_line_is_
     h.wait_lines(24)
     inp = h.agent.inputs[0]
     ino = log.stat().st_ino
-    wait_for(lambda: any(tf.fid.ino == ino and tf.fd < 0 for tf in list(inp.table.files.values())),
+    wait_for(lambda: any(tf.ident.fid.ino == ino and tf.fd < 0
+                         for tf in list(inp.table.files.values())),
              message="app.log closed by the LRU")
     new = b"# header\n" + lines("new", 40)
     rewrite_in_place(log, new)  # or replaced by a file that got its inode: the same case
@@ -309,7 +310,7 @@ def test_long_lines_are_split_truncated_or_skipped_and_never_stall_the_file(
                                   for ln in b.lines] for p in ("split", "truncate", "skip")),
              message="every file read past its long line")
     s = h.shipped()
-    counters = dict(h.agent.record.counters)
+    counters = dict(h.agent.status.counters)
     h.stop()
     got = {p: [ln for _, b in s.batches if b.input == p for ln in b.lines]
            for p in ("split", "truncate", "skip")}
@@ -339,7 +340,7 @@ def test_unfinished_cri_partial_is_flushed_after_partial_flush_ms(tmp_path, make
     s = h.wait_lines(3)
     h.stop()
     assert s.lines[-1] == b"next"
-    assert h.agent.record.counters.get("pending_flushed_timeout") == 1
+    assert h.agent.status.counters.get("pending_flushed_timeout") == 1
 
 
 def test_pending_multiline_message_is_flushed_after_flush_ms(tmp_path, make_agent,
@@ -352,7 +353,7 @@ def test_pending_multiline_message_is_flushed_after_flush_ms(tmp_path, make_agen
     s = h.wait_lines(1, timeout=10)
     h.stop()
     assert s.lines == [b"2024 ERROR x\n\tat a\n\tat b"]
-    assert h.agent.record.counters.get("pending_flushed_timeout") == 1
+    assert h.agent.status.counters.get("pending_flushed_timeout") == 1
 
 
 def test_pending_multiline_message_is_flushed_on_shutdown(tmp_path, make_agent, tail) -> None:
@@ -365,7 +366,7 @@ def test_pending_multiline_message_is_flushed_on_shutdown(tmp_path, make_agent, 
     assert s.lines == [b"2024 INFO y\n\tcontinued"]
     h.stop()
     assert h.shipped().lines == [b"2024 INFO y\n\tcontinued", b"2024 WARN z\n\tmore"]
-    assert h.agent.record.counters.get("pending_flushed_shutdown") == 1
+    assert h.agent.status.counters.get("pending_flushed_shutdown") == 1
 
 
 def test_invalid_utf8_and_binary_bytes_are_shipped_unchanged(tmp_path, make_agent,
