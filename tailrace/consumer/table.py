@@ -209,9 +209,13 @@ class PartitionTable:
                 part.claimed = True
 
     def recovered(self, part: Partition) -> None:
-        """The handler is back at the committed state: re-read the pending entries."""
+        """The handler is back at the committed state: re-read the pending entries.
+
+        Only once the previous owner's pending entries were claimed: a claim a broker error
+        cut short is redone first, or they would stay pending on the old owner for good.
+        """
         with self._lock:
-            if self._current(part) and part.mode is Mode.RECOVERING:
+            if self._current(part) and part.mode is Mode.RECOVERING and part.claimed:
                 part.mode = Mode.HISTORY
 
     def drained(self, part: Partition) -> None:
