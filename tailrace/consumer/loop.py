@@ -28,7 +28,7 @@ import redis
 from ..broker import BROKER_ERRORS
 from ..config import ServiceConfig
 from ..errors import BrokerUnavailable, Fenced
-from ..handler import BatchAbandoned, BatchHandler, Entry, HandleResult, LeaseGuard
+from ..handler import BatchHandler
 from ..keys import Keys
 from ..lifecycle import Lifecycle, State
 from ..logs import RateLimiter, event
@@ -37,11 +37,12 @@ from ..scriptcalls import Scripts, WaitPolicy
 from ..topology import refresh_topology
 from .backlog import RECHECK_S as _PAUSE_RECHECK_S
 from .backlog import OutputBacklog
+from .batches import BatchWork
 from .lanes import LaneReply
 from .lease import LeaseKeeper
 from .reads import Reads
-from .recovery import claim_pending, group_lost, over_delivered, recreate_group
-from .table import Mode, Partition, PartitionTable, Ticket
+from .recovery import group_lost, recreate_group
+from .table import Mode, PartitionTable, Ticket
 
 __all__ = ["StreamConsumer"]
 
@@ -107,9 +108,11 @@ class StreamConsumer:
             client, keys, self.table, stage_out,
             service.backlog.max_entries_per_partition if backlog_limit is None else backlog_limit,
         )
-        # A partition whose last commit ran but was not confirmed by the replicas asked for
-        # (WaitPolicy): nothing else moves until it is, or until a failover rolled it back.
-        self._unconfirmed: int | None = None
+        self.work = BatchWork(
+            client, keys, self.scripts, service, handler, self.table, self.keeper,
+            self._backlog, self.record, group=group, consumer=self.me, stage_in=stage_in,
+            stage_out=stage_out, kind=kind, plugin=self.plugin, single_writer=single_writer,
+        )
         self._next_trim = 0.0
         self._limiter = RateLimiter()
 
@@ -214,12 +217,12 @@ class StreamConsumer:
             self._trim()
 
     def _confirm(self) -> None:
-        if self._unconfirmed is not None:
+        if self.work.unconfirmed is not None:
             # Going on with other partitions now could commit, on other nodes, state that
             # comes after this commit (a file output's checkpoint covering its bytes); if a
             # failover then lost this one, it would be redone after them.
-            self.scripts.confirm(self._unconfirmed)
-            self._unconfirmed = None
+            self.scripts.confirm(self.work.unconfirmed)
+            self.work.unconfirmed = None
 
     def _reconcile(self) -> None:
         """Apply a requested resync, and hand back the extras the keeper asked for.
@@ -240,9 +243,9 @@ class StreamConsumer:
         for part in self.table.partitions(Mode.RECOVERING):
             try:
                 if not part.claimed:
-                    self._take_over(part)
+                    self.work.take_over(part)
                     self.table.claimed(part)
-                self._sync_handler(part.number)
+                self.work.sync_handler(part.number)
             except Fenced as exc:
                 self._drop_fenced(exc)
                 continue
@@ -259,7 +262,7 @@ class StreamConsumer:
             if not entries:
                 self.table.drained(part)
                 continue
-            self._process(part, entries, stop)
+            self.work.process(part, entries, stop)
         return True
 
     def _live(self, usable: set[int], stop: threading.Event) -> bool:
@@ -315,7 +318,7 @@ class StreamConsumer:
                     continue
                 part = self.table.accept(ticket, self.keys.partition_of(key))
                 if part is not None:
-                    self._process(part, entries, stop)
+                    self.work.process(part, entries, stop)
         if failure is not None:
             if isinstance(failure, BROKER_ERRORS):
                 raise failure
@@ -327,116 +330,6 @@ class StreamConsumer:
             return False
         recreate_group(self.client, self.keys, self.stage_in, self.group, ticket.partitions)
         return True
-
-    # -- pieces ---------------------------------------------------------------------------
-    def _take_over(self, part: Partition) -> None:
-        """Take over everything the group still has pending on this partition."""
-        stream = self.keys.stream(self.stage_in, part.number)
-        claimed = claim_pending(self.client, stream, self.group, self.me)
-        poison = over_delivered(self.client, stream, self.group, self.me,
-                                self.service.max_deliveries)
-        if poison:
-            last = next((part.last_error[i] for i in poison if i in part.last_error), None)
-            n = self.scripts.dead_letter_pending(
-                part.number, self.group, part.owner, stage_in=self.stage_in, kind=self.kind,
-                stage=self.group, ids=poison, plugin=self.plugin,
-                reason=f"delivered more than {self.service.max_deliveries} times without being "
-                f"committed (it keeps crashing or stalling workers); dead-lettered as poison"
-                + (f"; last error here: {last}" if last else ""),
-            )
-            self.record.add("dead_letters", n)
-            event(log, logging.ERROR, "consumer_poison_dead_lettered",
-                  f"dead-lettered {n} poison entries", group=self.group, partition=part.number)
-        if claimed:
-            event(log, logging.INFO, "consumer_pending_claimed",
-                  f"took over {claimed} pending entries", group=self.group,
-                  partition=part.number)
-
-    def _sync_handler(self, partition: int) -> None:
-        """Hand the handler the committed checkpoints, to return to that state."""
-        parts = range(self.service.partitions) if self.single_writer else [partition]
-        pipe = self.client.pipeline(transaction=False)
-        for q in parts:
-            pipe.hgetall(self.keys.checkpoint(q, self.group))
-        self.handler.on_acquire(partition, pipe.execute())
-
-    def _process(self, part: Partition, entries: list[Entry], stop: threading.Event) -> None:
-        guard = LeaseGuard(self.table, part.number, stop)
-        self.record.set_state(State.ACTIVE)
-        try:
-            result = self.handler.handle(part.number, entries, guard)
-        except BROKER_ERRORS:
-            raise
-        except Exception as exc:
-            self._failed(part, entries, exc, stop)
-            return
-        self.table.succeeded(part, entries[0][0])
-        self._commit(part, entries, result)
-
-    def _failed(self, part: Partition, entries: list[Entry], exc: Exception,
-                stop: threading.Event) -> None:
-        """The handler raised: leave the entries pending, or dead-letter them once they
-        failed ``max_deliveries`` times. A handler bug must not kill the worker or lose them."""
-        p = part.number
-        if isinstance(exc, BatchAbandoned):
-            event(log, logging.INFO, "consumer_batch_abandoned",
-                  f"left {len(entries)} entries pending: {exc}", group=self.group, partition=p)
-            self.table.to_history(part)
-            return
-        first = entries[0][0]
-        n = self.table.failed(part, first, repr(exc))
-        self.record.add("errors")
-        event(log, logging.ERROR, "consumer_batch_error",
-              f"processing entries {first.decode()}.. failed ({n}/"
-              f"{self.service.max_deliveries}): {exc!r}", group=self.group, partition=p)
-        if n >= self.service.max_deliveries:
-            self.table.succeeded(part, first)
-            done = self.scripts.dead_letter_pending(
-                p, self.group, part.owner, stage_in=self.stage_in, kind=self.kind,
-                stage=self.group, ids=[e[0] for e in entries], plugin=self.plugin,
-                reason=f"processing failed {n} times: {exc!r}",
-            )
-            self.record.add("dead_letters", done)
-        else:
-            self.table.to_history(part)
-            self.table.request_resync()  # the handler may have half-done work to roll back
-            stop.wait(min(0.1 * 2**n, 5.0))
-
-    def _commit(self, part: Partition, entries: list[Entry], result: HandleResult) -> None:
-        """Commit one batch (fenced: outputs, dead letters, checkpoint, acks) and count it."""
-        p = part.number
-        try:
-            outlen = self.scripts.commit(
-                p, self.group, part.owner, stage_in=self.stage_in,
-                ids=[e[0] for e in entries], outputs=result.outputs, stage_out=self.stage_out,
-                dead_letters=result.dead_letters, checkpoint=result.checkpoint,
-                dlq_maxlen=self.service.dlq_max_entries,
-            )
-        except BROKER_ERRORS:
-            # Not confirmed (NotReplicated), or its answer was lost: it may have run.
-            if self.scripts.wait.replicas:
-                self._unconfirmed = p
-            raise
-        except Fenced as exc:
-            event(log, logging.WARNING, "consumer_commit_fenced", str(exc), group=self.group,
-                  partition=p)
-            if self.table.fenced(part):
-                self.keeper.release([part.lease])
-            # A handler with effects outside Redis (the file output) must return to the
-            # committed state before its next write: what it did for this batch is not.
-            self._sync_handler(p)
-            return
-        committed = getattr(self.handler, "on_committed", None)
-        if committed is not None:
-            committed(p)  # e.g. the file output forgets journal entries now covered in Redis
-        rec = self.record
-        rec.add("batches")
-        rec.add("lines_in", result.lines_in)
-        rec.add("lines_out", result.lines_out)
-        rec.add("bytes_in", result.bytes_in)
-        if result.dead_letters:
-            rec.add("dead_letters", len(result.dead_letters))
-        self._backlog.committed(part, outlen)
 
     def _trim(self) -> None:
         now = time.monotonic()

@@ -1,0 +1,166 @@
+"""What a consumer does with one partition's batch: hand it to the handler, commit what
+came out (fenced), count it; dead-letter what keeps failing; and, on taking a partition
+over, claim what the previous owner had pending and dead-letter the poison among it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+
+from ..broker import BROKER_ERRORS
+from ..config import ServiceConfig
+from ..errors import Fenced
+from ..handler import BatchAbandoned, BatchHandler, Entry, HandleResult, LeaseGuard
+from ..keys import Keys
+from ..lifecycle import State, ThreadRecord
+from ..logs import event
+from ..scriptcalls import Scripts
+from .backlog import OutputBacklog
+from .lease import LeaseKeeper
+from .recovery import claim_pending, over_delivered
+from .table import Partition, PartitionTable
+
+__all__ = ["BatchWork"]
+
+log = logging.getLogger(__name__)
+
+
+class BatchWork:
+    """The per-batch part of a :class:`~tailrace.consumer.loop.StreamConsumer` (its thread)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts,
+                 service: ServiceConfig, handler: BatchHandler, table: PartitionTable,
+                 keeper: LeaseKeeper, backlog: OutputBacklog, record: ThreadRecord, *,
+                 group: str, consumer: str, stage_in: str, stage_out: str, kind: str,
+                 plugin: str, single_writer: bool) -> None:
+        self.client = client
+        self.keys = keys
+        self.scripts = scripts
+        self.service = service
+        self.handler = handler
+        self.table = table
+        self.keeper = keeper
+        self.backlog = backlog
+        self.record = record
+        self.group = group
+        self.me = consumer
+        self.stage_in = stage_in
+        self.stage_out = stage_out
+        self.kind = kind
+        self.plugin = plugin
+        self.single_writer = single_writer
+        # A partition whose last commit ran but was not confirmed by the replicas asked for
+        # (WaitPolicy): nothing else moves until it is, or until a failover rolled it back.
+        self.unconfirmed: int | None = None
+
+    def take_over(self, part: Partition) -> None:
+        """Take over everything the group still has pending on this partition."""
+        stream = self.keys.stream(self.stage_in, part.number)
+        claimed = claim_pending(self.client, stream, self.group, self.me)
+        poison = over_delivered(self.client, stream, self.group, self.me,
+                                self.service.max_deliveries)
+        if poison:
+            last = next((part.last_error[i] for i in poison if i in part.last_error), None)
+            n = self.scripts.dead_letter_pending(
+                part.number, self.group, part.owner, stage_in=self.stage_in, kind=self.kind,
+                stage=self.group, ids=poison, plugin=self.plugin,
+                reason=f"delivered more than {self.service.max_deliveries} times without being "
+                f"committed (it keeps crashing or stalling workers); dead-lettered as poison"
+                + (f"; last error here: {last}" if last else ""),
+            )
+            self.record.add("dead_letters", n)
+            event(log, logging.ERROR, "consumer_poison_dead_lettered",
+                  f"dead-lettered {n} poison entries", group=self.group, partition=part.number)
+        if claimed:
+            event(log, logging.INFO, "consumer_pending_claimed",
+                  f"took over {claimed} pending entries", group=self.group,
+                  partition=part.number)
+
+    def sync_handler(self, partition: int) -> None:
+        """Hand the handler the committed checkpoints, to return to that state."""
+        parts = range(self.service.partitions) if self.single_writer else [partition]
+        pipe = self.client.pipeline(transaction=False)
+        for q in parts:
+            pipe.hgetall(self.keys.checkpoint(q, self.group))
+        self.handler.on_acquire(partition, pipe.execute())
+
+    def process(self, part: Partition, entries: list[Entry], stop: threading.Event) -> None:
+        guard = LeaseGuard(self.table, part.number, stop)
+        self.record.set_state(State.ACTIVE)
+        try:
+            result = self.handler.handle(part.number, entries, guard)
+        except BROKER_ERRORS:
+            raise
+        except Exception as exc:
+            self._failed(part, entries, exc, stop)
+            return
+        self.table.succeeded(part, entries[0][0])
+        self._commit(part, entries, result)
+
+    def _failed(self, part: Partition, entries: list[Entry], exc: Exception,
+                stop: threading.Event) -> None:
+        """The handler raised: leave the entries pending, or dead-letter them once they
+        failed ``max_deliveries`` times. A handler bug must not kill the worker or lose them."""
+        p = part.number
+        if isinstance(exc, BatchAbandoned):
+            event(log, logging.INFO, "consumer_batch_abandoned",
+                  f"left {len(entries)} entries pending: {exc}", group=self.group, partition=p)
+            self.table.to_history(part)
+            return
+        first = entries[0][0]
+        n = self.table.failed(part, first, repr(exc))
+        self.record.add("errors")
+        event(log, logging.ERROR, "consumer_batch_error",
+              f"processing entries {first.decode()}.. failed ({n}/"
+              f"{self.service.max_deliveries}): {exc!r}", group=self.group, partition=p)
+        if n >= self.service.max_deliveries:
+            self.table.succeeded(part, first)
+            done = self.scripts.dead_letter_pending(
+                p, self.group, part.owner, stage_in=self.stage_in, kind=self.kind,
+                stage=self.group, ids=[e[0] for e in entries], plugin=self.plugin,
+                reason=f"processing failed {n} times: {exc!r}",
+            )
+            self.record.add("dead_letters", done)
+        else:
+            self.table.to_history(part)
+            self.table.request_resync()  # the handler may have half-done work to roll back
+            stop.wait(min(0.1 * 2**n, 5.0))
+
+    def _commit(self, part: Partition, entries: list[Entry], result: HandleResult) -> None:
+        """Commit one batch (fenced: outputs, dead letters, checkpoint, acks) and count it."""
+        p = part.number
+        try:
+            outlen = self.scripts.commit(
+                p, self.group, part.owner, stage_in=self.stage_in,
+                ids=[e[0] for e in entries], outputs=result.outputs, stage_out=self.stage_out,
+                dead_letters=result.dead_letters, checkpoint=result.checkpoint,
+                dlq_maxlen=self.service.dlq_max_entries,
+            )
+        except BROKER_ERRORS:
+            # Not confirmed (NotReplicated), or its answer was lost: it may have run.
+            if self.scripts.wait.replicas:
+                self.unconfirmed = p
+            raise
+        except Fenced as exc:
+            event(log, logging.WARNING, "consumer_commit_fenced", str(exc), group=self.group,
+                  partition=p)
+            if self.table.fenced(part):
+                self.keeper.release([part.lease])
+            # A handler with effects outside Redis (the file output) must return to the
+            # committed state before its next write: what it did for this batch is not.
+            self.sync_handler(p)
+            return
+        committed = getattr(self.handler, "on_committed", None)
+        if committed is not None:
+            committed(p)  # e.g. the file output forgets journal entries now covered in Redis
+        rec = self.record
+        rec.add("batches")
+        rec.add("lines_in", result.lines_in)
+        rec.add("lines_out", result.lines_out)
+        rec.add("bytes_in", result.bytes_in)
+        if result.dead_letters:
+            rec.add("dead_letters", len(result.dead_letters))
+        self.backlog.committed(part, outlen)
