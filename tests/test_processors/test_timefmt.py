@@ -182,6 +182,33 @@ def test_canonical_timestamps_never_reach_strptime(fmt: str, text: str) -> None:
     assert calls == []
 
 
+@pytest.mark.parametrize(("fmt", "render"), [
+    (CLF, "%d/%b/%Y:%H:%M:%S -0700"), (ISO_ZONE, "%Y-%m-%dT%H:%M:%S+05:30"), (SPACE, None),
+    (ISO_FRAC_ZONE, "%Y-%m-%dT%H:%M:%S.{ms}Z"), (ISO_FRAC, "%Y-%m-%dT%H:%M:%S.{ns}"),
+])
+def test_a_quiet_log_a_line_a_minute_never_reaches_strptime(fmt: str, render: str | None) -> None:
+    # Hours and the "MM:SS" tables, not a cache of minutes: a new minute on every line,
+    # over a leap day and a new year, is read without strptime and as strptime reads it.
+    calls: list[str] = []
+    reference = StrptimeFormat(fmt)
+
+    def counting(t: str) -> float:
+        calls.append(t)
+        return reference.parse(t)
+
+    fast = compile_fast(fmt, 0, counting)
+    assert fast is not None
+    rng = random.Random(5)
+    for start in (datetime(2024, 2, 28, 12, tzinfo=timezone.utc),
+                  datetime(2023, 12, 31, 12, tzinfo=timezone.utc)):
+        for i in range(2000):
+            d = datetime.fromtimestamp(start.timestamp() + 61 * i, timezone.utc)
+            text = d.strftime(render or fmt).format(ms=f"{rng.randrange(1000):03d}",
+                                                    ns=f"{rng.randrange(10 ** 9):09d}")
+            assert fast(text) == reference.parse(text), text
+    assert calls == []
+
+
 @pytest.mark.parametrize(("fmt", "text"), [
     (CLF, "32/Oct/2023:13:55:36 -0700"), (CLF, "10/Foo/2023:13:55:36 -0700"),
     (CLF, "10/Oct/2023:24:00:00 +0000"), (CLF, "10/Oct/2023:13:55:60 +0000"),
