@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import random
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import pytest
@@ -160,15 +161,8 @@ def test_any_text_is_read_or_rejected_as_strptime_does(fmt: str, text: str) -> N
     assert outcome(TimeFormat(fmt).parse, text) == outcome(StrptimeFormat(fmt).parse, text)
 
 
-@pytest.mark.parametrize(("fmt", "text"), [
-    (CLF, "10/Oct/2023:13:55:36 -0700"), (CLF, "29/feb/2024:00:00:00 +05:30"),
-    (ISO_FRAC_ZONE, "2024-05-06T07:08:09.123456789+02:00"),
-    (ISO_FRAC_ZONE, "2024-12-31T23:59:59.5Z"),
-    (ISO_ZONE, "2024-05-06T07:08:09-0800"), (ISO_FRAC, "2024-05-06T07:08:09.123Z"),
-    (ISO_FRAC, "2024-05-06T07:08:09.123"), (SPACE, "2024-05-06 07:08:09"),
-    (SYSLOG, "Jan  2 03:04:05"), (SYSLOG, "Dec 31 23:59:59"), (LOGGING, "2024-05-06 07:08:09,001"),
-])
-def test_canonical_timestamps_never_reach_strptime(fmt: str, text: str) -> None:
+def counted_fast(fmt: str) -> tuple[Callable[[str], float], StrptimeFormat, list[str]]:
+    """The compiled parser of ``fmt``, its reference, and the texts it passed to it."""
     calls: list[str] = []
     reference = StrptimeFormat(fmt)
 
@@ -178,6 +172,19 @@ def test_canonical_timestamps_never_reach_strptime(fmt: str, text: str) -> None:
 
     fast = compile_fast(fmt, 0, counting)
     assert fast is not None
+    return fast, reference, calls
+
+
+@pytest.mark.parametrize(("fmt", "text"), [
+    (CLF, "10/Oct/2023:13:55:36 -0700"), (CLF, "29/feb/2024:00:00:00 +05:30"),
+    (ISO_FRAC_ZONE, "2024-05-06T07:08:09.123456789+02:00"),
+    (ISO_FRAC_ZONE, "2024-12-31T23:59:59.5Z"),
+    (ISO_ZONE, "2024-05-06T07:08:09-0800"), (ISO_FRAC, "2024-05-06T07:08:09.123Z"),
+    (ISO_FRAC, "2024-05-06T07:08:09.123"), (SPACE, "2024-05-06 07:08:09"),
+    (SYSLOG, "Jan  2 03:04:05"), (SYSLOG, "Dec 31 23:59:59"), (LOGGING, "2024-05-06 07:08:09,001"),
+])
+def test_canonical_timestamps_never_reach_strptime(fmt: str, text: str) -> None:
+    fast, reference, calls = counted_fast(fmt)
     assert fast(text) == reference.parse(text) and fast(text) == reference.parse(text)
     assert calls == []
 
@@ -189,15 +196,7 @@ def test_canonical_timestamps_never_reach_strptime(fmt: str, text: str) -> None:
 def test_a_quiet_log_a_line_a_minute_never_reaches_strptime(fmt: str, render: str | None) -> None:
     # Hours and the "MM:SS" tables, not a cache of minutes: a new minute on every line,
     # over a leap day and a new year, is read without strptime and as strptime reads it.
-    calls: list[str] = []
-    reference = StrptimeFormat(fmt)
-
-    def counting(t: str) -> float:
-        calls.append(t)
-        return reference.parse(t)
-
-    fast = compile_fast(fmt, 0, counting)
-    assert fast is not None
+    fast, reference, calls = counted_fast(fmt)
     rng = random.Random(5)
     for start in (datetime(2024, 2, 28, 12, tzinfo=timezone.utc),
                   datetime(2023, 12, 31, 12, tzinfo=timezone.utc)):
