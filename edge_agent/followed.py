@@ -262,4 +262,7 @@ class TailedFile:
     def idle(self) -> bool:
         """Settled and nothing new to read (at most a partial last line already looked at):
         may be closed and reopened later."""
-        return self.settled and (self.buf.scanned == self.size or self.size == self.buf.partial_at)
+        b, out = self.buf, self.out  # settled, inlined: asked of every file on every pass
+        return (out.sealed is None and not b.lines and not b.carry
+                and out.committed == b.pos == b.scanned and self.restart is None
+                and not b.skipping and (b.scanned == self.size or self.size == b.partial_at))
