@@ -41,10 +41,10 @@ class ProcessorHandler:
     handed in by whoever owns the broker.
     """
 
-    def __init__(self, config: Config, record: ThreadRecord, *,
+    def __init__(self, config: Config, status: ThreadRecord, *,
                  rate_limits: RateLimits | None = None) -> None:
         self.chain = Chain(config, rate_limits=rate_limits)
-        self.record = record
+        self.status = status  # its lifecycle entry (state, counters), not a log record
         self._limiter = RateLimiter()
 
     def on_acquire(self, partition: int, checkpoints: list[Mapping[bytes, bytes]]) -> None:
@@ -70,9 +70,9 @@ class ProcessorHandler:
             res.lines_in += len(batch.lines)
             res.bytes_in += batch.end - batch.start
             if result.invalid_utf8:
-                self.record.add("invalid_utf8_lines", result.invalid_utf8)
+                self.status.add("invalid_utf8_lines", result.invalid_utf8)
             for name, n in result.counters.items():
-                self.record.add(f"filter_{name}", n)
+                self.status.add(f"filter_{name}", n)
             records = result.records
             if records:
                 try:

@@ -50,14 +50,14 @@ def build_output(config: Config, pc: OutputConfig) -> OutputPlugin:
 class SinkHandler:
     """Delivers one output's records; the consumer loop owns the broker."""
 
-    def __init__(self, config: Config, pc: OutputConfig, record: ThreadRecord) -> None:
+    def __init__(self, config: Config, pc: OutputConfig, status: ThreadRecord) -> None:
         self.pc = pc
         self.group = sink_group(pc.id)
         self.output = build_output(config, pc)
         self.matcher = TagMatcher(pc.options.match, pc.options.match_regex)
         self.address = pc.id.encode()
-        self.record = record
-        record.set_state(State.IDLE, "waiting for records")  # the output is built
+        self.status = status  # its lifecycle entry (state, counters), not a log record
+        status.set_state(State.IDLE, "waiting for records")  # the output is built
         self._limiter = RateLimiter()
         self._stats_seen: dict[str, int] = {}
 
@@ -139,7 +139,7 @@ class SinkHandler:
             return origin
 
         backoff = self.output.backoff()
-        self.record.set_state(State.ACTIVE)
+        self.status.set_state(State.ACTIVE)
         while records:
             # Never write without a lease that surely holds; a stop still delivers the batch
             # in hand (the drain), only a retry's wait is cut short by it (below).
@@ -161,16 +161,16 @@ class SinkHandler:
                 self._rejections(outcome.rejected, where(), res.dead_letters)
             res.lines_out += len(records) - len(outcome.records) - len(outcome.rejected)
             records = outcome.records
-            self.record.set_state(State.THROTTLED, f"retrying {len(records)} records: "
+            self.status.set_state(State.THROTTLED, f"retrying {len(records)} records: "
                                   f"{outcome.reason}")
-            self.record.add("retries")
+            self.status.add("retries")
             if self._limiter.allow("retry"):
                 event(log, logging.WARNING, "sink_delivery_retry",
                       f"{len(records)} records not delivered ({outcome.reason}); retrying "
                       "them after a backoff", output=self.pc.id, partition=partition)
             if guard.stop.wait(backoff.next_delay()):
                 raise BatchAbandoned("stop requested while retrying")
-        self.record.set_state(State.IDLE)  # delivered: no longer throttled, whatever it was
+        self.status.set_state(State.IDLE)  # delivered: no longer throttled, whatever it was
         self._count_stats()
         res.checkpoint = self.output.checkpoint()
         return res
@@ -189,7 +189,7 @@ class SinkHandler:
         for name, value in self.output.stats.items():
             delta = value - self._stats_seen.get(name, 0)
             if delta:
-                self.record.add(f"{self.pc.name}_{name}", delta)
+                self.status.add(f"{self.pc.name}_{name}", delta)
                 self._stats_seen[name] = value
 
     def close(self) -> None:
