@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-PACKAGES = ["tailrace", "edge_agent", "processors", "sinks"]
+PACKAGES = ["tailrace", "tailrace.consumer", "edge_agent", "processors", "sinks"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
