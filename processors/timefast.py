@@ -206,8 +206,9 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
         h = hours.get(key)
         return h if h is not None else _memo(hours, key, hour_float)
 
-    #: "MM:SS" and the literal after it -> seconds into the hour (3,600 entries).
-    in_hour = {f"{m:02d}{m_lit}{s:02d}{s_lit}": m * 60 + s for m in range(60) for s in range(60)}
+    #: "MM:SS" and the literal after it -> seconds into the hour: empty until the first
+    #: text is read (every stock parser is built in every processor, most never used).
+    in_hour: dict[str, int] = {}
     n_mmss = k_fixed - k_min
 
     def zone_add(z: str) -> int | None:
@@ -224,6 +225,8 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
         tails: dict[str, int] = {}
 
         def learn(text: str) -> float:
+            nonlocal in_hour
+            in_hour = in_hour or _in_hour(m_lit, s_lit)
             h = hour_of(text[:k_min])
             tail = text[k_min:]
             t = tails.get(tail)
@@ -268,7 +271,8 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
     def learn_frac(text: str) -> float:
         """A text the fast path did not take: a new minute, zone or shape, or one the
         reference has to read."""
-        nonlocal short, zend
+        nonlocal short, zend, in_hour
+        in_hour = in_hour or _in_hour(m_lit, s_lit)
         h = hour_of(text[:k_min])
         s = in_hour.get(text[k_min:k_fixed])
         if h is None or s is None:
@@ -362,6 +366,13 @@ def _hour_parser(lay: _Layout) -> Callable[[str], int | None]:
 
 
 @functools.cache
+def _in_hour(m_lit: str, s_lit: str) -> dict[str, int]:
+    """"MM:SS" with the literals between and after them -> seconds into the hour (3,600
+    entries, ~0.3 MB, built on first use and shared by the formats with these literals)."""
+    return {f"{m:02d}{m_lit}{s:02d}{s_lit}": m * 60 + s for m in range(60) for s in range(60)}
+
+
+@functools.cache
 def _last_four() -> dict[str, int]:
     """"0000" ... "9999" -> their value (built on first use: ~0.6 MB, once a process)."""
     return {f"{i:04d}": i for i in range(10000)}
@@ -383,11 +394,13 @@ def compile_epoch(fmt: str, error: Callable[[str], Exception]) -> Parse | None:
     if fmt != "%s" and fmt not in ("%s.%L", "%s,%L", "%s.%f", "%s,%f"):
         raise ValueError(f"time format {fmt!r}: %s (epoch seconds) must be the whole format, "
                          "or %s.%L with a fraction")
-    low = _last_four()
+    low: dict[str, int] = {}  # the table of the last four, from the first text on
     #: the digits but the last four -> their value in seconds, times 10,000.
     heads: dict[str, float] = {}
 
     def seconds(whole: str) -> int | None:
+        nonlocal low
+        low = low or _last_four()
         if not (whole.isdigit() and whole.isascii() and len(whole) <= 12):
             return None
         secs = int(whole)
