@@ -1,7 +1,7 @@
 """A followed file's committed offset: one writer for its copies.
 
 Redis holds the authoritative offset (PRODUCE checks and moves it atomically with the
-append). The agent keeps two mirrors of it: the file's own (``TailedFile.committed``, where
+append). The agent keeps two mirrors of it: the file's own (``tf.out.committed``, where
 the next batch starts, with the checksum of the bytes before it) and the local checkpoint
 (saved every few seconds; read when Redis has nothing, and by the start-up recovery of
 files rotated while the agent was down). :class:`Offsets` is the only code that moves the

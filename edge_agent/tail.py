@@ -121,13 +121,7 @@ class TailInput(InputPlugin):
         sealed batch. Never blocks (reads only what the files already hold)."""
         table = self.table
         busy = table.busy
-        if not table.watched or now >= self._sweep_at or table.layout_changed:
-            keys = list(table.files)  # everything, at least once per refresh_interval_s
-            self._sweep_at = now + self.opts.refresh_interval_s
-            table.layout_changed = False
-        else:
-            keys = list(busy | table.dirty)
-        table.dirty.clear()
+        keys = self._to_look_at(now)
         ready: list[TailedFile] = []
         if not keys:
             return ready
@@ -180,15 +174,35 @@ class TailInput(InputPlugin):
             else:
                 busy.add(key)
         if budget <= 0:  # memory is full: commit what is held rather than wait for more
-            for key in busy:
-                tf = files.get(key)
-                if (tf is not None and tf.buf.lines and tf.out.sealed is None
-                        and tf.ident.partition not in throttled):
-                    self._seal(tf)
-                    ready.append(tf)
+            ready.extend(self._seal_held(throttled))
         if table.open_count > table.max_open:
             table.evict()
         return ready
+
+    def _to_look_at(self, now: float) -> list[tuple[int, int]]:
+        """The files this pass looks at: with inotify, those with news or work in progress
+        (every file at least once per ``refresh_interval_s``); without it, every file."""
+        table = self.table
+        if not table.watched or now >= self._sweep_at or table.layout_changed:
+            keys = list(table.files)
+            self._sweep_at = now + self.opts.refresh_interval_s
+            table.layout_changed = False
+        else:
+            keys = list(table.busy | table.dirty)
+        table.dirty.clear()
+        return keys
+
+    def _seal_held(self, throttled: set[int]) -> list[TailedFile]:
+        """Seal every partial batch a partition may take now (the memory budget is spent)."""
+        sealed = []
+        files = self.table.files
+        for key in self.table.busy:
+            tf = files.get(key)
+            if (tf is not None and tf.buf.lines and tf.out.sealed is None
+                    and tf.ident.partition not in throttled):
+                self._seal(tf)
+                sealed.append(tf)
+        return sealed
 
     def _stat(self, tf: TailedFile, now: float) -> None:
         try:
