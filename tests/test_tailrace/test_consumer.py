@@ -259,3 +259,30 @@ def test_a_full_redis_still_takes_a_sinks_commits_and_new_workers(
         t.join(timeout=15)
         r.delete(*fillers)
     r.close()
+
+
+def test_a_takeover_claim_cut_short_by_a_broker_error_is_redone(
+        r: redis.Redis, pipeline: tuple[Keys, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A previous owner left entries pending; the new owner's first XAUTOCLAIM meets a broker
+    error. The claim must be redone before the partition is read: the pending entries are
+    not new (``>``) and not this worker's own (``0``), so nothing else would ever read them."""
+    keys, service = pipeline
+    for i in range(3):
+        r.xadd(keys.raw(0), {"v": "1", "b": b"left%d" % i})
+    r.xreadgroup(PROCESSORS_GROUP, "gone-worker", {keys.raw(0): ">"}, count=10)
+    from tailrace.consumer import batches
+    real, calls = batches.claim_pending, []
+
+    def flaky(*args: Any) -> int:
+        calls.append(args)
+        if len(calls) == 1:
+            raise redis.exceptions.ConnectionError("connection reset while claiming")
+        return real(*args)
+
+    monkeypatch.setattr(batches, "claim_pending", flaky)
+    h = Recorder()
+    for _c, _t in run_consumer(r, keys, service, h):
+        wait_for(lambda: len(h.seen) == 3, timeout=20,
+                 message="the previous owner's pending entries handled after the failed claim")
+    assert sorted(h.seen) == [b"left0", b"left1", b"left2"]
+    assert r.xpending(keys.raw(0), PROCESSORS_GROUP)["pending"] == 0
