@@ -50,6 +50,9 @@ class ProcessorHandler:
     def on_acquire(self, partition: int, checkpoints: list[Mapping[bytes, bytes]]) -> None:
         return None  # processors keep no state outside Redis
 
+    def on_committed(self, partition: int) -> None:
+        return None  # nothing outside Redis to let go of
+
     def handle(self, partition: int, entries: list[Entry], guard: LeaseGuard) -> HandleResult:
         res = HandleResult()
         for entry_id, fields in entries:

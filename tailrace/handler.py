@@ -80,7 +80,10 @@ class BatchHandler(Protocol):
         is unknown: the handler must return to the committed state.
         """
 
-    # Optional: ``on_committed(partition)`` is called after each successful commit.
+    def on_committed(self, partition: int) -> None:
+        """Called after each commit of this partition is in Redis (e.g. the file output
+        forgets journal entries the commit now covers); a handler without such state
+        returns at once."""
 
     def handle(self, partition: int, entries: list[Entry], guard: LeaseGuard) -> HandleResult:
         """Process one partition's entries (in order). May raise :class:`BatchAbandoned`."""

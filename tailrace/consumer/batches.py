@@ -153,9 +153,7 @@ class BatchWork:
             # committed state before its next write: what it did for this batch is not.
             self.sync_handler(p)
             return
-        committed = getattr(self.handler, "on_committed", None)
-        if committed is not None:
-            committed(p)  # e.g. the file output forgets journal entries now covered in Redis
+        self.handler.on_committed(p)  # e.g. the file output forgets journal entries covered
         rec = self.record
         rec.add("batches")
         rec.add("lines_in", result.lines_in)

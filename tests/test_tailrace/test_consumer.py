@@ -36,6 +36,9 @@ class Recorder:
             self.fence_on_acquire.discard(partition)
             raise Fenced(PROCESSORS_GROUP, partition)
 
+    def on_committed(self, partition: int) -> None:
+        return None
+
     def handle(self, partition: int, entries: list[Entry], guard: LeaseGuard) -> HandleResult:
         for _id, fields in entries:
             assert fields is not None
@@ -217,6 +220,9 @@ class CheckpointingSink:
         self.seen = 0
 
     def on_acquire(self, partition: int, checkpoints: list[Mapping[bytes, bytes]]) -> None:
+        return None
+
+    def on_committed(self, partition: int) -> None:
         return None
 
     def handle(self, partition: int, entries: list[Entry], guard: LeaseGuard) -> HandleResult:
