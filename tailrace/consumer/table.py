@@ -6,17 +6,21 @@ its pending entries, a commit made with a token that is no longer the lease's. S
 state of one owned partition is one :class:`Partition`, and every transition is a method
 of :class:`PartitionTable`:
 
-    acquired ─▶ RECOVERING ─▶ HISTORY ─▶ LIVE ─▶ (extra) RELEASING ─▶ released
-                    ▲            ▲         │
-                    └─ resync ───┴─────────┘ to_history (stale or failed read, failure)
-    lost / fenced / expired: gone from any mode
+    acquired ─▶ RECOVERING ──────────▶ HISTORY ──────────▶ LIVE
+                (claim once, sync)    ▲  (none pending)     │
+                     ▲                └─────────────────────┤ to_history: a failed or
+                     │                                      │ stale read, a failed batch
+                     └──────────────────────────────────────┘ resync_all: broker error,
+                                                              Redis full, group lost
+    an extra, from any mode: RELEASING ─▶ released (once no read in flight covers it)
+    lost / fenced / expired: gone, from any mode
 
 The table never talks to Redis: the lease keeper (another thread) reports what it got,
 renewed and lost; the worker loop reports what its reads and commits found. Both sides go
 through one lock. A transition on a partition the caller saw earlier takes that
 :class:`Partition` object and does nothing when the table now holds another one (the
 lease was lost and taken again, with a new token) or none: a late answer can never act on
-the partition's next owner-incarnation.
+a later acquisition of the partition.
 
 Each read carries a :class:`Ticket` naming the token and *generation* of every partition
 it covers; the generation is drawn from one counter for the whole table whenever a
