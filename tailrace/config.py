@@ -41,6 +41,7 @@ from .urls import redact_url
 from .yamlmarks import expand_env, load
 
 __all__ = [
+    "CARRIED_CONFIG_ENV",
     "BacklogConfig",
     "Config",
     "EmbeddedConfig",
@@ -51,8 +52,11 @@ __all__ = [
     "PluginConfig",
     "ReplicationConfig",
     "ServiceConfig",
+    "carry_config_text",
     "load_config",
     "parse_config",
+    "read_config_text",
+    "take_carried_config_text",
 ]
 
 DEFAULT_PARTITIONS = 8
@@ -416,6 +420,23 @@ def _parsers(entries: Any, registry: Registry, col: ProblemCollector) -> dict[st
     return result
 
 
+def read_config_text(path: str | os.PathLike[str]) -> str:
+    """The config file's text.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not UTF-8.
+    """
+    name = str(path)
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(name, 0, 0, "", f"cannot read config: {exc.strerror}")]
+                          ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(name, 0, 0, "", f"config is not UTF-8 text: {exc}")]
+                          ) from None
+
+
 def load_config(path: str | os.PathLike[str], registry: Registry,
                 *, env: dict[str, str] | None = None) -> Config:
     """Read and validate a config file.
@@ -423,13 +444,37 @@ def load_config(path: str | os.PathLike[str], registry: Registry,
     Raises:
         ConfigError: the file is missing, unreadable or invalid (every problem listed).
     """
-    name = str(path)
+    return parse_config(read_config_text(path), str(path), registry, env=env)
+
+
+#: A process that re-executes itself for a reload hands the new image the config text it
+#: validated, in an inherited file whose descriptor this names: the file may have changed
+#: again during the drain, and the new image must run what was accepted, not fail on it.
+CARRIED_CONFIG_ENV = "TAILRACE_CONFIG_FD"
+
+
+def carry_config_text(text: str, env: dict[str, str]) -> None:
+    """Put ``text`` in an anonymous inherited file and name it in ``env`` (for an exec)."""
+    data = text.encode("utf-8")
+    fd = os.memfd_create("tailrace-config", 0) if hasattr(os, "memfd_create") else None
+    if fd is None:  # no memfd (not Linux): an unlinked temporary file does the same
+        import tempfile
+        with tempfile.TemporaryFile() as tmp:
+            fd = os.dup(tmp.fileno())
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.set_inheritable(fd, True)
+    env[CARRIED_CONFIG_ENV] = str(fd)
+
+
+def take_carried_config_text() -> str | None:
+    """The config text a reloading process carried over its exec, once; else None."""
+    value = os.environ.pop(CARRIED_CONFIG_ENV, None)
+    if value is None or not value.isdigit():
+        return None
+    fd = int(value)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([ConfigProblem(name, 0, 0, "", f"cannot read config: {exc.strerror}")]
-                          ) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError([ConfigProblem(name, 0, 0, "", f"config is not UTF-8 text: {exc}")]
-                          ) from None
-    return parse_config(text, name, registry, env=env)
+        with os.fdopen(fd, "rb") as f:
+            return f.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None  # not ours after all: read the file as a fresh start does

@@ -23,7 +23,6 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -39,7 +38,7 @@ from .broker import (
     ensure_partition_count,
     redact_url,
 )
-from .config import Config, load_config
+from .config import Config, carry_config_text, parse_config, read_config_text
 from .embedded import EmbeddedRedis
 from .errors import ConfigError, StopRequested
 from .keys import Keys, sink_group
@@ -74,12 +73,10 @@ class Runtime:
         config: the validated config.
         role: ``agent``, ``processor`` or ``sink``.
         broker: a URL overriding the config (the ``--broker`` option).
-        reload_check: validates the config file again on reload (raises ConfigError).
     """
 
     def __init__(self, config: Config, role: str, *, broker: str | None = None,
-                 worker_id: str | None = None,
-                 reload_check: Callable[[], Config] | None = None) -> None:
+                 worker_id: str | None = None) -> None:
         self.config = config
         keep_batch_memory()  # batch buffers reused, not mapped afresh each batch
         self.keys = Keys(config.service.prefix)
@@ -89,7 +86,7 @@ class Runtime:
                                     drain_timeout_s=config.service.shutdown_timeout_s)
         self.stop = self.stopping.event
         self.reloading = False
-        self.reload_check = reload_check or (lambda: load_config(config.file, config.registry))
+        self._reload_text: str | None = None  # the config text a reload validated
         self.embedded: EmbeddedRedis | None = None
         url = broker_url(config, broker)
         if url is None:
@@ -143,10 +140,9 @@ class Runtime:
         return False
 
     def _try_reload(self) -> None:
-        if self.reload_check is None:
-            return
         try:
-            self.reload_check()
+            text = read_config_text(self.config.file)
+            parse_config(text, str(self.config.file), self.config.registry)
         except ConfigError as exc:
             event(log, logging.ERROR, "runtime_reload_rejected",
                   f"config {self.config.file} is invalid; keeping the running one:\n{exc}",
@@ -155,6 +151,7 @@ class Runtime:
         event(log, logging.INFO, "runtime_reload",
               f"config {self.config.file} is valid: draining and restarting with it",
               role=self.lifecycle.role)
+        self._reload_text = text
         self.reloading = True
         self.request_stop()
 
@@ -248,6 +245,8 @@ class Runtime:
                 env[ADOPT_ENV] = str(self.embedded.owned_pid)
             if isinstance(self._reload_gen, bytes):
                 env[RELOAD_GEN_ENV] = self._reload_gen.decode()
+            if self._reload_text is not None:  # what was validated, not what is there now
+                carry_config_text(self._reload_text, env)
             logging.shutdown()
             block()  # a stop arriving while the new image starts waits for its handlers
             os.execve(sys.executable, _reexec_argv(), env)

@@ -9,7 +9,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from ..config import Config, load_config
+from ..config import Config, load_config, parse_config, take_carried_config_text
 from ..errors import ConfigError, PipelineError, StopRequested
 from ..logs import setup_logging
 from ..redaction import scrub
@@ -27,8 +27,14 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def load(path: str) -> Config:
-    """Load and validate the config; on error print every problem and exit 2."""
+    """Load and validate the config; on error print every problem and exit 2.
+
+    A process re-executed by a reload runs the text it validated before the exec (carried
+    over it), whatever the file holds now."""
     try:
+        carried = take_carried_config_text()
+        if carried is not None:
+            return parse_config(carried, path, build_registry())
         return load_config(path, build_registry())
     except ConfigError as exc:
         for problem in exc.problems:

@@ -213,6 +213,31 @@ def test_a_broken_config_on_sighup_keeps_the_old_pipeline(tmp_path: Path, redis_
     assert code == 0
 
 
+def test_a_config_broken_during_the_reload_drain_does_not_stop_the_role(
+        tmp_path: Path, redis_url: str, prefix: str) -> None:
+    """The reload validated the file; the new image runs that text (carried over the exec),
+    not what the file holds when it starts: before, it read the file again and exited 2."""
+    import os
+    import signal
+    cfg = pipeline_config(tmp_path, prefix)
+    good = cfg.read_text()
+    proc = Role("processor", cfg, redis_url).start()
+    try:
+        wait_for(lambda: "lease_acquired" in proc.output(), timeout=30, message="start")
+        cfg.write_text(good.replace("partitions: 4", "partitions: 4\n  log_level: info"))
+        os.kill(proc.proc.pid, signal.SIGHUP)  # type: ignore[union-attr]
+        wait_for(lambda: "runtime_reload:" in proc.output(), timeout=30,
+                 message="the reload to be accepted")
+        cfg.write_text(good + "bogus: 1\n")  # broken while the old image drains
+        wait_for(lambda: proc.output().count("lease_acquired") >= 2 or not proc.alive,
+                 timeout=30, message="the re-executed processor to take its partitions")
+        assert proc.alive, proc.output()[-3000:]
+        assert "bogus" not in proc.output()
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.output()[-3000:]
+
+
 def test_a_role_stopped_while_the_broker_never_answered_exits_0(tmp_path: Path,
                                                                 prefix: str) -> None:
     cfg = pipeline_config(tmp_path, prefix)
