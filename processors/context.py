@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,8 @@ class FilterContext:
     """Build-time context of one filter instance.
 
     Attributes:
-        parsers: the pipeline's parsers by name (stock + config).
+        parsers: the pipeline's parsers by name (stock + config; ``chain.Parsers`` builds a
+            stock one at its first lookup).
         filter_id: the filter's stable id (its alias, or ``<plugin>.<n>``); used for the
             ``_id`` of records it emits and as the scope of its shared state.
         rate_limits: shared rate limits (Redis-backed in workers; local in tools and tests).
@@ -27,7 +29,7 @@ class FilterContext:
             adds them to the worker's lifecycle counters after every batch.
     """
 
-    parsers: dict[str, BoundParser] = field(default_factory=dict)
+    parsers: Mapping[str, BoundParser] = field(default_factory=dict)
     filter_id: str = ""
     rate_limits: RateLimits = field(default_factory=LocalRateLimits)
     base_dir: Path = field(default_factory=Path.cwd)

@@ -11,6 +11,7 @@ from helpers import load_test_config
 
 from processors.chain import build_parsers
 from processors.parsers.base import BoundParser
+from processors.stock import STOCK_PARSERS
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +121,30 @@ def test_tailrace_parse_tries_a_stock_parser_without_any_config() -> None:
     first, second = (orjson.loads(x) for x in result.stdout.splitlines())
     assert first["path"] == "/x" and first["time"] == 1795838401.0
     assert second == {"log": "not nginx", "error": "parser 'nginx' did not match"}
+
+
+def test_a_processor_builds_only_the_stock_parsers_its_filters_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import processors.chain as chain
+
+    built: list[str] = []
+
+    class Counting(BoundParser):
+        __slots__ = ()
+
+        def __init__(self, pc: object) -> None:
+            super().__init__(pc)  # type: ignore[arg-type]
+            built.append(self.name)
+
+    monkeypatch.setattr(chain, "BoundParser", Counting)
+    config = load_test_config(
+        "pipeline:\n  inputs: [{name: tail, path: /tmp/x.log}]\n"
+        "  filters: [{name: parser, match: '*', key: log, parser: nginx}]\n"
+        "  outputs: [{name: stdout, match: '*'}]\n")
+    parsers = chain.Chain(config).steps[0].plugin.parsers  # type: ignore[attr-defined]
+    assert built == ["nginx"] and [p.name for p in parsers] == ["nginx"]
+    stock = build_parsers(config)
+    assert "syslog-rfc5424" in stock and len(stock) == len(set(stock)) == len(STOCK_PARSERS)
+    assert built == ["nginx"]  # names, len and `in` build nothing
+    assert stock["syslog-rfc5424"] is stock["syslog-rfc5424"]  # built once, at first lookup
+    assert built == ["nginx", "syslog-rfc5424"]
