@@ -33,7 +33,7 @@ class BatchWork:
 
     def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts,
                  service: ServiceConfig, handler: BatchHandler, table: PartitionTable,
-                 keeper: LeaseKeeper, backlog: OutputBacklog, record: ThreadRecord, *,
+                 keeper: LeaseKeeper, backlog: OutputBacklog, status: ThreadRecord, *,
                  group: str, consumer: str, stage_in: str, stage_out: str, kind: str,
                  plugin: str, single_writer: bool) -> None:
         self.client = client
@@ -44,7 +44,7 @@ class BatchWork:
         self.table = table
         self.keeper = keeper
         self.backlog = backlog
-        self.record = record
+        self.status = status
         self.group = group
         self.me = consumer
         self.stage_in = stage_in
@@ -71,7 +71,7 @@ class BatchWork:
                 f"committed (it keeps crashing or stalling workers); dead-lettered as poison"
                 + (f"; last error here: {last}" if last else ""),
             )
-            self.record.add("dead_letters", n)
+            self.status.add("dead_letters", n)
             event(log, logging.ERROR, "consumer_poison_dead_lettered",
                   f"dead-lettered {n} poison entries", group=self.group, partition=part.number)
         if claimed:
@@ -89,7 +89,7 @@ class BatchWork:
 
     def process(self, part: Partition, entries: list[Entry], stop: threading.Event) -> None:
         guard = LeaseGuard(self.table, part.number, stop)
-        self.record.set_state(State.ACTIVE)
+        self.status.set_state(State.ACTIVE)
         try:
             result = self.handler.handle(part.number, entries, guard)
         except BROKER_ERRORS:
@@ -112,7 +112,7 @@ class BatchWork:
             return
         first = entries[0][0]
         n = self.table.failed(part, first, repr(exc))
-        self.record.add("errors")
+        self.status.add("errors")
         event(log, logging.ERROR, "consumer_batch_error",
               f"processing entries {first.decode()}.. failed ({n}/"
               f"{self.service.max_deliveries}): {exc!r}", group=self.group, partition=p)
@@ -123,7 +123,7 @@ class BatchWork:
                 stage=self.group, ids=[e[0] for e in entries], plugin=self.plugin,
                 reason=f"processing failed {n} times: {exc!r}",
             )
-            self.record.add("dead_letters", done)
+            self.status.add("dead_letters", done)
         else:
             self.table.to_history(part)
             self.table.request_resync()  # the handler may have half-done work to roll back
@@ -154,11 +154,11 @@ class BatchWork:
             self.sync_handler(p)
             return
         self.handler.on_committed(p)  # e.g. the file output forgets journal entries covered
-        rec = self.record
-        rec.add("batches")
-        rec.add("lines_in", result.lines_in)
-        rec.add("lines_out", result.lines_out)
-        rec.add("bytes_in", result.bytes_in)
+        st = self.status
+        st.add("batches")
+        st.add("lines_in", result.lines_in)
+        st.add("lines_out", result.lines_out)
+        st.add("bytes_in", result.bytes_in)
         if result.dead_letters:
-            rec.add("dead_letters", len(result.dead_letters))
+            st.add("dead_letters", len(result.dead_letters))
         self.backlog.committed(part, outlen)

@@ -54,7 +54,7 @@ class LeaseKeeper(threading.Thread):
         partitions: int,
         ttl_ms: int,
         heartbeat_ms: int,
-        record: ThreadRecord,
+        status: ThreadRecord,
         table: PartitionTable,
         *,
         single_writer: bool = False,
@@ -69,7 +69,7 @@ class LeaseKeeper(threading.Thread):
         self.partitions = partitions
         self.ttl_ms = ttl_ms
         self.heartbeat_s = min(heartbeat_ms, ttl_ms // 3) / 1000
-        self.record = record
+        self.status = status
         self.table = table
         self.single_writer = single_writer
         self.max_partitions = max_partitions
@@ -101,19 +101,19 @@ class LeaseKeeper(threading.Thread):
 
     # -- keeper thread ------------------------------------------------------------------
     def run(self) -> None:
-        self.record.set_state(State.ACTIVE)
+        self.status.set_state(State.ACTIVE)
         while not self.stop_event.is_set():
             try:
                 self.tick()
-                if self.record.state == State.BROKER_DOWN:
-                    self.record.set_state(State.ACTIVE)
+                if self.status.state == State.BROKER_DOWN:
+                    self.status.set_state(State.ACTIVE)
             except BROKER_ERRORS as exc:
-                self.record.set_state(State.BROKER_DOWN, str(exc))
+                self.status.set_state(State.BROKER_DOWN, str(exc))
                 # Leases may lapse while Redis is away; forget those past their deadline.
                 self.table.expire(time.monotonic())
             self.wake.wait(self.heartbeat_s)
             self.wake.clear()
-        self.record.set_state(State.STOPPED)
+        self.status.set_state(State.STOPPED)
 
     def stop(self) -> None:
         self.stop_event.set()

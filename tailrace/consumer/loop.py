@@ -93,7 +93,7 @@ class StreamConsumer:
         self.scripts = Scripts(client, keys, wait=WaitPolicy(replication.wait_replicas,
                                                              replication.wait_timeout_ms))
         self.me = lifecycle.id
-        self.record = lifecycle.thread("consumer")
+        self.status = lifecycle.thread("consumer")
         self.single_writer = single_writer
         self.table = PartitionTable(single_writer=single_writer)
         self.keeper = LeaseKeeper(
@@ -110,7 +110,7 @@ class StreamConsumer:
         )
         self.work = BatchWork(
             client, keys, self.scripts, service, handler, self.table, self.keeper,
-            self._backlog, self.record, group=group, consumer=self.me, stage_in=stage_in,
+            self._backlog, self.status, group=group, consumer=self.me, stage_in=stage_in,
             stage_out=stage_out, kind=kind, plugin=self.plugin, single_writer=single_writer,
         )
         self._next_trim = 0.0
@@ -151,14 +151,14 @@ class StreamConsumer:
                   group=self.group)
             raise
         finally:
-            self.record.set_state(State.DRAINING)
+            self.status.set_state(State.DRAINING)
             self.reads.close()
             self.keeper.leave()
             self.lifecycle.partitions[self.group] = []
-            self.record.set_state(State.FAILED if failed else State.STOPPED, failed or "")
+            self.status.set_state(State.FAILED if failed else State.STOPPED, failed or "")
 
     def _broker_error(self, exc: BaseException) -> None:
-        self.record.set_state(State.BROKER_DOWN, str(exc))
+        self.status.set_state(State.BROKER_DOWN, str(exc))
         if self._limiter.allow("broker"):
             event(log, logging.WARNING, "consumer_broker_error",
                   f"broker unreachable, retrying with backoff: {exc}", group=self.group)
@@ -174,7 +174,7 @@ class StreamConsumer:
         outage. The refused script wrote nothing; its entries are still pending here and are
         redone once sinks have freed memory. Look again soon, without a growing backoff, and
         trim what was acknowledged: that frees memory too."""
-        self.record.set_state(State.THROTTLED, str(exc))
+        self.status.set_state(State.THROTTLED, str(exc))
         if self._limiter.allow("full"):
             event(log, logging.WARNING, "consumer_redis_full", str(exc), group=self.group)
         self.table.resync_all()  # a sink's output may hold what the refused commit covered
@@ -200,7 +200,7 @@ class StreamConsumer:
         self._recover()
         self.lifecycle.partitions[self.group] = self.table.numbers()
         if not len(self.table):
-            self.record.set_state(State.IDLE, "no partitions owned")
+            self.status.set_state(State.IDLE, "no partitions owned")
             self._await_partitions(stop)
             return
         # A partition whose lease could not be renewed lately (its node, or the output-wide
@@ -208,7 +208,7 @@ class StreamConsumer:
         # to abandon, again and again, each time counting as a delivery (toward poison).
         usable = {p for p in self.table.numbers() if self.table.valid(p)}
         if not usable:
-            self.record.set_state(State.ACTIVE, "waiting for lease renewals to go through")
+            self.status.set_state(State.ACTIVE, "waiting for lease renewals to go through")
             stop.wait(_PAUSE_RECHECK_S)
             return
         if self._history(usable, stop):
@@ -256,7 +256,7 @@ class StreamConsumer:
         history = [part for part in self.table.partitions(Mode.HISTORY) if part.number in usable]
         if not history:
             return False
-        self.record.set_state(State.ACTIVE, "recovering pending entries")
+        self.status.set_state(State.ACTIVE, "recovering pending entries")
         for part in history:
             entries = self.reads.pending(part)
             if not entries:
@@ -272,12 +272,12 @@ class StreamConsumer:
         lanes = self.reads.lanes_of(self.table.readable(usable))
         self.reads.settle(lanes)
         if not lanes and self.reads.idle():
-            self.record.set_state(State.THROTTLED, "output backlog over its limit")
+            self.status.set_state(State.THROTTLED, "output backlog over its limit")
             stop.wait(_PAUSE_RECHECK_S)
             return False
         replies = self.reads.new(lanes)
         if not any(r.result for r in replies):
-            self.record.set_state(State.IDLE)
+            self.status.set_state(State.IDLE)
         self._handle_replies(replies, stop)
         return True
 

@@ -54,7 +54,7 @@ class Worker:
         life = Lifecycle("processor")
         self.handler = ProcessorHandler(self.config, life.thread("consumer"),
                                         rate_limits=RedisRateLimits(self.client, keys))
-        self.record = life.thread("consumer")
+        self.status = life.thread("consumer")
         self.consumer = StreamConsumer(self.client, keys, self.config.service, PROCESSORS_GROUP,
                                        self.handler, life, stage_in="raw", kind="raw",
                                        block_ms=100, **consumer)  # type: ignore[arg-type]
@@ -112,9 +112,9 @@ def test_a_failing_record_is_dead_lettered_and_the_batch_committed(
         assert rec["path"] == "/bad"
         [bad] = [fields for _, fields in r.xrange(keys.dlq(1))]
         assert bad[b"kind"] == b"raw" and b"not valid msgpack" in bad[b"error"]
-        wait_for(lambda: w.record.counters.get("filter_errors") == 1, timeout=10,
+        wait_for(lambda: w.status.counters.get("filter_errors") == 1, timeout=10,
                  message="filter errors counted in the lifecycle record")
-        assert w.record.counters["filter_unmatched"] == 1
+        assert w.status.counters["filter_unmatched"] == 1
 
 
 def test_raw_streams_are_trimmed_only_below_what_every_group_acknowledged(
