@@ -13,8 +13,8 @@ import logging
 
 import redis
 
-from tailrace.config import BacklogConfig
 from tailrace.logs import event
+from tailrace.serviceconfig import BacklogConfig
 from tailrace.topology import memory_by_node
 
 __all__ = ["MEMORY_CHECK_INTERVAL_S", "THROTTLE_RECHECK_S", "Backpressure"]

@@ -30,9 +30,9 @@ from pydantic.fields import FieldInfo
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 from pydantic_core import PydanticUndefined, core_schema
 
-from ..config import ServiceConfig
 from ..options import parse_byte_size
 from ..plugins import Kind, Registry
+from ..serviceconfig import ServiceConfig
 from .registry import build_registry
 
 __all__ = [

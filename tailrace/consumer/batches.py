@@ -11,13 +11,13 @@ import threading
 import redis
 
 from ..broker import BROKER_ERRORS
-from ..config import ServiceConfig
 from ..errors import Fenced
 from ..handler import BatchAbandoned, BatchHandler, Entry, HandleResult, LeaseGuard
 from ..keys import Keys
 from ..lifecycle import State, ThreadRecord
 from ..logs import event
 from ..scriptcalls import Scripts
+from ..serviceconfig import ServiceConfig
 from .backlog import OutputBacklog
 from .lease import LeaseKeeper
 from .recovery import claim_pending, over_delivered

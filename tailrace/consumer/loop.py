@@ -26,7 +26,6 @@ import time
 import redis
 
 from ..broker import BROKER_ERRORS
-from ..config import ServiceConfig
 from ..errors import BrokerUnavailable, Fenced
 from ..handler import BatchHandler
 from ..keys import Keys
@@ -34,6 +33,7 @@ from ..lifecycle import Lifecycle, State
 from ..logs import RateLimiter, event
 from ..retry import Backoff
 from ..scriptcalls import Scripts, WaitPolicy
+from ..serviceconfig import ServiceConfig
 from ..topology import refresh_topology
 from .backlog import RECHECK_S as _PAUSE_RECHECK_S
 from .backlog import OutputBacklog

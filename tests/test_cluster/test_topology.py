@@ -11,9 +11,9 @@ from helpers import load_test_config
 from redis.crc import key_slot
 
 from tailrace.broker import PartitionCountChanged, ensure_partition_count
-from tailrace.config import ServiceConfig
 from tailrace.errors import BrokerUnavailable, ConfigError
 from tailrace.keys import Keys
+from tailrace.serviceconfig import ServiceConfig
 from tailrace.topology import (
     BrokerAddress,
     build_client,

@@ -31,7 +31,7 @@ from redis_server import RedisServer, free_port
 from tailrace import redaction
 from tailrace.cli import cli
 from tailrace.cli.registry import build_registry
-from tailrace.config import ServiceConfig, parse_config
+from tailrace.config import parse_config
 from tailrace.errors import ConfigError
 from tailrace.lifecycle import Lifecycle
 from tailrace.logs import _JsonFormatter, _TextFormatter
@@ -39,6 +39,7 @@ from tailrace.options import OutputOptions
 from tailrace.outcome import Delivered, Outcome
 from tailrace.plugins import Registry
 from tailrace.scriptcalls import DeadLetter
+from tailrace.serviceconfig import ServiceConfig
 
 SECRET = "S3cretPW-9f2k"
 # How the secret may travel besides itself: in a Basic auth header, an api key's base64.

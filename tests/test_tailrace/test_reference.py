@@ -28,10 +28,11 @@ from tailrace.cli.reference import (
     reference_markdown,
 )
 from tailrace.cli.registry import build_registry
-from tailrace.config import ServiceConfig, parse_config
+from tailrace.config import parse_config
 from tailrace.errors import ConfigError
 from tailrace.options import ByteSize, Options, OutputOptions, parse_byte_size
 from tailrace.plugins import Registry
+from tailrace.serviceconfig import ServiceConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "configuration.md"
