@@ -34,11 +34,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from tailrace.jsonbatch import JsonBatch
 from tailrace.logs import event
 from tailrace.options import ByteSize, OutputOptions
 from tailrace.outcome import Delivered, Outcome, Retry
 from tailrace.plugins import OutputPlugin, Record
-from tailrace.wire import JsonBatch
 
 from .context import OutputContext
 from .formats import chunk_formatter

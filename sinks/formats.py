@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 import orjson
 
-from tailrace.wire import JsonBatch
+from tailrace.jsonbatch import JsonBatch
 
 __all__ = ["SLICE", "ChunkFormatter", "Formatter", "chunk_formatter", "formatter"]
 

@@ -23,6 +23,7 @@ import msgpack
 from tailrace.config import Config, OutputConfig
 from tailrace.errors import RecordError
 from tailrace.handler import BatchAbandoned, Entry, HandleResult, LeaseGuard
+from tailrace.jsonbatch import JsonBatch
 from tailrace.keys import sink_group
 from tailrace.lifecycle import State, ThreadRecord
 from tailrace.logs import RateLimiter, event
@@ -30,7 +31,7 @@ from tailrace.outcome import Delivered, Rejected, Rejection, Retry
 from tailrace.plugins import OutputPlugin
 from tailrace.scriptcalls import DeadLetter
 from tailrace.tags import TagMatcher
-from tailrace.wire import JsonBatch, decode_processed
+from tailrace.wire import decode_processed
 
 from .context import OutputContext
 

@@ -22,8 +22,9 @@ from sinkdata import BASE_TIME, group_done, make_records, preload, running, sink
 
 from sinks.context import OutputContext
 from sinks.file import FileOutput, FileOutputOptions
+from tailrace.jsonbatch import JsonBatch
 from tailrace.keys import Keys
-from tailrace.wire import JsonBatch, decode_processed, encode_processed
+from tailrace.wire import decode_processed, encode_processed
 
 
 class Harness:
