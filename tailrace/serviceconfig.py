@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from .brokerurl import join_broker_urls, parse_broker_url
 from .options import ByteSize, Options
-from .topology import join_broker_urls, parse_broker_url
 
 __all__ = ["BacklogConfig", "EmbeddedConfig", "ReplicationConfig", "ServiceConfig"]
 

@@ -11,16 +11,11 @@ from helpers import load_test_config
 from redis.crc import key_slot
 
 from tailrace.broker import PartitionCountChanged, ensure_partition_count
+from tailrace.brokerurl import BrokerAddress, join_broker_urls, parse_broker_url
 from tailrace.errors import BrokerUnavailable, ConfigError
 from tailrace.keys import Keys
 from tailrace.serviceconfig import ServiceConfig
-from tailrace.topology import (
-    BrokerAddress,
-    build_client,
-    join_broker_urls,
-    parse_broker_url,
-    redact_url,
-)
+from tailrace.topology import build_client, redact_url
 
 
 def test_plain_urls_are_left_to_redis_py() -> None:
