@@ -20,8 +20,7 @@ The compiled parser only ever *accepts*: text that is not in the canonical shape
 digit day, two spaces, a Unicode digit outside a long fraction, a rejected value such as day
 32 or hour 24) goes to the reference ``strptime`` parser, so results and rejections are
 exactly the reference's.
-``%s`` (epoch seconds, optionally ``%s.%L``) has no ``strptime`` equivalent and is parsed
-here only (:func:`compile_epoch`).
+``%s`` (epoch seconds) has no ``strptime`` equivalent: :mod:`processors.timeepoch` parses it.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timezone
 from typing import TypeVar
 
-__all__ = ["MAX_EPOCH", "compile_epoch", "compile_fast"]
+__all__ = ["compile_fast"]
 
 Parse = Callable[[str], float]
 
@@ -44,8 +43,6 @@ _CACHE_MAX = 4096
 _ZONE_CACHE_MAX = 256
 _RESTS_MAX = 8 * 1110  # 1-3 fraction digits for 8 zones: ~1 MB at the most
 _TAILS_MAX = 8 * 3600  # "MM:SS" for 8 zones: ~3 MB at the most
-#: 9999-12-31T23:59:59Z, the last second ``datetime`` (and so every output) can show.
-MAX_EPOCH = 253402300799
 # The reference's rule for a zone after the text, and for formats that already end in one.
 _TRAILING_ZONE = re.compile(r"\s*(Z|[+-]\d{2}:?\d{2})\s*$")
 _FRACTIONS: dict[str, float] = {
@@ -370,77 +367,3 @@ def _in_hour(m_lit: str, s_lit: str) -> dict[str, int]:
     """"MM:SS" with the literals between and after them -> seconds into the hour (3,600
     entries, ~0.3 MB, built on first use and shared by the formats with these literals)."""
     return {f"{m:02d}{m_lit}{s:02d}{s_lit}": m * 60 + s for m in range(60) for s in range(60)}
-
-
-@functools.cache
-def _last_four() -> dict[str, int]:
-    """"0000" ... "9999" -> their value (built on first use: ~0.6 MB, once a process)."""
-    return {f"{i:04d}": i for i in range(10000)}
-
-
-def compile_epoch(fmt: str, error: Callable[[str], Exception]) -> Parse | None:
-    """``%s`` (epoch seconds) or ``%s.%L`` / ``%s,%L``; None for formats without ``%s``.
-
-    Epoch seconds are ASCII digits, at most 12 and at most :data:`MAX_EPOCH`. The text but
-    its last four digits (which changes every 10,000 s) is kept with its value, the last
-    four are a table: two lookups a line, three with a fraction of 3 digits. Other
-    fractions are read as :class:`~processors.timefmt.StrptimeFormat` adds them.
-
-    Raises:
-        ValueError: ``%s`` together with anything else.
-    """
-    if "%s" not in fmt:
-        return None
-    if fmt != "%s" and fmt not in ("%s.%L", "%s,%L", "%s.%f", "%s,%f"):
-        raise ValueError(f"time format {fmt!r}: %s (epoch seconds) must be the whole format, "
-                         "or %s.%L with a fraction")
-    low: dict[str, int] = {}  # the table of the last four, from the first text on
-    #: the digits but the last four -> their value in seconds, times 10,000.
-    heads: dict[str, float] = {}
-
-    def seconds(whole: str) -> int | None:
-        nonlocal low
-        low = low or _last_four()
-        if not (whole.isdigit() and whole.isascii() and len(whole) <= 12):
-            return None
-        secs = int(whole)
-        if secs > MAX_EPOCH:
-            return None
-        head = whole[:-4]
-        if head and (int(head) + 1) * 10000 - 1 <= MAX_EPOCH:  # every head + "dddd" valid
-            _store(heads, head, float(int(head) * 10000))
-        return secs
-
-    if fmt == "%s":
-        def learn(text: str) -> float:
-            secs = seconds(text)
-            if secs is None:
-                raise error(text)
-            return float(secs)
-
-        def parse_epoch(text: str) -> float:
-            try:
-                return heads[text[:-4]] + low[text[-4:]]
-            except KeyError:
-                return learn(text)
-        return parse_epoch
-
-    sep = fmt[2]
-    fractions = _FRACTIONS
-    #: the separator and 3 digits -> that fraction.
-    millis = {sep + k: f for k, f in fractions.items() if len(k) == 3}
-
-    def learn_frac(text: str) -> float:
-        whole, found, digits = text.partition(sep)
-        secs = seconds(whole) if found and digits.isdigit() and digits.isascii() else None
-        if secs is None:
-            raise error(text)
-        f = fractions.get(digits)
-        return secs + (f if f is not None else float("0." + digits))
-
-    def parse_epoch_frac(text: str) -> float:
-        try:
-            return (heads[text[:-8]] + low[text[-8:-4]]) + millis[text[-4:]]
-        except KeyError:
-            return learn_frac(text)
-    return parse_epoch_frac

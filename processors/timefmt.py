@@ -2,11 +2,12 @@
 
 Fluent Bit's ``%L`` (fraction, any number of digits) works, as do ``%f``, ``%z`` (``Z``,
 ``+0200``, ``+02:00``), a zone after the formatted text, and ``%s`` (epoch seconds, alone
-or as ``%s.%L``). The formats people write (every field at a fixed offset: nginx, ISO 8601,
-syslog) compile into a slicing parser (:mod:`processors.timefast`, well under a
-microsecond even when every line has a new time); every other format, and every text that
-parser does not take, goes to :class:`StrptimeFormat`: ``strptime`` cached per distinct
-second, the reference the fast parser is tested against.
+or as ``%s.%L``: :mod:`processors.timeepoch`). The formats people write (every field at a
+fixed offset: nginx, ISO 8601, syslog) compile into a slicing parser
+(:mod:`processors.timefast`, well under a microsecond even when every line has a new time);
+every other format, and every text that parser does not take, goes to
+:class:`StrptimeFormat`: ``strptime`` cached per distinct second, the reference the fast
+parser is tested against.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from .timefast import compile_epoch, compile_fast
+from .timeepoch import compile_epoch
+from .timefast import compile_fast
 
 __all__ = ["StrptimeFormat", "TimeFormat", "TimeFormatError", "parse_offset"]
 

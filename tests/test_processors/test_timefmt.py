@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.timefast import MAX_EPOCH, compile_fast
+from processors.timeepoch import MAX_EPOCH
+from processors.timefast import compile_fast
 from processors.timefmt import StrptimeFormat, TimeFormat, TimeFormatError, parse_offset
 
 CLF = "%d/%b/%Y:%H:%M:%S %z"
