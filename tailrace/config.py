@@ -8,7 +8,7 @@ whole file is validated, and every problem collected, before any connection is o
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -131,7 +131,7 @@ class Config:
 
 
 def _plugins(
-    kind: Kind, entries: Any, prefix: tuple[str | int, ...], table: dict[str, type[PluginT]],
+    kind: Kind, entries: Any, prefix: tuple[str | int, ...], table: Mapping[str, type[PluginT]],
     options_base: type[OptionsT], col: ProblemCollector,
 ) -> list[PluginConfig[PluginT, OptionsT]]:
     if entries is None:

@@ -11,20 +11,23 @@ a third-party class that only has the right shape (``name``, ``write_batch``, ..
 methods win and the hooks it lacks are the no-ops.
 
 Each role package keeps an explicit list of its built-in plugins (inputs in
-``edge_agent``, filters and parsers in ``processors``, outputs in ``sinks``); the CLI
+``edge_agent``, filters and parsers in ``processors``, outputs in ``sinks``; the last
+three by name and ``module:class``, imported when a config names one); the CLI
 combines those lists with entry points (``tailrace.inputs``, ``tailrace.filters``,
-``tailrace.parsers``, ``tailrace.outputs``) into one :class:`Registry`. The core never
-imports a role package. A plugin class declares ``name`` (the YAML ``name:``), a one-line
-``description`` and ``Options``, a pydantic model extending its kind's options base
-(:mod:`tailrace.options`) that is the single declaration of its options (parsing, defaults,
-docs); cross-checks against the rest of the config are the options' ``check_config``.
+``tailrace.parsers``, ``tailrace.outputs``) into one :class:`Registry`, a
+:class:`PluginTable` per kind. The core never imports a role package. A plugin class
+declares ``name`` (the YAML ``name:``), a one-line ``description`` and ``Options``, a
+pydantic model extending its kind's options base (:mod:`tailrace.options`) that is the
+single declaration of its options (parsing, defaults, docs); cross-checks against the rest
+of the config are the options' ``check_config``.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import MappingProxyType
@@ -36,8 +39,6 @@ from .record import Lines, Record
 from .retry import Backoff
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     #: A whole-config check: (absolute key path, message) for each problem it finds.
     ConfigCheck = Callable[[Any], list[tuple[tuple[str | int, ...], str]]]
 
@@ -49,6 +50,7 @@ __all__ = [
     "OutputPlugin",
     "ParserPlugin",
     "Plugin",
+    "PluginTable",
     "Record",
     "Registry",
 ]
@@ -207,26 +209,96 @@ def _adopt(kind: str, cls: type, base: type, options_base: type[Options]) -> typ
     return cast(type[P], adopted)
 
 
+class PluginTable(Mapping[str, type[P]]):
+    """One kind's plugin classes by YAML name.
+
+    A built-in plugin is listed by name with the module that defines it and imported at
+    its first lookup (``table[name]``, ``get``): a process imports the plugins its config
+    names, not every module of the three role packages (most of their import time at
+    every start). Names, ``in`` and ``len`` import nothing; ``values()``/``items()``
+    import every listed one (the reference, ``tailrace plugins``).
+    """
+
+    def __init__(self, kind: Kind, base: type, options_base: type[Options]) -> None:
+        self.kind, self._base, self._options_base = kind, base, options_base
+        #: A class, or ``"module:attr"`` of a built-in not imported yet.
+        self._entries: dict[str, type[P] | str] = {}
+        #: The class each registered one was given as (adopted classes are new classes).
+        self._given: dict[str, type] = {}
+
+    def __getitem__(self, name: str) -> type[P]:
+        entry = self._entries[name]
+        if isinstance(entry, str):
+            module, _, attr = entry.partition(":")
+            cls = getattr(importlib.import_module(module), attr)
+            adopted: type[P] = _adopt(self.kind, cls, self._base, self._options_base)
+            if adopted.name != name:
+                raise TypeError(f"built-in {self.kind} plugin {entry} is listed as {name!r} "
+                                f"but declares name {adopted.name!r}")
+            self._given[name] = cls
+            self._entries[name] = entry = adopted
+        return entry
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __repr__(self) -> str:
+        return f"PluginTable({self.kind}: {', '.join(self._entries)})"
+
+    def add(self, classes: Iterable[type]) -> None:
+        for cls in classes:
+            adopted: type[P] = _adopt(self.kind, cls, self._base, self._options_base)
+            name = adopted.name
+            if isinstance(self._entries.get(name), str):
+                _ = self[name]  # a built-in of that name: the same class is no conflict
+            given = self._given.get(name)
+            if given is not None and given is not cls:
+                raise TypeError(f"two {self.kind} plugins are named {name!r}")
+            if given is None:
+                self._given[name] = cls
+                self._entries[name] = adopted
+
+    def add_builtin(self, where: Mapping[str, str]) -> None:
+        for name, spec in where.items():
+            if name in self._entries:
+                raise TypeError(f"two {self.kind} plugins are named {name!r}")
+            self._entries[name] = spec
+
+
+def _table(kind: Kind, base: type, options_base: type[Options]) -> Callable[[], Any]:
+    return lambda: PluginTable(kind, base, options_base)
+
+
 @dataclass
 class Registry:
-    """Plugin classes by kind and YAML name."""
+    """Plugin classes by kind and YAML name (each a :class:`PluginTable`)."""
 
-    inputs: dict[str, type[InputPlugin]] = field(default_factory=dict)
-    filters: dict[str, type[FilterPlugin]] = field(default_factory=dict)
-    parsers: dict[str, type[ParserPlugin]] = field(default_factory=dict)
-    outputs: dict[str, type[OutputPlugin]] = field(default_factory=dict)
-    #: The class each registered one was given as (adopted classes are new classes).
-    _given: dict[tuple[str, str], type] = field(default_factory=dict, repr=False)
+    inputs: PluginTable[InputPlugin] = field(
+        default_factory=_table("inputs", InputPlugin, InputOptions))
+    filters: PluginTable[FilterPlugin] = field(
+        default_factory=_table("filters", FilterPlugin, FilterOptions))
+    parsers: PluginTable[ParserPlugin] = field(
+        default_factory=_table("parsers", ParserPlugin, ParserOptions))
+    outputs: PluginTable[OutputPlugin] = field(
+        default_factory=_table("outputs", OutputPlugin, OutputOptions))
     #: Whole-config checks a role package adds (the processors compile every parser's
     #: ``time_format``), run by the config loader with its own, so every problem shows at
     #: once. Each takes the Config and returns (absolute key path, message) pairs.
     checks: list[ConfigCheck] = field(default_factory=list)
 
-    def table(self, kind: Kind) -> Mapping[str, type[Plugin]]:
+    def table(self, kind: Kind) -> PluginTable[Any]:
         """The plugin classes of one kind, by name."""
-        tables: dict[Kind, Mapping[str, type[Plugin]]] = {
+        tables: dict[Kind, PluginTable[Any]] = {
             "inputs": self.inputs, "filters": self.filters,
             "parsers": self.parsers, "outputs": self.outputs}
+        if kind not in tables:
+            raise ValueError(f"unknown plugin kind {kind!r}")
         return tables[kind]
 
     def add(self, kind: Kind, classes: Iterable[type]) -> None:
@@ -236,28 +308,14 @@ class Registry:
             TypeError: a class lacks ``name``/``description``/``Options``, its ``Options``
                 does not extend the kind's options base, or two classes share a name.
         """
-        if kind == "inputs":
-            self._add(kind, self.inputs, InputPlugin, InputOptions, classes)
-        elif kind == "filters":
-            self._add(kind, self.filters, FilterPlugin, FilterOptions, classes)
-        elif kind == "parsers":
-            self._add(kind, self.parsers, ParserPlugin, ParserOptions, classes)
-        elif kind == "outputs":
-            self._add(kind, self.outputs, OutputPlugin, OutputOptions, classes)
-        else:
-            raise ValueError(f"unknown plugin kind {kind!r}")
+        self.table(kind).add(classes)
 
-    # ``base`` is the kind's abstract class, which mypy does not accept as a ``type[P]``.
-    def _add(self, kind: Kind, table: dict[str, type[P]], base: type,
-             options_base: type[Options], classes: Iterable[type]) -> None:
-        for cls in classes:
-            adopted: type[P] = _adopt(kind, cls, base, options_base)
-            given = self._given.get((kind, adopted.name))
-            if given is not None and given is not cls:
-                raise TypeError(f"two {kind} plugins are named {adopted.name!r}")
-            if given is None:
-                self._given[(kind, adopted.name)] = cls
-                table[adopted.name] = adopted
+    def add_builtin(self, kind: Kind, where: Mapping[str, str]) -> None:
+        """Register built-in plugins of ``kind`` by name: ``{"grep": "module:Class"}``.
+
+        Each is imported at its first lookup, and must declare the name it is listed as.
+        """
+        self.table(kind).add_builtin(where)
 
     def load_entry_points(self) -> None:
         """Add third-party plugins declared under the ``tailrace.*`` entry point groups."""

@@ -1,25 +1,10 @@
-"""Filter plugins: each transforms a batch of records and never talks to Redis."""
+"""Filter plugins: each transforms a batch of records and never talks to Redis.
+
+Each is imported from its own module (``processors.filters.grep``, ...), never from here:
+importing this package loads none of them, so a process loads only the filters its config
+names (``processors.plugins.FILTERS``).
+"""
 
 from __future__ import annotations
 
-from .grep import GrepFilter
-from .kubernetes import KubernetesFilter
-from .modify import ModifyFilter
-from .nest import NestFilter
-from .parser import ParserFilter
-from .python_filter import PythonFilter
-from .record_modifier import RecordModifierFilter
-from .rewrite_tag import RewriteTagFilter
-from .throttle import ThrottleFilter
-
-__all__ = [
-    "GrepFilter",
-    "KubernetesFilter",
-    "ModifyFilter",
-    "NestFilter",
-    "ParserFilter",
-    "PythonFilter",
-    "RecordModifierFilter",
-    "RewriteTagFilter",
-    "ThrottleFilter",
-]
+__all__: list[str] = []

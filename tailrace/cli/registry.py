@@ -1,5 +1,8 @@
 """Composing the plugin registry: each role's explicit list plus entry points.
 
+The processors' and sinks' built-ins are listed by name and module, imported when a config
+names one; the agent's one input (tail) is imported with the agent anyway.
+
 Only the CLI layer calls this (the core never imports a role package on its own).
 """
 
@@ -17,9 +20,10 @@ def build_registry(*, entry_points: bool = True) -> Registry:
 
     reg = Registry()
     reg.add("inputs", INPUTS)
-    reg.add("filters", FILTERS)
-    reg.add("parsers", PARSERS)
-    reg.add("outputs", OUTPUTS)
+    # By name: a plugin's module is imported when a config names it (PluginTable).
+    reg.add_builtin("filters", FILTERS)
+    reg.add_builtin("parsers", PARSERS)
+    reg.add_builtin("outputs", OUTPUTS)
     reg.checks.extend(CONFIG_CHECKS)
     if entry_points:
         reg.load_entry_points()

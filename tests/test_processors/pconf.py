@@ -15,8 +15,8 @@ __all__ = ["batch", "config", "records", "registry", "run", "strip"]
 def registry() -> Registry:
     """The processors' built-in filters and parsers (no entry points, no other role)."""
     reg = Registry()
-    reg.add("filters", FILTERS)
-    reg.add("parsers", PARSERS)
+    reg.add_builtin("filters", FILTERS)
+    reg.add_builtin("parsers", PARSERS)
     return reg
 
 

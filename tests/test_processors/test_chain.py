@@ -37,8 +37,9 @@ class Fragile:
 
 def fragile_chain() -> Chain:
     reg = Registry()
-    reg.add("filters", [*FILTERS, Fragile])
-    reg.add("parsers", PARSERS)
+    reg.add_builtin("filters", FILTERS)
+    reg.add("filters", [Fragile])
+    reg.add_builtin("parsers", PARSERS)
     return Chain(parse_config("pipeline:\n  filters:\n    - {name: fragile, alias: frag}\n"
                               "    - {name: modify, set: {after: 1}}\n", "t.yaml", reg))
 

@@ -19,11 +19,14 @@ from tailrace.plugins import Registry
 
 
 def test_every_builtin_the_issue_names_is_registered() -> None:
-    assert {f.name for f in FILTERS} == {
+    reg = Registry()
+    reg.add_builtin("filters", FILTERS)
+    reg.add_builtin("parsers", PARSERS)
+    assert set(reg.filters) == {
         "parser", "grep", "modify", "record_modifier", "nest", "rewrite_tag", "throttle",
         "kubernetes", "python"}
-    assert {p.name for p in PARSERS} == {"regex", "json", "logfmt", "ltsv"}
-    for cls in (*FILTERS, *PARSERS):
+    assert set(reg.parsers) == {"regex", "json", "logfmt", "ltsv"}
+    for cls in (*reg.filters.values(), *reg.parsers.values()):  # imports each: names match
         assert cls.description
         undocumented = [n for n, f in cls.Options.model_fields.items() if not f.description]
         assert not undocumented, f"{cls.name}: options without a description: {undocumented}"
@@ -54,8 +57,8 @@ CONFIG = {
 def test_third_party_filter_parser_and_output_load_from_entry_points(
         installed: Path, tmp_path: Path) -> None:
     reg = Registry()
-    reg.add("filters", FILTERS)
-    reg.add("parsers", PARSERS)
+    reg.add_builtin("filters", FILTERS)
+    reg.add_builtin("parsers", PARSERS)
     reg.load_entry_points()
     assert "redact" in reg.filters and "csv" in reg.parsers and "sqlite" in reg.outputs
     config = parse_config(yaml.safe_dump(CONFIG), str(tmp_path / "p.yaml"), reg)

@@ -10,10 +10,8 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from edge_agent.plugins import INPUTS
 from edge_agent.tail import file_input
-from processors.plugins import FILTERS, PARSERS
-from sinks.plugins import OUTPUTS
+from tailrace.cli.registry import build_registry
 from tailrace.config import parse_config
 from tailrace.lifecycle import STATES, Lifecycle, State
 from tailrace.options import FilterOptions, InputOptions, OutputOptions
@@ -55,10 +53,11 @@ class _HookedOutput(_ShapedOutput):
 
 
 def test_builtin_plugins_subclass_their_kinds_contract() -> None:
-    for classes, base in ((INPUTS, InputPlugin), (FILTERS, FilterPlugin),
-                          (PARSERS, ParserPlugin), (OUTPUTS, OutputPlugin)):
-        for cls in classes:
-            assert issubclass(cls, base), f"{cls.__name__} does not subclass {base.__name__}"
+    reg = build_registry(entry_points=False)
+    for kind, base in (("inputs", InputPlugin), ("filters", FilterPlugin),
+                       ("parsers", ParserPlugin), ("outputs", OutputPlugin)):
+        for name, cls in reg.table(kind).items():
+            assert issubclass(cls, base), f"{name}: {cls.__name__} is not a {base.__name__}"
 
 
 def test_a_structural_output_is_adopted_with_no_op_hooks() -> None:
@@ -175,3 +174,62 @@ def test_lifecycle_states_are_an_enum_that_publishes_the_same_strings() -> None:
     assert doc["state"] == "throttled" and doc["threads"][0]["state"] == "throttled"
     with pytest.raises(ValueError):
         rec.set_state("napping")  # type: ignore[arg-type]
+
+
+_LAZY_CHECK = """
+import sys
+from tailrace.cli.registry import build_registry
+from tailrace.config import parse_config
+reg = build_registry(entry_points=False)
+names = sorted(reg.filters), sorted(reg.outputs), "kubernetes" in reg.filters, len(reg.outputs)
+parse_config('''pipeline:
+  inputs: [{name: tail, path: /tmp/x.log}]
+  filters: [{name: parser, match: '*', key: log, parser: nginx}]
+  outputs: [{name: file, match: '*', path: /tmp/out.log}]
+''', "t.yaml", reg)
+print(sorted(m for m in sys.modules
+             if m.startswith(("processors.filters.", "sinks.es", "sinks.stdout", "sinks.file"))))
+"""
+
+
+def test_a_config_load_imports_only_the_builtin_plugins_it_names() -> None:
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    out = subprocess.run([sys.executable, "-c", _LAZY_CHECK], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    # Not grep, kubernetes, the es output, ...: listing names and `in` import nothing.
+    assert out.split() == ["['processors.filters.parser',", "'sinks.file']"], out
+
+
+def test_a_builtin_is_imported_at_its_first_lookup_and_must_declare_its_listed_name() -> None:
+    reg = Registry()
+    reg.add_builtin("outputs", {"stdout": "sinks.stdout:StdoutOutput",
+                                "nope": "sinks.stdout:StdoutOutput"})
+    assert list(reg.outputs) == ["stdout", "nope"] and len(reg.outputs) == 2
+    cls = reg.outputs["stdout"]
+    assert cls.name == "stdout" and reg.outputs.get("stdout") is cls
+    with pytest.raises(TypeError, match="listed as 'nope' but declares name 'stdout'"):
+        reg.outputs["nope"]
+    with pytest.raises(KeyError):
+        reg.outputs["missing"]
+
+
+def test_a_plugin_named_like_a_builtin_is_refused_unless_it_is_that_builtin() -> None:
+    from sinks.stdout import StdoutOutput
+
+    reg = Registry()
+    reg.add_builtin("outputs", {"stdout": "sinks.stdout:StdoutOutput"})
+    reg.add("outputs", [StdoutOutput])  # the same class again (an entry point to it): fine
+    assert reg.outputs["stdout"] is StdoutOutput
+
+    class Stdout(_ShapedOutput):
+        name: ClassVar[str] = "stdout"
+
+    with pytest.raises(TypeError, match="two outputs plugins are named 'stdout'"):
+        reg.add("outputs", [Stdout])
+    with pytest.raises(TypeError, match="two filters plugins are named 'grep'"):
+        reg.add_builtin("filters", {"grep": "a:B"})
+        reg.add_builtin("filters", {"grep": "a:B"})
