@@ -21,7 +21,6 @@ it again, once. Files the journal does not name are never renamed or removed.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -42,6 +41,7 @@ from tailrace.plugins import OutputPlugin, Record
 
 from .context import OutputContext
 from .formats import chunk_formatter
+from .journal import Committed, cut, fsync_dir, load_journal, save_journal
 
 __all__ = ["FileOutput", "FileOutputOptions", "rotated_name"]
 
@@ -81,25 +81,6 @@ def rotated_name(path: str, generation: int) -> str:
 
 
 @dataclass(slots=True)
-class _Committed:
-    seq: int = 0
-    gen: int = 0
-    size: int = 0
-    start: int = 0
-
-    @staticmethod
-    def parse(value: bytes | str) -> _Committed:
-        text = value.decode() if isinstance(value, bytes) else value
-        if ":" not in text:  # version 1: the committed size alone
-            return _Committed(size=int(text))
-        seq, gen, size, start = (int(x) for x in text.split(":"))
-        return _Committed(seq, gen, size, start)
-
-    def encode(self) -> str:
-        return f"{self.seq}:{self.gen}:{self.size}:{self.start}"
-
-
-@dataclass(slots=True)
 class _File:
     gen: int
     size: int
@@ -119,7 +100,7 @@ class FileOutput(OutputPlugin):
         self.format = chunk_formatter(options.format, options.template)
         self.journal_path = ctx.state_dir / "files.json"
         # path -> size before our first write; path -> generation of an uncommitted rotation
-        self.journal, self.rotations = _load_journal(self.journal_path)
+        self.journal, self.rotations = load_journal(self.journal_path)
         self.known: set[str] = set()  # paths the Redis checkpoint knows
         self.files: dict[str, _File] = {}  # state of paths seen since the last recovery
         self.fds: OrderedDict[str, int] = OrderedDict()  # open files, least recent first
@@ -131,10 +112,10 @@ class FileOutput(OutputPlugin):
     # -- recovery -----------------------------------------------------------------------
     def recover(self, checkpoints: list[Mapping[bytes, bytes]]) -> None:
         """Restore every file to the layout and size of the last commit (or the journal)."""
-        committed: dict[str, _Committed] = {}
+        committed: dict[str, Committed] = {}
         for ckpt in checkpoints:
             for k, v in ckpt.items():
-                c = _Committed.parse(v)
+                c = Committed.parse(v)
                 path = k.decode()
                 best = committed.get(path)
                 if best is None or (c.seq, c.gen, c.size) > (best.seq, best.gen, best.size):
@@ -148,7 +129,7 @@ class FileOutput(OutputPlugin):
             self._restore(path, c)
         for path, size in self.journal.items():
             if path not in committed:
-                _cut(path, size)
+                cut(path, size)
         for path, gen in self.rotations.items():
             if path not in committed:
                 event(log, logging.WARNING, "file_output_checkpoint_behind",
@@ -158,9 +139,9 @@ class FileOutput(OutputPlugin):
         files = {p: s for p, s in self.journal.items() if p not in self.known}
         if files != self.journal or self.rotations:
             self.journal, self.rotations = files, {}
-            _save_journal(self.journal_path, self.journal, self.rotations)
+            save_journal(self.journal_path, self.journal, self.rotations)
 
-    def _restore(self, path: str, c: _Committed) -> None:
+    def _restore(self, path: str, c: Committed) -> None:
         rot = self.rotations.get(path)
         if rot is not None and rot > c.gen:
             if rot != c.gen + 1:
@@ -176,10 +157,10 @@ class FileOutput(OutputPlugin):
                 if os.path.exists(path):
                     os.unlink(path)
                 os.rename(rotated, path)
-                _fsync_dir(path)
+                fsync_dir(path)
                 event(log, logging.INFO, "file_output_rotation_undone",
                       f"{path}: undid rotation to {rotated}, which was not committed yet")
-        _cut(path, c.size)
+        cut(path, c.size)
 
     # -- writing ------------------------------------------------------------------------
     def _path(self, record: Record) -> str:
@@ -206,7 +187,7 @@ class FileOutput(OutputPlugin):
             if path not in self.journal:
                 # Journal the size before the first write, so recovery can cut it back.
                 self.journal[path] = os.stat(path).st_size if os.path.exists(path) else 0
-                _save_journal(self.journal_path, self.journal, self.rotations)
+                save_journal(self.journal_path, self.journal, self.rotations)
             f = self.files[path] = _File(0, self.journal[path], int(self.clock()))
         return f
 
@@ -239,10 +220,10 @@ class FileOutput(OutputPlugin):
         while os.path.exists(rotated_name(path, gen)):
             gen += 1  # never overwrite a file (e.g. left by an older pipeline)
         self.rotations[path] = gen  # durable before the rename: recovery may undo it
-        _save_journal(self.journal_path, self.journal, self.rotations)
+        save_journal(self.journal_path, self.journal, self.rotations)
         if os.path.exists(path):
             os.rename(path, rotated_name(path, gen))
-            _fsync_dir(path)
+            fsync_dir(path)
         f.gen, f.size, f.start = gen, 0, int(now)
         self.touched.add(path)
         if self.o.rotate_keep and gen > self.o.rotate_keep:
@@ -332,7 +313,7 @@ class FileOutput(OutputPlugin):
         out: dict[str, str | int] = {}
         for path in self.touched:
             f = self.files[path]
-            out[path] = _Committed(self.seq, f.gen, f.size, f.start).encode()
+            out[path] = Committed(self.seq, f.gen, f.size, f.start).encode()
         self.known.update(self.touched)
         self.touched.clear()
         return out
@@ -347,7 +328,7 @@ class FileOutput(OutputPlugin):
         if stale:
             for p in stale:
                 del self.journal[p]
-            _save_journal(self.journal_path, self.journal, self.rotations)
+            save_journal(self.journal_path, self.journal, self.rotations)
 
     def _close_all(self) -> None:
         for fd in self.fds.values():
@@ -360,44 +341,3 @@ class FileOutput(OutputPlugin):
 
 
 _tag_of = itemgetter("_tag")  # every decoded record has one (the wire format checks)
-
-
-def _cut(path: str, size: int) -> None:
-    try:
-        actual = os.stat(path).st_size
-    except FileNotFoundError:
-        return
-    if actual > size:
-        with open(path, "r+b") as f:
-            f.truncate(size)
-            os.fsync(f.fileno())
-        event(log, logging.INFO, "file_output_recovered",
-              f"{path}: cut {actual - size} uncommitted bytes (back to {size})")
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _load_journal(path: Path) -> tuple[dict[str, int], dict[str, int]]:
-    try:
-        doc = json.loads(path.read_text())
-        files = {str(k): int(v) for k, v in doc.get("files", {}).items()}
-        rotations = {str(k): int(v) for k, v in doc.get("rotations", {}).items()}
-        return files, rotations
-    except (OSError, ValueError, AttributeError):
-        return {}, {}
-
-
-def _save_journal(path: Path, files: Mapping[str, Any], rotations: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        json.dump({"version": 2, "files": dict(files), "rotations": dict(rotations)}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
