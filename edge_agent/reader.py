@@ -25,7 +25,8 @@ from collections.abc import Callable
 from tailrace.logs import RateLimiter, event
 
 from .followed import TailedFile
-from .formats import Decoded, Decoder, line_cap, make_decoder, message_limit
+from .formats import Decoder, line_cap, make_decoder, message_limit
+from .joiner import Decoded
 from .multiline import MultilineRule
 from .options import TailOptions
 
