@@ -19,14 +19,10 @@ from click.testing import CliRunner
 from jsonschema import Draft202012Validator
 from pydantic import AliasChoices, Field, SecretStr
 
+from tailrace.cli.configschema import SIZE_PATTERN, accepted_keys, config_schema
 from tailrace.cli.demo import DEMO_CONFIG
 from tailrace.cli.main import cli
-from tailrace.cli.reference import (
-    SIZE_PATTERN,
-    accepted_keys,
-    config_schema,
-    reference_markdown,
-)
+from tailrace.cli.reference import reference_markdown
 from tailrace.cli.registry import build_registry
 from tailrace.config import parse_config
 from tailrace.errors import ConfigError
