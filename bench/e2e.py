@@ -61,6 +61,8 @@ class RoleStats:
 
 
 def role_of(proc: psutil.Process) -> str | None:
+    """The role of a process of the run (bench/startup.py too): its command line, else its
+    name (a role forked by `tailrace run` names itself ``tr-<child>``)."""
     try:
         cmd = proc.cmdline()
         name = proc.name()

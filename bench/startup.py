@@ -43,27 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.data import write_files  # noqa: E402
-from bench.e2e import drop_worktree, worktree, write_config  # noqa: E402
+from bench.e2e import drop_worktree, role_of, worktree, write_config  # noqa: E402
 
 PREFIX = "tr"
 OUTPUT = "out"  # the alias bench/e2e.py's config gives the file output
-
-
-def role_of(proc: psutil.Process) -> str | None:
-    """The role of a process of the run: its command line, else its name (a forked role
-    names itself ``tr-<child>``: its command line is still the supervisor's)."""
-    try:
-        name = proc.name()
-        cmd = proc.cmdline()
-    except psutil.Error:
-        return None
-    if cmd and "redis-server" in cmd[0]:
-        return "redis"
-    if name.startswith("tr-"):
-        return name.removeprefix("tr-").split("-")[0]
-    if "tailrace" in cmd and len(cmd) > cmd.index("tailrace") + 1:
-        return cmd[cmd.index("tailrace") + 1]
-    return None
 
 
 def run_once(root: Path, work: Path, logs: Path, partitions: int) -> dict[str, float]:
