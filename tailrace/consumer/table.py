@@ -244,8 +244,8 @@ class PartitionTable:
         with self._lock:
             self._resync = True
 
-    def reconcile(self) -> list[Partition]:
-        """Apply a requested resync; mark extras RELEASING. Returns the partitions leaving."""
+    def reconcile(self) -> None:
+        """Apply a requested resync; mark extras RELEASING (:meth:`release` takes them out)."""
         if self._resync:
             self.resync_all()
         with self._lock:
@@ -253,7 +253,6 @@ class PartitionTable:
                 if part.extra and part.mode is not Mode.RELEASING:
                     part.mode = Mode.RELEASING
                     part.generation = next(self._generations)
-            return [part for part in self._parts.values() if part.mode is Mode.RELEASING]
 
     def release(self, busy: Collection[int]) -> list[Partition]:
         """Take out the RELEASING partitions no read in flight covers (``busy``: the
