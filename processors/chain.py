@@ -247,10 +247,7 @@ class Chain:
         emitted: list[tuple[int, list[Record]]] = []
         for i, step in enumerate(self.steps):
             if first is not None and i == 0:
-                fr = first
-                records = fr.records
-                if step.plugin.changes_tags and any(r["_tag"] != tag for r in records):
-                    tag = None
+                fr = first  # its matcher passed on the batch's tag (_from_lines)
             elif not records:
                 break
             elif i == skip:
@@ -259,12 +256,12 @@ class Chain:
                 if not step.matcher(tag):
                     continue
                 fr = self._call(step, records)
-                records = fr.records
-                if step.plugin.changes_tags and any(r["_tag"] != tag for r in records):
-                    tag = None
             else:
                 fr = self._mixed(step, records)
-                records = fr.records
+            records = fr.records
+            if (tag is not None and step.plugin.changes_tags
+                    and any(r["_tag"] != tag for r in records)):
+                tag = None
             if fr.rejected:
                 result.rejected.extend((step.id, rej) for rej in fr.rejected)
             if step.plugin.emits:
