@@ -170,8 +170,9 @@ def test_reload_with_a_new_filter_changes_output_without_loss_or_duplicate(
         assert result.exit_code == 0, result.output
         wait_for(lambda: any(b'"reloaded":"yes"' in line for line in open(out, "rb")),
                  timeout=60, message="records shaped by the new filter")
-        # Every child back on the new config (each re-executed itself and read the file)
-        # before the file breaks: a child still re-executing would read the broken one.
+        # Every child back on the new config before the file breaks: each reads the file
+        # when it notices the reload (within a second), and one that had not yet would
+        # refuse the broken file and keep the old config.
         wait_for(lambda: _restarted(run.output()), timeout=60,
                  message="every child re-executed with the new config")
         # A broken config is refused: the pipeline keeps running the last good one.
