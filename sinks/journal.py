@@ -24,8 +24,11 @@ __all__ = ["Committed", "cut", "fsync_dir", "load_journal", "save_journal"]
 
 log = logging.getLogger("sinks.file")  # the output's events, under the output's logger
 
+
 @dataclass(slots=True)
 class Committed:
+    """A file's entry in the partition checkpoint: ``seq:gen:size:start`` (version 1: size)."""
+
     seq: int = 0
     gen: int = 0
     size: int = 0
