@@ -112,7 +112,6 @@ def test_a_drain_within_its_timeout_exits_0() -> None:
     assert res.returncode == 0 and res.stdout == "draining\ndrained\n", res
 
 
-
 def test_run_whose_embedded_redis_does_not_start_stops_its_children_and_says_why(
         tmp_path: Path) -> None:
     fake = tmp_path / "bin" / "redis-server"
