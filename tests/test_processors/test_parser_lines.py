@@ -9,7 +9,9 @@ leave optional groups out or carry text a type cannot convert.
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -89,6 +91,16 @@ CASES: dict[str, str] = {
     "a json parser": ("pipeline:\n  filters:\n    - {name: parser, key: log, parser: json, "
                       "reserve_data: true}\n"),
 }
+
+
+@pytest.fixture(autouse=True)
+def _fast_path_never_falls_back(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """A ``process_lines`` that raises is caught by the chain, which then runs the general
+    path: the comparisons would hold without the fast path ever running."""
+    yield
+    fell_back = [r.getMessage() for r in caplog.get_records("call")
+                 if r.name == "processors.chain" and r.levelno >= logging.ERROR]
+    assert not fell_back, fell_back
 
 
 def _run_both(text: str, raw: RawBatch) -> tuple[Any, Any]:
