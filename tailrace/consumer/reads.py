@@ -86,7 +86,7 @@ class Reads:
         if len(lanes) == 1 and not in_flight and not self.lanes.has_ready():
             # The common single-server case: one blocking call on this thread.
             ((lane, parts),) = lanes.items()
-            ticket = self.table.ticket(lane, parts)
+            ticket = self.table.ticket(parts)
             resp = cast(Any, self.client.xreadgroup(
                 self.group, self.consumer, {self._stream(part.number): ">" for part in parts},
                 count=self.count, block=self.block_ms,
@@ -95,7 +95,7 @@ class Reads:
         for lane, parts in lanes.items():
             if lane not in in_flight:
                 self.lanes.issue(lane, [self._stream(part.number) for part in parts],
-                                 self.table.ticket(lane, parts))
+                                 self.table.ticket(parts))
         return self.lanes.collect(self.block_ms / 1000 + 1.0)
 
     def reset(self) -> None:

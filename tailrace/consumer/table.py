@@ -67,7 +67,6 @@ class Lease:
 class Ticket:
     """What a read covers: (partition, token, generation) for each partition it reads."""
 
-    lane: str
     members: tuple[tuple[int, int, int], ...]
 
     @property
@@ -317,10 +316,9 @@ class PartitionTable:
             return [part for p, part in sorted(self._parts.items())
                     if p in allowed and part.mode is Mode.LIVE and part.paused_until is None]
 
-    def ticket(self, lane: str, parts: Iterable[Partition]) -> Ticket:
+    def ticket(self, parts: Iterable[Partition]) -> Ticket:
         with self._lock:
-            return Ticket(lane, tuple((part.number, part.token, part.generation)
-                                      for part in parts))
+            return Ticket(tuple((part.number, part.token, part.generation) for part in parts))
 
     def accept(self, ticket: Ticket, p: int) -> Partition | None:
         """The partition a reply's entries for ``p`` may be processed on, or None.

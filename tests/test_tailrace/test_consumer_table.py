@@ -257,7 +257,7 @@ class PartitionTableMachine(RuleBasedStateMachine):
         for lane, members in lanes.items():
             if lane in self.reads:
                 continue
-            ticket = self.table.ticket(lane, members)
+            ticket = self.table.ticket(members)
             self.reads[lane] = Read(ticket, {part.number: (self.model[part.number].token,
                                                            self.model[part.number].epoch)
                                              for part in members})
