@@ -23,7 +23,6 @@ __all__ = ["CONVERTERS", "TIME_ERROR_KEY", "BoundParser", "ParseFailure"]
 TIME_ERROR_KEY = "time_error"
 
 
-
 def _convert(fields: dict[str, Any],
              convs: list[tuple[str, Callable[[Any], Any]]]) -> None:
     """Apply ``types`` in place; a value that does not convert keeps its text (Fluent Bit)."""
@@ -34,6 +33,7 @@ def _convert(fields: dict[str, Any],
                 fields[key] = conv(v)
             except (ValueError, TypeError):
                 pass
+
 
 def _to_bool(v: Any) -> bool:
     if isinstance(v, bool):
