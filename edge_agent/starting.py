@@ -128,7 +128,7 @@ class Starter:
 
         Returns:
             where each starts, and the files whose claim did not hold (reported here; the
-            input drops them: :meth:`.TailInput.drop_recovered`).
+            agent has the input's table drop them: :meth:`.FileTable.drop_recovered`).
 
         Raises:
             redis.exceptions.ConnectionError (and the other broker errors): retry later.
