@@ -108,14 +108,12 @@ class ParserFilter(FilterPlugin):
         o = self.o
         if o.key_name != "log" or not lines.plain:
             return None  # the record's `log` would not be the line: the general path
-        time_errors = sum(p.time_errors for p in self._distinct)
+        before = self._time_errors()
         out: list[Any] = []
         fails = self._run_fn(lines.streams is not None, tuple(lines.meta))(
             lines.texts, lines.times, lines.offsets, lines.id_prefix, lines.tag, lines.meta,
             lines.streams, out)
-        time_errors = sum(p.time_errors for p in self._distinct) - time_errors
-        if time_errors:
-            self.counters["time_errors"] += time_errors
+        self._count_time_errors(before)
         nested = lines.nested if o.reserve_data else []
         if nested:
             meta = lines.meta
@@ -157,7 +155,7 @@ class ParserFilter(FilterPlugin):
         parse = self._parse
         reserve, preserve = o.reserve_data, o.preserve_key
         restore = self._restore
-        time_errors = sum(p.time_errors for p in self._distinct)
+        before = self._time_errors()
         for r in records:
             value = r.get(key)
             if type(value) is not str:
@@ -186,10 +184,18 @@ class ParserFilter(FilterPlugin):
             if restore:
                 new["_id"], new["_tag"] = rid, rtag  # parsed fields never replace these
             append(new)
-        time_errors = sum(p.time_errors for p in self._distinct) - time_errors
-        if time_errors:
-            self.counters["time_errors"] += time_errors  # kept, flagged, with the read time
+        self._count_time_errors(before)
         return FilterResult(out, rejected)
+
+    def _time_errors(self) -> int:
+        return sum(p.time_errors for p in self._distinct)
+
+    def _count_time_errors(self, before: int) -> None:
+        """Count the times the parsers flagged since ``before`` (kept, flagged, with the
+        read time)."""
+        n = self._time_errors() - before
+        if n:
+            self.counters["time_errors"] += n
 
     def _unmatched(self, r: Record, exc: ParseFailure, rejected: list[Rejection]) -> bool:
         """Count a record no parser matched; True when it goes on (kept unparsed)."""
