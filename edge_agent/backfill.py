@@ -322,8 +322,8 @@ def _feed(scripts: Scripts, tf: TailedFile, reader: Reader, o: TailOptions, limi
                                        or b.nbytes >= o.batch_bytes):
             batch = tf.take_batch(agent, input_id)
             resume = _produce(scripts, tf.partition, batch, limits, result)
-            if resume is None:
-                out.seal(batch, None)
+            if resume is None:  # committed: the file part's own way (see followed.py)
+                out.seal(batch, None)  # no end checksum: a backfill never checks it again
                 out.accept()
             else:
                 if resume > batch.end:  # committed further by someone else: go on from there
