@@ -86,15 +86,12 @@ class StreamConsumer:
         self.handler = handler
         self.lifecycle = lifecycle
         self.stage_in = stage_in
-        self.stage_out = stage_out
-        self.kind = kind
         self.trim_interval_s = trim_interval_s
         replication = service.replication
         self.scripts = Scripts(client, keys, wait=WaitPolicy(replication.wait_replicas,
                                                              replication.wait_timeout_ms))
         self.me = lifecycle.id
         self.status = lifecycle.thread("consumer")
-        self.single_writer = single_writer
         self.table = PartitionTable(single_writer=single_writer)
         self.keeper = LeaseKeeper(
             client, self.scripts, keys, group, self.me, service.partitions,
