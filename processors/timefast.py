@@ -5,13 +5,14 @@ fractions and zones, syslog ``%b %d %H:%M:%S``) put every field at a fixed offse
 format compiles into a closure that slices the text and looks each part up in tables
 (subscripts in a ``try``: cheaper than ``.get`` calls, and a miss is rare):
 
-- the text up to the seconds in a cache of minute starts (epoch seconds), filled once per
-  minute of log from a cache of hour starts (a strict check of every field and
-  ``date.toordinal``) and a table of the 60 ``MM:``;
-- whole seconds: the rest (``SS`` and the zone) in a table of seconds plus zone;
-- fractions: ``SS.`` in a table, then 1-3 digits with the zone in a table of 1,110 per zone
-  (filled when the zone is first seen), or, for longer fractions, the digits as an int over
-  ``10**n`` (exactly the reference's ``float("0." + digits)``) and the zone in a table;
+- the text up to the minutes (date and hour) in a cache of hour starts (epoch seconds),
+  filled once per hour of log by a strict check of every field and ``date.toordinal``;
+- whole seconds: the rest (``MM:SS`` and the zone) in a table of seconds plus zone, filled
+  for all 3,600 ``MM:SS`` when a zone is first seen;
+- fractions: ``MM:SS.`` in a table of 3,600, then 1-3 digits with the zone in a table of
+  1,110 per zone (filled when the zone is first seen), or, for longer fractions, the
+  digits as an int over ``10**n`` (exactly the reference's ``float("0." + digits)``) and
+  the zone in a table;
   where the fraction ends is taken from the line before and checked;
 - a zone is checked by the rules ``strptime`` applies (``%z``) or the trailing-zone rule of
   :class:`~processors.timefmt.StrptimeFormat`.
@@ -204,7 +205,7 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
         return h if h is not None else _memo(hours, key, hour_float)
 
     #: "MM:SS" and the literal after it -> seconds into the hour: empty until the first
-    #: text is read (every stock parser is built in every processor, most never used).
+    #: text is read (a parser may be built and never read).
     in_hour: dict[str, int] = {}
     n_mmss = k_fixed - k_min
 
