@@ -98,8 +98,13 @@ class Lines:
         if streams is not None:
             for rec, stream in zip(out, streams, strict=False):
                 rec["stream"] = stream
-        if self.invalid:
-            for i, raw in self.invalid.items():
+        invalid = self.invalid
+        if len(out) == 1:  # record(i): one lookup, not a scan of every invalid line
+            raw = invalid.get(first)
+            if raw is not None:
+                out[0]["_raw"] = raw
+        else:
+            for i, raw in invalid.items():
                 if first <= i < first + len(out):
                     out[i - first]["_raw"] = raw  # for outputs that write the bytes (plain)
         return out
