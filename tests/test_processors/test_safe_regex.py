@@ -34,6 +34,25 @@ def test_ordinary_matches_are_unaffected_while_armed() -> None:
         assert p.match("nope") is None
 
 
+@pytest.mark.timeout(20)  # a guard left down would run the match for years
+def test_each_keeps_every_item_of_a_loop_under_the_budget() -> None:
+    # `each` arms the guard once for the whole loop: after one item timed out, a later
+    # hostile item is stopped too, and a guarded `search` inside the loop gives the guard back.
+    p = SafePattern(EVIL, budget_ms=20)
+    outcomes: list[object] = []
+    cpu = time.process_time()
+    with WATCHDOG.armed():
+        for text in p.each([EVIL_LINE, "aa", EVIL_LINE]):
+            assert p.search("aaa") is not None
+            try:
+                outcomes.append(p.regex.search(text) is not None)
+            except RegexTimeout:
+                outcomes.append("timeout")
+    assert outcomes == ["timeout", True, "timeout"]
+    assert time.process_time() - cpu < 2.0
+    assert not WATCHDOG.active  # the loop's guard is down after it
+
+
 def test_arming_nests_and_disarms_the_timer() -> None:
     import signal
 
