@@ -142,8 +142,7 @@ class GrepFilter(FilterPlugin):
                 test = str.startswith if anchored else str.__contains__
                 hits = map(test, values, repeat(text))
                 return list(compress(records, hits if want else map(not_, hits)))
-            for r in records:
-                v = r.get(key)
+            for r, v in zip(records, values, strict=True):  # some not text: one by one
                 if v is None:
                     hit = False
                 else:
