@@ -190,18 +190,13 @@ def run_workers(cfg: Path, url: str, workers: int, client: redis.Redis, keys: Ke
 def inproc(cfg_path: Path, batches: list[tuple[int, bytes]], lines: int,
            profile: bool) -> None:
     """Time the handler (decode, chain, encode) in this process, no Redis."""
-    from processors.plugins import FILTERS as BUILTIN_FILTERS
-    from processors.plugins import PARSERS
     from processors.worker import ProcessorHandler
+    from tailrace.cli.registry import build_registry
     from tailrace.config import load_config
     from tailrace.handler import LeaseGuard
     from tailrace.lifecycle import ThreadRecord
-    from tailrace.plugins import Registry
 
-    registry = Registry()
-    registry.add("filters", BUILTIN_FILTERS)
-    registry.add("parsers", PARSERS)
-    config = load_config(cfg_path, registry)
+    config = load_config(cfg_path, build_registry(entry_points=False))
     handler = ProcessorHandler(config, ThreadRecord("bench", "processor"))
     entries = [(f"{i}-0".encode(), {b"v": b"1", b"b": payload})
                for i, (_, payload) in enumerate(batches)]
@@ -231,15 +226,12 @@ _INPROC_CHILD = """
 import pickle, sys, time
 root, cfg, data, reps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 sys.path.insert(0, root)
-from processors.plugins import FILTERS, PARSERS
 from processors.worker import ProcessorHandler
+from tailrace.cli.registry import build_registry  # every side's own way to list built-ins
 from tailrace.config import load_config
 from tailrace.lifecycle import ThreadRecord
-from tailrace.plugins import Registry
-reg = Registry()
-reg.add("filters", FILTERS)
-reg.add("parsers", PARSERS)
-handler = ProcessorHandler(load_config(cfg, reg), ThreadRecord("bench", "processor"))
+handler = ProcessorHandler(load_config(cfg, build_registry(entry_points=False)),
+                           ThreadRecord("bench", "processor"))
 with open(data, "rb") as f:
     batches = pickle.load(f)
 entries = [(f"{i}-0".encode(), {b"v": b"1", b"b": p}) for i, (_, p) in enumerate(batches)]
