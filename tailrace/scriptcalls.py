@@ -20,12 +20,12 @@ import redis
 from redis.commands.core import Script
 
 from . import scripts
-from .broker import NotReplicated
+from .broker import NotReplicated, classify_reply
 from .errors import Fenced
 from .keys import Keys
 from .redaction import scrub
 from .scriptbatch import ScriptBatch, WaitPolicy, call, raise_wait_error
-from .topology import route_to
+from .topology import is_cluster, route_to
 from .wire import FORMAT_VERSION, RECORDS_VERSION
 
 __all__ = ["DeadLetter", "DlqSummary", "ProduceResult", "ReplayResult", "ScriptBatch",
@@ -127,6 +127,7 @@ class Scripts:
         self.client = client
         self.keys = keys
         self.wait = wait or WaitPolicy()
+        self.cluster = is_cluster(client)
         self._produce: Script = client.register_script(scripts.PRODUCE)
         self._acquire: Script = client.register_script(scripts.ACQUIRE)
         self._acquire_key: Script = client.register_script(scripts.ACQUIRE_KEY)
@@ -231,8 +232,12 @@ class Scripts:
         """
         k = self.keys
         now_ms = int(time.time() * 1000)
-        args: list[Any] = [group, owner, dlq_maxlen, len(ids), *ids, len(outputs),
-                           RECORDS_VERSION, *outputs]
+        # Outputs go in a MULTI before the script, out of its ARGV (see scripts.COMMIT):
+        # on one server without WAIT. A cluster and WAIT keep them in the script's ARGV.
+        outside = bool(outputs) and not self.wait.replicas and not self.cluster
+        inline = () if outside else outputs
+        args: list[Any] = [group, owner, dlq_maxlen, len(outputs) if outside else 0, len(ids),
+                           *ids, len(inline), RECORDS_VERSION, *inline]
         args.append(len(dead_letters))
         for dl in dead_letters:
             args.extend(dl.fields(now_ms))
@@ -247,7 +252,9 @@ class Scripts:
             k.dlq(partition),
             k.checkpoint(partition, group),
         ]
-        if self.wait.replicas:
+        if outside:
+            result = self._commit_appended(keys, outputs, args)
+        elif self.wait.replicas:
             batch = self.batch(wait=True)
             batch.add(self._commit, keys, args)
             result = batch.execute()[0]
@@ -258,6 +265,22 @@ class Scripts:
         if int(result[0]) == scripts.CODE_FENCED:
             raise Fenced(group, partition)
         return int(result[1])
+
+    def _commit_appended(self, keys: list[str], outputs: Sequence[bytes], args: list[Any]
+                         ) -> Any:
+        """MULTI · XADD each output · EVAL COMMIT · EXEC: one round trip, atomic.
+
+        EVAL, not EVALSHA: a NOSCRIPT refusal inside the transaction would leave the
+        outputs appended with nothing acked (Redis caches the script by its SHA either way).
+        A write refused by a full Redis is refused when queued, so nothing runs."""
+        pipe: Any = self.client.pipeline(transaction=True)
+        for payload in outputs:
+            pipe.execute_command("XADD", keys[2], "*", "v", RECORDS_VERSION, "b", payload)
+        pipe.execute_command("EVAL", scripts.COMMIT, len(keys), *keys, *args)
+        try:
+            return pipe.execute()[-1]
+        except redis.exceptions.ResponseError as exc:
+            raise classify_reply(exc) from None
 
     def confirm(self, partition: int) -> None:
         """Wait until the replicas have everything the partition's node wrote so far.

@@ -141,6 +141,46 @@ def test_a_retried_commit_writes_nothing_twice(setup: tuple[Scripts, Keys],
     assert r.xlen(k.out(0)) == 1
 
 
+def test_outputs_go_in_a_transaction_beside_the_script_not_through_it(
+        setup: tuple[Scripts, Keys], r: redis.Redis) -> None:
+    """Redis 7's Lua hashes every byte passed to a script: a processor's outputs (most of
+    a commit's bytes) are XADDed in a MULTI before the script, which gets only their count."""
+    s, k = setup
+    produce(s, 0, 10)
+    ids = _read(r, k, "w1")
+    owner = f"w1:{s.acquire(0, PROCESSORS_GROUP, 'w1', 10_000)}"
+    r.config_resetstat()
+    n = s.commit(0, PROCESSORS_GROUP, owner, stage_in="raw", ids=ids,
+                 outputs=[b"o1", b"o2", b"o3"])
+    stats = r.info("commandstats")
+    assert n == 3
+    assert stats["cmdstat_exec"]["calls"] == 1 and stats["cmdstat_eval"]["calls"] == 1
+    assert "cmdstat_evalsha" not in stats
+    assert [f[b"b"] for _i, f in r.xrange(k.out(0))] == [b"o1", b"o2", b"o3"]
+    assert r.xpending(k.raw(0), PROCESSORS_GROUP)["pending"] == 0
+
+
+def test_a_fenced_or_repeated_commit_takes_back_only_its_own_outputs(
+        setup: tuple[Scripts, Keys], r: redis.Redis) -> None:
+    s, k = setup
+    before = [r.xadd(k.out(0), {"v": RECORDS_VERSION, "b": b"old%d" % i}) for i in range(3)]
+    produce(s, 0, 10)
+    ids = _read(r, k, "w1")
+    t1 = s.acquire(0, PROCESSORS_GROUP, "w1", 10_000)
+    s.release(0, PROCESSORS_GROUP, f"w1:{t1}")
+    t2 = s.acquire(0, PROCESSORS_GROUP, "w2", 10_000)
+    with pytest.raises(Fenced):
+        s.commit(0, PROCESSORS_GROUP, f"w1:{t1}", stage_in="raw", ids=ids,
+                 outputs=[b"n1", b"n2"])
+    assert [e[0] for e in r.xrange(k.out(0))] == before, "only the fenced outputs went"
+    assert s.commit(0, PROCESSORS_GROUP, f"w2:{t2}", stage_in="raw", ids=ids,
+                    outputs=[b"n1", b"n2"]) == 5
+    assert s.commit(0, PROCESSORS_GROUP, f"w2:{t2}", stage_in="raw", ids=ids,
+                    outputs=[b"n1", b"n2"]) == 0  # already committed: nothing twice
+    got = r.xreadgroup("sink:a", "c", {k.out(0): ">"}, count=10)[0][1]
+    assert [f[b"b"] for _i, f in got] == [b"old0", b"old1", b"old2", b"n1", b"n2"]
+
+
 def test_trim_keeps_everything_a_group_has_not_acknowledged(setup: tuple[Scripts, Keys],
                                                             r: redis.Redis) -> None:
     s, k = setup
