@@ -20,7 +20,16 @@ from .broker import BROKER_ERRORS, NotReplicated, classify_reply
 from .errors import BrokerUnavailable
 from .topology import is_cluster, node_of, route_to
 
-__all__ = ["ScriptBatch", "WaitPolicy", "call", "raise_wait_error"]
+__all__ = ["Appended", "ScriptBatch", "WaitPolicy", "call", "raise_wait_error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """The reply of a call whose entries were appended beside it: the script's own reply
+    and the entries' ids (written, unless the script took them back)."""
+
+    reply: Any
+    entry_ids: list[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +59,22 @@ class ScriptBatch:
         self.client = client
         self.wait = wait
         self._calls: list[tuple[Script, list[str], list[Any]]] = []
+        # call index -> (stream, XADD fields of each entry): appended in a MULTI just
+        # before that call
+        self._appends: dict[int, tuple[str, list[list[Any]]]] = {}
 
     def __len__(self) -> int:
         return len(self._calls)
 
-    def add(self, script: Script, keys: list[str], args: list[Any]) -> None:
+    def add(self, script: Script, keys: list[str], args: list[Any],
+            append: tuple[str, list[list[Any]]] | None = None) -> None:
+        """Queue a call; with ``append`` (stream, each entry's fields) those entries are
+        XADDed first, in one MULTI with the call (sent as EVAL), so their bytes stay out of
+        Lua. The script must take them back when it refuses (see
+        :data:`tailrace.scripts.PRODUCE`). Off-cluster only: a cluster pipeline cannot route
+        MULTI."""
+        if append is not None:
+            self._appends[len(self._calls)] = append
         self._calls.append((script, keys, args))
 
     def execute(self, *, partial: bool = False) -> list[Any]:
@@ -76,6 +96,9 @@ class ScriptBatch:
             retries the batch.
         """
         calls, self._calls = self._calls, []
+        appends, self._appends = self._appends, {}
+        if appends:
+            return self._send_appending(calls, appends)
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for _attempt in range(3):
@@ -102,6 +125,61 @@ class ScriptBatch:
             todo = missing
         raise BrokerUnavailable("the broker keeps answering NOSCRIPT after loading the scripts "
                                 "(is a proxy spreading one connection over several servers?)")
+
+    def _send_appending(self, calls: list[tuple[Script, list[str], list[Any]]],
+                        appends: dict[int, tuple[str, list[list[Any]]]]) -> list[Any]:
+        """One round trip: each appending call as MULTI · XADD · EVAL · EXEC, the others as
+        EVAL too (no NOSCRIPT to handle), then the WAIT of the policy. An appending call's
+        reply is an :class:`Appended` (the script's reply; a script error in it stays an
+        exception there); one refused when queued (``OOM``: nothing of it ran) has that
+        error instead."""
+        if is_cluster(self.client):
+            raise TypeError("appending calls are off-cluster only")
+        pipe: Any = self.client.pipeline(transaction=False)
+        for i, (script, keys, args) in enumerate(calls):
+            append = appends.get(i)
+            if append is not None:
+                pipe.execute_command("MULTI")
+                for fields in append[1]:
+                    pipe.execute_command("XADD", append[0], "*", *fields)
+            pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
+            if append is not None:
+                pipe.execute_command("EXEC")
+        if self.wait.replicas:
+            pipe.execute_command("WAIT", self.wait.replicas, self.wait.timeout_ms)
+        out = list(pipe.execute(raise_on_error=False))
+        if self.wait.replicas:
+            acked = out.pop()
+            raise_wait_error(acked, "the broker")
+            if int(acked) < self.wait.replicas:
+                raise NotReplicated(
+                    f"commit not confirmed by {self.wait.replicas} replica(s) within "
+                    f"{self.wait.timeout_ms} ms (only {int(acked)} acknowledged): retrying; "
+                    "check the replicas' link and lag (INFO replication)")
+        results: list[Any] = []
+        at = 0
+        for i in range(len(calls)):
+            if i not in appends:
+                results.append(self._reply(out[at]))
+                at += 1
+                continue
+            n = len(appends[i][1])
+            queued, done = out[at: at + n + 2], out[at + n + 2]
+            at += n + 3
+            if isinstance(done, BaseException):  # EXECABORT: say why it was refused
+                refused = next((r for r in queued if isinstance(r, BaseException)), done)
+                results.append(self._reply(refused))
+            else:
+                results.append(Appended(self._reply(done[-1]), list(done[:-1])))
+        return results
+
+    @staticmethod
+    def _reply(reply: Any) -> Any:
+        reply = classify_reply(reply) if isinstance(reply, BaseException) else reply
+        if isinstance(reply, BROKER_ERRORS) and not isinstance(
+                reply, redis.exceptions.OutOfMemoryError):
+            raise reply
+        return reply
 
     def _send_per_node(self, calls: list[tuple[Script, list[str], list[Any]]]) -> list[Any]:
         """Like :meth:`_send`, one node at a time: a node that fails fails only its calls."""

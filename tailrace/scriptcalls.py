@@ -24,7 +24,7 @@ from .broker import NotReplicated, classify_reply
 from .errors import Fenced
 from .keys import Keys
 from .redaction import scrub
-from .scriptbatch import ScriptBatch, WaitPolicy, call, raise_wait_error
+from .scriptbatch import Appended, ScriptBatch, WaitPolicy, call, raise_wait_error
 from .topology import is_cluster, route_to
 from .wire import FORMAT_VERSION, RECORDS_VERSION
 
@@ -48,8 +48,14 @@ class ProduceResult:
     memory: int = 0
 
     @staticmethod
-    def parse(raw: Sequence[Any]) -> ProduceResult:
-        code, value = int(raw[0]), raw[1]
+    def parse(raw: Sequence[Any] | Appended) -> ProduceResult:
+        appended = raw.entry_ids[0] if isinstance(raw, Appended) else None
+        reply = raw.reply if isinstance(raw, Appended) else raw
+        if isinstance(reply, BaseException):
+            raise reply
+        code, value = int(reply[0]), reply[1]
+        if code == scripts.CODE_OK and appended is not None:
+            value = appended  # the batch went in beside the script: the XADD's id
         text = value.decode() if isinstance(value, bytes) else str(value)
         if code == scripts.CODE_OK:
             return ProduceResult("ok", entry_id=text)
@@ -170,10 +176,22 @@ class Scripts:
         :meth:`ProduceResult.parse`. ``memory_limit``: refuse (status ``memory``) while the
         node's used memory is over this many bytes (0: 90% of its maxmemory)."""
         k = self.keys
-        args: list[Any] = [file_id, start, end, payload, backlog_limit, FORMAT_VERSION]
-        if memory_limit is not None:
-            args.append(memory_limit)
-        return self._run(self._produce, [k.offsets(partition), k.raw(partition)], args, client)
+        keys = [k.offsets(partition), k.raw(partition)]
+        beside = bool(payload) and not self.cluster  # the batch out of Lua (scripts.PRODUCE)
+        args: list[Any] = [file_id, start, end, b"" if beside else payload, backlog_limit,
+                           FORMAT_VERSION, "" if memory_limit is None else memory_limit,
+                           "1" if beside else "0"]
+        if not beside:
+            return self._run(self._produce, keys, args, client)
+        append = (keys[1], [["v", FORMAT_VERSION, "b", payload]])
+        batch = client if isinstance(client, ScriptBatch) else self.batch()
+        batch.add(self._produce, keys, args, append=append)
+        if batch is client:
+            return None
+        result = batch.execute()[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     # -- leases -----------------------------------------------------------------------
     def acquire(self, partition: int, group: str, worker: str, ttl_ms: int) -> int:
@@ -232,9 +250,9 @@ class Scripts:
         """
         k = self.keys
         now_ms = int(time.time() * 1000)
-        # Outputs go in a MULTI before the script, out of its ARGV (see scripts.COMMIT):
-        # on one server without WAIT. A cluster and WAIT keep them in the script's ARGV.
-        outside = bool(outputs) and not self.wait.replicas and not self.cluster
+        # Outputs go in a MULTI before the script, out of its ARGV (see scripts.COMMIT),
+        # except on a cluster (its pipelines cannot route MULTI).
+        outside = bool(outputs) and not self.cluster
         inline = () if outside else outputs
         args: list[Any] = [group, owner, dlq_maxlen, len(outputs) if outside else 0, len(ids),
                            *ids, len(inline), RECORDS_VERSION, *inline]
@@ -252,35 +270,19 @@ class Scripts:
             k.dlq(partition),
             k.checkpoint(partition, group),
         ]
-        if outside:
-            result = self._commit_appended(keys, outputs, args)
-        elif self.wait.replicas:
-            batch = self.batch(wait=True)
-            batch.add(self._commit, keys, args)
-            result = batch.execute()[0]
+        if outside or self.wait.replicas:
+            batch = self.batch(wait=True)  # WAIT when the policy asks for replicas
+            append = [["v", RECORDS_VERSION, "b", out] for out in outputs]
+            batch.add(self._commit, keys, args, append=(keys[2], append) if outside else None)
+            done = batch.execute()[0]
+            result = done.reply if isinstance(done, Appended) else done
             if isinstance(result, BaseException):
-                raise result
+                raise classify_reply(result)
         else:
             result = call(self._commit, keys, args)
         if int(result[0]) == scripts.CODE_FENCED:
             raise Fenced(group, partition)
         return int(result[1])
-
-    def _commit_appended(self, keys: list[str], outputs: Sequence[bytes], args: list[Any]
-                         ) -> Any:
-        """MULTI · XADD each output · EVAL COMMIT · EXEC: one round trip, atomic.
-
-        EVAL, not EVALSHA: a NOSCRIPT refusal inside the transaction would leave the
-        outputs appended with nothing acked (Redis caches the script by its SHA either way).
-        A write refused by a full Redis is refused when queued, so nothing runs."""
-        pipe: Any = self.client.pipeline(transaction=True)
-        for payload in outputs:
-            pipe.execute_command("XADD", keys[2], "*", "v", RECORDS_VERSION, "b", payload)
-        pipe.execute_command("EVAL", scripts.COMMIT, len(keys), *keys, *args)
-        try:
-            return pipe.execute()[-1]
-        except redis.exceptions.ResponseError as exc:
-            raise classify_reply(exc) from None
 
     def confirm(self, partition: int) -> None:
         """Wait until the replicas have everything the partition's node wrote so far.

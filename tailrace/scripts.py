@@ -56,28 +56,46 @@ CODE_GONE = 5  # REPLAY: a dead letter was purged
 # Idempotent producer: append a batch only if the file's committed offset is its start.
 # KEYS[1] offsets hash   KEYS[2] raw stream
 # ARGV[1] file identity  ARGV[2] batch start  ARGV[3] batch end
-# ARGV[4] payload ("" = move the offset only, e.g. a run of skipped lines)
+# ARGV[4] payload ("" = none here: see ARGV[8]; with neither, move the offset only, e.g. a
+#         run of skipped lines)
 # ARGV[5] backlog limit in entries (0 = none)   ARGV[6] wire version of the payload
 # ARGV[7] memory limit in bytes of this node's used_memory (0 = 90% of its maxmemory, if
-#         set; absent = no check): exact where the agent's periodic look is late, so lines
+#         set; "" = no check): exact where the agent's periodic look is late, so lines
 #         never take the room the processors' records need to drain
-# returns {1, entry id | ""}   appended (offset moved to end)
+# ARGV[8] "1" when the caller XADDed the batch to KEYS[2] just before this script, in the
+#         same MULTI, to keep its bytes out of Lua (see COMMIT); on any refusal this script
+#         deletes it again (the newest entry: nothing ran in between). Sent as EVAL.
+# returns {1, entry id | ""}   appended (offset moved to end; "" when appended beside)
 #         {0, stored offset}   CONFLICT: the stored offset differs, seek there and go on
 #         {2, stream length}   BACKPRESSURE: backlog over the limit, nothing written
 #         {4, used_memory}     BACKPRESSURE: Redis memory over the limit, nothing written
 PRODUCE = """
+local appended = ARGV[8] == '1'
+local function refuse(code, value)
+  if appended then
+    local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+    if #last > 0 then
+      redis.call('XDEL', KEYS[2], last[1][1])
+    end
+  end
+  return {code, value}
+end
+local batch = appended or ARGV[4] ~= ''
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur and cur ~= ARGV[2] then
-  return {0, cur}
+  return refuse(0, cur)
 end
 local limit = tonumber(ARGV[5])
-if ARGV[4] ~= '' and limit > 0 then
+if batch and limit > 0 then
   local len = redis.call('XLEN', KEYS[2])
+  if appended then
+    len = len - 1
+  end
   if len >= limit then
-    return {2, tostring(len)}
+    return refuse(2, tostring(len))
   end
 end
-if ARGV[4] ~= '' and ARGV[7] then
+if batch and ARGV[7] ~= '' then
   local info = redis.call('INFO', 'memory')
   local used = tonumber(string.match(info, 'used_memory:(%d+)'))
   local cap = tonumber(ARGV[7])
@@ -85,7 +103,7 @@ if ARGV[4] ~= '' and ARGV[7] then
     cap = math.floor(tonumber(string.match(info, 'maxmemory:(%d+)') or '0') * 0.9)
   end
   if cap > 0 and used >= cap then
-    return {4, tostring(used)}
+    return refuse(4, tostring(used))
   end
 end
 local id = ''

@@ -8,7 +8,7 @@ from redis.commands.core import Script
 from redis_server import RedisServer
 
 from tailrace import scripts
-from tailrace.broker import ensure_groups
+from tailrace.broker import BrokerFullError, ensure_groups
 from tailrace.errors import Fenced
 from tailrace.keys import PROCESSORS_GROUP, Keys
 from tailrace.scriptcalls import DeadLetter, ProduceResult, Scripts
@@ -139,6 +139,52 @@ def test_a_retried_commit_writes_nothing_twice(setup: tuple[Scripts, Keys],
     s.commit(0, PROCESSORS_GROUP, owner, stage_in="raw", ids=ids, outputs=[b"o"],
              checkpoint={"a": 1})
     assert r.xlen(k.out(0)) == 1
+
+
+def test_a_batch_goes_in_a_transaction_beside_produce_and_is_taken_back_on_refusal(
+        setup: tuple[Scripts, Keys], r: redis.Redis) -> None:
+    """The agent's batch is XADDed in a MULTI before PRODUCE, which gets no payload (Redis
+    7's Lua hashes every byte passed to it); a conflict or the backlog limit deletes it
+    again, so a group reading the stream never sees it."""
+    s, k = setup
+    r.config_resetstat()
+    ok = produce(s, 0, 10, payload=b"batch-1")
+    stats = r.info("commandstats")
+    assert stats["cmdstat_exec"]["calls"] == 1 and stats["cmdstat_eval"]["calls"] == 1
+    assert "cmdstat_evalsha" not in stats
+    assert ok.status == "ok" and [e[0] for e in r.xrange(k.raw(0))] == [ok.entry_id.encode()]
+    assert produce(s, 0, 10, payload=b"resent") == ProduceResult("conflict", offset=10)
+    assert produce(s, 10, 20, payload=b"over", limit=1) == ProduceResult("backpressure",
+                                                                         backlog=1)
+    got = r.xreadgroup(PROCESSORS_GROUP, "w", {k.raw(0): ">"}, count=10)[0][1]
+    assert [f[b"b"] for _i, f in got] == [b"batch-1"]
+    assert r.hget(k.offsets(0), "f1") == b"10"
+
+
+def test_batches_refused_by_a_full_redis_are_refused_each_and_write_nothing(
+        fresh_redis: RedisServer, prefix: str) -> None:
+    r = fresh_redis.client()
+    keys = Keys(prefix)
+    ensure_groups(r, keys, 2, [])
+    s = Scripts(r, keys)
+    r.set("filler", b"x" * 2**20)
+    r.config_set("maxmemory-policy", "noeviction")
+    r.config_set("maxmemory", int(r.info("memory")["used_memory"]) - 2**19)
+    try:
+        batch = s.batch()
+        s.produce(0, "f1", 0, 10, b"a" * 1000, client=batch)
+        s.produce(1, "f2", 0, 10, b"b" * 1000, client=batch)
+        refused = batch.execute()
+    finally:
+        r.config_set("maxmemory", 0)
+    assert [type(e) for e in refused] == [BrokerFullError, BrokerFullError]
+    assert r.xlen(keys.raw(0)) == r.xlen(keys.raw(1)) == 0
+    assert r.hget(keys.offsets(0), "f1") is None and r.hget(keys.offsets(1), "f2") is None
+    batch = s.batch()  # room again: the same pipeline goes through, one reply each
+    s.produce(0, "f1", 0, 10, b"a" * 1000, client=batch)
+    s.produce(1, "f2", 0, 10, b"b" * 1000, client=batch)
+    assert [ProduceResult.parse(x).status for x in batch.execute()] == ["ok", "ok"]
+    assert r.xlen(keys.raw(0)) == r.xlen(keys.raw(1)) == 1
 
 
 def test_outputs_go_in_a_transaction_beside_the_script_not_through_it(
