@@ -17,7 +17,9 @@ in half. The scripts that let a full pipeline drain (taking a lease, membership,
 records, a sink's commit) therefore start with a write that cannot grow memory
 (``PEXPIRE`` of a key, ``ZREMRANGEBYSCORE``, ``XACK``), so their few bytes still go
 through; ``PRODUCE`` and a processor's ``XADD`` come first in theirs and are refused:
-that refusal is the backpressure.
+that refusal is the backpressure. (Off-cluster the batch and a processor's outputs are
+``XADD``ed beside PRODUCE and COMMIT in one ``MULTI``, out of Lua, which hashes every byte
+it is passed: a full Redis refuses those queued ``XADD``s, discarding the transaction.)
 """
 
 from __future__ import annotations
