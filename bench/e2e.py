@@ -77,11 +77,15 @@ def role_of(proc: psutil.Process) -> str | None:
     return None
 
 
+HELPERS = int(os.environ.get("TAILRACE_BENCH_HELPERS", "0"))  # service.processor_helpers
+
+
 def write_config(work: Path, files: str, partitions: int, data: str) -> Path:
     wl = WORKLOADS[data]
     cfg: dict[str, Any] = {
         "service": {"data_dir": str(work / "data"), "partitions": partitions,
-                    "embedded": {"appendfsync": "everysec"}},
+                    "embedded": {"appendfsync": "everysec"},
+                    **({"processor_helpers": HELPERS} if HELPERS else {})},
         "pipeline": {
             "inputs": [{"name": "tail", "tag": "bench", "path": files, "read_from_head": True,
                         "format": wl.fmt, "refresh_interval_s": 0.2}],

@@ -132,6 +132,13 @@ class ServiceConfig(Options):
         100, ge=0, description="/health answers 503 when a process logs more errors than this "
         "in a minute (0 = never for errors alone).",
     )
+    processor_helpers: int = Field(
+        0, ge=0, le=64,
+        description="Helper processes each processor worker forks to handle the entries of "
+        "one read side by side (0 = handle them in the worker). A partition is one worker's "
+        "at a time and one file's lines share a partition, so on a node with spare cores "
+        "this is what lets one busy file use more than one core.",
+    )
     dlq_max_entries: int = Field(
         0, ge=0, description="Cap per dead-letter stream (0 = keep all; `tailrace dlq purge`)."
     )

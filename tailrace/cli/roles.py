@@ -17,6 +17,7 @@ import click
 
 from edge_agent import Agent
 from processors import ProcessorHandler
+from processors.pool import PooledHandler
 from sinks import SinkHandler
 
 from ..config import Config, OutputConfig
@@ -46,9 +47,16 @@ def agent_main(config: Config, *, broker: str | None = None) -> None:
 
 def processor_consumer(config: Config, keys: Keys, lifecycle: Lifecycle,
                        client: Any) -> StreamConsumer:
-    """The consumer of the ``processors`` group; ``run(stop)`` processes until ``stop``."""
-    handler = ProcessorHandler(config, lifecycle.thread("consumer"),
-                               rate_limits=RedisRateLimits(client, keys))
+    """The consumer of the ``processors`` group; ``run(stop)`` processes until ``stop``.
+
+    With ``service.processor_helpers`` its handler forks that many helper processes
+    (processors/pool.py); the caller closes ``consumer.handler`` when done."""
+    status = lifecycle.thread("consumer")
+    limits = RedisRateLimits(client, keys)
+    helpers = config.service.processor_helpers
+    handler: ProcessorHandler | PooledHandler = (
+        PooledHandler(config, status, helpers=helpers, rate_limits=limits) if helpers
+        else ProcessorHandler(config, status, rate_limits=limits))
     return StreamConsumer(client, keys, config.service, PROCESSORS_GROUP, handler, lifecycle,
                           stage_in="raw", stage_out="out", kind="raw")
 
@@ -59,7 +67,11 @@ def processor_main(config: Config, *, broker: str | None = None) -> None:
     rt.install_signals()
     try:
         client = rt.connect()
-        processor_consumer(config, rt.keys, rt.lifecycle, client).run(rt.stop)
+        consumer = processor_consumer(config, rt.keys, rt.lifecycle, client)
+        try:
+            consumer.run(rt.stop)
+        finally:
+            consumer.handler.close()
     finally:
         rt.close()
 

@@ -1,0 +1,206 @@
+"""Helper processes for one processor worker: the entries of a read handled side by side.
+
+A partition is one worker's at a time (its lease), and one file's lines all go to one
+partition, so a single busy file kept one processor core busy and left the other idle.
+With ``service.processor_helpers: N`` a processor worker forks N helpers when it starts;
+each builds its own filter chain from the same config and handles whole entries sent over
+a socket pair. The worker keeps everything else: reads, leases, the fenced commit (one
+per read, outputs in the entries' order), poison and failure counting. The helpers never
+talk to Redis, except through a throttle filter's shared windows (each has its own
+connection, redis-py reconnects after the fork).
+
+A helper that dies (a crash in a filter, the OOM killer) fails only the entries it had:
+the worker counts that as a failure of the batch (retried, dead-lettered after
+``max_deliveries``, as a handler error is) and forks a new helper. Helpers end when the
+worker closes them, and on their own when the worker is gone (their socket reaches EOF).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import msgpack
+
+from tailrace.config import Config
+from tailrace.handler import Entry, HandleResult, LeaseGuard
+from tailrace.lifecycle import ThreadRecord
+from tailrace.logs import event
+from tailrace.ratelimit import RateLimits
+from tailrace.scriptcalls import DeadLetter
+
+from .worker import ProcessorHandler
+
+__all__ = ["HelperDied", "PooledHandler"]
+
+log = logging.getLogger(__name__)
+
+
+class HelperDied(RuntimeError):
+    """A helper process ended while it held entries (they stay pending: retried)."""
+
+
+@dataclass
+class _Helper:
+    pid: int
+    conn: Connection
+
+
+def _pack_result(res: HandleResult, counters: Mapping[str, int]) -> bytes:
+    dls = [[d.kind, d.payload, d.stage, d.plugin, d.error, d.source, d.version]
+           for d in res.dead_letters]
+    packed: bytes = msgpack.packb([True, res.outputs, dls, res.lines_in, res.lines_out,
+                                   res.bytes_in, dict(counters)], use_bin_type=True)
+    return packed
+
+
+def _serve(conn: Connection, config: Config, rate_limits: RateLimits | None) -> None:
+    """A helper's loop: entries in, a HandleResult (and the counters it added) out."""
+    status = ThreadRecord("helper", "processor")
+    handler = ProcessorHandler(config, status, rate_limits=rate_limits)
+    while True:
+        try:
+            request = conn.recv_bytes()
+        except (EOFError, OSError):
+            return  # the worker closed us, or is gone
+        partition, raw = msgpack.unpackb(request, raw=True, use_list=True)
+        entries: list[Entry] = [(bytes(i), f) for i, f in raw]
+        status.counters.clear()
+        try:
+            res = handler.handle(partition, entries, _NO_GUARD)
+            reply = _pack_result(res, status.counters)
+        except Exception as exc:  # the worker counts it as this batch's failure
+            reply = msgpack.packb([False, repr(exc)], use_bin_type=True)
+        conn.send_bytes(reply)
+
+
+_NO_GUARD: Any = None  # the processor chain never asks its guard (no effect outside Redis)
+
+
+class PooledHandler:
+    """A :class:`~processors.worker.ProcessorHandler` whose entries go to helper processes.
+
+    Entries of one call are spread over the helpers (one entry each, in turn) and their
+    results put back in order, so the worker's commit is the one a single handler would
+    make. Fork it before the worker starts its own threads' work (it is built first).
+    """
+
+    overlap_commits = False  # the commit follows the read it answers (ProcessorHandler's)
+
+    def __init__(self, config: Config, status: ThreadRecord, *, helpers: int,
+                 rate_limits: RateLimits | None = None) -> None:
+        if helpers < 1:
+            raise ValueError("a pool needs at least one helper")
+        self.config = config
+        self.status = status
+        self.rate_limits = rate_limits
+        self.helpers: list[_Helper] = []
+        for _ in range(helpers):
+            self.helpers.append(self._fork())
+
+    def _fork(self) -> _Helper:
+        mine, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # the helper: serve until EOF, never return into the worker's code
+            code = 0
+            try:
+                mine.close()
+                for other in self.helpers:  # only the worker may hold their ends: EOF there
+                    other.conn.close()  # must mean the worker is gone
+                # A stop signalled to the whole group is the worker's to drain; a helper
+                # ends when its socket closes (then its batch in hand is answered).
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                _serve(Connection(theirs.detach()), self.config, self.rate_limits)
+            except BaseException:  # noqa: BLE001  say nothing twice: the worker reports it
+                code = 1
+            finally:
+                os._exit(code)
+        theirs.close()
+        return _Helper(pid, Connection(mine.detach()))
+
+    def on_acquire(self, partition: int, checkpoints: list[Mapping[bytes, bytes]]) -> None:
+        return None  # processors keep no state outside Redis
+
+    def on_committed(self, partition: int) -> None:
+        return None
+
+    def handle(self, partition: int, entries: list[Entry], guard: LeaseGuard) -> HandleResult:
+        out = HandleResult()
+        failure: BaseException | None = None
+        n = len(self.helpers)
+        for start in range(0, len(entries), n):  # a round: one entry per helper
+            sent: list[tuple[_Helper, bytes]] = []
+            for helper, (entry_id, fields) in zip(self.helpers, entries[start:start + n],
+                                                  strict=False):
+                try:
+                    helper.conn.send_bytes(msgpack.packb(
+                        [partition, [[entry_id, dict(fields or {})]]], use_bin_type=True))
+                except OSError as exc:  # it died since its last reply
+                    failure = failure or self._died(helper, entry_id, exc)
+                    continue
+                sent.append((helper, entry_id))
+            for helper, entry_id in sent:
+                try:  # every reply is read, even after a failure: the next call starts clean
+                    reply = self._receive(helper, entry_id)
+                except (HelperDied, RuntimeError) as exc:
+                    failure = failure or exc
+                    continue
+                if failure is None:
+                    self._merge(out, reply)
+        if failure is not None:
+            raise failure
+        return out
+
+    def _receive(self, helper: _Helper, entry_id: bytes) -> list[Any]:
+        try:
+            reply: list[Any] = msgpack.unpackb(helper.conn.recv_bytes(), raw=False)
+        except (EOFError, OSError) as exc:
+            raise self._died(helper, entry_id, exc) from None
+        if not reply[0]:
+            raise RuntimeError(f"entry {entry_id.decode()}: {reply[1]}")
+        return reply
+
+    def _merge(self, out: HandleResult, reply: list[Any]) -> None:
+        _ok, outputs, dls, lines_in, lines_out, bytes_in, counters = reply
+        out.outputs.extend(outputs)
+        out.dead_letters.extend(DeadLetter(*d) for d in dls)
+        out.lines_in += lines_in
+        out.lines_out += lines_out
+        out.bytes_in += bytes_in
+        for name, n in counters.items():
+            self.status.add(name, n)
+
+    def _died(self, helper: _Helper, entry_id: bytes, exc: BaseException) -> HelperDied:
+        pid = helper.pid
+        self._replace(helper)
+        return HelperDied(f"processor helper {pid} ended while handling entry "
+                          f"{entry_id.decode()} ({exc or 'EOF'}); it is replaced, and the "
+                          "entry is retried")
+
+    def _replace(self, helper: _Helper) -> None:
+        helper.conn.close()
+        try:
+            os.waitpid(helper.pid, 0)
+        except ChildProcessError:
+            pass
+        new = self._fork()
+        helper.pid, helper.conn = new.pid, new.conn
+        event(log, logging.WARNING, "processor_helper_replaced",
+              f"a processor helper ended; forked {new.pid} in its place")
+
+    def close(self) -> None:
+        for helper in self.helpers:
+            helper.conn.close()  # EOF: it ends
+        for helper in self.helpers:
+            try:
+                os.waitpid(helper.pid, 0)
+            except ChildProcessError:
+                pass
