@@ -91,7 +91,7 @@ class PooledHandler:
     make. Fork it before the worker starts its own threads' work (it is built first).
     """
 
-    overlap_commits = False  # the commit follows the read it answers (ProcessorHandler's)
+    overlap_commits = True  # pure, and its CPU is the helpers': commits may stay in flight
 
     def __init__(self, config: Config, status: ThreadRecord, *, helpers: int,
                  rate_limits: RateLimits | None = None) -> None:

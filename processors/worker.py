@@ -41,6 +41,8 @@ class ProcessorHandler:
     handed in by whoever owns the broker.
     """
 
+    overlap_commits = False  # its CPU is the loop's own: a commit thread would only compete
+
     def __init__(self, config: Config, status: ThreadRecord, *,
                  rate_limits: RateLimits | None = None) -> None:
         self.chain = Chain(config, rate_limits=rate_limits)

@@ -51,6 +51,8 @@ def build_output(config: Config, pc: OutputConfig) -> OutputPlugin:
 class SinkHandler:
     """Delivers one output's records; the consumer loop owns the broker."""
 
+    overlap_commits = False  # it writes to the store before its commit
+
     def __init__(self, config: Config, pc: OutputConfig, status: ThreadRecord) -> None:
         self.pc = pc
         self.group = sink_group(pc.id)

@@ -71,6 +71,13 @@ class LeaseGuard:
 class BatchHandler(Protocol):
     """The role-specific part of a consumer."""
 
+    #: True when everything the handler does for a batch is in what it returns (no effect
+    #: outside Redis, no state kept between batches) and its work runs outside the loop's
+    #: thread: its commit may then still be in flight while the next batch is read and
+    #: handled (a processor with helpers). Outputs with side effects (files,
+    #: Elasticsearch) keep False: they write before their commit.
+    overlap_commits: bool
+
     def on_acquire(self, partition: int, checkpoints: list[Mapping[bytes, bytes]]) -> None:
         """Called when a partition is taken, before any of its entries, with checkpoints.
 

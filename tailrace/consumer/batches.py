@@ -1,12 +1,24 @@
 """What a consumer does with one partition's batch: hand it to the handler, commit what
 came out (fenced), count it; dead-letter what keeps failing; and, on taking a partition
 over, claim what the previous owner had pending and dead-letter the poison among it.
+
+Commits in flight: for a handler whose work lives only in Redis and whose CPU is spent in
+other processes (``overlap_commits``: a processor with helpers, processors/pool.py), the
+commit of a live read runs on a thread of its own while the loop's thread reads the next
+entries and hands them to the helpers, which otherwise sat idle through every commit's
+round trip. At most one commit is in flight, so commits keep the order of the entries; its
+outcome is applied on the loop's thread (:meth:`BatchWork.settle`) before the next commit
+and before anything that must see it (the loop settles at the start of any step that does
+more than read live partitions). A handler that computes in the worker itself gains
+nothing from it (measured: the commit thread and the handler share one GIL and core).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import redis
 
@@ -21,11 +33,13 @@ from ..serviceconfig import ServiceConfig
 from .backlog import OutputBacklog
 from .lease import LeaseKeeper
 from .recovery import claim_pending, over_delivered
-from .table import Partition, PartitionTable
+from .table import Mode, Partition, PartitionTable
 
 __all__ = ["BatchWork"]
 
 log = logging.getLogger(__name__)
+
+_InFlight = tuple[Partition, HandleResult, "Future[int]"]
 
 
 class BatchWork:
@@ -55,6 +69,10 @@ class BatchWork:
         # A partition whose last commit ran but was not confirmed by the replicas asked for
         # (WaitPolicy): nothing else moves until it is, or until a failover rolled it back.
         self.unconfirmed: int | None = None
+        # Waiting for replicas (WaitPolicy) confirms commits one by one: no overlap then.
+        self.overlap = handler.overlap_commits and not scripts.wait.replicas
+        self._committer: ThreadPoolExecutor | None = None
+        self._in_flight: _InFlight | None = None
 
     def take_over(self, part: Partition) -> None:
         """Take over everything the group still has pending on this partition."""
@@ -95,10 +113,30 @@ class BatchWork:
         except BROKER_ERRORS:
             raise
         except Exception as exc:
+            self.settle()  # the entries before these first: committed, or their fate known
             self._failed(part, entries, exc, stop)
             return
         self.table.succeeded(part, entries[0][0])
         self._commit(part, entries, result)
+
+    def settle(self) -> None:
+        """Wait for the commit in flight, if any, and apply its outcome here."""
+        if self._in_flight is None:
+            return
+        part, result, future = self._in_flight
+        self._in_flight = None
+        self._finish(part, result, future.result)
+
+    def close(self) -> None:
+        """Settle the commit in flight (its outcome only logged now) and stop its thread."""
+        try:
+            self.settle()
+        except Exception as exc:  # stopping: the entries stay pending for the next owner
+            event(log, logging.WARNING, "consumer_last_commit_failed",
+                  f"the last commit before stopping failed: {exc!r}", group=self.group)
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
+            self._committer = None
 
     def _failed(self, part: Partition, entries: list[Entry], exc: Exception,
                 stop: threading.Event) -> None:
@@ -130,15 +168,32 @@ class BatchWork:
             stop.wait(min(0.1 * 2**n, 5.0))
 
     def _commit(self, part: Partition, entries: list[Entry], result: HandleResult) -> None:
-        """Commit one batch (fenced: outputs, dead letters, checkpoint, acks) and count it."""
+        """Commit one batch (fenced: outputs, dead letters, checkpoint, acks) and count it;
+        a live batch of an overlapping handler is left in flight."""
+        self.settle()
+        if self.table.get(part.number) is not part:
+            return  # lost or fenced meanwhile: the entries stay pending for its owner now
+        if self.overlap and part.mode is Mode.LIVE:
+            if self._committer is None:
+                self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"commit-{self.group}")
+            self._in_flight = (part, result,
+                               self._committer.submit(self._send, part, entries, result))
+            return
+        self._finish(part, result, lambda: self._send(part, entries, result))
+
+    def _send(self, part: Partition, entries: list[Entry], result: HandleResult) -> int:
+        return self.scripts.commit(
+            part.number, self.group, part.owner, stage_in=self.stage_in,
+            ids=[e[0] for e in entries], outputs=result.outputs, stage_out=self.stage_out,
+            dead_letters=result.dead_letters, checkpoint=result.checkpoint,
+            dlq_maxlen=self.service.dlq_max_entries,
+        )
+
+    def _finish(self, part: Partition, result: HandleResult, outcome: Callable[[], int]) -> None:
+        """Apply a commit's outcome (``outcome`` returns the output's length or raises)."""
         p = part.number
         try:
-            outlen = self.scripts.commit(
-                p, self.group, part.owner, stage_in=self.stage_in,
-                ids=[e[0] for e in entries], outputs=result.outputs, stage_out=self.stage_out,
-                dead_letters=result.dead_letters, checkpoint=result.checkpoint,
-                dlq_maxlen=self.service.dlq_max_entries,
-            )
+            outlen = outcome()
         except BROKER_ERRORS:
             # Not confirmed (NotReplicated), or its answer was lost: it may have run.
             if self.scripts.wait.replicas:

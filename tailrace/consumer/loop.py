@@ -149,6 +149,7 @@ class StreamConsumer:
             raise
         finally:
             self.status.set_state(State.DRAINING)
+            self.work.close()  # the commit in flight lands before the leases go back
             self.reads.close()
             self.keeper.leave()
             self.lifecycle.partitions[self.group] = []
@@ -192,6 +193,10 @@ class StreamConsumer:
             self.keeper.release([part.lease])
 
     def _step(self, stop: threading.Event) -> None:
+        if not self.table.all_live():
+            # Everything below but a read of live partitions must see the last commit's
+            # outcome (a release, a claim, history's re-read of pending entries).
+            self.work.settle()
         self._confirm()
         self._reconcile()
         self._recover()
@@ -205,6 +210,7 @@ class StreamConsumer:
         # to abandon, again and again, each time counting as a delivery (toward poison).
         usable = {p for p in self.table.numbers() if self.table.valid(p)}
         if not usable:
+            self.work.settle()
             self.status.set_state(State.ACTIVE, "waiting for lease renewals to go through")
             stop.wait(_PAUSE_RECHECK_S)
             return
@@ -269,6 +275,7 @@ class StreamConsumer:
         lanes = self.reads.lanes_of(self.table.readable(usable))
         self.reads.settle(lanes)
         if not lanes and self.reads.idle():
+            self.work.settle()
             self.status.set_state(State.THROTTLED, "output backlog over its limit")
             stop.wait(_PAUSE_RECHECK_S)
             return False

@@ -131,6 +131,13 @@ class PartitionTable:
         with self._lock:
             return len(self._parts)
 
+    def all_live(self) -> bool:
+        """Some partition is owned, every one is live, and no resync or release is due:
+        the loop's next step only reads new entries."""
+        with self._lock:
+            return bool(self._parts) and not self._resync and all(
+                part.mode is Mode.LIVE and not part.extra for part in self._parts.values())
+
     def valid(self, p: int, margin_s: float = 0.5) -> bool:
         """True while this worker's lease on ``p`` is surely still held.
 

@@ -23,6 +23,8 @@ from tailrace.lifecycle import Lifecycle, Publisher
 class Recorder:
     """Records what it is handed; can fail on chosen payloads or on acquiring."""
 
+    overlap_commits = True  # as a processor with helpers: commits in flight over the next read
+
     def __init__(self, fail_payloads: set[bytes] = frozenset(),  # type: ignore[assignment]
                  fence_on_acquire: set[int] = frozenset()) -> None:  # type: ignore[assignment]
         self.seen: list[bytes] = []
@@ -216,6 +218,8 @@ def test_redis_out_of_memory_holds_a_processor_back_until_memory_is_freed(
 class CheckpointingSink:
     """A sink-like handler: delivers nowhere, commits a checkpoint with its acks."""
 
+    overlap_commits = False
+
     def __init__(self) -> None:
         self.seen = 0
 
@@ -291,4 +295,123 @@ def test_a_takeover_claim_cut_short_by_a_broker_error_is_redone(
         wait_for(lambda: len(h.seen) == 3, timeout=20,
                  message="the previous owner's pending entries handled after the failed claim")
     assert sorted(h.seen) == [b"left0", b"left1", b"left2"]
+    assert r.xpending(keys.raw(0), PROCESSORS_GROUP)["pending"] == 0
+
+
+class SlowCommits:
+    """Wraps a consumer's commit: each takes ``delay_s`` and can run a hook first; records
+    when each began and ended, and when each handle began (to see overlap)."""
+
+    def __init__(self, consumer: StreamConsumer, delay_s: float,
+                 before: Any = None) -> None:
+        self.real = consumer.work.scripts.commit
+        self.delay_s = delay_s
+        self.before = before
+        self.spans: list[tuple[float, float]] = []
+        consumer.work.scripts.commit = self  # type: ignore[method-assign]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> int:
+        began = time.monotonic()
+        if self.before is not None:
+            self.before(len(self.spans))
+        time.sleep(self.delay_s)
+        try:
+            return self.real(*args, **kwargs)
+        finally:
+            self.spans.append((began, time.monotonic()))
+
+
+class TimedRecorder(Recorder):
+    """A Recorder that notes when each handle began; fails chosen payloads only once."""
+
+    def __init__(self, fail_once: set[bytes] = frozenset()) -> None:  # type: ignore[assignment]
+        super().__init__()
+        self.fail_once = set(fail_once)
+        self.began: list[float] = []
+
+    def handle(self, partition: int, entries: list[Entry], guard: LeaseGuard) -> HandleResult:
+        self.began.append(time.monotonic())
+        for _id, fields in entries:
+            assert fields is not None
+            if fields[b"b"] in self.fail_once:
+                self.fail_once.discard(fields[b"b"])
+                raise RuntimeError(f"fails once: {fields[b'b']!r}")
+        return super().handle(partition, entries, guard)
+
+
+def add_at_once(r: redis.Redis, stream: str, payloads: list[bytes]) -> None:
+    """XADD the payloads in one transaction, so a read takes several of them together."""
+    pipe = r.pipeline(transaction=True)
+    for b in payloads:
+        pipe.xadd(stream, {"v": "1", "b": b})
+    pipe.execute()
+
+
+def out_payloads(r: redis.Redis, keys: Keys, p: int) -> list[bytes]:
+    return [f[b"b"] for _i, f in r.xrange(keys.out(p))]
+
+
+def test_a_live_commit_is_in_flight_while_the_next_entry_is_handled(
+        r: redis.Redis, pipeline: tuple[Keys, Any]) -> None:
+    """Overlap (a processor with helpers): one commit in flight at a time, in the entries'
+    order, each entry forwarded once; the next read's handling starts before the commit ends."""
+    keys, service = pipeline
+    sent = [b"e%02d" % i for i in range(12)]
+    h = TimedRecorder()
+    for c, _t in run_consumer(r, keys, service, h):
+        wait_for(c.table.all_live, timeout=20, message="partitions live")
+        slow = SlowCommits(c, 0.15)
+        add_at_once(r, keys.raw(0), sent)
+        wait_for(lambda: len(out_payloads(r, keys, 0)) == len(sent), timeout=20,
+                 message="every entry forwarded")
+    assert out_payloads(r, keys, 0) == sent
+    assert r.xpending(keys.raw(0), PROCESSORS_GROUP)["pending"] == 0
+    spans = sorted(slow.spans)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), (
+        "two commits were in flight")
+    overlapped = [s for s in spans if any(s[0] < t < s[1] for t in h.began)]
+    assert len(overlapped) >= len(sent) // 3, (
+        f"only {len(overlapped)} of {len(spans)} commits overlapped a handle: the loop "
+        "waited for each commit before handling the next entry")
+
+
+def test_a_failure_behind_a_commit_in_flight_keeps_the_order(
+        r: redis.Redis, pipeline: tuple[Keys, Any]) -> None:
+    """An entry fails while the one before it is being committed: it and those read with it
+    after it wait for history, so the output keeps the input's order, each once."""
+    keys, service = pipeline
+    sent = [b"e%02d" % i for i in range(10)]
+    h = TimedRecorder(fail_once={b"e03", b"e06"})
+    for c, _t in run_consumer(r, keys, service, h):
+        wait_for(c.table.all_live, timeout=20, message="partitions live")
+        SlowCommits(c, 0.1)
+        add_at_once(r, keys.raw(0), sent)
+        wait_for(lambda: len(out_payloads(r, keys, 0)) == len(sent), timeout=30,
+                 message="every entry forwarded after the failures")
+    assert out_payloads(r, keys, 0) == sent
+    assert r.xlen(keys.dlq(0)) == 0
+
+
+def test_a_commit_fenced_in_flight_drops_the_partition_and_loses_nothing(
+        r: redis.Redis, pipeline: tuple[Keys, Any]) -> None:
+    """Another worker takes the lease while a commit is in flight: the commit is fenced
+    (nothing written), the entries read behind it are not committed either, and once the
+    lease comes back every entry is forwarded exactly once, in order."""
+    keys, service = pipeline
+    sent = [b"e%02d" % i for i in range(8)]
+    lease = keys.lease(0, PROCESSORS_GROUP)
+
+    def steal(n: int) -> None:
+        if n == 1:  # the second commit: the lease goes to a worker that then dies
+            r.set(lease, "thief:999999", px=1500)
+
+    h = TimedRecorder()
+    for c, _t in run_consumer(r, keys, service, h):
+        wait_for(c.table.all_live, timeout=20, message="partitions live")
+        slow = SlowCommits(c, 0.1, before=steal)
+        add_at_once(r, keys.raw(0), sent)
+        wait_for(lambda: len(out_payloads(r, keys, 0)) == len(sent), timeout=30,
+                 message="every entry forwarded once the stolen lease lapsed")
+        assert len(slow.spans) > len(sent) // 2
+    assert out_payloads(r, keys, 0) == sent
     assert r.xpending(keys.raw(0), PROCESSORS_GROUP)["pending"] == 0
