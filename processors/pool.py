@@ -23,8 +23,8 @@ import signal
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from typing import Any
+from multiprocessing.connection import Connection, wait
+from typing import Any, cast
 
 import msgpack
 
@@ -86,9 +86,9 @@ _NO_GUARD: Any = None  # the processor chain never asks its guard (no effect out
 class PooledHandler:
     """A :class:`~processors.worker.ProcessorHandler` whose entries go to helper processes.
 
-    Entries of one call are spread over the helpers (one entry each, in turn) and their
-    results put back in order, so the worker's commit is the one a single handler would
-    make. Fork it before the worker starts its own threads' work (it is built first).
+    Entries of one call are spread over the helpers (each takes the next as soon as it is
+    free) and their results put back in order, so the worker's commit is the one a single
+    handler would make.
     """
 
     overlap_commits = True  # pure, and its CPU is the helpers': commits may stay in flight
@@ -133,30 +133,44 @@ class PooledHandler:
         return None
 
     def handle(self, partition: int, entries: list[Entry], guard: LeaseGuard) -> HandleResult:
-        out = HandleResult()
+        """Each helper takes the next entry as soon as it answered its last one (one request
+        in flight per helper: a helper blocked on a full socket while the worker is blocked
+        sending to it would be a deadlock); the replies are merged in the entries' order."""
+        replies: list[list[Any] | None] = [None] * len(entries)
         failure: BaseException | None = None
-        n = len(self.helpers)
-        for start in range(0, len(entries), n):  # a round: one entry per helper
-            sent: list[tuple[_Helper, bytes]] = []
-            for helper, (entry_id, fields) in zip(self.helpers, entries[start:start + n],
-                                                  strict=False):
+        busy: dict[Connection, tuple[_Helper, int]] = {}
+        todo = iter(range(len(entries)))
+
+        def give(helper: _Helper) -> None:
+            nonlocal failure
+            for i in todo:
+                entry_id, fields = entries[i]
                 try:
                     helper.conn.send_bytes(msgpack.packb(
                         [partition, [[entry_id, dict(fields or {})]]], use_bin_type=True))
-                except OSError as exc:  # it died since its last reply
+                except OSError as exc:  # it died since its last reply (replaced: try again)
                     failure = failure or self._died(helper, entry_id, exc)
                     continue
-                sent.append((helper, entry_id))
-            for helper, entry_id in sent:
+                busy[helper.conn] = (helper, i)
+                return
+
+        for helper in self.helpers:
+            give(helper)
+        while busy:
+            for conn in wait(list(busy)):
+                helper, i = busy.pop(cast(Connection, conn))
                 try:  # every reply is read, even after a failure: the next call starts clean
-                    reply = self._receive(helper, entry_id)
+                    replies[i] = self._receive(helper, entries[i][0])
                 except (HelperDied, RuntimeError) as exc:
                     failure = failure or exc
-                    continue
                 if failure is None:
-                    self._merge(out, reply)
+                    give(helper)
         if failure is not None:
             raise failure
+        out = HandleResult()
+        for reply in replies:
+            assert reply is not None
+            self._merge(out, reply)
         return out
 
     def _receive(self, helper: _Helper, entry_id: bytes) -> list[Any]:

@@ -22,6 +22,7 @@ from sinks import SinkHandler
 
 from ..config import Config, OutputConfig
 from ..consumer import StreamConsumer
+from ..consumer.loop import DEFAULT_READ_COUNT
 from ..keys import PROCESSORS_GROUP, Keys, sink_group
 from ..lifecycle import Lifecycle
 from ..ratelimit import RedisRateLimits
@@ -57,8 +58,10 @@ def processor_consumer(config: Config, keys: Keys, lifecycle: Lifecycle,
     handler: ProcessorHandler | PooledHandler = (
         PooledHandler(config, status, helpers=helpers, rate_limits=limits) if helpers
         else ProcessorHandler(config, status, rate_limits=limits))
+    # Two entries per helper and read: each takes its next as soon as it is free.
+    count = max(DEFAULT_READ_COUNT, 2 * helpers)
     return StreamConsumer(client, keys, config.service, PROCESSORS_GROUP, handler, lifecycle,
-                          stage_in="raw", stage_out="out", kind="raw")
+                          stage_in="raw", stage_out="out", kind="raw", read_count=count)
 
 
 def processor_main(config: Config, *, broker: str | None = None) -> None:
