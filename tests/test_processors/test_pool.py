@@ -11,7 +11,8 @@ from pathlib import Path
 import msgpack
 import psutil
 import pytest
-from helpers import Role, count_lines, read_json_lines, wait_for
+import redis
+from helpers import Role, count_lines, read_json_lines, wait_for, write_config
 from pconf import batch, config
 from redis_server import RedisServer
 from test_e2e import assert_exactly_once, pipeline_config
@@ -19,8 +20,10 @@ from test_worker import NGINX, pipeline_yaml
 
 from processors.pool import HelperDied, PooledHandler
 from processors.worker import ProcessorHandler
+from tailrace.broker import ensure_groups
 from tailrace.generate import Generator
 from tailrace.handler import Entry, HandleResult
+from tailrace.keys import PROCESSORS_GROUP, Keys
 from tailrace.lifecycle import Lifecycle
 from tailrace.wire import decode_records, encode_raw
 
@@ -125,3 +128,41 @@ def test_processors_with_helpers_sigkilled_mid_stream_deliver_every_line_once(
         codes = [r.stop() for r in roles if r.alive]
     assert all(c == 0 for c in codes), codes
     assert_exactly_once(read_json_lines(out), total)
+
+
+def test_an_entry_that_crashes_a_helper_is_dead_lettered_alone_and_the_worker_goes_on(
+        tmp_path: Path, redis_url: str, prefix: str) -> None:
+    """A filter that kills its process (os._exit) on one entry: with helpers the worker
+    survives, the entry is retried alone (history) and dead-lettered as failing after
+    ``max_deliveries``; the entries read with it are delivered."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "crash.py").write_text(
+        "import os\n\ndef check(record):\n"
+        "    if 'POISON' in record['log']:\n        os._exit(3)\n    return record\n")
+    cfg = write_config(tmp_path / "poison.yaml", {
+        "service": {"prefix": prefix, "partitions": 1, "lease_ttl_ms": 1000,
+                    "heartbeat_ms": 200, "max_deliveries": 2, "processor_helpers": 2},
+        "pipeline": {"filters": [{"name": "python", "call": "crash:check",
+                                  "path": str(tmp_path / "plugins")}]},
+    })
+    r = redis.Redis.from_url(redis_url)
+    keys = Keys(prefix)
+    ensure_groups(r, keys, 1, [])
+    pipe = r.pipeline(transaction=True)  # read together: one worker read takes them all
+    for i, line in enumerate(["fine 1", "POISON", "fine 2", "fine 3"]):
+        pipe.xadd(keys.raw(0), {"v": b"1", "b": encode_raw(batch([line], offset=i * 100))})
+    pipe.execute()
+    worker = Role("processor", cfg, redis_url).start()
+    try:
+        wait_for(lambda: r.xlen(keys.dlq(0)) == 1 and not r.xpending(
+            keys.raw(0), PROCESSORS_GROUP)["pending"], timeout=60,
+            message="the poison entry dead-lettered, the others committed")
+        assert worker.alive, "the worker itself must survive its helper's crash"
+    finally:
+        code = worker.stop()
+    assert code == 0
+    [(_id, dl)] = r.xrange(keys.dlq(0))
+    assert b"helper" in dl[b"error"] and b"ended while handling entry" in dl[b"error"]
+    logs = sorted(rec["log"] for _i, f in r.xrange(keys.out(0)) for rec in decode_records(f))
+    assert logs == ["fine 1", "fine 2", "fine 3"]
+    r.close()
