@@ -12,11 +12,11 @@ import msgpack
 import psutil
 import pytest
 import redis
-from helpers import Role, count_lines, read_json_lines, wait_for, write_config
+from helpers import Role, count_lines, read_json_lines, wait_for
 from pconf import batch, config
 from redis_server import RedisServer
 from test_e2e import assert_exactly_once, pipeline_config
-from test_worker import NGINX, pipeline_yaml
+from test_worker import NGINX, pipeline_yaml, poison_config
 
 from processors.pool import HelperDied, PooledHandler
 from processors.worker import ProcessorHandler
@@ -135,16 +135,7 @@ def test_an_entry_that_crashes_a_helper_is_dead_lettered_alone_and_the_worker_go
     """A filter that kills its process (os._exit) on one entry: with helpers the worker
     survives, the entry is retried alone (history) and dead-lettered as failing after
     ``max_deliveries``; the entries read with it are delivered."""
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "crash.py").write_text(
-        "import os\n\ndef check(record):\n"
-        "    if 'POISON' in record['log']:\n        os._exit(3)\n    return record\n")
-    cfg = write_config(tmp_path / "poison.yaml", {
-        "service": {"prefix": prefix, "partitions": 1, "lease_ttl_ms": 1000,
-                    "heartbeat_ms": 200, "max_deliveries": 2, "processor_helpers": 2},
-        "pipeline": {"filters": [{"name": "python", "call": "crash:check",
-                                  "path": str(tmp_path / "plugins")}]},
-    })
+    cfg = poison_config(tmp_path, prefix, processor_helpers=2)
     r = redis.Redis.from_url(redis_url)
     keys = Keys(prefix)
     ensure_groups(r, keys, 1, [])

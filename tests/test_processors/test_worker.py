@@ -29,6 +29,20 @@ def check(record):
 NGINX = ('10.0.0.1 - - [10/Oct/2023:13:55:36 +0000] "GET /a HTTP/1.1" 200 12 "-" "curl"')
 
 
+def poison_config(tmp: Path, prefix: str, **service: object) -> Path:
+    """A pipeline whose python filter kills its process (os._exit(3)) on a POISON line."""
+    (tmp / "plugins").mkdir()
+    (tmp / "plugins" / "crash.py").write_text(
+        "import os\n\ndef check(record):\n"
+        "    if 'POISON' in record['log']:\n        os._exit(3)\n    return record\n")
+    return write_config(tmp / "poison.yaml", {
+        "service": {"prefix": prefix, "partitions": 1, "lease_ttl_ms": 1000,
+                    "heartbeat_ms": 200, "max_deliveries": 2, **service},
+        "pipeline": {"filters": [{"name": "python", "call": "crash:check",
+                                  "path": str(tmp / "plugins")}]},
+    })
+
+
 def pipeline_yaml(tmp: Path, prefix: str, partitions: int = 2) -> str:
     (tmp / "plugins").mkdir(exist_ok=True)
     (tmp / "plugins" / "checks.py").write_text(FAILING)
@@ -137,16 +151,7 @@ def test_raw_streams_are_trimmed_only_below_what_every_group_acknowledged(
 
 def test_an_entry_that_crashes_every_worker_is_dead_lettered_as_poison(
         tmp_path: Path, redis_url: str, r: redis.Redis, prefix: str, keys: Keys) -> None:
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "crash.py").write_text(
-        "import os\n\ndef check(record):\n"
-        "    if 'POISON' in record['log']:\n        os._exit(3)\n    return record\n")
-    cfg = write_config(tmp_path / "poison.yaml", {
-        "service": {"prefix": prefix, "partitions": 1, "lease_ttl_ms": 1000,
-                    "heartbeat_ms": 200, "max_deliveries": 2},
-        "pipeline": {"filters": [{"name": "python", "call": "crash:check",
-                                  "path": str(tmp_path / "plugins")}]},
-    })
+    cfg = poison_config(tmp_path, prefix)
     ensure_groups(r, keys, 1, [])
     produce(r, keys, 0, ["fine 1"])
     produce(r, keys, 0, ["POISON"], offset=100)

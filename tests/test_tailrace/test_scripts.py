@@ -22,6 +22,15 @@ def setup(r: redis.Redis, prefix: str) -> tuple[Scripts, Keys]:
     return Scripts(r, keys), keys
 
 
+def scripts_on(server: RedisServer, prefix: str, partitions: int = 1
+               ) -> tuple[redis.Redis, Keys, Scripts]:
+    """A client of a server of the test's own (its config may be changed), with groups."""
+    r = server.client()
+    keys = Keys(prefix)
+    ensure_groups(r, keys, partitions, [])
+    return r, keys, Scripts(r, keys)
+
+
 def produce(s: Scripts, start: int, end: int, payload: bytes = b"x", limit: int = 0,
             file_id: str = "f1") -> ProduceResult:
     return ProduceResult.parse(s.produce(0, file_id, start, end, payload, limit))
@@ -68,10 +77,7 @@ def test_produce_refuses_over_the_backlog_limit_and_writes_nothing(
 def test_produce_refuses_while_redis_memory_is_over_the_limit_and_writes_nothing(
         fresh_redis: RedisServer, prefix: str) -> None:
     """The exact memory check of PRODUCE (the agent's periodic look can be a second late)."""
-    r = fresh_redis.client()
-    k = Keys(prefix)
-    ensure_groups(r, k, 1, [])
-    s = Scripts(r, k)
+    r, k, s = scripts_on(fresh_redis, prefix)
     used = int(r.info("memory")["used_memory"])
 
     def attempt(start: int, **kw: int | None) -> ProduceResult:
@@ -107,14 +113,19 @@ def _read(r: redis.Redis, k: Keys, consumer: str, n: int = 10) -> list[bytes]:
     return [e[0] for e in resp[0][1]] if resp else []
 
 
-def test_commit_is_fenced_when_the_lease_changed_hands(setup: tuple[Scripts, Keys],
-                                                      r: redis.Redis) -> None:
-    s, k = setup
+def _handed_over(s: Scripts, r: redis.Redis, k: Keys) -> tuple[list[bytes], int, int]:
+    """A batch read by w1, whose lease then went to w2: (its ids, w1's token, w2's)."""
     produce(s, 0, 10)
     ids = _read(r, k, "w1")
     t1 = s.acquire(0, PROCESSORS_GROUP, "w1", 10_000)
     s.release(0, PROCESSORS_GROUP, f"w1:{t1}")
-    t2 = s.acquire(0, PROCESSORS_GROUP, "w2", 10_000)
+    return ids, t1, s.acquire(0, PROCESSORS_GROUP, "w2", 10_000)
+
+
+def test_commit_is_fenced_when_the_lease_changed_hands(setup: tuple[Scripts, Keys],
+                                                      r: redis.Redis) -> None:
+    s, k = setup
+    ids, t1, t2 = _handed_over(s, r, k)
     with pytest.raises(Fenced):
         s.commit(0, PROCESSORS_GROUP, f"w1:{t1}", stage_in="raw", ids=ids, outputs=[b"o"])
     assert r.xlen(k.out(0)) == 0, "a fenced commit writes nothing"
@@ -163,10 +174,7 @@ def test_a_batch_goes_in_a_transaction_beside_produce_and_is_taken_back_on_refus
 
 def test_batches_refused_by_a_full_redis_are_refused_each_and_write_nothing(
         fresh_redis: RedisServer, prefix: str) -> None:
-    r = fresh_redis.client()
-    keys = Keys(prefix)
-    ensure_groups(r, keys, 2, [])
-    s = Scripts(r, keys)
+    r, keys, s = scripts_on(fresh_redis, prefix, partitions=2)
     r.set("filler", b"x" * 2**20)
     r.config_set("maxmemory-policy", "noeviction")
     r.config_set("maxmemory", int(r.info("memory")["used_memory"]) - 2**19)
@@ -210,11 +218,7 @@ def test_a_fenced_or_repeated_commit_takes_back_only_its_own_outputs(
         setup: tuple[Scripts, Keys], r: redis.Redis) -> None:
     s, k = setup
     before = [r.xadd(k.out(0), {"v": RECORDS_VERSION, "b": b"old%d" % i}) for i in range(3)]
-    produce(s, 0, 10)
-    ids = _read(r, k, "w1")
-    t1 = s.acquire(0, PROCESSORS_GROUP, "w1", 10_000)
-    s.release(0, PROCESSORS_GROUP, f"w1:{t1}")
-    t2 = s.acquire(0, PROCESSORS_GROUP, "w2", 10_000)
+    ids, t1, t2 = _handed_over(s, r, k)
     with pytest.raises(Fenced):
         s.commit(0, PROCESSORS_GROUP, f"w1:{t1}", stage_in="raw", ids=ids,
                  outputs=[b"n1", b"n2"])
