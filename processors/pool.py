@@ -21,10 +21,11 @@ import logging
 import os
 import signal
 import socket
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
-from typing import Any, cast
+from multiprocessing.connection import wait
+from typing import Any
 
 import msgpack
 
@@ -46,38 +47,78 @@ class HelperDied(RuntimeError):
     """A helper process ended while it held entries (they stay pending: retried)."""
 
 
+_LEN = struct.Struct("!I")
+
+
+class _Channel:
+    """Length-prefixed frames over one end of a socket pair.
+
+    A raw batch and a processed payload travel as frames of their own, not inside a msgpack
+    message: each is copied once by the kernel into a bytes object of its exact size
+    (``MSG_WAITALL``), and never again on either side.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def send(self, *frames: bytes) -> None:
+        for frame in frames:
+            self.sock.sendall(_LEN.pack(len(frame)))
+            self.sock.sendall(frame)
+
+    def recv(self) -> bytes:
+        (n,) = _LEN.unpack(self._exactly(_LEN.size))
+        return self._exactly(n)
+
+    def _exactly(self, n: int) -> bytes:
+        if not n:
+            return b""
+        data = self.sock.recv(n, socket.MSG_WAITALL)
+        if len(data) == n:
+            return data
+        # Short: the other end closed, or a signal handled here cut the wait short.
+        buf = bytearray(data)
+        while data and len(buf) < n:
+            data = self.sock.recv(n - len(buf), socket.MSG_WAITALL)
+            buf += data
+        if len(buf) != n:
+            raise EOFError("the other end closed the socket")
+        return bytes(buf)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 @dataclass
 class _Helper:
     pid: int
-    conn: Connection
+    conn: _Channel
 
 
-def _pack_result(res: HandleResult, counters: Mapping[str, int]) -> bytes:
-    dls = [[d.kind, d.payload, d.stage, d.plugin, d.error, d.source, d.version]
-           for d in res.dead_letters]
-    packed: bytes = msgpack.packb([True, res.outputs, dls, res.lines_in, res.lines_out,
-                                   res.bytes_in, dict(counters)], use_bin_type=True)
-    return packed
-
-
-def _serve(conn: Connection, config: Config, rate_limits: RateLimits | None) -> None:
-    """A helper's loop: entries in, a HandleResult (and the counters it added) out."""
+def _serve(conn: _Channel, config: Config, rate_limits: RateLimits | None) -> None:
+    """A helper's loop. In: a header (partition, entry id, the entry's other fields) and the
+    raw payload. Out: a header (True, the number of outputs, dead letters, counts, the
+    counters the filters added) and each output; or (False, the error)."""
     status = ThreadRecord("helper", "processor")
     handler = ProcessorHandler(config, status, rate_limits=rate_limits)
     while True:
         try:
-            request = conn.recv_bytes()
+            head, payload = conn.recv(), conn.recv()
         except (EOFError, OSError):
             return  # the worker closed us, or is gone
-        partition, raw = msgpack.unpackb(request, raw=True, use_list=True)
-        entries: list[Entry] = [(bytes(i), f) for i, f in raw]
+        partition, entry_id, fields = msgpack.unpackb(head, raw=True)
+        fields[b"b"] = payload
         status.counters.clear()
         try:
-            res = handler.handle(partition, entries, _NO_GUARD)
-            reply = _pack_result(res, status.counters)
+            res = handler.handle(partition, [(entry_id, fields)], _NO_GUARD)
         except Exception as exc:  # the worker counts it as this batch's failure
-            reply = msgpack.packb([False, repr(exc)], use_bin_type=True)
-        conn.send_bytes(reply)
+            conn.send(msgpack.packb([False, repr(exc)], use_bin_type=True))
+            continue
+        dls = [[d.kind, d.payload, d.stage, d.plugin, d.error, d.source, d.version]
+               for d in res.dead_letters]
+        conn.send(msgpack.packb([True, len(res.outputs), dls, res.lines_in, res.lines_out,
+                                 res.bytes_in, dict(status.counters)], use_bin_type=True),
+                  *res.outputs)
 
 
 _NO_GUARD: Any = None  # the processor chain never asks its guard (no effect outside Redis)
@@ -118,13 +159,13 @@ class PooledHandler:
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)
-                _serve(Connection(theirs.detach()), self.config, self.rate_limits)
+                _serve(_Channel(theirs), self.config, self.rate_limits)
             except BaseException:  # noqa: BLE001  say nothing twice: the worker reports it
                 code = 1
             finally:
                 os._exit(code)
         theirs.close()
-        return _Helper(pid, Connection(mine.detach()))
+        return _Helper(pid, _Channel(mine))
 
     def on_acquire(self, partition: int, checkpoints: list[Mapping[bytes, bytes]]) -> None:
         return None  # processors keep no state outside Redis
@@ -138,27 +179,28 @@ class PooledHandler:
         sending to it would be a deadlock); the replies are merged in the entries' order."""
         replies: list[list[Any] | None] = [None] * len(entries)
         failure: BaseException | None = None
-        busy: dict[Connection, tuple[_Helper, int]] = {}
+        busy: dict[socket.socket, tuple[_Helper, int]] = {}  # by the socket wait() sees
         todo = iter(range(len(entries)))
 
         def give(helper: _Helper) -> None:
             nonlocal failure
             for i in todo:
                 entry_id, fields = entries[i]
+                rest = {k: v for k, v in (fields or {}).items() if k != b"b"}
+                head = msgpack.packb([partition, entry_id, rest], use_bin_type=True)
                 try:
-                    helper.conn.send_bytes(msgpack.packb(
-                        [partition, [[entry_id, dict(fields or {})]]], use_bin_type=True))
+                    helper.conn.send(head, (fields or {}).get(b"b", b""))
                 except OSError as exc:  # it died since its last reply (replaced: try again)
                     failure = failure or self._died(helper, entry_id, exc)
                     continue
-                busy[helper.conn] = (helper, i)
+                busy[helper.conn.sock] = (helper, i)
                 return
 
         for helper in self.helpers:
             give(helper)
         while busy:
-            for conn in wait(list(busy)):
-                helper, i = busy.pop(cast(Connection, conn))
+            for ready in wait(list(busy)):
+                helper, i = busy.pop(ready)  # type: ignore[arg-type]  # one of busy's sockets
                 try:  # every reply is read, even after a failure: the next call starts clean
                     replies[i] = self._receive(helper, entries[i][0])
                 except (HelperDied, RuntimeError) as exc:
@@ -175,7 +217,9 @@ class PooledHandler:
 
     def _receive(self, helper: _Helper, entry_id: bytes) -> list[Any]:
         try:
-            reply: list[Any] = msgpack.unpackb(helper.conn.recv_bytes(), raw=False)
+            reply: list[Any] = msgpack.unpackb(helper.conn.recv(), raw=False)
+            if reply[0]:
+                reply[1] = [helper.conn.recv() for _ in range(reply[1])]
         except (EOFError, OSError) as exc:
             raise self._died(helper, entry_id, exc) from None
         if not reply[0]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -157,3 +158,38 @@ def test_an_entry_that_crashes_a_helper_is_dead_lettered_alone_and_the_worker_go
     logs = sorted(rec["log"] for _i, f in r.xrange(keys.out(0)) for rec in decode_records(f))
     assert logs == ["fine 1", "fine 2", "fine 3"]
     r.close()
+
+
+def test_a_frame_cut_short_by_a_signal_is_read_whole() -> None:
+    """recv with MSG_WAITALL returns early when a signal handler runs (the worker gets
+    SIGCHLD, SIGHUP...): the rest of the frame is still read, not taken for a dead helper."""
+    from processors.pool import _Channel
+
+    a, b = socket.socketpair()
+    frame = os.urandom(300_000)
+
+    def send_in_two() -> None:
+        a.sendall(len(frame).to_bytes(4, "big") + frame[:1000])
+        time.sleep(0.3)
+        a.sendall(frame[1000:])
+
+    seen: list[int] = []
+    old = signal.signal(signal.SIGALRM, lambda signum, _f: seen.append(signum))
+    try:
+        sender = threading.Thread(target=send_in_two)
+        sender.start()
+        signal.setitimer(signal.ITIMER_REAL, 0.1)  # lands while recv waits for the rest
+        got = _Channel(b).recv()
+        sender.join()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        a.close()
+        b.close()
+    assert seen == [signal.SIGALRM] and got == frame
+    a2, b2 = socket.socketpair()
+    a2.sendall((10).to_bytes(4, "big") + b"short")
+    a2.close()
+    with pytest.raises(EOFError):
+        _Channel(b2).recv()
+    b2.close()
