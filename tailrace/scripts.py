@@ -55,6 +55,23 @@ CODE_ALREADY = 3  # COMMIT: applied before (a retried call whose reply was lost)
 CODE_MEMORY = 4  # PRODUCE: Redis memory over the limit
 CODE_GONE = 5  # REPLAY: a dead letter was purged
 
+# Shared by PRODUCE and COMMIT: delete the newest ``n`` entries of ``stream``, the ones the
+# caller XADDed just before the script in the same MULTI (nothing ran in between). Only on a
+# refusal: it reads them back, payloads included.
+_TAKE_BACK = """
+local function take_back(stream, n)
+  if n > 0 then
+    local ids = {}
+    for _, e in ipairs(redis.call('XREVRANGE', stream, '+', '-', 'COUNT', n)) do
+      ids[#ids + 1] = e[1]
+    end
+    if #ids > 0 then
+      redis.call('XDEL', stream, unpack(ids))
+    end
+  end
+end
+"""
+
 # Idempotent producer: append a batch only if the file's committed offset is its start.
 # KEYS[1] offsets hash   KEYS[2] raw stream
 # ARGV[1] file identity  ARGV[2] batch start  ARGV[3] batch end
@@ -71,14 +88,11 @@ CODE_GONE = 5  # REPLAY: a dead letter was purged
 #         {0, stored offset}   CONFLICT: the stored offset differs, seek there and go on
 #         {2, stream length}   BACKPRESSURE: backlog over the limit, nothing written
 #         {4, used_memory}     BACKPRESSURE: Redis memory over the limit, nothing written
-PRODUCE = """
+PRODUCE = _TAKE_BACK + """
 local appended = ARGV[8] == '1'
 local function refuse(code, value)
   if appended then
-    local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-    if #last > 0 then
-      redis.call('XDEL', KEYS[2], last[1][1])
-    end
+    take_back(KEYS[2], 1)
   end
   return {code, value}
 end
@@ -204,18 +218,10 @@ return 0
 # returns {1, output stream length} committed, {-1} FENCED (nothing written),
 #         {3, 0} already committed: the first id is no longer pending (a retried call whose
 #         first reply was lost), so nothing is written twice
-COMMIT = """
+COMMIT = _TAKE_BACK + """
 local appended = tonumber(ARGV[4])
 local function undo()
-  if appended > 0 then
-    local ids = {}
-    for _, e in ipairs(redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', appended)) do
-      ids[#ids + 1] = e[1]
-    end
-    if #ids > 0 then
-      redis.call('XDEL', KEYS[3], unpack(ids))
-    end
-  end
+  take_back(KEYS[3], appended)
 end
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then
   undo()
