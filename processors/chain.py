@@ -55,6 +55,7 @@ class Parsers(Mapping[str, BoundParser]):
         self._stock: dict[str, dict[str, Any]] = {
             doc["name"]: doc for doc in STOCK_PARSERS
             if doc["name"] not in self._built and doc["format"] in self._registry.parsers}
+        self._names = (*self._built, *self._stock)  # fixed: a lookup adds no name
 
     def __getitem__(self, name: str) -> BoundParser:
         found = self._built.get(name)
@@ -70,11 +71,10 @@ class Parsers(Mapping[str, BoundParser]):
         return name in self._built or name in self._stock
 
     def __iter__(self) -> Iterator[str]:
-        yield from self._built
-        yield from (n for n in self._stock if n not in self._built)
+        return iter(self._names)
 
     def __len__(self) -> int:
-        return len(self._built) + sum(1 for n in self._stock if n not in self._built)
+        return len(self._names)
 
 
 def build_parsers(config: Config) -> Parsers:
