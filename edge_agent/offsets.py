@@ -72,7 +72,7 @@ class Offsets:
         field that vanished (the first commits lost, or Redis wiped) sends the file back
         to the last offset seen in Redis, or where this agent started following it.
         """
-        files = [tf for inp in inputs for tf in list(inp.table.files.values())
+        files = [tf for inp in inputs for tf in inp.table.files.values()
                  if tf.started and tf.out.sealed is None and tf.out.committed > tf.out.verified]
         if not files:
             return
@@ -80,9 +80,7 @@ class Offsets:
         for tf in files:
             pipe.hget(self.keys.offsets(tf.partition), tf.identity)
         for tf, raw in zip(files, pipe.execute(), strict=True):
-            out = tf.out
-            if out.sealed is not None:
-                continue
+            out = tf.out  # still unsealed: only this loop seals, and not during the round trip
             stored = int(raw) if raw is not None else None
             if stored == out.committed:
                 out.confirm(stored)
