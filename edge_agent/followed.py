@@ -11,13 +11,15 @@ part               what                                        changed by
 (FileIdentity)     checksum, base identity, generation,        by one module: the table
                    partition, a recovery claim                 (rekey, reclaim), recovery
                                                                (pin, mark_copy), the start
-                                                               (set_generation, take_pin)
+                                                               (set_generation, take_pin),
+                                                               backfill (claim)
 ``tf.buf``         the read position and what is buffered:     the :class:`~.reader.Reader`
 (ReadBuffer)       ``pos``, ``scanned``, the carry, the batch  (and :meth:`TailedFile.seek`,
                    being built                                 :meth:`TailedFile.take_batch`)
 ``tf.out``         what is committed and in flight:            its own methods: the input
 (InFlight)         ``committed``, ``verified``, the sealed     seals, :mod:`.offsets` accepts,
-                   batch, the checksums of their ends          moves and confirms
+                   batch, the checksums of their ends          moves and confirms (backfill:
+                                                               seals and accepts its own)
 own slots          where it is and how it is followed: path,   the tail input and its table
                    descriptor, size, mtime, rotation, start    (``tail.py``, ``files.py``)
 =================  ==========================================  ==============================
