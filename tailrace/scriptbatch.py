@@ -18,7 +18,7 @@ from redis.commands.core import Script
 
 from .broker import BROKER_ERRORS, NotReplicated, classify_reply
 from .errors import BrokerUnavailable
-from .topology import is_cluster, node_of, route_to
+from .topology import DEFAULT_NODE, is_cluster, node_of, route_to
 
 __all__ = ["Appended", "ScriptBatch", "WaitPolicy", "call", "raise_wait_error"]
 
@@ -98,7 +98,7 @@ class ScriptBatch:
         calls, self._calls = self._calls, []
         appends, self._appends = self._appends, {}
         if appends:
-            return self._send_appending(calls, appends)
+            return self._send_appending(calls, appends, partial)
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for _attempt in range(3):
@@ -127,7 +127,8 @@ class ScriptBatch:
                                 "(is a proxy spreading one connection over several servers?)")
 
     def _send_appending(self, calls: list[tuple[Script, list[str], list[Any]]],
-                        appends: dict[int, tuple[str, list[list[Any]]]]) -> list[Any]:
+                        appends: dict[int, tuple[str, list[list[Any]]]],
+                        partial: bool) -> list[Any]:
         """One round trip: each appending call as MULTI · XADD · EVAL · EXEC, the others as
         EVAL too (no NOSCRIPT to handle), then the WAIT of the policy. An appending call's
         reply is an :class:`Appended` (the script's reply; a script error in it stays an
@@ -149,18 +150,12 @@ class ScriptBatch:
             pipe.execute_command("WAIT", self.wait.replicas, self.wait.timeout_ms)
         out = list(pipe.execute(raise_on_error=False))
         if self.wait.replicas:
-            acked = out.pop()
-            raise_wait_error(acked, "the broker")
-            if int(acked) < self.wait.replicas:
-                raise NotReplicated(
-                    f"commit not confirmed by {self.wait.replicas} replica(s) within "
-                    f"{self.wait.timeout_ms} ms (only {int(acked)} acknowledged): retrying; "
-                    "check the replicas' link and lag (INFO replication)")
+            self._check_acked(out.pop(), DEFAULT_NODE)
         results: list[Any] = []
         at = 0
         for i in range(len(calls)):
             if i not in appends:
-                results.append(self._reply(out[at]))
+                results.append(self._reply(out[at], partial))
                 at += 1
                 continue
             n = len(appends[i][1])
@@ -168,18 +163,30 @@ class ScriptBatch:
             at += n + 3
             if isinstance(done, BaseException):  # EXECABORT: say why it was refused
                 refused = next((r for r in queued if isinstance(r, BaseException)), done)
-                results.append(self._reply(refused))
+                results.append(self._reply(refused, partial))
             else:
-                results.append(Appended(self._reply(done[-1]), list(done[:-1])))
+                results.append(Appended(self._reply(done[-1], partial), list(done[:-1])))
         return results
 
     @staticmethod
-    def _reply(reply: Any) -> Any:
+    def _reply(reply: Any, partial: bool) -> Any:
+        """A reply as :meth:`execute` returns it: classified, a broker error raised (unless
+        ``partial``; a full node's refusal never: see execute's Returns)."""
         reply = classify_reply(reply) if isinstance(reply, BaseException) else reply
-        if isinstance(reply, BROKER_ERRORS) and not isinstance(
+        if isinstance(reply, BROKER_ERRORS) and not partial and not isinstance(
                 reply, redis.exceptions.OutOfMemoryError):
             raise reply
         return reply
+
+    def _check_acked(self, acked: Any, node: str) -> None:
+        """Raise unless ``WAIT`` on ``node`` saw the replicas the policy asks for."""
+        raise_wait_error(acked, f"node {node}")
+        if int(acked) < self.wait.replicas:
+            where = f" on node {node}" if node != DEFAULT_NODE else ""
+            raise NotReplicated(
+                f"commit not confirmed by {self.wait.replicas} replica(s) within "
+                f"{self.wait.timeout_ms} ms{where} (only {int(acked)} acknowledged): "
+                "retrying; check the replicas' link and lag (INFO replication)")
 
     def _send_per_node(self, calls: list[tuple[Script, list[str], list[Any]]]) -> list[Any]:
         """Like :meth:`_send`, one node at a time: a node that fails fails only its calls."""
@@ -209,13 +216,7 @@ class ScriptBatch:
         out = list(pipe.execute(raise_on_error=False))
         replies, acked = out[: len(calls)], out[len(calls) :]
         for node, n in zip(waits, acked, strict=True):
-            raise_wait_error(n, f"node {node}")
-            if int(n) < self.wait.replicas:
-                where = f" on node {node}" if node != "default" else ""
-                raise NotReplicated(
-                    f"commit not confirmed by {self.wait.replicas} replica(s) within "
-                    f"{self.wait.timeout_ms} ms{where} (only {int(n)} acknowledged): "
-                    "retrying; check the replicas' link and lag (INFO replication)")
+            self._check_acked(n, node)
         return replies
 
 

@@ -152,6 +152,20 @@ class Scripts:
         """An empty :class:`ScriptBatch`; with ``wait`` it applies this :class:`WaitPolicy`."""
         return ScriptBatch(self.client, self.wait if wait else WaitPolicy())
 
+    def _run_beside(self, script: Script, keys: list[str], args: list[Any],
+                    append: tuple[str, list[list[Any]]] | None, client: Any = None, *,
+                    wait: bool = False) -> Any:
+        """Queue a call with entries appended beside it in ``client`` (a :meth:`batch`), or
+        run it now in a batch of its own (``wait``: under this WaitPolicy)."""
+        batch = client if isinstance(client, ScriptBatch) else self.batch(wait=wait)
+        batch.add(script, keys, args, append=append)
+        if batch is client:
+            return None
+        result = batch.execute()[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
     @staticmethod
     def _run(script: Script, keys: list[str], args: list[Any], client: Any) -> Any:
         if isinstance(client, ScriptBatch):
@@ -183,15 +197,8 @@ class Scripts:
                            "1" if beside else "0"]
         if not beside:
             return self._run(self._produce, keys, args, client)
-        append = (keys[1], [["v", FORMAT_VERSION, "b", payload]])
-        batch = client if isinstance(client, ScriptBatch) else self.batch()
-        batch.add(self._produce, keys, args, append=append)
-        if batch is client:
-            return None
-        result = batch.execute()[0]
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        return self._run_beside(self._produce, keys, args,
+                                (keys[1], [["v", FORMAT_VERSION, "b", payload]]), client)
 
     # -- leases -----------------------------------------------------------------------
     def acquire(self, partition: int, group: str, worker: str, ttl_ms: int) -> int:
@@ -250,11 +257,11 @@ class Scripts:
         """
         k = self.keys
         now_ms = int(time.time() * 1000)
-        # Outputs go in a MULTI before the script, out of its ARGV (see scripts.COMMIT),
+        # Outputs go in a MULTI beside the script, out of its ARGV (see scripts.COMMIT),
         # except on a cluster (its pipelines cannot route MULTI).
-        outside = bool(outputs) and not self.cluster
-        inline = () if outside else outputs
-        args: list[Any] = [group, owner, dlq_maxlen, len(outputs) if outside else 0, len(ids),
+        beside = bool(outputs) and not self.cluster
+        inline = () if beside else outputs
+        args: list[Any] = [group, owner, dlq_maxlen, len(outputs) if beside else 0, len(ids),
                            *ids, len(inline), RECORDS_VERSION, *inline]
         args.append(len(dead_letters))
         for dl in dead_letters:
@@ -270,12 +277,12 @@ class Scripts:
             k.dlq(partition),
             k.checkpoint(partition, group),
         ]
-        if outside or self.wait.replicas:
-            batch = self.batch(wait=True)  # WAIT when the policy asks for replicas
-            append = [["v", RECORDS_VERSION, "b", out] for out in outputs]
-            batch.add(self._commit, keys, args, append=(keys[2], append) if outside else None)
-            done = batch.execute()[0]
-            result = done.reply if isinstance(done, Appended) else done
+        if beside or self.wait.replicas:
+            append = (keys[2], [["v", RECORDS_VERSION, "b", out] for out in outputs])
+            result = self._run_beside(self._commit, keys, args, append if beside else None,
+                                      wait=True)  # WAIT when the policy asks for replicas
+            if isinstance(result, Appended):
+                result = result.reply
             if isinstance(result, BaseException):
                 raise classify_reply(result)
         else:
