@@ -41,7 +41,7 @@ from .identity import fingerprint, has_end
 from .options import TailOptions
 from .reader import Reader
 
-__all__ = ["Start", "TailInput", "TailOptions", "TailedFile", "file_input"]
+__all__ = ["Start", "TailInput", "TailOptions", "file_input"]
 
 log = logging.getLogger(__name__)
 
