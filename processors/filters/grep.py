@@ -118,6 +118,8 @@ class GrepFilter(FilterPlugin):
         # One rule on a top-level key (the common case) takes a lean loop.
         self._single = (rules[0][0].head, rules[0][1], rules[0][2]) if (
             len(rules) == 1 and not rules[0][0].path) else None
+        #: (text, anchored) when that one rule is a plain literal (str methods, no regex).
+        self._literal = literal(self._single[1].pattern) if self._single else None
 
     def _hit(self, record: Record, acc: Accessor, search: Any) -> bool:
         v = record.get(acc.head, MISSING) if not acc.path else acc.get(record)
@@ -134,7 +136,7 @@ class GrepFilter(FilterPlugin):
         key, pattern, want = self._single
         out: list[Record] = []
         append = out.append
-        lit = literal(pattern.pattern)
+        lit = self._literal
         if lit is not None:  # str.startswith / `in`: no regex call per record
             text, anchored = lit
             values: list[Any] = list(map(dict.get, records, repeat(key)))
