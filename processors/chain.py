@@ -44,7 +44,7 @@ class Parsers(Mapping[str, BoundParser]):
 
     The config's are built at once (a bad one fails the start). A stock parser is built at
     its first lookup (a ``parser`` filter's build, or a pod's annotation in ``kubernetes``):
-    building all twelve with their time formats cost every processor ~13 ms at start,
+    building every stock one with its time formats cost every processor ~13 ms at start,
     for the one or two a config uses. Names and ``in`` never build anything.
     """
 
