@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import struct
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -95,12 +96,24 @@ class _Helper:
     conn: _Channel
 
 
+class _FencedAtCommit:
+    """A helper cannot see the worker's lease; it need not: what it makes only reaches
+    Redis through the worker's fenced commit (the processor chain has no other effect)."""
+
+    def valid(self, partition: int) -> bool:
+        return True
+
+
+_FENCED_AT_COMMIT = _FencedAtCommit()
+
+
 def _serve(conn: _Channel, config: Config, rate_limits: RateLimits | None) -> None:
     """A helper's loop. In: a header (partition, entry id, the entry's other fields) and the
     raw payload. Out: a header (True, the number of outputs, dead letters, counts, the
     counters the filters added) and each output; or (False, the error)."""
     status = ThreadRecord("helper", "processor")
     handler = ProcessorHandler(config, status, rate_limits=rate_limits)
+    never = threading.Event()  # a helper is stopped by its socket closing, not by an event
     while True:
         try:
             head, payload = conn.recv(), conn.recv()
@@ -110,7 +123,8 @@ def _serve(conn: _Channel, config: Config, rate_limits: RateLimits | None) -> No
         fields[b"b"] = payload
         status.counters.clear()
         try:
-            res = handler.handle(partition, [(entry_id, fields)], _NO_GUARD)
+            res = handler.handle(partition, [(entry_id, fields)],
+                                 LeaseGuard(_FENCED_AT_COMMIT, partition, never))
         except Exception as exc:  # the worker counts it as this batch's failure
             conn.send(msgpack.packb([False, repr(exc)], use_bin_type=True))
             continue
@@ -119,9 +133,6 @@ def _serve(conn: _Channel, config: Config, rate_limits: RateLimits | None) -> No
         conn.send(msgpack.packb([True, len(res.outputs), dls, res.lines_in, res.lines_out,
                                  res.bytes_in, dict(status.counters)], use_bin_type=True),
                   *res.outputs)
-
-
-_NO_GUARD: Any = None  # the processor chain never asks its guard (no effect outside Redis)
 
 
 class PooledHandler:

@@ -16,6 +16,7 @@ import redis
 from helpers import Role, count_lines, read_json_lines, wait_for
 from pconf import batch, config
 from redis_server import RedisServer
+from test_crash import settled
 from test_e2e import assert_exactly_once, pipeline_config
 from test_worker import NGINX, pipeline_yaml, poison_config
 
@@ -24,7 +25,7 @@ from processors.worker import ProcessorHandler
 from tailrace.broker import ensure_groups
 from tailrace.generate import Generator
 from tailrace.handler import Entry, HandleResult
-from tailrace.keys import PROCESSORS_GROUP, Keys
+from tailrace.keys import PROCESSORS_GROUP, Keys, sink_group
 from tailrace.lifecycle import Lifecycle
 from tailrace.wire import decode_records, encode_raw
 
@@ -122,7 +123,12 @@ def test_processors_with_helpers_sigkilled_mid_stream_deliver_every_line_once(
         assert gen.written == total
         wait_for(lambda: count_lines(out) >= total, timeout=180, interval=0.25,
                  message=f"all {total} records after the kill")
-        time.sleep(2)  # anything duplicated late would land now
+        # Anything duplicated late would come from an entry still pending or unread.
+        client = fresh_redis.client()
+        wait_for(lambda: settled(client, Keys(prefix), 4,
+                                 {"raw": PROCESSORS_GROUP, "out": sink_group("all")}),
+                 timeout=60, interval=0.25, message="every entry read and acknowledged")
+        client.close()
     finally:
         gen_stop.set()
         gen.close()
