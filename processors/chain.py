@@ -67,6 +67,15 @@ class Parsers(Mapping[str, BoundParser]):
             found = self._built[name] = BoundParser(pc)
         return found
 
+    def get(self, name: str, default: Any = None, /) -> Any:
+        """``self[name]``, else ``default``; a built one at dict speed (``kubernetes``
+        looks up a pod's annotated parser per record: Mapping.get is two Python frames,
+        and a KeyError raised and caught for an unknown name)."""
+        found = self._built.get(name)
+        if found is not None:
+            return found
+        return self[name] if name in self._stock else default
+
     def __contains__(self, name: object) -> bool:
         return name in self._built or name in self._stock
 

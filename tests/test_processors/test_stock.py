@@ -148,3 +148,6 @@ def test_a_processor_builds_only_the_stock_parsers_its_filters_name(
     assert built == ["nginx"]  # names, len and `in` build nothing
     assert stock["syslog-rfc5424"] is stock["syslog-rfc5424"]  # built once, at first lookup
     assert built == ["nginx", "syslog-rfc5424"]
+    assert stock.get("nope") is None and stock.get("nope", 1) == 1 and "nope" not in stock
+    assert stock.get("syslog-rfc5424") is stock["syslog-rfc5424"]
+    assert stock.get("json") is stock["json"] and built == ["nginx", "syslog-rfc5424", "json"]
