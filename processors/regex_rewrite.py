@@ -34,7 +34,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["compile_regex", "rewrite_count"]
+__all__ = ["compile_regex", "optional_groups", "rewrite_count"]
 
 # CPython's own regex compiler, under these names since 3.11 (no type stubs: Any).
 _sre: Any
@@ -92,6 +92,36 @@ def rewrite_count(pattern: str, flags: int = 0) -> int:
     rw = _Rewriter(tree.state.flags)
     rw.sequence(tree, _end)
     return rw.count
+
+
+def optional_groups(regex: re.Pattern[str]) -> frozenset[int]:
+    """The groups that may be left unset in a match of ``regex``: those inside an optional
+    loop, an alternative, a lookaround or a conditional. Every other group takes part in
+    every match, so a hot loop needs to test only these for ``None`` (all of them when
+    the pattern cannot be read)."""
+    every = frozenset(range(1, regex.groups + 1))
+    if _parser is None:
+        return every
+    try:
+        tree = _parser.parse(regex.pattern, regex.flags)
+    except Exception:  # noqa: BLE001 - an internal we did not expect: assume any may be unset
+        return every
+    always: set[int] = set()
+
+    def walk(sub: Any) -> None:
+        for op, av in sub.data:
+            if op is _c.SUBPATTERN:
+                if av[0] is not None:
+                    always.add(av[0])
+                walk(av[3])
+            elif op is _c.ATOMIC_GROUP:
+                walk(av)
+            elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT) and av[0] > 0:
+                walk(av[2])
+            # Optional loops, alternatives, lookarounds, conditionals: groups may be unset.
+
+    walk(tree)
+    return every - always
 
 
 def _end() -> Follow:

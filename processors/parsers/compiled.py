@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..regex_rewrite import optional_groups
 from ..safe_regex import RegexTimeout, SafePattern
 from ..timefmt import TimeFormatError
 
@@ -107,6 +108,7 @@ class _Regex:
         rx = spec.pattern.regex
         self.ngroups = rx.groups
         self.named = sorted(rx.groupindex.items(), key=lambda kv: kv[1])
+        self.optional = optional_groups(rx)
         names = dict(self.named)
         tk = None if plain else spec.time_key
         self.types = {} if plain else {k: t for k, t in spec.types.items()
@@ -134,9 +136,17 @@ class _Regex:
         """Groups left out of the fields after a good inline time: the key, unless kept."""
         return (self.tk,) if self.inline_time and not self.spec.time_keep and self.tk else ()
 
-    def unpack(self, w: _Writer) -> None:
+    def unpack(self, w: _Writer, on_unset: Callable[[], None]) -> None:
+        """The groups into locals ``g1``...; ``on_unset`` writes what to do when a group
+        that can be left out did not take part (only those are tested: ``None in
+        m.groups()`` compared every group, ~0.2 µs a line)."""
         if self.ngroups:
-            w(", ".join(f"g{i}" for i in range(1, self.ngroups + 1)) + ", = gs")
+            w(", ".join(f"g{i}" for i in range(1, self.ngroups + 1)) + ", = m.groups()")
+        if self.optional:
+            w("if " + " or ".join(f"g{i} is None" for i in sorted(self.optional)) + ":")
+            w.depth += 1
+            on_unset()
+            w.depth -= 1
 
     def convert(self, w: _Writer) -> None:
         for k, t in self.types.items():
@@ -179,9 +189,8 @@ def compile_plain(pattern: SafePattern, name: str) -> Callable[[str], Fields | N
     w = _Writer()
     w("def make():", "    def parse(text):")
     w.depth = 2
-    w("m = search(text)", "if m is None:", "    return None", "gs = m.groups()",
-      "if None in gs:", "    return {k: v for k, v in m.groupdict().items() if v is not None}")
-    rx.unpack(w)
+    w("m = search(text)", "if m is None:", "    return None")
+    rx.unpack(w, lambda: w("return {k: v for k, v in m.groupdict().items() if v is not None}"))
     w(f"return {{{_lit(rx.fields())}}}")
     w.depth = 1
     w("return parse")
@@ -201,10 +210,9 @@ def compile_parse(spec: RegexSpec) -> Callable[[str], tuple[Fields, float | None
       "except RegexTimeout as exc:",
       "    raise ParseFailure(f'{timeout_prefix}{exc}; line left unparsed', timeout=True) "
       "from None",
-      "if m is None:", "    raise ParseFailure(str(nomatch))", "gs = m.groups()",
-      "if None in gs:  # optional groups that did not take part",
-      "    return finish({k: v for k, v in m.groupdict().items() if v is not None})")
-    rx.unpack(w)
+      "if m is None:", "    raise ParseFailure(str(nomatch))")
+    rx.unpack(w, lambda: w(
+        "return finish({k: v for k, v in m.groupdict().items() if v is not None})"))
     rx.convert(w)
     if rx.inline_time:
         rx.read_time(w, lambda: w("return bad_time(fields)"))
@@ -299,14 +307,14 @@ def compile_records(shape: Shape, *, regex: RegexSpec | None = None,
         w("try:", "    m = search(text)", "except RegexTimeout as exc:",
           "    append(ParseFailure(f'{timeout_prefix}{exc}; line left unparsed', timeout=True))",
           "    fails += 1", "    continue",
-          "if m is None:", "    append(nomatch)", "    fails += 1", "    continue",
-          "gs = m.groups()", "if None in gs:  # optional groups that did not take part")
-        w.depth += 1
-        w("fields, t = finish({k: v for k, v in m.groupdict().items() if v is not None})")
-        _assemble(w, shape)
-        w("continue")
-        w.depth -= 1
-        rx.unpack(w)
+          "if m is None:", "    append(nomatch)", "    fails += 1", "    continue")
+
+        def unset() -> None:
+            w("fields, t = finish({k: v for k, v in m.groupdict().items() if v is not None})")
+            _assemble(w, shape)
+            w("continue")
+
+        rx.unpack(w, unset)
         rx.convert(w)
         if rx.inline_time:
             def on_bad() -> None:

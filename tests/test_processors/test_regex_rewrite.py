@@ -8,7 +8,7 @@ import re
 import pytest
 
 from processors.parsers.regex import translate_onigmo
-from processors.regex_rewrite import compile_regex, rewrite_count
+from processors.regex_rewrite import compile_regex, optional_groups, rewrite_count
 from processors.stock import STOCK_PARSERS
 
 NGINX = next(p["regex"] for p in STOCK_PARSERS if p["name"] == "nginx")
@@ -134,3 +134,34 @@ def test_random_patterns_match_as_re_does(seed: int) -> None:
             text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 14)))
             same(plain, fast, text)
     assert rewritten > 60  # the comparison covered the rewrite, not only plain patterns
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_groups_outside_optional_parts_are_set_in_every_match(seed: int) -> None:
+    rng = random.Random(seed)
+    seen_optional = seen_set = 0
+    for _ in range(400):
+        pattern = random_pattern(rng) if rng.random() < 0.5 else targeted_pattern(rng)
+        try:
+            rx = re.compile(pattern)
+        except re.error:
+            continue
+        optional = optional_groups(rx)
+        for _ in range(30):
+            text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 14)))
+            m = rx.search(text)
+            if m is None:
+                continue
+            for i in range(1, rx.groups + 1):
+                if i in optional:
+                    seen_optional += 1
+                else:
+                    seen_set += 1
+                    assert m.group(i) is not None, (pattern, text, i)
+    assert seen_optional > 100 and seen_set > 100
+
+
+def test_the_nginx_optional_groups_are_path_referer_and_agent() -> None:
+    rx = re.compile(translate_onigmo(NGINX))
+    assert sorted(optional_groups(rx)) == sorted(
+        rx.groupindex[k] for k in ("path", "referer", "agent"))
