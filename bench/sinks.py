@@ -23,7 +23,9 @@ end; its CPU is the server JVM's and its launcher's). Printed per output: lines/
 the first delivery to the last ack), the sink's CPU µs per line and its start-up CPU, its
 peak RSS, and the CPU split between sink, server and Redis. ``--compare-with REV`` also
 runs the sinks of git revision REV (a temporary worktree) in turns with this checkout's,
-each run on freshly preloaded streams, and prints the medians side by side.
+each run on freshly preloaded streams, and prints the medians side by side. ``--rate N``
+appends the entries at N lines a second while the sink runs instead (a sink that keeps up
+reads one entry at a time, as in ``bench/e2e.py``: its costs per read and commit count).
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import psutil
 import redis
 import urllib3
@@ -206,10 +210,10 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def cpu_s(proc: psutil.Process) -> float:
+def cpu_s(proc: psutil.Process, children: bool = True) -> float:
     """CPU seconds of ``proc`` and of its live children (a server JVM under its launcher)."""
     total = 0.0
-    for p in (proc, *proc.children(recursive=True)):
+    for p in (proc, *(proc.children(recursive=True) if children else ())):
         try:
             t = p.cpu_times()
         except psutil.NoSuchProcess:
@@ -234,8 +238,22 @@ def wait_idle(proc: subprocess.Popen[bytes], ps: psutil.Process, client: redis.R
     raise SystemExit(f"the {output} sink did not become idle within 60 s")
 
 
+def feed(url: str, keys: Keys, payloads: list[bytes], fill: int, wire: int, rate: float,
+         per_entry: int) -> None:
+    """Append the entries at ``rate`` lines a second, as a processor keeping up would."""
+    client = redis.Redis.from_url(url)
+    t0 = time.monotonic()
+    for n, payload in enumerate(payloads):
+        delay = t0 + n * per_entry / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        client.xadd(keys.out(n % fill), {"v": str(wire), "b": payload})
+    client.close()
+
+
 def run_sink(root: Path, cfg: Path, url: str, output: str, client: redis.Redis, keys: Keys,
-             partitions: int, total: int, others: dict[str, psutil.Process]) -> dict[str, Any]:
+             partitions: int, total: int, others: dict[str, psutil.Process],
+             feeder: threading.Thread | None = None) -> dict[str, Any]:
     env = dict(os.environ, TAILRACE_BROKER=url, PYTHONPATH=str(root))
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "tailrace", "sink", "-c", str(cfg),
@@ -244,11 +262,16 @@ def run_sink(root: Path, cfg: Path, url: str, output: str, client: redis.Redis, 
     try:
         start_cpu = wait_idle(proc, ps, client, keys, output, partitions)
         t_up = time.monotonic()
-        before = {name: cpu_s(p) for name, p in others.items()}
+        # Redis's own CPU only: an AOF rewrite's child may come and go.
+        before = {name: cpu_s(p, name != "redis") for name, p in others.items()}
         hand_over(client, keys, output, partitions)
+        if feeder is not None:
+            feeder.start()
         t_first = None
         while True:
             started, done = group_state(client, keys, output, partitions)
+            if feeder is not None and feeder.is_alive():
+                done = False
             now = time.monotonic()
             if started and t_first is None:
                 t_first = now
@@ -263,7 +286,7 @@ def run_sink(root: Path, cfg: Path, url: str, output: str, client: redis.Redis, 
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    used = {name: cpu_s(p) - before[name] for name, p in others.items()}
+    used = {name: cpu_s(p, name != "redis") - before[name] for name, p in others.items()}
     steady = t_done - (t_first or t_up)
     return {"output": output, "records": total, "startup_s": t_up - t0, "steady_s": steady,
             "lines_per_s": total / steady, "startup_cpu_s": start_cpu, "sink_cpu_s": sink_cpu,
@@ -325,6 +348,9 @@ def main() -> None:
                     help="es: several runs against one server, WORKERSxBATCH_DOCS each "
                          "(e.g. 1x5000,2x5000,2x1000); default --workers x --batch-docs.")
     ap.add_argument("--keep", action="store_true", help="Keep the temporary folder.")
+    ap.add_argument("--cache", metavar="DIR", default=None,
+                    help="keep the made entries in DIR and reuse them on the next run (the "
+                         "processor chain takes ~40 s for 1,000,000 access lines)")
     ap.add_argument("--wire", type=int, choices=[1, 2], default=2,
                     help="wire format of the preloaded entries (2: what processors write; "
                          "1 with --data simple only)")
@@ -332,6 +358,10 @@ def main() -> None:
                     help="also run the sinks of git revision REV (a temporary worktree), in "
                          "turns with this checkout's")
     ap.add_argument("--rounds", type=int, default=1, help="runs of each side (in turns)")
+    ap.add_argument("--rate", type=float, default=0,
+                    help="append the entries at this many lines a second while the sink runs "
+                         "(as bench/e2e.py's processor does, e.g. 120000: the sink keeps up "
+                         "and reads one entry at a time) instead of handing it a backlog")
     args = ap.parse_args()
     if args.wire == 1 and args.data != "simple":
         ap.error("--wire 1 needs --data simple (the processor writes version 2)")
@@ -360,8 +390,16 @@ def main() -> None:
         client = redis.Redis.from_url(url)
         keys = Keys(PREFIX)
         t = time.monotonic()
-        payloads = (access_payloads(total, per_entry, tmp) if args.data == "access"
-                    else simple_payloads(total, per_entry, args.wire))
+        cached = Path(args.cache) / f"{args.data}-{total}-{per_entry}-v{args.wire}.bin" \
+            if args.cache else None
+        if cached is not None and cached.exists():
+            payloads = msgpack.unpackb(cached.read_bytes())
+        else:
+            payloads = (access_payloads(total, per_entry, tmp) if args.data == "access"
+                        else simple_payloads(total, per_entry, args.wire))
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                cached.write_bytes(msgpack.packb(payloads))
         size = sum(map(len, payloads))
         print(f"made {total:,} {args.data} records in {len(payloads)} entries ({size / total:.0f} "
               f"B a record) in {time.monotonic() - t:.1f}s, on {fill} of {args.partitions} "
@@ -410,9 +448,13 @@ def main() -> None:
                     shutil.rmtree(tmp / "out", ignore_errors=True)
                     if is_es and es_url:
                         urllib3.PoolManager().request("DELETE", es_url + f"/bench-{output}-*")
-                    preload(client, keys, payloads, fill, args.partitions, output, args.wire)
+                    preload(client, keys, [] if args.rate else payloads, fill,
+                                    args.partitions, output, args.wire)
+                    feeder = threading.Thread(target=feed, args=(
+                        url, keys, payloads, fill, args.wire, args.rate, per_entry)) \
+                        if args.rate else None
                     result = run_sink(root, cfg, url, output, client, keys, args.partitions,
-                                      total, watched)
+                                      total, watched, feeder)
                     check(output, tmp, total, real, es_url)
                     results.setdefault((output, label), []).append(result)
                     report(f"{label} #{rnd + 1} " if len(sides) > 1 or args.rounds > 1 else "",
