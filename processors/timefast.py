@@ -10,10 +10,14 @@ format compiles into a closure that slices the text and looks each part up in ta
 - whole seconds: the rest (``MM:SS`` and the zone) in a table of seconds plus zone, filled
   for all 3,600 ``MM:SS`` when a zone is first seen;
 - fractions: ``MM:SS.`` in a table of 3,600, then 1-3 digits with the zone in a table of
-  1,110 per zone (filled when the zone is first seen), or, for longer fractions, the
-  digits as an int over ``10**n`` (exactly the reference's ``float("0." + digits)``) and
-  the zone in a table;
-  where the fraction ends is taken from the line before and checked;
+  1,110 per zone (filled when the zone is first seen) that holds zone plus fraction,
+  added and rounded once (the same float as the reference's one rounding from 2004 on,
+  see ``_QUICK_FROM``; earlier hours add the fraction last); longer fractions are read by
+  ``float(".digits")`` after a ".", else as an int over ``10**n`` (both exactly the
+  reference's ``float("0." + digits)``), the zone in a table; where the fraction ends is
+  taken from the line before and checked;
+- every table holds floats (CPython specialises float + float, not float + int), and the
+  fast paths take their tables and slices as default arguments (local loads);
 - a zone is checked by the rules ``strptime`` applies (``%z``) or the trailing-zone rule of
   :class:`~processors.timefmt.StrptimeFormat`.
 
@@ -50,6 +54,16 @@ _FRACTIONS: dict[str, float] = {
     f"{i:0{n}d}": float(f"0.{i:0{n}d}") for n in (1, 2, 3) for i in range(10 ** n)}
 #: 10**n for the fractions whose digits are an exact int (n <= 15 < log10(2**53)).
 _POWERS = tuple(10.0 ** n for n in range(16))
+#: The quick path (1-3 digit fractions) adds the zone and the fraction first, rounded once
+#: in a table, then the hour and "MM:SS": two roundings where the reference has one. The
+#: result is the same float, bit for bit, once the hour starts at 2**30 (2004-01-10) or
+#: later and the zone is under 2**19 s: the first sum's error (<= 2**-34) is then far below
+#: the distance (>= 2**-31) between the exact time and any halfway point of the result's
+#: rounding, so both round to the same float (and the exact time is never a halfway point:
+#: that would need m / 10**n with a power of two over 2**14 as denominator). Earlier
+#: hours take the exact path (the fraction added last).
+_QUICK_FROM = float(2 ** 30)
+_QUICK_ADD_MAX = float(2 ** 19)
 #: A slice end beyond any text: ``text[k:_BEYOND]`` is the rest, ``text[_BEYOND:]`` is "".
 _BEYOND = 1 << 30
 _V = TypeVar("_V")
@@ -205,22 +219,23 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
         return h if h is not None else _memo(hours, key, hour_float)
 
     #: "MM:SS" and the literal after it -> seconds into the hour: empty until the first
-    #: text is read (a parser may be built and never read).
-    in_hour: dict[str, int] = {}
+    #: text is read (a parser may be built and never read). Every table holds floats:
+    #: CPython specialises float + float, not float + int.
+    in_hour: dict[str, float] = {}
     n_mmss = k_fixed - k_min
 
-    def zone_add(z: str) -> int | None:
+    def zone_add(z: str) -> float | None:
         """What to add for the zone text ``z`` (minus its offset east of UTC); None if the
         reference decides."""
         if z == "" and not strict:
-            return -offset
+            return float(-offset)
         off = None if not strict and no_zone else _zone(z, strict)
-        return None if off is None else -off
+        return None if off is None else float(-off)
 
     if not lay.frac:
         #: everything after the hour ("MM:SS" and the zone) -> seconds plus zone, to add;
         #: filled for all 3,600 when a zone is first seen.
-        tails: dict[str, int] = {}
+        tails: dict[str, float] = {}
 
         def learn(text: str) -> float:
             nonlocal in_hour
@@ -240,9 +255,12 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
                 t = mmss + add
             return reference(text) if h is None else h + t
 
-        def parse(text: str) -> float:
+        # Tables and slices are default arguments: local loads, the cheapest (the tables
+        # are only ever changed in place).
+        def parse(text: str, hours: dict[str, float] = hours, tails: dict[str, float] = tails,
+                  kh: slice = slice(None, k_min), kt: slice = slice(k_min, None)) -> float:
             try:
-                return hours[text[:k_min]] + tails[text[k_min:]]
+                return hours[text[kh]] + tails[text[kt]]
             except KeyError:
                 return learn(text)
 
@@ -250,18 +268,22 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
 
     n_mid = len(mid)
 
-    def end_add(end: str) -> int | None:
+    def end_add(end: str) -> float | None:
         """The literals after the fraction and the zone -> the zone's part to add."""
         return zone_add(end[n_mid:]) if end[:n_mid] == mid else None
 
     #: what follows the fraction (literals and zone) -> zone to add.
-    ends: dict[str, int] = {}
+    ends: dict[str, float] = {}
     #: what follows "SS." when the fraction has 1-3 digits -> (zone to add, fraction),
     #: filled for all 1,110 fractions when a zone is first seen.
-    rests: dict[str, tuple[int, float]] = {}
+    rests: dict[str, tuple[float, float]] = {}
+    #: the same, added and rounded once (see _QUICK_FROM), for the hours in quick_hours:
+    #: one add less a line.
+    quick_rests: dict[str, float] = {}
+    quick_hours: dict[str, float] = {}
     # The shape of the last line the slow path read, for the fast path to try first:
-    # `short`: a 1-3 digit fraction (the rests table); else `zend`, where the fraction
-    # ends, counted from the end of the text (_BEYOND: at the end, no zone).
+    # `short`: a 1-3 digit fraction (the quick tables, else rests); else `zend`, where the
+    # fraction ends, counted from the end of the text (_BEYOND: at the end, no zone).
     short = True
     zend = _BEYOND
     powers = _POWERS
@@ -271,10 +293,13 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
         reference has to read."""
         nonlocal short, zend, in_hour
         in_hour = in_hour or _in_hour(m_lit, s_lit)
-        h = hour_of(text[:k_min])
+        key = text[:k_min]
+        h = hour_of(key)
         s = in_hour.get(text[k_min:k_fixed])
         if h is None or s is None:
             return reference(text)
+        if h >= _QUICK_FROM and key not in quick_hours:
+            _store(quick_hours, key, h)
         tail = text[k_fixed:]
         n = 0
         while n < len(tail) and tail[n].isdecimal():  # what the reference's \d+ takes
@@ -286,7 +311,10 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
             if add is not None:  # every 1-3 digit fraction before it, at once
                 if len(rests) > _RESTS_MAX:
                     rests.clear()
+                    quick_rests.clear()
                 rests.update((k + end, (add, frac)) for k, frac in _FRACTIONS.items())
+                if abs(add) < _QUICK_ADD_MAX:
+                    quick_rests.update((k + end, add + frac) for k, frac in _FRACTIONS.items())
         if add is None or not n:
             return reference(text)
         # int / 10**n is float("0." + digits), the reference's fraction, exactly: both
@@ -296,15 +324,33 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
         zend = -len(end) if end else _BEYOND
         return (h + s + add) + f
 
-    def parse_frac(text: str) -> float:
+    def exact_frac(text: str) -> float:
+        """1-3 digits, the fraction added last: any hour (and zone)."""
         try:
-            b = hours[text[:k_min]] + in_hour[text[k_min:k_fixed]]
-            if short:
-                add, f = rests[text[k_fixed:]]
-                return (b + add) + f
+            add, f = rests[text[k_fixed:]]
+            return (hours[text[:k_min]] + in_hour[text[k_min:k_fixed]] + add) + f
+        except KeyError:
+            return learn_frac(text)
+
+    # A "." before the fraction (checked by in_hour): float(".digits") is the reference's
+    # float("0." + digits) in one call; after another separator, int / 10**n.
+    dot = s_lit.endswith(".")
+    k_dot = k_fixed - 1
+
+    def parse_frac(text: str, quick_hours: dict[str, float] = quick_hours,
+                   quick_rests: dict[str, float] = quick_rests, kh: slice = slice(None, k_min),
+                   km: slice = slice(k_min, k_fixed), kr: slice = slice(k_fixed, None)) -> float:
+        if short:
+            try:
+                return quick_hours[text[kh]] + in_hour[text[km]] + quick_rests[text[kr]]
+            except KeyError:
+                return exact_frac(text)
+        try:
             digits = text[k_fixed:zend]
             if digits.isdecimal():
-                return (b + ends[text[zend:]]) + int(digits) / powers[len(digits)]
+                return ((hours[text[kh]] + in_hour[text[km]] + ends[text[zend:]])
+                        + (float(text[k_dot:zend]) if dot
+                           else int(digits) / powers[len(digits)]))
         except (KeyError, IndexError):
             pass
         return learn_frac(text)
@@ -364,7 +410,8 @@ def _hour_parser(lay: _Layout) -> Callable[[str], int | None]:
 
 
 @functools.cache
-def _in_hour(m_lit: str, s_lit: str) -> dict[str, int]:
+def _in_hour(m_lit: str, s_lit: str) -> dict[str, float]:
     """"MM:SS" with the literals between and after them -> seconds into the hour (3,600
     entries, ~0.3 MB, built on first use and shared by the formats with these literals)."""
-    return {f"{m:02d}{m_lit}{s:02d}{s_lit}": m * 60 + s for m in range(60) for s in range(60)}
+    return {f"{m:02d}{m_lit}{s:02d}{s_lit}": float(m * 60 + s)
+            for m in range(60) for s in range(60)}
