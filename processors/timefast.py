@@ -33,17 +33,14 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from datetime import date, datetime, timezone
 from typing import TypeVar
+
+from .timelayout import hour_parser, layout, tokens, zone_offset
 
 __all__ = ["compile_fast"]
 
 Parse = Callable[[str], float]
 
-_WIDTH = {"Y": 4, "m": 2, "b": 3, "d": 2, "H": 2, "M": 2, "S": 2}
-_MONTHS = {name: i for i, name in enumerate(
-    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _CACHE_MAX = 4096
 _ZONE_CACHE_MAX = 256
 _RESTS_MAX = 8 * 1110  # 1-3 fraction digits for 8 zones: ~1 MB at the most
@@ -67,102 +64,6 @@ _QUICK_ADD_MAX = float(2 ** 19)
 #: A slice end beyond any text: ``text[k:_BEYOND]`` is the rest, ``text[_BEYOND:]`` is "".
 _BEYOND = 1 << 30
 _V = TypeVar("_V")
-
-
-def _tokens(fmt: str) -> list[str] | None:
-    """``["%Y", "-", "%m", ...]``; None for a lone ``%`` at the end."""
-    out: list[str] = []
-    i = 0
-    while i < len(fmt):
-        if fmt[i] == "%":
-            if i + 1 == len(fmt):
-                return None
-            d = fmt[i + 1]
-            out.append("%" if d == "%" else "%" + d)
-            i += 2
-        else:
-            out.append(fmt[i])
-            i += 1
-    return out
-
-
-def _zone(z: str, strict: bool) -> int | None:
-    """Seconds east of UTC of ``Z``/``+HHMM``/``+HH:MM``; None for anything else (the
-    reference decides). ``strict``: as ``strptime``'s ``%z`` (minutes 00-59, under 24
-    hours); else as the reference's ``parse_offset`` for a zone after the text (any two
-    digits)."""
-    if z == "Z":
-        return 0
-    if not z.isascii() or z[:1] not in ("+", "-"):
-        return None
-    if len(z) == 6 and z[3] == ":":
-        hh, mm = z[1:3], z[4:6]
-    elif len(z) == 5:
-        hh, mm = z[1:3], z[3:5]
-    else:
-        return None
-    if not (hh.isdigit() and mm.isdigit()) or strict and (int(hh) > 23 or int(mm) > 59):
-        return None
-    secs = int(hh) * 3600 + int(mm) * 60
-    return -secs if z[0] == "-" else secs
-
-
-class _Layout:
-    """Where each field of a fixed-width format sits (see :func:`_layout`)."""
-
-    __slots__ = ("frac", "k_fixed", "k_min", "literals", "mid", "mmss_lit", "pos", "zone")
-
-    def __init__(self) -> None:
-        self.pos: dict[str, int] = {}  # directive letter -> offset
-        self.literals: list[tuple[int, str]] = []  # literal characters before the minutes
-        self.mmss_lit = ("", "")  # literals between %M and %S, and after %S
-        self.k_min = 0  # offset of %M: the hour key is text[:k_min]
-        self.k_fixed = 0  # end of "MM:SS" and the literals after it
-        self.frac = False
-        self.mid = ""  # literals between the fraction and the zone (or the end)
-        self.zone = False
-
-
-def _layout(tokens: list[str]) -> _Layout | None:
-    """The layout of a covered format; None if the compiled parser does not cover it."""
-    lay = _Layout()
-    at = 0
-    i = 0
-    order: list[str] = []
-    lit_at: dict[int, str] = {}
-    while i < len(tokens) and tokens[i] not in ("%L", "%f", "%z"):
-        tok = tokens[i]
-        i += 1
-        if len(tok) == 2 and tok[0] == "%":
-            d = tok[1]
-            if d not in _WIDTH or d in lay.pos:
-                return None
-            lay.pos[d] = at
-            order.append(d)
-            at += _WIDTH[d]
-        else:
-            lit_at[at] = tok
-            at += 1
-    if (not {"d", "H", "M", "S"} <= lay.pos.keys() or ("m" in lay.pos) == ("b" in lay.pos)
-            or order[-2:] != ["M", "S"]):  # minutes then seconds, last: one "MM:SS" table
-        return None
-    m_at, s_at = lay.pos["M"], lay.pos["S"]
-    lay.k_min, lay.k_fixed = m_at, at
-    lay.literals = [(p, c) for p, c in sorted(lit_at.items()) if p < m_at]
-    lay.mmss_lit = ("".join(lit_at[p] for p in range(m_at + 2, s_at)),
-                    "".join(lit_at[p] for p in range(s_at + 2, at)))
-    rest = tokens[i:]
-    if rest[:1] and rest[0] in ("%L", "%f"):
-        lay.frac = True
-        rest = rest[1:]
-        while rest and not (len(rest[0]) == 2 and rest[0][0] == "%"):
-            lay.mid += rest[0]
-            rest = rest[1:]
-    if rest == ["%z"]:
-        lay.zone = True
-    elif rest:
-        return None
-    return lay
 
 
 def _store(cache: dict[str, _V], key: str, value: _V, cap: int = _CACHE_MAX) -> None:
@@ -192,19 +93,19 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
     """
     if fmt != fmt.strip():
         return None  # the reference strips text and format: leave that to it
-    tokens = _tokens(fmt)
-    lay = _layout(tokens) if tokens is not None else None
-    if tokens is None or lay is None or any(c.isdigit() for c in lay.mid):
+    toks = tokens(fmt)
+    lay = layout(toks) if toks is not None else None
+    if toks is None or lay is None or any(c.isdigit() for c in lay.mid):
         return None
     strict = lay.zone  # %z: strptime's rule; else the reference's rule for a zone after
     no_zone = False
     if not strict:
-        pyfmt = "".join(t for t in tokens if t not in ("%L", "%f"))
+        pyfmt = "".join(t for t in toks if t not in ("%L", "%f"))
         tail = "".join(lay.mmss_lit) + lay.mid
         no_zone = bool(_TRAILING_ZONE.search(pyfmt)) or "+" in tail or "-" in tail
     m_lit, s_lit = lay.mmss_lit
     k_min, k_fixed, mid = lay.k_min, lay.k_fixed, lay.mid
-    hour_start = _hour_parser(lay)
+    hour_start = hour_parser(lay)
     #: text up to the minutes (date and hour) -> epoch seconds of that hour (UTC, before
     #: any zone), a float so that adding the rest (ints) gives the reference's float(int)
     #: exactly. A new hour is the only thing the fast path learns from the date.
@@ -229,7 +130,7 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
         reference decides."""
         if z == "" and not strict:
             return float(-offset)
-        off = None if not strict and no_zone else _zone(z, strict)
+        off = None if not strict and no_zone else zone_offset(z, strict)
         return None if off is None else float(-off)
 
     if not lay.frac:
@@ -356,57 +257,6 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
         return learn_frac(text)
 
     return parse_frac
-
-
-def _hour_parser(lay: _Layout) -> Callable[[str], int | None]:
-    """``text[:k_min]`` -> epoch seconds of that hour (UTC, before any zone), or None if
-    a field is not in its canonical, valid form."""
-    pos, literals, k_min = lay.pos, lay.literals, lay.k_min
-    py, pm, pb, pd, ph = pos.get("Y"), pos.get("m"), pos.get("b"), pos["d"], pos["H"]
-
-    def hour_start(key: str) -> int | None:
-        if len(key) != k_min or not key.isascii():
-            return None
-        for p, c in literals:
-            if key[p] != c:
-                return None
-        if py is not None:
-            ys = key[py:py + 4]
-            if not ys.isdigit():
-                return None
-            year = int(ys)
-        else:
-            year = 0  # below
-        if pm is not None:
-            ms = key[pm:pm + 2]
-            if not ms.isdigit():
-                return None
-            month = int(ms)
-        else:
-            assert pb is not None
-            month = _MONTHS.get(key[pb:pb + 3].lower(), 0)
-        ds = key[pd:pd + 2]
-        if ds.isdigit():
-            day = int(ds)
-        elif ds[0] == " " and ds[1] in "123456789":
-            day = int(ds[1])
-        else:
-            return None
-        hs = key[ph:ph + 2]
-        if not hs.isdigit() or int(hs) > 23:
-            return None
-        try:
-            if py is None:
-                # As the reference: strptime checks the day against 1900 (so no Feb 29),
-                # then the current year replaces it.
-                date(1900, month, day)
-                year = datetime.now(timezone.utc).year
-            days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
-        except ValueError:
-            return None  # day 32, month 13, year 0, Feb 29 of 2023: the reference rejects
-        return days * 86400 + int(hs) * 3600
-
-    return hour_start
 
 
 @functools.cache
