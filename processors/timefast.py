@@ -183,16 +183,18 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
     quick_rests: dict[str, float] = {}
     quick_hours: dict[str, float] = {}
     # The shape of the last line the slow path read, for the fast path to try first:
-    # `short`: a 1-3 digit fraction (the quick tables, else rests); else `zend`, where the
-    # fraction ends, counted from the end of the text (_BEYOND: at the end, no zone).
+    # `short`: a 1-3 digit fraction (the quick tables, else rests); else where the fraction
+    # ends, counted from the end of the text (_BEYOND: at the end, no zone), as the slices
+    # of the digits, of what follows them, and of the digits with the "." before them.
     short = True
-    zend = _BEYOND
+    k_dot = k_fixed - 1
+    at_digits, at_end, at_dot = slice(k_fixed, _BEYOND), slice(_BEYOND, None), slice(k_dot, _BEYOND)
     powers = _POWERS
 
     def learn_frac(text: str) -> float:
         """A text the fast path did not take: a new minute, zone or shape, or one the
         reference has to read."""
-        nonlocal short, zend, in_hour
+        nonlocal short, at_digits, at_end, at_dot, in_hour
         in_hour = in_hour or _in_hour(m_lit, s_lit)
         key = text[:k_min]
         h = hour_of(key)
@@ -223,6 +225,7 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
         f = int(digits) / powers[n] if n < len(powers) else float("0." + digits)
         short = n <= 3 and digits.isascii()
         zend = -len(end) if end else _BEYOND
+        at_digits, at_end, at_dot = slice(k_fixed, zend), slice(zend, None), slice(k_dot, zend)
         return (h + s + add) + f
 
     def exact_frac(text: str) -> float:
@@ -236,7 +239,6 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
     # A "." before the fraction (checked by in_hour): float(".digits") is the reference's
     # float("0." + digits) in one call; after another separator, int / 10**n.
     dot = s_lit.endswith(".")
-    k_dot = k_fixed - 1
 
     def parse_frac(text: str, quick_hours: dict[str, float] = quick_hours,
                    quick_rests: dict[str, float] = quick_rests, kh: slice = slice(None, k_min),
@@ -247,10 +249,10 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
             except KeyError:
                 return exact_frac(text)
         try:
-            digits = text[k_fixed:zend]
+            digits = text[at_digits]
             if digits.isdecimal():
-                return ((hours[text[kh]] + in_hour[text[km]] + ends[text[zend:]])
-                        + (float(text[k_dot:zend]) if dot
+                return ((hours[text[kh]] + in_hour[text[km]] + ends[text[at_end]])
+                        + (float(text[at_dot]) if dot
                            else int(digits) / powers[len(digits)]))
         except (KeyError, IndexError):
             pass
