@@ -66,11 +66,12 @@ def compile_epoch(fmt: str, error: Callable[[str], Exception]) -> Parse | None:
                 raise error(text)
             return float(secs)
 
-        def parse_epoch(text: str, heads: dict[str, float] = heads) -> float:
-            # heads is a default argument (a local load; it is only changed in place); low
-            # is set at the first text.
+        # heads and the slices are default arguments (local loads; heads is only changed
+        # in place); low is set at the first text.
+        def parse_epoch(text: str, heads: dict[str, float] = heads,
+                        kh: slice = slice(None, -4), kl: slice = slice(-4, None)) -> float:
             try:
-                return heads[text[:-4]] + low[text[-4:]]
+                return heads[text[kh]] + low[text[kl]]
             except KeyError:
                 return learn(text)
         return parse_epoch
@@ -89,9 +90,10 @@ def compile_epoch(fmt: str, error: Callable[[str], Exception]) -> Parse | None:
         return secs + (f if f is not None else float("0." + digits))
 
     def parse_epoch_frac(text: str, heads: dict[str, float] = heads,
-                         millis: dict[str, float] = millis) -> float:
+                         millis: dict[str, float] = millis, kh: slice = slice(None, -8),
+                         kl: slice = slice(-8, -4), km: slice = slice(-4, None)) -> float:
         try:
-            return (heads[text[:-8]] + low[text[-8:-4]]) + millis[text[-4:]]
+            return (heads[text[kh]] + low[text[kl]]) + millis[text[km]]
         except KeyError:
             return learn_frac(text)
     return parse_epoch_frac
