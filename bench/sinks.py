@@ -239,15 +239,19 @@ def wait_idle(proc: subprocess.Popen[bytes], ps: psutil.Process, client: redis.R
 
 
 def feed(url: str, keys: Keys, payloads: list[bytes], fill: int, wire: int, rate: float,
-         per_entry: int) -> None:
-    """Append the entries at ``rate`` lines a second, as a processor keeping up would."""
+         per_entry: int, burst: int = 1) -> None:
+    """Append the entries at ``rate`` lines a second, as a processor keeping up would,
+    ``burst`` at a time (what a sink lingering for more entries per read would get)."""
     client = redis.Redis.from_url(url)
     t0 = time.monotonic()
-    for n, payload in enumerate(payloads):
+    for n in range(0, len(payloads), burst):
         delay = t0 + n * per_entry / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        client.xadd(keys.out(n % fill), {"v": str(wire), "b": payload})
+        pipe = client.pipeline(transaction=False)
+        for i, payload in enumerate(payloads[n:n + burst], n):
+            pipe.xadd(keys.out(i % fill), {"v": str(wire), "b": payload})
+        pipe.execute()
     client.close()
 
 
@@ -269,9 +273,9 @@ def run_sink(root: Path, cfg: Path, url: str, output: str, client: redis.Redis, 
             feeder.start()
         t_first = None
         while True:
+            feeding = feeder is not None and feeder.is_alive()  # before the state: a race
             started, done = group_state(client, keys, output, partitions)
-            if feeder is not None and feeder.is_alive():
-                done = False
+            done = done and not feeding
             now = time.monotonic()
             if started and t_first is None:
                 t_first = now
@@ -362,6 +366,8 @@ def main() -> None:
                     help="append the entries at this many lines a second while the sink runs "
                          "(as bench/e2e.py's processor does, e.g. 120000: the sink keeps up "
                          "and reads one entry at a time) instead of handing it a backlog")
+    ap.add_argument("--burst", type=int, default=1,
+                    help="with --rate: append this many entries at a time (the same rate)")
     args = ap.parse_args()
     if args.wire == 1 and args.data != "simple":
         ap.error("--wire 1 needs --data simple (the processor writes version 2)")
@@ -451,7 +457,8 @@ def main() -> None:
                     preload(client, keys, [] if args.rate else payloads, fill,
                                     args.partitions, output, args.wire)
                     feeder = threading.Thread(target=feed, args=(
-                        url, keys, payloads, fill, args.wire, args.rate, per_entry)) \
+                        url, keys, payloads, fill, args.wire, args.rate, per_entry,
+                        args.burst)) \
                         if args.rate else None
                     result = run_sink(root, cfg, url, output, client, keys, args.partitions,
                                       total, watched, feeder)

@@ -29,6 +29,7 @@ from tailrace.lifecycle import State, ThreadRecord
 from tailrace.logs import RateLimiter, event
 from tailrace.outcome import Delivered, Rejected, Rejection, Retry
 from tailrace.plugins import OutputPlugin
+from tailrace.retry import Backoff
 from tailrace.scriptcalls import DeadLetter
 from tailrace.tags import TagMatcher
 from tailrace.wire import decode_processed
@@ -141,7 +142,7 @@ class SinkHandler:
                     lo = hi
             return origin
 
-        backoff = self.output.backoff()
+        backoff: Backoff | None = None  # made on a first retry only: it seeds a Random
         self.status.set_state(State.ACTIVE)
         while records:
             # Never write without a lease that surely holds; a stop still delivers the batch
@@ -171,6 +172,8 @@ class SinkHandler:
                 event(log, logging.WARNING, "sink_delivery_retry",
                       f"{len(records)} records not delivered ({outcome.reason}); retrying "
                       "them after a backoff", output=self.pc.id, partition=partition)
+            if backoff is None:
+                backoff = self.output.backoff()
             if guard.stop.wait(backoff.next_delay()):
                 raise BatchAbandoned("stop requested while retrying")
         self.status.set_state(State.IDLE)  # delivered: no longer throttled, whatever it was

@@ -453,3 +453,29 @@ def test_v1_entries_left_by_older_processors_are_delivered_once_beside_v2_ones(
     r.close()
     lines = out.read_bytes().splitlines(keepends=True)
     assert sorted(lines) == sorted(orjson.dumps(rec) + b"\n" for rec in records)
+
+
+def test_several_v2_entries_in_one_batch_keep_each_records_tag_time_and_raw_bytes(
+        tmp_path: Path) -> None:
+    """The worker concatenates a read's entries: each record keeps its own tag, time and
+    original bytes, in order, across the entries."""
+    template = "{tag}-%Y-%m-%d.log"
+    parts = [make_records(50, tag="a"), make_records(40, start=50, tag="b"),
+             make_records(30, start=90, tag="a", base_time=BASE_TIME + 86400)]
+    parts[1][7]["_raw"], parts[1][7]["log"] = b"caf\xe9", "caf\ufffd"
+    parts[2][3]["_raw"], parts[2][3]["log"] = b"\xff", "\ufffd"
+    recs = [r for p in parts for r in p]
+    as_maps = Harness(tmp_path / "maps", format="plain", path=str(tmp_path / "maps" / template))
+    as_maps.write([dict(r) for r in recs])
+    batches = [decode_processed({b"v": b"2", b"b": encode_processed(p)}) for p in parts]
+    assert all(isinstance(b, JsonBatch) for b in batches)
+    joined = JsonBatch.concat(batches)  # type: ignore[arg-type]
+    assert joined.tags == [r["_tag"] for r in recs]
+    assert joined.times == [r["time"] for r in recs]
+    assert joined.raws == {57: b"caf\xe9", 93: b"\xff"}
+    as_v2 = Harness(tmp_path / "v2", format="plain", path=str(tmp_path / "v2" / template))
+    as_v2.write(joined)
+    names = sorted(p.name for p in (tmp_path / "maps").glob("*.log"))
+    assert names == sorted(p.name for p in (tmp_path / "v2").glob("*.log")) and len(names) == 3
+    for name in names:
+        assert (tmp_path / "v2" / name).read_bytes() == (tmp_path / "maps" / name).read_bytes()

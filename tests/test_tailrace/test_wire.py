@@ -129,6 +129,7 @@ def test_v2_refuses_to_encode_a_record_without_a_text_tag_or_with_a_set(
 
 @pytest.mark.parametrize("doc, reason", [
     ({"n": 2, "json": b'{"a":1}\n', "tag": "t", "times": [1, 2]}, "says 2 records"),
+    ({"n": 1, "json": b'{"a":1}\n{"a":2}\n', "tag": "t", "times": [1]}, "says 1 records"),
     ({"n": 1, "json": b'{"a":1}\n', "tags": [1], "times": [1]}, "'tag'"),
     ({"n": 1, "json": b'{"a":1}\n', "tag": "t"}, "'times'"),
     ({"n": 1, "json": b'{"a":1}\n', "tag": "t", "times": [1], "raw": [[3, b"x"]]}, "'raw'"),
