@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, get_args
 
 from .errors import ConfigError, ConfigProblem
 from .options import (
@@ -32,7 +32,7 @@ from .plugins import (
 )
 from .problems import ProblemCollector, show, validate
 from .redaction import mask_secrets, register_config
-from .serviceconfig import ServiceConfig
+from .serviceconfig import EmbeddedConfig, ServiceConfig
 from .urls import redact_url
 from .yamlmarks import expand_env, load
 
@@ -45,6 +45,7 @@ __all__ = [
     "ParserConfig",
     "PluginConfig",
     "carry_config_text",
+    "embedded_spec",
     "load_config",
     "parse_config",
     "read_config_text",
@@ -91,11 +92,10 @@ class Config:
     @property
     def base_dir(self) -> Path:
         """Relative paths in the config are relative to the config file's folder."""
-        return Path(self.file).resolve().parent if self.file != "<string>" else Path.cwd()
+        return _base_dir(self.file)
 
     def resolve_path(self, path: str) -> Path:
-        p = Path(os.path.expanduser(path))
-        return p if p.is_absolute() else self.base_dir / p
+        return _resolve(self.file, path)
 
     @property
     def data_dir(self) -> Path:
@@ -167,6 +167,15 @@ def _plugins(
 
 _TOP_KEYS = ("service", "pipeline", "parsers")
 _PIPELINE_KEYS = ("inputs", "filters", "outputs")
+
+def _base_dir(file: str) -> Path:
+    return Path(file).resolve().parent if file != "<string>" else Path.cwd()
+
+
+def _resolve(file: str, path: str) -> Path:
+    p = Path(os.path.expanduser(path))
+    return p if p.is_absolute() else _base_dir(file) / p
+
 
 ReferenceCheck = Callable[[Config], list[tuple[tuple[str | int, ...], str]]]
 
@@ -298,6 +307,36 @@ def load_config(path: str | os.PathLike[str], registry: Registry,
         ConfigError: the file is missing, unreadable or invalid (every problem listed).
     """
     return parse_config(read_config_text(path), str(path), registry, env=env)
+
+
+def embedded_spec(path: str) -> tuple[Path, str] | None:
+    """The data dir and ``appendfsync`` of the embedded Redis the config file at ``path``
+    runs on, read without validating the file (YAML only: no plugin, no model); None when
+    it names a broker, or when anything is less than plain (unreadable, not YAML,
+    ``${VAR}`` in those values, a value of the wrong type, a config carried over a reload).
+
+    ``tailrace run`` launches the server from this before its imports and the validation,
+    so it boots meanwhile; the validated config decides after (tailrace.cli.supervising
+    stops a server that does not match it).
+    """
+    if os.environ.get(CARRIED_CONFIG_ENV):
+        return None
+    try:
+        data, _ = load(read_config_text(path), path)
+    except ConfigError:
+        return None
+    service = (data.get("service") if isinstance(data, dict) else None) or {}
+    if not isinstance(service, dict) or service.get("broker") is not None:
+        return None
+    embedded = service.get("embedded") or {}
+    if not isinstance(embedded, dict):
+        return None
+    data_dir = service.get("data_dir", ServiceConfig.model_fields["data_dir"].default)
+    field = EmbeddedConfig.model_fields["appendfsync"]
+    fsync = embedded.get("appendfsync", field.default)
+    if not isinstance(data_dir, str) or "${" in data_dir or fsync not in get_args(field.annotation):
+        return None
+    return _resolve(path, data_dir), fsync
 
 
 #: A process that re-executes itself for a reload hands the new image the config text it

@@ -18,7 +18,7 @@ __all__ = ["cli", "main"]
 
 #: Command name -> (module in tailrace.cli, attribute), in the order help lists them.
 _COMMANDS = {
-    "run": ("roles", "run"),
+    "run": ("run", "run"),
     "agent": ("roles", "agent"),
     "processor": ("roles", "processor"),
     "sink": ("roles", "sink"),

@@ -1,11 +1,12 @@
-"""Long-running commands (run, agent, processor, sink) and the wiring of the three roles.
+"""Long-running role commands (agent, processor, sink) and the wiring of the three roles.
 
 Each role is put together here and nowhere else (the role packages hold their handlers
 and plugins; the core holds the runtime and the consumer loop): :func:`agent_main`,
 :func:`processor_main`, :func:`sink_main` build the :class:`~tailrace.runtime.Runtime`,
 connect, build the handler and its consumer, and run until stopped. A role's command runs
-its main in this process; ``run`` and ``--workers N`` supervise children that run the same
-mains (cli/supervising.py), forked from the supervisor once it has loaded the config.
+its main in this process; ``run`` (cli/run.py) and ``--workers N`` supervise children that
+run the same mains (cli/supervising.py), forked from the supervisor once it has loaded the
+config.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from ..signals import hold
 from .common import broker_option, config_option, init_logging, load, log_options, run_role
 from .supervising import role_child, supervised
 
-__all__ = ["agent", "agent_main", "processor", "processor_consumer", "processor_main", "run",
-           "sink", "sink_consumer", "sink_main"]
+__all__ = ["agent", "agent_main", "processor", "processor_consumer", "processor_main", "sink",
+           "sink_consumer", "sink_main"]
 
 
 # -- the roles' wiring ---------------------------------------------------------------------
@@ -113,27 +114,6 @@ def sink_main(config: Config, *, output: str | None = None, broker: str | None =
 
 
 # -- commands ------------------------------------------------------------------------------
-@click.command()
-@config_option
-@broker_option
-@click.option("--processors", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Processor worker processes.")
-@log_options
-def run(config_path: str, broker: str | None, processors: int, log_level: str | None,
-        log_format: str | None) -> None:
-    """Run every role on this machine (embedded Redis when no broker is set)."""
-    hold()  # a stop while starting up is kept for the handlers, not a traceback
-    config = load(config_path)
-    init_logging(config, "run", log_level, log_format)
-    logs = (log_level, log_format)
-    children = [role_child("agent", "agent", config, *logs, lambda: agent_main(config))]
-    children += [role_child(f"processor-{i}", "processor", config, *logs,
-                        lambda: processor_main(config)) for i in range(processors)]
-    if config.outputs:
-        children.append(role_child("sink", "sink", config, *logs, lambda: sink_main(config)))
-    supervised(config, broker, children)
-
-
 @click.command()
 @config_option
 @broker_option

@@ -58,15 +58,22 @@ def _log_args(log_level: str | None, log_format: str | None) -> list[str]:
     return args
 
 
-def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
+def supervise(config: Config, broker: str | None, children: list[Child],
+              early: EmbeddedRedis | None = None) -> int:
     """Run children against ``broker`` (or an embedded server started here).
 
     SIGHUP validates the config and, when it is valid, forwards the signal: every child
     drains and re-executes itself with the new config. The children do not serve
     ``service.http``; this process serves it for all of them.
 
+    Args:
+        early: an embedded server launched before the config was validated (cli/run.py):
+            kept when it is the one the config wants (the children fork once it answers),
+            else stopped.
+
     Raises:
-        BrokerUnavailable: the embedded Redis did not start (the children were stopped).
+        BrokerUnavailable: the embedded Redis did not start (the children were stopped,
+            or, for a server launched early, never started).
     """
     env = child_env(None)
     env[NO_HTTP_ENV] = "1"
@@ -94,11 +101,17 @@ def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
     stopping.install()
     stop = stopping.event
     url = broker_url(config, broker)
+    wanted = EmbeddedRedis(config.data_dir, config.service.embedded.appendfsync)
+    if early is not None and (url is not None or (early.dir, early.appendfsync)
+                              != (wanted.dir, wanted.appendfsync)):
+        early.stop()  # a broker after all, or another server: the validated config decides
+        early = None
     gate: _Gate | None = None
     if url is None:
-        embedded = EmbeddedRedis(config.data_dir, config.service.embedded.appendfsync)
+        embedded = early or wanted
         url = embedded.url  # known before it answers
-        gate = _Gate(children)
+        if not embedded.spawned:
+            gate = _Gate(children)
     env["TAILRACE_BROKER"] = url
     failed: list[BrokerUnavailable] = []
     starting: threading.Thread | None = None
@@ -111,6 +124,10 @@ def supervise(config: Config, broker: str | None, children: list[Child]) -> int:
         return clients[0]
 
     try:
+        if embedded is not None and embedded.spawned:
+            # Launched before the imports, it has booted by now (or nearly): the children
+            # fork once it answers, and the lock it holds until then is not theirs to keep.
+            embedded.start()
         sup.start(stop)  # first: the children fork while this process has no other thread
         if embedded is not None and gate is not None:
             starting = _start_embedded(embedded, gate, failed, stop)
@@ -221,6 +238,7 @@ def _keep_up(embedded: EmbeddedRedis,
     return tick
 
 
-def supervised(config: Config, broker: str | None, children: list[Child]) -> None:
+def supervised(config: Config, broker: str | None, children: list[Child],
+               early: EmbeddedRedis | None = None) -> None:
     """:func:`supervise` as a command ends: its status, or the error said plainly."""
-    run_role(lambda: sys.exit(supervise(config, broker, children)))
+    run_role(lambda: sys.exit(supervise(config, broker, children, early)))

@@ -112,25 +112,42 @@ def test_a_drain_within_its_timeout_exits_0() -> None:
     assert res.returncode == 0 and res.stdout == "draining\ndrained\n", res
 
 
-def test_run_whose_embedded_redis_does_not_start_stops_its_children_and_says_why(
-        tmp_path: Path) -> None:
+def _run_on_a_redis_that_fails(tmp_path: Path, data_dir: str,
+                               env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     fake = tmp_path / "bin" / "redis-server"
     fake.parent.mkdir()
     fake.write_text("#!/bin/sh\nexit 1\n")
     fake.chmod(0o755)
     cfg = tmp_path / "pipeline.yaml"
     cfg.write_text(textwrap.dedent(f"""\
-        service: {{data_dir: {tmp_path / 'data'}}}
+        service: {{data_dir: '{data_dir}'}}
         pipeline:
           inputs: [{{name: tail, tag: app, path: {tmp_path / '*.log'}}}]
           outputs: [{{name: file, match: '*', path: {tmp_path / 'out.log'}}}]
         """))
-    env = dict(os.environ, PATH=f"{fake.parent}:{os.environ['PATH']}")
+    env = dict(os.environ, **env, PATH=f"{fake.parent}:{os.environ['PATH']}")
     env.pop("TAILRACE_BROKER", None)
     res = subprocess.run([sys.executable, "-m", "tailrace", "run", "-c", str(cfg)], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 1, res.stderr[-3000:]
     assert "embedded redis-server exited with status 1 at start" in res.stderr
     assert "Traceback" not in res.stderr
+    return res
+
+
+def test_run_whose_embedded_redis_does_not_start_stops_its_children_and_says_why(
+        tmp_path: Path) -> None:
+    # ${VAR} in data_dir: run cannot launch the server before validating the config, so
+    # the children fork first and wait for it (the gate), and are stopped when it fails.
+    res = _run_on_a_redis_that_fails(tmp_path, "${TR_TEST_DATA}",
+                                     {"TR_TEST_DATA": str(tmp_path / "data")})
     for child in ("agent", "processor-0", "sink"):
         assert f"{child} exited with 0" in res.stderr, res.stderr[-3000:]
+
+
+def test_run_whose_early_embedded_redis_does_not_start_says_why_and_starts_no_child(
+        tmp_path: Path) -> None:
+    # A plain data_dir: the server is launched before the imports and the children fork
+    # only once it answers; it never does, so none is started.
+    res = _run_on_a_redis_that_fails(tmp_path, str(tmp_path / "data"), {})
+    assert "exited with" not in res.stderr.replace("redis-server exited with", ""), res.stderr
