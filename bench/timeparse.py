@@ -62,6 +62,9 @@ FORMATS: dict[str, tuple[str, Callable[[datetime, random.Random], str]]] = {
                              + "+02:00"),
     "CRI, ns, Z (%L%z)": ("%Y-%m-%dT%H:%M:%S.%L%z",
                           lambda d, r: d.strftime("%Y-%m-%dT%H:%M:%S.") + _frac(r, 9) + "Z"),
+    "CRI, ns trimmed (Go)": ("%Y-%m-%dT%H:%M:%S.%L%z",  # RFC3339Nano drops trailing zeros
+                             lambda d, r: d.strftime("%Y-%m-%dT%H:%M:%S.")
+                             + (_frac(r, 9).rstrip("0") or "0") + "Z"),
     "docker (%L, zone after)": ("%Y-%m-%dT%H:%M:%S.%L",
                                 lambda d, r: d.strftime("%Y-%m-%dT%H:%M:%S.") + _frac(r, 9)
                                 + "Z"),

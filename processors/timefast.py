@@ -229,12 +229,15 @@ def compile_fast(fmt: str, offset: int, reference: Parse) -> Parse | None:
         return (h + s + add) + f
 
     def exact_frac(text: str) -> float:
-        """1-3 digits, the fraction added last: any hour (and zone)."""
-        try:
-            add, f = rests[text[k_fixed:]]
-            return (hours[text[:k_min]] + in_hour[text[k_min:k_fixed]] + add) + f
-        except KeyError:
+        """1-3 digits, the fraction added last: any hour (and zone). Reached on a miss of
+        the quick path (a new hour, zone or shape, or an hour before 2004): ``.get``
+        rather than a second KeyError."""
+        rest = rests.get(text[k_fixed:])
+        h = hours.get(text[:k_min])
+        s = in_hour.get(text[k_min:k_fixed])
+        if rest is None or h is None or s is None:
             return learn_frac(text)
+        return (h + s + rest[0]) + rest[1]
 
     # A "." before the fraction (checked by in_hour): float(".digits") is the reference's
     # float("0." + digits) in one call; after another separator, int / 10**n.

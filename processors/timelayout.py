@@ -18,6 +18,7 @@ _WIDTH = {"Y": 4, "m": 2, "b": 3, "d": 2, "H": 2, "M": 2, "S": 2}
 _MONTHS = {name: i for i, name in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_DAYS_MAX = 4096
 
 
 def tokens(fmt: str) -> list[str] | None:
@@ -121,9 +122,33 @@ def hour_parser(lay: Layout) -> Callable[[str], int | None]:
     a field is not in its canonical, valid form."""
     pos, literals, k_min = lay.pos, lay.literals, lay.k_min
     py, pm, pb, pd, ph = pos.get("Y"), pos.get("m"), pos.get("b"), pos["d"], pos["H"]
+    #: the key without its hour digits -> that day's start: a new hour of a day already
+    #: seen costs a slice, a lookup and the hour's check (~2 us less). Not for a year-less
+    #: format, whose year is the current one when an hour is first read.
+    days: dict[str, int] = {}
 
     def hour_start(key: str) -> int | None:
-        if len(key) != k_min or not key.isascii():
+        if len(key) != k_min:
+            return None
+        hs = key[ph:ph + 2]
+        if not (hs.isdigit() and hs.isascii()) or int(hs) > 23:
+            return None
+        if py is None:
+            start = day_start(key)
+        else:
+            dkey = key[:ph] + key[ph + 2:]
+            start = days.get(dkey)
+            if start is None:
+                start = day_start(key)
+                if start is not None:
+                    if len(days) >= _DAYS_MAX:
+                        days.clear()
+                    days[dkey] = start
+        return None if start is None else start + int(hs) * 3600
+
+    def day_start(key: str) -> int | None:
+        """The day of ``key`` (of length ``k_min``, a valid hour) in epoch seconds."""
+        if not key.isascii():
             return None
         for p, c in literals:
             if key[p] != c:
@@ -150,18 +175,15 @@ def hour_parser(lay: Layout) -> Callable[[str], int | None]:
             day = int(ds[1])
         else:
             return None
-        hs = key[ph:ph + 2]
-        if not hs.isdigit() or int(hs) > 23:
-            return None
         try:
             if py is None:
                 # As the reference: strptime checks the day against 1900 (so no Feb 29),
                 # then the current year replaces it.
                 date(1900, month, day)
                 year = datetime.now(timezone.utc).year
-            days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
+            ordinal = date(year, month, day).toordinal() - _EPOCH_ORDINAL
         except ValueError:
             return None  # day 32, month 13, year 0, Feb 29 of 2023: the reference rejects
-        return days * 86400 + int(hs) * 3600
+        return ordinal * 86400
 
     return hour_start
