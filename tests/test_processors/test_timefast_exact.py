@@ -127,3 +127,24 @@ def test_zone_forms_that_mean_utc_give_the_same_time() -> None:
               for d in ("5", "500", "500000000")}
     assert values == {datetime(2024, 5, 6, 7, 8, 9, 500000, tzinfo=UTC).timestamp()}
     assert tf.parse("2024-05-06T07:08:09.5-0530") - tf.parse("2024-05-06T07:08:09.5Z") == 19800
+
+
+@pytest.mark.parametrize("fmt", ["%Y-%m-%dT%H:%M:%S%z", "%d/%b/%Y:%H:%M:%S %z", ISO_FRAC_ZONE])
+def test_a_new_hour_of_a_day_already_read_is_checked_as_strptime_does(fmt: str) -> None:
+    # The day is cached apart from the hour: every hour of a known day, good or not.
+    tf, reference = TimeFormat(fmt), StrptimeFormat(fmt)
+    d = datetime(2024, 2, 29, tzinfo=UTC)
+    frac = ".5" if "%L" in fmt else ""
+    head = d.strftime(fmt.split("%H")[0].replace("%L", ""))
+    tail = f":07:08{frac}" + (" +0200" if " %z" in fmt else "Z")
+    assert tf.parse(f"{head}00{tail}") == reference.parse(f"{head}00{tail}")
+    for hh in [f"{h:02d}" for h in range(24)] + ["24", "99", "2a", " 1", "1 ", "٢٣", "²3"]:
+        text = f"{head}{hh}{tail}"
+        assert outcome(tf.parse, text) == outcome(reference.parse, text), text
+
+
+def outcome(parse: Callable[[str], float], text: str) -> tuple[str, str]:
+    try:
+        return ("value", parse(text).hex())
+    except TimeFormatError:
+        return ("rejected", "")
