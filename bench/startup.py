@@ -13,10 +13,11 @@ and the output file every 2 ms, the processes every 20 ms):
 
 and each role's CPU seconds at the first line out (a forked role's count from its fork).
 ``--rounds N`` repeats it and prints the median of each step; ``--compare-with REV`` runs a
-temporary worktree of REV in turns.
+temporary worktree of REV in turns (give it more than once to compare several).
 
     python bench/startup.py --rounds 5
     python bench/startup.py --rounds 5 --compare-with HEAD~3
+    python bench/startup.py --rounds 5 --compare-with HEAD~2 --compare-with HEAD~1
 
 The imports of each role are not seen from outside: ``python -X importtime -c "import
 tailrace.cli.roles"`` shows them (with every role package: the registry needs them all).
@@ -156,16 +157,14 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=5000,
                     help="enough for a full first batch (it waits batch_wait_ms otherwise)")
     ap.add_argument("--partitions", type=int, default=8)
-    ap.add_argument("--compare-with", metavar="REV", default=None)
+    ap.add_argument("--compare-with", metavar="REV", action="append", default=[])
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     base = Path(tempfile.mkdtemp(prefix="tailrace-startup-"))
     write_files(base / "logs", "access", args.lines, 1)
     sides: list[tuple[str, Path]] = [("new", ROOT)]
-    old: Path | None = None
-    if args.compare_with:
-        old = worktree(args.compare_with)
-        sides.insert(0, (args.compare_with, old))
+    olds = [(rev, worktree(rev)) for rev in args.compare_with]
+    sides[:0] = olds
     print(f"# load {os.getloadavg()[0]:.2f}, {psutil.cpu_count()} cpus")
     results: dict[str, list[dict[str, float]]] = {label: [] for label, _ in sides}
     try:
@@ -176,7 +175,7 @@ def main() -> None:
                 steps = sorted((v, k) for k, v in res.items() if not k.endswith("CPU s"))
                 print(f"{label} #{rnd + 1}: " + ", ".join(f"{k} {v:.3f}" for v, k in steps))
     finally:
-        if old is not None:
+        for _, old in olds:
             drop_worktree(old)
         shutil.rmtree(base, ignore_errors=True)
     labels = list(results)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -15,7 +17,8 @@ from ..logs import setup_logging
 from ..redaction import scrub
 from .registry import build_registry
 
-__all__ = ["EXIT_CONFIG", "broker_option", "config_option", "fail", "load", "log_options"]
+__all__ = ["EXIT_CONFIG", "broker_option", "collector_paused", "config_option", "fail", "load",
+           "log_options"]
 
 EXIT_CONFIG = 2
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,16 +35,31 @@ def load(path: str) -> Config:
     A process re-executed by a reload runs the text it validated before the exec (carried
     over it), whatever the file holds now."""
     try:
-        carried = take_carried_config_text()
-        if carried is not None:
-            return parse_config(carried, path, build_registry())
-        return load_config(path, build_registry())
+        with collector_paused():  # the registry imports the plugins the config names
+            carried = take_carried_config_text()
+            if carried is not None:
+                return parse_config(carried, path, build_registry())
+            return load_config(path, build_registry())
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         n = len(exc.problems)
         click.echo(f"tailrace: {n} problem{'s' if n != 1 else ''} in {path}", err=True)
         sys.exit(EXIT_CONFIG)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a process imports its modules and builds its
+    config: they allocate ~100,000 objects that live as long as the process, and each of
+    the collector's passes over them frees nothing (~20-30 ms of every start-up)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def config_option(f: F) -> F:

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from .. import __version__
+from .common import collector_paused
 
 __all__ = ["cli", "main"]
 
@@ -37,7 +38,9 @@ _COMMANDS = {
 
 def _load(name: str) -> click.Command:
     module, attr = _COMMANDS[name]
-    command: click.Command = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+    with collector_paused():
+        command: click.Command = getattr(importlib.import_module(f"{__package__}.{module}"),
+                                         attr)
     if name == "config" and isinstance(command, click.Group) and "schema" not in command.commands:
         from .reference import reference, schema
 

@@ -15,7 +15,14 @@ import click
 from ..config import embedded_spec
 from ..embedded import EmbeddedRedis
 from ..signals import hold
-from .common import broker_option, config_option, init_logging, load, log_options
+from .common import (
+    broker_option,
+    collector_paused,
+    config_option,
+    init_logging,
+    load,
+    log_options,
+)
 
 __all__ = ["run"]
 
@@ -32,8 +39,9 @@ def run(config_path: str, broker: str | None, processors: int, log_level: str | 
     hold()  # a stop while starting up is kept for the handlers, not a traceback
     early = None if broker else _launch_embedded(config_path)  # --broker / TAILRACE_BROKER
     try:
-        from .roles import agent_main, processor_main, sink_main
-        from .supervising import role_child, supervised
+        with collector_paused():
+            from .roles import agent_main, processor_main, sink_main
+            from .supervising import role_child, supervised
         config = load(config_path)
         init_logging(config, "run", log_level, log_format)
         logs = (log_level, log_format)

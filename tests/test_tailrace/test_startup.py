@@ -4,6 +4,7 @@ the validated config decides after."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import psutil
 import pytest
 import redis
 
+from tailrace.cli.common import collector_paused, load
 from tailrace.cli.registry import build_registry
 from tailrace.config import embedded_spec, load_config
 from tailrace.embedded import EmbeddedRedis
@@ -144,3 +146,21 @@ def test_run_stops_the_redis_it_launched_early_when_the_config_is_invalid(
     # Launched before the validation (its start lock is there), stopped after it failed.
     assert (data / "redis" / "start.lock").exists()
     assert _servers_on(data) == []
+
+
+def test_the_collector_is_paused_only_while_a_command_imports_and_loads_its_config(
+        tmp_path: Path) -> None:
+    seen = []
+    with collector_paused():
+        seen.append(gc.isenabled())
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(SystemExit):  # an invalid config exits 2: the collector is back on
+        load(str(config_file(tmp_path, "{partitions: many}")))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # a caller's own choice is left as it was
+    finally:
+        gc.enable()
