@@ -6,7 +6,9 @@ format compiles into a closure that slices the text and looks each part up in ta
 (subscripts in a ``try``: cheaper than ``.get`` calls, and a miss is rare):
 
 - the text up to the minutes (date and hour) in a cache of hour starts (epoch seconds),
-  filled once per hour of log by a strict check of every field and ``date.toordinal``;
+  filled once per hour of log by a strict check of every field and ``date.toordinal``
+  (:mod:`processors.timelayout`; the day's start is cached apart, so a new hour of a day
+  already read checks only the hour);
 - whole seconds: the rest (``MM:SS`` and the zone) in a table of seconds plus zone, filled
   for all 3,600 ``MM:SS`` when a zone is first seen;
 - fractions: ``MM:SS.`` in a table of 3,600, then 1-3 digits with the zone in a table of
