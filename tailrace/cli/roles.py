@@ -12,13 +12,12 @@ config.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from edge_agent import Agent
 from processors import ProcessorHandler
-from processors.pool import PooledHandler
 from sinks import SinkHandler
 
 from ..config import Config, OutputConfig
@@ -31,6 +30,9 @@ from ..runtime import Runtime
 from ..signals import hold
 from .common import broker_option, config_option, init_logging, load, log_options, run_role
 from .supervising import role_child, supervised
+
+if TYPE_CHECKING:  # imported where a processor with helpers is wired (multiprocessing...)
+    from processors.pool import PooledHandler
 
 __all__ = ["agent", "agent_main", "processor", "processor_consumer", "processor_main", "sink",
            "sink_consumer", "sink_main"]
@@ -56,9 +58,13 @@ def processor_consumer(config: Config, keys: Keys, lifecycle: Lifecycle,
     status = lifecycle.thread("consumer")
     limits = RedisRateLimits(client, keys)
     helpers = config.service.processor_helpers
-    handler: ProcessorHandler | PooledHandler = (
-        PooledHandler(config, status, helpers=helpers, rate_limits=limits) if helpers
-        else ProcessorHandler(config, status, rate_limits=limits))
+    handler: ProcessorHandler | PooledHandler
+    if helpers:
+        from processors.pool import PooledHandler  # multiprocessing's modules come with it
+
+        handler = PooledHandler(config, status, helpers=helpers, rate_limits=limits)
+    else:
+        handler = ProcessorHandler(config, status, rate_limits=limits)
     # Two entries per helper and read: each takes its next as soon as it is free.
     count = max(DEFAULT_READ_COUNT, 2 * helpers)
     return StreamConsumer(client, keys, config.service, PROCESSORS_GROUP, handler, lifecycle,

@@ -164,3 +164,16 @@ def test_the_collector_is_paused_only_while_a_command_imports_and_loads_its_conf
         assert not gc.isenabled()  # a caller's own choice is left as it was
     finally:
         gc.enable()
+
+
+def test_run_forks_its_roles_without_importing_the_processor_helpers_pool(
+        tmp_path: Path) -> None:
+    # Only a processor with service.processor_helpers needs processors.pool (and the
+    # multiprocessing modules it brings, ~8 ms of every start-up).
+    cfg = config_file(tmp_path, "{data_dir: ./data}")
+    code = ("import sys\nimport tailrace.cli.run, tailrace.cli.roles, tailrace.cli.supervising\n"
+            f"from tailrace.cli.common import load\nload({str(cfg)!r})\n"
+            "print(sorted(m for m in ('processors.pool', 'multiprocessing') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=True)
+    assert res.stdout.strip() == "[]", res.stdout
