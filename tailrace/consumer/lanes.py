@@ -57,7 +57,9 @@ class _Lane(threading.Thread):
         self.jobs: queue.SimpleQueue[tuple[list[Any], Any] | None] = queue.SimpleQueue()
         self.conn: Any = None
         self.client_id: int | None = None
-        self._lock = threading.Lock()
+        #: Set by :meth:`retire`: no read may be sent on this lane any more.
+        self.retired = False
+        self._lock = threading.Lock()  # conn, client_id, retired; held over a read's send
 
     def run(self) -> None:
         while True:
@@ -66,11 +68,17 @@ class _Lane(threading.Thread):
                 break
             args, tag = job
             try:
+                # The send happens under the lock, after the retired check: once retire()
+                # returns, this lane cannot put a read on the server. A read sent after a
+                # reset would be served entries nobody processes: they would stay pending
+                # on this consumer, behind the re-read of its pending entries.
                 with self._lock:
+                    if self.retired:
+                        break
                     if self.conn is None:
                         self._open()
                     conn = self.conn
-                conn.send_command(*args)
+                    conn.send_command(*args)
                 result = self.client.parse_response(conn, "XREADGROUP")
                 reply = LaneReply(self.lane, tag, result=result or [])
             except Exception as exc:  # noqa: BLE001 - every failure goes back to the worker loop
@@ -84,6 +92,13 @@ class _Lane(threading.Thread):
         conn.send_command("CLIENT", "ID")
         self.client_id = int(conn.read_response())
         self.conn = conn
+
+    def retire(self) -> None:
+        """Close the connection and send no read any more (a read already sent is cut: the
+        server drops a blocked read whose connection closed)."""
+        with self._lock:
+            self.retired = True
+        self.drop()
 
     def drop(self) -> None:
         """Close the dedicated connection (interrupts a read blocked on it); idempotent."""
@@ -218,14 +233,17 @@ class LaneReads:
         """Drop every lane and its connection (after a broker error or a topology change).
 
         Replies still on their way are ignored; new lanes are opened on the next
-        :meth:`issue`, against the nodes that serve the streams then.
+        :meth:`issue`, against the nodes that serve the streams then. No dropped lane sends
+        a read after this returns (a read issued just before, whose thread had not sent it
+        yet, used to be sent on a new connection: entries it was served stayed pending on
+        this consumer, unseen, while the partition read on).
         """
         lanes, self._lanes = self._lanes, {}
         self._in_flight.clear()
         self._ready.clear()
         for worker in lanes.values():
             worker.jobs.put(None)
-            worker.drop()
+            worker.retire()
 
     def close(self) -> None:
         """Cancel every read in flight, then stop the lanes."""
