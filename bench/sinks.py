@@ -6,26 +6,28 @@
     python bench/sinks.py --only es --records 300000 --workers 2 --batch-docs 5000
     python bench/sinks.py --only es --server es8 --records 200000 --es-runs 1x5000,2x1000
 
-It starts its own redis-server (append-only, fsync every second, as the embedded broker),
-writes the records into the ``out`` streams as processors would, then runs one real
-``tailrace sink --output NAME`` process per output until its group has acknowledged every
-entry. The records (``--data``): ``access`` (default) is what ``bench/e2e.py``'s sink gets,
-made by the real processor chain in this process from bench/data.py's nginx lines (the
-access regex with time_key and types, ~330 B of JSON a record, entries of ``--per-entry``
-lines, all on one partition as one busy file gives); ``simple`` the records before
-2026-12 (the agent's metadata, ~440 B, spread over every partition). The sink starts on
-empty streams (its group at the end of the preloaded entries) and is handed the backlog
-once idle, so its start-up CPU is printed apart and not in the per-line figure. The es
-sink writes to ``tests/esserver.py`` (a separate process on the same machine), or with
-``--server es8`` (``os2``, ``os3``) to a real Elasticsearch/OpenSearch
-(``tests/esreal.py``: fetched once, started here with ``-Xms512m -Xmx1g``, stopped at the
-end; its CPU is the server JVM's and its launcher's). Printed per output: lines/s (from
-the first delivery to the last ack), the sink's CPU µs per line and its start-up CPU, its
-peak RSS, and the CPU split between sink, server and Redis. ``--compare-with REV`` also
-runs the sinks of git revision REV (a temporary worktree) in turns with this checkout's,
-each run on freshly preloaded streams, and prints the medians side by side. ``--rate N``
-appends the entries at N lines a second while the sink runs instead (a sink that keeps up
-reads one entry at a time, as in ``bench/e2e.py``: its costs per read and commit count).
+It starts its own redis-server (append-only, fsync every second, on a Unix socket: as the
+embedded broker; ``--tcp`` for 127.0.0.1), writes the records into the ``out`` streams as
+processors would, then runs one real ``tailrace sink --output NAME`` process per output
+until its group has acknowledged every entry. The records (``--data``): ``access``
+(default) is what ``bench/e2e.py``'s sink gets, made by the real processor chain in this
+process from bench/data.py's nginx lines (the access regex with time_key and types, ~340 B
+of JSON a record, entries of ``--per-entry`` lines, all on one partition as one busy file
+gives); ``simple`` the records before 2026-12 (the agent's metadata, ~440 B, spread over
+every partition). The sink starts on empty streams (its group at the end of the preloaded
+entries) and is handed the backlog once idle, so its start-up CPU is printed apart and not
+in the per-line figure. The es sink writes to ``tests/esserver.py`` (a separate process on
+the same machine), or with ``--server es8`` (``os2``, ``os3``) to a real
+Elasticsearch/OpenSearch (``tests/esreal.py``: fetched once, started here with ``-Xms512m
+-Xmx1g``, stopped at the end; its CPU is the server JVM's and its launcher's). Printed per
+output: lines/s (from the first delivery to the last ack), the sink's CPU µs per line and
+its start-up CPU, its peak RSS, and the CPU split between sink, server and Redis.
+``--compare-with REV`` also runs the sinks of git revision REV (a temporary worktree) in
+turns with this checkout's, each run on freshly preloaded streams, and prints the medians
+side by side. ``--rate N`` appends the entries at N lines a second while the sink runs
+instead of handing it a backlog: a sink that keeps up wakes for each entry, as in
+``bench/e2e.py``, and on this VM the same work then costs more CPU the longer it slept
+(docs/performance.md).
 """
 
 from __future__ import annotations
@@ -130,13 +132,16 @@ def access_payloads(total: int, per_entry: int, work: Path) -> list[bytes]:
     return out
 
 
-def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_redis(tmp: Path, tcp: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server on a Unix socket, as the embedded broker (``tcp``: on 127.0.0.1)."""
     port = free_port()
+    sock = tmp / "redis.sock"
     proc = subprocess.Popen(
         [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp),
          "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+         *([] if tcp else ["--unixsocket", str(sock)]),
          "--logfile", str(tmp / "redis.log")], stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
+    url = f"redis://127.0.0.1:{port}/0" if tcp else f"unix://{sock}"
     client = redis.Redis.from_url(url)
     for _ in range(200):
         try:
@@ -366,6 +371,9 @@ def main() -> None:
                     help="append the entries at this many lines a second while the sink runs "
                          "(as bench/e2e.py's processor does, e.g. 120000: the sink keeps up "
                          "and reads one entry at a time) instead of handing it a backlog")
+    ap.add_argument("--tcp", action="store_true",
+                    help="the sink talks to Redis over TCP (default: a Unix socket, as "
+                         "bench/e2e.py's embedded Redis)")
     ap.add_argument("--burst", type=int, default=1,
                     help="with --rate: append this many entries at a time (the same rate)")
     args = ap.parse_args()
@@ -384,7 +392,7 @@ def main() -> None:
     outputs = ([] if args.only == "es" else ["file"]) + ([] if args.only == "file"
                                                           else list(es_outputs))
     tmp = Path(tempfile.mkdtemp(prefix="tailrace-bench-sinks-"))
-    redis_proc, url = start_redis(tmp)
+    redis_proc, url = start_redis(tmp, args.tcp)
     es_proc = None
     real = None
     sides: list[tuple[str, Path]] = [("new", ROOT)]
