@@ -21,10 +21,10 @@ It is applied only where that argument holds: no case-insensitive or local flags
 inside lookarounds, atomic groups, possessive loops or conditionals (there a failure
 after the group does not come back to try a later end), and only when ``F`` is known
 from the pattern (literals, small literal classes, optional parts, alternatives, group
-ends) and the loop is not followed directly by a literal (``re``'s own fast path). It
-works on ``re``'s parse tree (``re._parser``/``re._compiler``, stable since 3.11); any
-surprise from them falls back to ``re.compile``. Tests compare both on random patterns
-and texts (tests/test_processors/test_regex_rewrite.py).
+ends, ``$`` and ``\\Z``), and the loop is not followed directly by a literal (``re``'s
+own fast path). It works on ``re``'s parse tree (``re._parser``/``re._compiler``, stable
+since 3.11); any surprise from them falls back to ``re.compile``. Tests compare both on
+random patterns and texts (tests/test_processors/test_regex_rewrite.py).
 """
 
 from __future__ import annotations
@@ -160,6 +160,10 @@ class _Rewriter:
             if op is c.IN:
                 chars = _literal_class(av)
                 return None if chars is None else _small(acc | chars)
+            if op is c.AT and av in (c.AT_END, c.AT_END_LINE, c.AT_END_STRING):
+                # Holds only at the end or before a newline (\Z: only at the end). The end
+                # needs no character: the rewritten loop always tries the end of its run.
+                return _small(acc if av is c.AT_END_STRING else acc | {10})
 
             def rest(j: int = j) -> Follow:
                 return self.follow(items, j + 1, after)
@@ -242,7 +246,7 @@ class _Rewriter:
             return None  # re checks the next literal itself before trying the rest
         item = body.data[0]
         follow = rest()
-        if not follow:
+        if follow is None:
             return None
         outside = self.minus(item, follow)
         if outside is None:

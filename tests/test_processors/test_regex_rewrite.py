@@ -74,6 +74,9 @@ def test_what_cannot_be_proven_is_left_alone(pattern: str) -> None:
     r"(?:k(.*?)(?:;|,))+$",
     r"(?:(.*?)|q)(?:b|c)",
     r"(?s)a(.*?)(?:b|c)",
+    r"a(.*?)$",                 # $: the end, or before a newline
+    r"(?m)a([^x]*?)(?:;|$)",
+    r"a([^x]*?)\Z",             # \Z: only the end (the loop becomes one possessive run)
 ])
 def test_provable_loops_are_rewritten(pattern: str) -> None:
     assert rewrite_count(pattern) == 1
@@ -106,8 +109,8 @@ def random_pattern(rng: random.Random, depth: int = 0) -> str:
     return "".join(parts)
 
 
-FOLLOWS = ["(?: +x)?\"", "(?:b|c)", "(?:\"|$)", "(?: [^ ]*)?b", "(?:a|\n)+", "(?:ab)*\"",
-           "( *)\"", "(?:\"|b|)x", "[ab]"]
+FOLLOWS = ["(?: +x)?\"", "(?:b|c)", "(?:\"|$)", "$", "\\Z", "(?: |$)", "(?: [^ ]*)?b",
+           "(?:a|\n)+", "(?:ab)*\"", "( *)\"", "(?:\"|b|)x", "[ab]"]
 
 
 def targeted_pattern(rng: random.Random) -> str:
