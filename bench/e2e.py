@@ -171,7 +171,9 @@ def run_once(root: Path, lines: int, processors: int, partitions: int, data: str
                 rss = p.memory_info().rss
             except psutil.Error:
                 continue
-            st.cpu[pid] = (ct.user, ct.system)
+            # Redis's AOF rewrites run in forked children, counted once they are reaped.
+            kids = (ct.children_user, ct.children_system) if role == "redis" else (0.0, 0.0)
+            st.cpu[pid] = (ct.user + kids[0], ct.system + kids[1])
             st.peak_rss = max(st.peak_rss, rss)
 
     at_first: dict[str, float] = {}  # role -> CPU seconds spent before the first batch
