@@ -145,17 +145,15 @@ class Supervisor:
               f"{how} {child.name} (pid {child.proc.pid})", child=child.name)
 
     def _fork(self, child: Child) -> Forked:
-        # Objects made so far stay out of the children's collections: a collection would
-        # write to every page they sit on, copying the pages fork shares (copy-on-write).
+        # Objects made so far stay out of the children's collections, and this process's:
+        # a collection writes to every page they sit on, copying the pages fork shares
+        # (copy-on-write), and they are the imports and the config, which live on anyway.
         gc.freeze()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # else what is buffered here would be written by each child too
-        try:
-            pid = os.fork()
-            if pid == 0:
-                _run_forked(child, self.env)  # never returns
-        finally:
-            gc.unfreeze()
+        pid = os.fork()
+        if pid == 0:
+            _run_forked(child, self.env)  # never returns
         return Forked(pid)
 
     def start(self, stop: threading.Event) -> None:

@@ -10,6 +10,8 @@ and stops it when the config wants another (or is invalid, or names a broker).
 
 from __future__ import annotations
 
+import gc
+
 import click
 
 from ..config import embedded_spec
@@ -43,6 +45,9 @@ def run(config_path: str, broker: str | None, processors: int, log_level: str | 
             from .roles import agent_main, processor_main, sink_main
             from .supervising import role_child, supervised
         config = load(config_path)
+        # What the start made lives as long as this process: out of its collections from
+        # now on (one over it costs ~10 ms on the way to the forks), and of the children's.
+        gc.freeze()
         init_logging(config, "run", log_level, log_format)
         logs = (log_level, log_format)
         children = [role_child("agent", "agent", config, *logs, lambda: agent_main(config))]

@@ -39,6 +39,8 @@ def tick():
         stop.set()  # restarted from its command line: seen enough
 
 sup.start(stop)
+import gc
+print("frozen", gc.get_freeze_count() > 0, flush=True)
 print("first", type(child.proc).__name__, child.proc.wait(10), flush=True)
 sup.run(stop, tick=tick)
 print("restarted", child.restarts, "Popen" in kinds, flush=True)
@@ -58,6 +60,9 @@ def test_a_child_forks_at_its_first_start_and_restarts_from_its_command_line(
         tmp_path: Path) -> None:
     stdout, forked = supervise(tmp_path, other_thread=False)
     assert "first Forked 3" in stdout, stdout
+    # What this process had made before the fork stays out of its own collections too (a
+    # pass over it would copy the pages the children share).
+    assert "frozen True" in stdout, stdout
     assert "restarted 1 True" in stdout, stdout
     # The fork looked like the started command to its main: name, argv, an empty stdin.
     assert forked == "tr-agent-x -m tailrace --version ''\n", forked
