@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tailrace.broker import ensure_partition_count  # noqa: E402
-from tailrace.embedded import redis_server_binary  # noqa: E402
+from tailrace.embedded import AOF_REWRITE_MIN_SIZE, redis_server_binary  # noqa: E402
 from tailrace.keys import Keys, sink_group  # noqa: E402
 from tailrace.wire import RawBatch, encode_processed, encode_raw, encode_records  # noqa: E402
 
@@ -139,6 +139,7 @@ def start_redis(tmp: Path, tcp: bool = False) -> tuple[subprocess.Popen[bytes], 
     proc = subprocess.Popen(
         [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp),
          "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+         "--auto-aof-rewrite-min-size", AOF_REWRITE_MIN_SIZE,
          *([] if tcp else ["--unixsocket", str(sock)]),
          "--logfile", str(tmp / "redis.log")], stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0" if tcp else f"unix://{sock}"
