@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.data import write_files  # noqa: E402
-from bench.e2e import drop_worktree, role_of, worktree, write_config  # noqa: E402
+from bench.e2e import compile_bytecode, drop_worktree, role_of, worktree, write_config  # noqa: E402,E501
 
 PREFIX = "tr"
 OUTPUT = "out"  # the alias bench/e2e.py's config gives the file output
@@ -136,15 +136,6 @@ def _children(pid: int) -> list[int]:
             return [int(p) for p in f.read().split()]
     except OSError:
         return [c.pid for c in psutil.Process(pid).children()]
-
-
-def compile_bytecode(root: Path) -> None:
-    """Write the checkout's .pyc files, as installing a wheel does. An import writes none
-    under PYTHONDONTWRITEBYTECODE (set on the benchmark machine): a fresh worktree, or a
-    module edited since its .pyc was written, is compiled from source at every launch
-    (~0.15 s of CPU for a worktree with none), which no installed pipeline pays."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(root / pkg) for pkg in
-                    ("tailrace", "edge_agent", "processors", "sinks"))], check=True)
 
 
 def _look(client: redis.Redis, partitions: int, seen: dict[str, float],
