@@ -14,8 +14,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from timeparts import counted_fast
 
-from processors.timefast import _QUICK_FROM, compile_fast
+from processors.timefast import _QUICK_FROM
 from processors.timefmt import StrptimeFormat, TimeFormat, TimeFormatError
 
 UTC = timezone.utc
@@ -33,20 +34,6 @@ HOURS = [datetime(1970, 1, 1, 4, tzinfo=UTC), datetime(1970, 1, 13, 3, tzinfo=UT
 FRACTIONS = [f"{i:0{n}d}" for n in (1, 2, 3) for i in range(10 ** n)]
 
 
-def counted(fmt: str) -> tuple[Callable[[str], float], StrptimeFormat, list[str]]:
-    """The compiled parser of ``fmt``, its reference, and the texts it passed to it."""
-    calls: list[str] = []
-    reference = StrptimeFormat(fmt)
-
-    def counting(t: str) -> float:
-        calls.append(t)
-        return reference.parse(t)
-
-    fast = compile_fast(fmt, 0, counting)
-    assert fast is not None
-    return fast, reference, calls
-
-
 def test_the_quick_path_bound_is_an_hour_start_in_2004() -> None:
     assert _QUICK_FROM == 2.0 ** 30
     assert datetime.fromtimestamp(_QUICK_FROM, UTC) == datetime(2004, 1, 10, 13, 37, 4,
@@ -59,7 +46,7 @@ def test_every_second_and_millisecond_of_an_hour_is_read_as_strptime_does(
         hour: datetime, zone: str) -> None:
     # Each of the 60 seconds (at a random minute) with each of the 1,110 fractions of
     # 1-3 digits: the quick path's two roundings against the reference's one.
-    fast, reference, calls = counted(ISO_FRAC_ZONE)
+    fast, reference, calls = counted_fast(ISO_FRAC_ZONE)
     rng = random.Random(hour.toordinal())
     for sec in range(60):
         d = hour + timedelta(minutes=rng.randrange(60), seconds=sec)
@@ -74,7 +61,7 @@ def test_every_second_and_millisecond_of_an_hour_is_read_as_strptime_does(
 def test_fractions_of_every_length_are_read_as_strptime_does(fmt: str) -> None:
     # 1-20 digits in turns, over hours before and after the quick path's bound, with
     # zones or none: float(".digits") (a "." before %L), int / 10**n (a ","), or a table.
-    fast, reference, calls = counted(fmt)
+    fast, reference, calls = counted_fast(fmt)
     rng = random.Random(7)
     sep = "," if fmt == LOGGING else "."
     zones = {ISO_FRAC_ZONE: ["Z", "+00:00", "-0530", "+05:30"], ISO_FRAC: ["", "Z", "-0800"],
@@ -95,7 +82,7 @@ def test_fractions_of_every_length_are_read_as_strptime_does(fmt: str) -> None:
     "1999-12-31T23:59:59.999999999+14:00", "2003-12-31T23:59:59.001Z",
     "1970-01-01T00:00:00.1Z", "1970-01-01T00:00:00.000000001Z"])
 def test_leap_days_and_times_before_the_quick_path_are_exact(text: str) -> None:
-    fast, reference, calls = counted(ISO_FRAC_ZONE)
+    fast, reference, calls = counted_fast(ISO_FRAC_ZONE)
     assert fast(text) == reference.parse(text) and fast(text) == reference.parse(text)
     assert calls == []
 
@@ -115,7 +102,7 @@ def test_what_strptime_rejects_after_a_long_fraction_is_rejected(text: str) -> N
 
 
 def test_a_fraction_in_other_digits_is_read_as_strptime_does() -> None:
-    fast, reference, _ = counted(ISO_FRAC_ZONE)
+    fast, reference, _ = counted_fast(ISO_FRAC_ZONE)
     fast("2024-05-06T07:08:09.123456789Z")
     for text in ("2024-05-06T07:08:09.١٢٣٤٥٦Z", "2024-05-06T07:08:09.١٢٣Z"):
         assert fast(text) == reference.parse(text)

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import calendar
 import random
-from collections.abc import Callable
 from datetime import datetime, timezone
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from timeparts import counted_fast
 
 from processors.timeepoch import MAX_EPOCH
-from processors.timefast import compile_fast
 from processors.timefmt import StrptimeFormat, TimeFormat, TimeFormatError, parse_offset
 
 CLF = "%d/%b/%Y:%H:%M:%S %z"
@@ -160,20 +159,6 @@ def test_epoch_seconds_on_random_texts(fmt: str, seed: int) -> None:
 @given(text=st.text(st.sampled_from("0123456789 :/-+.TZJanOctzé\t"), max_size=40))
 def test_any_text_is_read_or_rejected_as_strptime_does(fmt: str, text: str) -> None:
     assert outcome(TimeFormat(fmt).parse, text) == outcome(StrptimeFormat(fmt).parse, text)
-
-
-def counted_fast(fmt: str) -> tuple[Callable[[str], float], StrptimeFormat, list[str]]:
-    """The compiled parser of ``fmt``, its reference, and the texts it passed to it."""
-    calls: list[str] = []
-    reference = StrptimeFormat(fmt)
-
-    def counting(t: str) -> float:
-        calls.append(t)
-        return reference.parse(t)
-
-    fast = compile_fast(fmt, 0, counting)
-    assert fast is not None
-    return fast, reference, calls
 
 
 @pytest.mark.parametrize(("fmt", "text"), [
