@@ -81,6 +81,7 @@ def decode_plain(chunk: bytes, base: int, final: bool = False) -> Decoded:
 
 
 _time_cache: dict[bytes, int] = {}
+_STREAMS = {b"stdout": "stdout", b"stderr": "stderr"}  # decoded once, not per line
 
 
 def parse_rfc3339(ts: bytes) -> float:
@@ -103,6 +104,10 @@ def parse_rfc3339(ts: bytes) -> float:
             _time_cache.clear()
         _time_cache[head] = secs
     rest = ts[19:]
+    # The runtimes' own shape (RFC3339Nano: a fraction, then Z) in one float(): the digit
+    # loop below costs ~0.5 µs for nine digits; same string, same float.
+    if rest[-1:] == b"Z" and rest[:1] == b"." and rest[1:-1].isdigit():
+        return secs + float(b"0" + rest[:-1])
     frac = 0.0
     if rest[:1] == b".":
         i = 1
@@ -140,7 +145,7 @@ def _decode_cri(chunk: bytes, base: int, final: bool, rule: MultilineRule | None
             t = parse_rfc3339(parts[0])
         except (ValueError, IndexError):
             t = 0.0
-        stream = parts[1].decode("ascii", "replace")
+        stream = _STREAMS.get(parts[1]) or parts[1].decode("ascii", "replace")
         msg = parts[3] if len(parts) == 4 else b""
         if parts[2] == b"P":
             j.part(stream, msg, start, t, pos)

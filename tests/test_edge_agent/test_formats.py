@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import calendar
+import random
+
 import orjson
 import pytest
 
@@ -39,6 +42,38 @@ def test_plain_passes_invalid_utf8_and_binary_bytes_unchanged() -> None:
 def test_rfc3339_with_fraction_and_zone_offset() -> None:
     assert parse_rfc3339(b"2024-05-01T12:00:00.5Z") == pytest.approx(1714564800.5)
     assert parse_rfc3339(b"2024-05-01T14:00:00+02:00") == pytest.approx(1714564800.0)
+
+
+def _rfc3339_before(ts: bytes) -> float:
+    """parse_rfc3339 before its fast path for ``.digits`` + ``Z`` (the reference)."""
+    t = ts[:19].decode()
+    secs = calendar.timegm((int(t[0:4]), int(t[5:7]), int(t[8:10]), int(t[11:13]),
+                            int(t[14:16]), int(t[17:19]), 0, 0, 0))
+    rest = ts[19:]
+    frac = 0.0
+    if rest[:1] == b".":
+        i = 1
+        while i < len(rest) and 48 <= rest[i] <= 57:
+            i += 1
+        frac = float(b"0" + rest[:i])
+        rest = rest[i:]
+    if rest and rest[:1] in (b"+", b"-"):
+        sign = 1 if rest[:1] == b"+" else -1
+        secs -= sign * (int(rest[1:3]) * 3600 + int(rest[4:6]) * 60)
+    return secs + frac
+
+
+def test_rfc3339_gives_what_it_gave_before_its_fast_path_on_every_shape() -> None:
+    rng = random.Random(3)
+    tails = ["Z", "+02:00", "-05:30", "", "z", "1e5Z", "_1Z", " Z", "١Z", "5ZZ", "+00:00Z"]
+    for _ in range(20_000):
+        head = (f"{rng.randint(1970, 2100):04d}-{rng.randint(1, 12):02d}-"
+                f"{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:"
+                f"{rng.randint(0, 59):02d}")
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(0, 12)))
+        frac = rng.choice(["", "." + digits, "." + digits, "." + digits + rng.choice("x:.")])
+        ts = (head + frac + rng.choice(tails)).encode()
+        assert parse_rfc3339(ts) == _rfc3339_before(ts), ts
 
 
 def test_cri_keeps_runtime_time_and_stream_and_joins_partials() -> None:
