@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import random
 import re
+import sys
 
 import pytest
 
 from processors.parsers.regex import translate_onigmo
 from processors.regex_rewrite import compile_regex, optional_groups, rewrite_count
 from processors.stock import STOCK_PARSERS
+
+#: The rewrite and the group analysis run on CPython 3.11 only (processors/regex_rewrite.py).
+on_311 = pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason=(
+    "the lazy-loop rewrite is enabled on CPython 3.11 only, where its parse-tree shapes are "
+    "checked; elsewhere patterns compile as written (the comparisons still run)"))
 
 NGINX = next(p["regex"] for p in STOCK_PARSERS if p["name"] == "nginx")
 
@@ -46,6 +52,7 @@ def test_stock_patterns_give_the_same_groups(name: str) -> None:
         same(plain, fast, line)
 
 
+@on_311
 def test_the_nginx_path_loop_is_rewritten() -> None:
     assert rewrite_count(translate_onigmo(NGINX)) == 1
 
@@ -67,6 +74,7 @@ def test_what_cannot_be_proven_is_left_alone(pattern: str) -> None:
     assert rewrite_count(pattern) == 0
 
 
+@on_311
 @pytest.mark.parametrize("pattern", [
     r"a(.*?)b",                 # the group's end comes first: re has no fast path there
     r"a(.*?)(?:b|c)",
@@ -136,9 +144,11 @@ def test_random_patterns_match_as_re_does(seed: int) -> None:
         for _ in range(30):
             text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 14)))
             same(plain, fast, text)
-    assert rewritten > 60  # the comparison covered the rewrite, not only plain patterns
+    if sys.version_info[:2] == (3, 11):  # elsewhere nothing is rewritten (see on_311)
+        assert rewritten > 60  # the comparison covered the rewrite, not only plain patterns
 
 
+@on_311
 @pytest.mark.parametrize("seed", range(4))
 def test_groups_outside_optional_parts_are_set_in_every_match(seed: int) -> None:
     rng = random.Random(seed)
@@ -164,6 +174,7 @@ def test_groups_outside_optional_parts_are_set_in_every_match(seed: int) -> None
     assert seen_optional > 100 and seen_set > 100
 
 
+@on_311
 def test_the_nginx_optional_groups_are_path_referer_and_agent() -> None:
     rx = re.compile(translate_onigmo(NGINX))
     assert sorted(optional_groups(rx)) == sorted(
