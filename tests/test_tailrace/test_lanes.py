@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import redis
+from helpers import wait_for
 from redis.connection import Connection
 
 from tailrace.consumer.lanes import LaneReads
@@ -22,7 +23,7 @@ def test_a_read_issued_just_before_a_reset_is_never_sent_afterwards(
     lines missing after a slot move on a loaded machine)."""
     stream = f"{prefix}:raw"
     r.xgroup_create(stream, "g", id="0", mkstream=True)
-    sending = threading.Event()
+    sending, sent = threading.Event(), threading.Event()
     plain_send = Connection.send_command
 
     def slow_send(self: Connection, *args: Any, **kwargs: Any) -> None:
@@ -30,6 +31,12 @@ def test_a_read_issued_just_before_a_reset_is_never_sent_afterwards(
             sending.set()
             time.sleep(0.3)  # the lane thread is slow to get its read out (a loaded CPU)
         plain_send(self, *args, **kwargs)
+        if args and args[0] == "XREADGROUP":
+            sent.set()
+
+    def blocked_reads() -> int:
+        return sum(c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "")
+                   for c in r.client_list())
 
     monkeypatch.setattr(Connection, "send_command", slow_send)
     reads = LaneReads(r, "g", "w1", count=10, block_ms=5_000)
@@ -37,9 +44,12 @@ def test_a_read_issued_just_before_a_reset_is_never_sent_afterwards(
         reads.issue("lane", [stream], tag=None)
         assert sending.wait(5.0)
         reads.reset()
-        time.sleep(0.6)  # whatever the old lane sent has reached the server by now
-        r.xadd(stream, {"v": "1"})
-        time.sleep(0.3)
+        assert sent.wait(5.0)  # before the reset returned (under the lane's lock), or after
+        # A read sent on the lane's connection is dropped with it; one sent after the
+        # reset, on a new connection, stays blocked on the server.
+        wait_for(lambda: blocked_reads() == 0, timeout=3.0,
+                 message="no read of the reset lane left blocked on the server")
+        r.xadd(stream, {"v": "1"})  # would be served at once to a blocked read
         assert r.xpending(stream, "g")["pending"] == 0, (
             "a read sent after the reset took the entry: it is pending on w1, unprocessed")
         assert reads.collect(0.1) == []
