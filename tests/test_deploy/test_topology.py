@@ -29,7 +29,7 @@ from deploy_model import (
     parse_mount,
     replicas,
 )
-from helpers import Role, read_json_lines, wait_for
+from helpers import Role, count_lines, read_json_lines, wait_for
 from redis_server import RedisServer, free_port
 
 #: The services of the issue's topology test, in start order.
@@ -153,7 +153,10 @@ def test_compose_topology_as_local_processes_delivers_every_generated_line(
                      interval=0.5, message=f"{proc.role} healthy (GET /health on {addr})")
 
         out = mapping["/srv/tailrace/out"]
-        wait_for(lambda: len(delivered(out)) >= len(expected), timeout=180, interval=0.5,
+        # count_lines while the sink writes (a line can be seen half written); every line is
+        # parsed after the stop, below
+        wait_for(lambda: sum(map(count_lines, out.glob("*.log"))) >= len(expected),
+                 timeout=180, interval=0.5,
                  message=f"{len(expected)} records in {out}")
     finally:
         codes = {p.role: p.stop(timeout=60) for p, _ in reversed(processes) if p.proc}
