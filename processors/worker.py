@@ -41,7 +41,7 @@ class ProcessorHandler:
     handed in by whoever owns the broker.
     """
 
-    overlap_commits = False  # its CPU is the loop's own: a commit thread would only compete
+    overlap_commits = True  # no state outside Redis: Redis commits while the next is parsed
 
     def __init__(self, config: Config, status: ThreadRecord, *,
                  rate_limits: RateLimits | None = None) -> None:

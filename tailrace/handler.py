@@ -72,10 +72,10 @@ class BatchHandler(Protocol):
     """The role-specific part of a consumer."""
 
     #: True when everything the handler does for a batch is in what it returns (no effect
-    #: outside Redis, no state kept between batches) and its work runs outside the loop's
-    #: thread: its commit may then still be in flight while the next batch is read and
-    #: handled (a processor with helpers). Outputs with side effects (files,
-    #: Elasticsearch) keep False: they write before their commit.
+    #: outside Redis, no state kept between batches): its commit may then still be in
+    #: flight (sent, its reply unread) while the next batch is read and handled (the
+    #: processors). Outputs with side effects (files, Elasticsearch) keep False: they
+    #: write before their commit.
     overlap_commits: bool
 
     def on_acquire(self, partition: int, checkpoints: list[Mapping[bytes, bytes]]) -> None:

@@ -10,6 +10,7 @@ whichever client they are sent on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,23 +135,80 @@ class ScriptBatch:
         reply is an :class:`Appended` (the script's reply; a script error in it stays an
         exception there); one refused when queued (``OOM``: nothing of it ran) has that
         error instead."""
-        if is_cluster(self.client):
-            raise TypeError("appending calls are off-cluster only")
         pipe: Any = self.client.pipeline(transaction=False)
-        for i, (script, keys, args) in enumerate(calls):
-            append = appends.get(i)
-            if append is not None:
-                pipe.execute_command("MULTI")
-                for fields in append[1]:
-                    pipe.execute_command("XADD", append[0], "*", *fields)
-            pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
-            if append is not None:
-                pipe.execute_command("EXEC")
+        for command in self._appending_commands(calls, appends):
+            pipe.execute_command(*command)
         if self.wait.replicas:
             pipe.execute_command("WAIT", self.wait.replicas, self.wait.timeout_ms)
         out = list(pipe.execute(raise_on_error=False))
         if self.wait.replicas:
             self._check_acked(out.pop(), DEFAULT_NODE)
+        return self._appending_results(calls, appends, out, partial)
+
+    def send(self) -> Callable[[], list[Any]]:
+        """Send the queued calls now on a connection of their own, without waiting; the
+        function returned reads their replies (once) and gives what :meth:`execute` would.
+
+        For a commit left in flight while the caller works on (``overlap_commits``):
+        off-cluster, no :class:`WaitPolicy`, every call appending (no NOSCRIPT to handle).
+        Until the replies are read, the connection is out of the pool.
+
+        Raises (here or from the function): any of :data:`BROKER_ERRORS`; the calls may
+        have run (every script is idempotent: the caller retries after a resync).
+        """
+        calls, self._calls = self._calls, []
+        appends, self._appends = self._appends, {}
+        if self.wait.replicas or len(appends) != len(calls):
+            raise TypeError("send() takes appending calls only, without a WaitPolicy")
+        commands = self._appending_commands(calls, appends)
+        client: Any = self.client
+        pool = client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+        except BaseException:
+            conn.disconnect()
+            pool.release(conn)
+            raise
+
+        def replies() -> list[Any]:
+            out: list[Any] = []
+            try:
+                for command in commands:
+                    try:
+                        out.append(client.parse_response(conn, command[0]))
+                    except redis.exceptions.ResponseError as exc:
+                        out.append(exc)
+            except BaseException:
+                conn.disconnect()  # replies left unread: the connection cannot be reused
+                raise
+            finally:
+                pool.release(conn)
+            return self._appending_results(calls, appends, out, False)
+
+        return replies
+
+    def _appending_commands(self, calls: list[tuple[Script, list[str], list[Any]]],
+                            appends: dict[int, tuple[str, list[list[Any]]]]
+                            ) -> list[tuple[Any, ...]]:
+        """Each appending call as MULTI · XADD · EVAL · EXEC, the others as EVAL."""
+        if is_cluster(self.client):
+            raise TypeError("appending calls are off-cluster only")
+        commands: list[tuple[Any, ...]] = []
+        for i, (script, keys, args) in enumerate(calls):
+            append = appends.get(i)
+            if append is not None:
+                commands.append(("MULTI",))
+                commands.extend(("XADD", append[0], "*", *fields) for fields in append[1])
+            commands.append(("EVAL", script.script, len(keys), *keys, *args))
+            if append is not None:
+                commands.append(("EXEC",))
+        return commands
+
+    def _appending_results(self, calls: list[tuple[Script, list[str], list[Any]]],
+                           appends: dict[int, tuple[str, list[list[Any]]]], out: list[Any],
+                           partial: bool) -> list[Any]:
+        """The replies of :meth:`_appending_commands` grouped back into one per call."""
         results: list[Any] = []
         at = 0
         for i in range(len(calls)):

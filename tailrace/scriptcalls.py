@@ -12,7 +12,7 @@ for replicas through a :class:`WaitPolicy`).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -255,6 +255,33 @@ class Scripts:
             NotReplicated: committed on the master, not confirmed by the replicas asked
                 for (:class:`WaitPolicy`); retry (a retried COMMIT is a no-op).
         """
+        return self.send_commit(
+            partition, group, owner, stage_in=stage_in, ids=ids, outputs=outputs,
+            stage_out=stage_out, dead_letters=dead_letters, checkpoint=checkpoint,
+            dlq_maxlen=dlq_maxlen, in_flight=False)()
+
+    def send_commit(
+        self,
+        partition: int,
+        group: str,
+        owner: str,
+        *,
+        stage_in: str,
+        ids: Sequence[bytes | str],
+        outputs: Sequence[bytes] = (),
+        stage_out: str = "out",
+        dead_letters: Sequence[DeadLetter] = (),
+        checkpoint: dict[str, str | int] | None = None,
+        dlq_maxlen: int = 0,
+        in_flight: bool = True,
+    ) -> Callable[[], int]:
+        """:meth:`commit`, sent now; the function returned reads its reply and gives what
+        :meth:`commit` returns (or raises what it raises).
+
+        With ``in_flight`` the commit is only sent when it can be (outputs appended beside
+        the script, one server, no :class:`WaitPolicy`): its reply is read when the function
+        is called, so the caller can work on meanwhile. Otherwise it runs now.
+        """
         k = self.keys
         now_ms = int(time.time() * 1000)
         # Outputs go in a MULTI beside the script, out of its ARGV (see scripts.COMMIT),
@@ -277,16 +304,26 @@ class Scripts:
             k.dlq(partition),
             k.checkpoint(partition, group),
         ]
+        append = (keys[2], [["v", RECORDS_VERSION, "b", out] for out in outputs])
+        if beside and in_flight and not self.wait.replicas:
+            batch = self.batch()
+            batch.add(self._commit, keys, args, append=append)
+            replies = batch.send()
+            return lambda: self._commit_outcome(replies()[0], group, partition)
         if beside or self.wait.replicas:
-            append = (keys[2], [["v", RECORDS_VERSION, "b", out] for out in outputs])
             result = self._run_beside(self._commit, keys, args, append if beside else None,
                                       wait=True)  # WAIT when the policy asks for replicas
-            if isinstance(result, Appended):
-                result = result.reply
-            if isinstance(result, BaseException):
-                raise classify_reply(result)
         else:
             result = call(self._commit, keys, args)
+        return lambda: self._commit_outcome(result, group, partition)
+
+    @staticmethod
+    def _commit_outcome(result: Any, group: str, partition: int) -> int:
+        """COMMIT's reply as :meth:`commit` returns it: the output's length, or raised."""
+        if isinstance(result, Appended):
+            result = result.reply
+        if isinstance(result, BaseException):
+            raise classify_reply(result)
         if int(result[0]) == scripts.CODE_FENCED:
             raise Fenced(group, partition)
         return int(result[1])

@@ -2,15 +2,14 @@
 came out (fenced), count it; dead-letter what keeps failing; and, on taking a partition
 over, claim what the previous owner had pending and dead-letter the poison among it.
 
-Commits in flight: for a handler whose work lives only in Redis and whose CPU is spent in
-other processes (``overlap_commits``: a processor with helpers, processors/pool.py), the
-commit of a live read runs on a thread of its own while the loop's thread reads the next
-entries and hands them to the helpers, which otherwise sat idle through every commit's
-round trip. At most one commit is in flight, so commits keep the order of the entries; its
-outcome is applied on the loop's thread (:meth:`BatchWork.settle`) before the next commit
-and before anything that must see it (the loop settles at the start of any step that does
-more than read live partitions). A handler that computes in the worker itself gains
-nothing from it (measured: the commit thread and the handler share one GIL and core).
+Commits in flight: for a handler whose work lives only in Redis (``overlap_commits``: a
+processor), the commit of a live read is *sent*, and its reply read only when the next
+commit is due (:meth:`BatchWork.settle`): Redis runs it while the worker handles the next
+entries, instead of the worker waiting for it. At most one commit is in flight, so commits
+keep the order of the entries; its outcome is applied on the loop's thread before the next
+commit and before anything that must see it (the loop settles at the start of any step
+that does more than read live partitions). No thread: one that sends and parses needs the
+GIL the handler holds (measured: it cost more than it saved).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import redis
 
@@ -39,7 +37,8 @@ __all__ = ["BatchWork"]
 
 log = logging.getLogger(__name__)
 
-_InFlight = tuple[Partition, HandleResult, "Future[int]"]
+#: a commit sent, its reply not read yet: the partition, what it commits, and its outcome
+_InFlight = tuple[Partition, HandleResult, Callable[[], int]]
 
 
 class BatchWork:
@@ -71,7 +70,6 @@ class BatchWork:
         self.unconfirmed: int | None = None
         # Waiting for replicas (WaitPolicy) confirms commits one by one: no overlap then.
         self.overlap = handler.overlap_commits and not scripts.wait.replicas
-        self._committer: ThreadPoolExecutor | None = None
         self._in_flight: _InFlight | None = None
 
     def take_over(self, part: Partition) -> None:
@@ -123,20 +121,17 @@ class BatchWork:
         """Wait for the commit in flight, if any, and apply its outcome here."""
         if self._in_flight is None:
             return
-        part, result, future = self._in_flight
+        part, result, outcome = self._in_flight
         self._in_flight = None
-        self._finish(part, result, future.result)
+        self._finish(part, result, outcome)
 
     def close(self) -> None:
-        """Settle the commit in flight (its outcome only logged now) and stop its thread."""
+        """Settle the commit in flight (its outcome only logged now)."""
         try:
             self.settle()
         except Exception as exc:  # stopping: the entries stay pending for the next owner
             event(log, logging.WARNING, "consumer_last_commit_failed",
                   f"the last commit before stopping failed: {exc!r}", group=self.group)
-        if self._committer is not None:
-            self._committer.shutdown(wait=True)
-            self._committer = None
 
     def _failed(self, part: Partition, entries: list[Entry], exc: Exception,
                 stop: threading.Event) -> None:
@@ -174,19 +169,17 @@ class BatchWork:
         if self.table.get(part.number) is not part:
             return  # lost or fenced meanwhile: the entries stay pending for its owner now
         if self.overlap and part.mode is Mode.LIVE:
-            if self._committer is None:
-                self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"commit-{self.group}")
-            self._in_flight = (part, result,
-                               self._committer.submit(self._send, part, entries, result))
+            self._in_flight = (part, result, self._send(part, entries, result, True))
             return
-        self._finish(part, result, lambda: self._send(part, entries, result))
+        self._finish(part, result, lambda: self._send(part, entries, result, False)())
 
-    def _send(self, part: Partition, entries: list[Entry], result: HandleResult) -> int:
-        return self.scripts.commit(
+    def _send(self, part: Partition, entries: list[Entry], result: HandleResult,
+              in_flight: bool) -> Callable[[], int]:
+        return self.scripts.send_commit(
             part.number, self.group, part.owner, stage_in=self.stage_in,
             ids=[e[0] for e in entries], outputs=result.outputs, stage_out=self.stage_out,
             dead_letters=result.dead_letters, checkpoint=result.checkpoint,
-            dlq_maxlen=self.service.dlq_max_entries,
+            dlq_maxlen=self.service.dlq_max_entries, in_flight=in_flight,
         )
 
     def _finish(self, part: Partition, result: HandleResult, outcome: Callable[[], int]) -> None:

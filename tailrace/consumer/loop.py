@@ -140,6 +140,7 @@ class StreamConsumer:
                     self.table.resync_all()
                     self.reads.reset()
                     stop.wait(backoff.next_delay())
+            self._drain_read_ahead(stop)
         except BaseException as exc:
             # A bug escaped the loop: say so (status, /health) before the thread ends; the
             # leases are released below and another worker (or a restart) takes over.
@@ -154,6 +155,26 @@ class StreamConsumer:
             self.keeper.leave()
             self.lifecycle.partitions[self.group] = []
             self.status.set_state(State.FAILED if failed else State.STOPPED, failed or "")
+
+    def _drain_read_ahead(self, stop: threading.Event) -> None:
+        """Stopping: handle and commit what the read sent ahead brought (the batch in hand).
+
+        Its entries were delivered to this worker; left pending, they would wait for the
+        next owner's takeover. The read is cut short first (``CLIENT UNBLOCK``), so a stop
+        never waits for new entries."""
+        if self.reads.idle():
+            return
+        failed: BaseException | None = None
+        try:
+            self._handle_replies(self.reads.cut(), stop)
+        except BROKER_ERRORS as exc:
+            failed = exc
+        except Fenced as exc:
+            failed = exc
+        if failed is not None:
+            event(log, logging.WARNING, "consumer_drain_failed",
+                  f"the entries read ahead stay pending for the next owner: {failed!r}",
+                  group=self.group)
 
     def _broker_error(self, exc: BaseException) -> None:
         self.status.set_state(State.BROKER_DOWN, str(exc))
@@ -282,6 +303,10 @@ class StreamConsumer:
         replies = self.reads.new(lanes)
         if not any(r.result for r in replies):
             self.status.set_state(State.IDLE)
+        elif all(r.error is None for r in replies):
+            # Entries came: more are likely waiting. Redis serves the next read while these
+            # are handled (a reply that turns out stale is dropped by its ticket).
+            self.reads.prefetch(lanes)
         self._handle_replies(replies, stop)
         return True
 

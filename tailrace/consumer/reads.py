@@ -1,12 +1,14 @@
 """Every XREADGROUP a consumer makes, in one place: its own pending entries one at a time
 ("history"), and new entries (``>``) on every live partition.
 
-New entries are read by :class:`~tailrace.consumer.lanes.LaneReads`: on one server a single
-blocking XREADGROUP covers every live partition (on the loop's thread when no other read
-is in flight: the common case); on a Redis Cluster each partition has its own blocking
-read (the cluster refuses commands across slots), and the loop wakes up when any of them
-answers. Each read carries a :class:`~tailrace.consumer.table.Ticket` from the table, which
-decides whether its reply may still be applied.
+On one server a single blocking XREADGROUP covers every live partition, on the loop's
+thread; once a read brought entries, the next one is sent before they are handled
+(:meth:`Reads.prefetch`, :class:`~tailrace.consumer.prefetch.InlineRead`), so Redis serves
+it meanwhile. On a Redis Cluster each partition has its own blocking read
+(:class:`~tailrace.consumer.lanes.LaneReads`: the cluster refuses commands across slots),
+and the loop wakes up when any of them answers. Each read carries a
+:class:`~tailrace.consumer.table.Ticket` from the table, which decides whether its reply
+may still be applied.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ..handler import Entry
 from ..keys import Keys
 from ..topology import DEFAULT_NODE, is_cluster
 from .lanes import LaneReads, LaneReply
+from .prefetch import InlineRead
 from .table import Partition, PartitionTable
 
 __all__ = ["Reads"]
@@ -39,7 +42,9 @@ class Reads:
         self.count = count
         self.block_ms = block_ms
         self.cluster = is_cluster(client)
-        self.lanes = LaneReads(client, group, consumer, count=count, block_ms=block_ms)
+        self.lanes: LaneReads | InlineRead = (
+            LaneReads if self.cluster else InlineRead)(client, group, consumer, count=count,
+                                                       block_ms=block_ms)
 
     def _stream(self, p: int) -> str:
         return self.keys.stream(self.stage_in, p)
@@ -97,6 +102,20 @@ class Reads:
                 self.lanes.issue(lane, [self._stream(part.number) for part in parts],
                                  self.table.ticket(parts))
         return self.lanes.collect(self.block_ms / 1000 + 1.0)
+
+    def prefetch(self, lanes: Mapping[str, list[Partition]]) -> None:
+        """Send the next read of ``lanes`` now, to be collected by the next :meth:`new`
+        (one server only: a cluster's lanes read on threads, see prefetch.py)."""
+        if self.cluster or self.lanes.in_flight() or self.lanes.has_ready():
+            return
+        for lane, parts in lanes.items():
+            self.lanes.issue(lane, [self._stream(part.number) for part in parts],
+                             self.table.ticket(parts))
+
+    def cut(self) -> list[LaneReply]:
+        """Cancel every read in flight; what they and the reads already in brought."""
+        self.settle({})
+        return self.lanes.collect(0)
 
     def reset(self) -> None:
         """Drop every lane (after a broker error): they reconnect to the nodes serving then."""

@@ -20,7 +20,6 @@ from ..logs import event
 __all__ = ["claim_pending", "group_lost", "over_delivered", "recreate_group"]
 
 log = logging.getLogger(__name__)
-_PAGE = 500
 
 
 def group_lost(exc: BaseException) -> bool:
@@ -46,17 +45,19 @@ def claim_pending(client: redis.Redis, stream: str, group: str, consumer: str) -
 
 def over_delivered(client: redis.Redis, stream: str, group: str, consumer: str,
                    max_deliveries: int) -> list[bytes]:
-    """Ids of ``consumer``'s pending entries delivered more than ``max_deliveries`` times."""
-    poison: list[bytes] = []
-    start = "-"
-    while True:
-        page: Any = client.xpending_range(stream, group, start, "+", _PAGE, consumer)
-        poison.extend(item["message_id"] for item in page
-                      if int(item["times_delivered"]) > max_deliveries)
-        if len(page) < _PAGE:
-            return poison
-        ms, seq = page[-1]["message_id"].decode().split("-")
-        start = f"{ms}-{int(seq) + 1}"
+    """The oldest of ``consumer``'s pending entries on ``stream``, when it was delivered more
+    than ``max_deliveries`` times (else nothing).
+
+    Only the oldest: every takeover's XAUTOCLAIM counts a delivery for *each* pending entry,
+    so the entries pending behind a poison one (read with it, or by the next read sent
+    ahead) cross the limit with it, without having been handled again. History handles
+    pending entries one at a time from the oldest, so the entry a worker keeps dying on is
+    the oldest pending one; the others get their turn once it is dead-lettered (a second
+    poison entry right behind it is dead-lettered at the next takeover).
+    """
+    page: Any = client.xpending_range(stream, group, "-", "+", 1, consumer)
+    return [item["message_id"] for item in page
+            if int(item["times_delivered"]) > max_deliveries]
 
 
 def recreate_group(client: redis.Redis, keys: Keys, stage: str, group: str,

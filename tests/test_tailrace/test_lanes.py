@@ -1,4 +1,5 @@
-"""Lane reads (one blocking XREADGROUP per partition, as on a Redis Cluster) and their reset."""
+"""Reads in flight: lane reads (one blocking XREADGROUP per partition, as on a Redis Cluster)
+and their reset; the read a worker on one server sends ahead (consumer/prefetch.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from helpers import wait_for
 from redis.connection import Connection
 
 from tailrace.consumer.lanes import LaneReads
+from tailrace.consumer.prefetch import InlineRead
 
 
 def test_a_read_issued_just_before_a_reset_is_never_sent_afterwards(
@@ -55,3 +57,76 @@ def test_a_read_issued_just_before_a_reset_is_never_sent_afterwards(
         assert reads.collect(0.1) == []
     finally:
         reads.close()
+
+
+def blocked_on(r: redis.Redis) -> int:
+    """XREADGROUP calls blocked on the server now."""
+    return sum(c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "")
+               for c in r.client_list())
+
+
+def test_a_read_sent_ahead_is_served_meanwhile_and_collected_later(
+        r: redis.Redis, prefix: str) -> None:
+    stream = f"{prefix}:raw"
+    r.xgroup_create(stream, "g", id="0", mkstream=True)
+    ids = [r.xadd(stream, {"n": str(i)}) for i in range(3)]
+    read = InlineRead(r, "g", "w1", count=2, block_ms=5_000)
+    try:
+        read.issue("lane", [stream], tag="t1")
+        assert read.in_flight() == {"lane": frozenset([stream])}
+        # served while the caller does something else: pending on w1 before any collect
+        wait_for(lambda: r.xpending(stream, "g")["pending"] == 2, timeout=5,
+                 message="the read served without being collected")
+        (reply,) = read.collect(1.0)
+        assert reply.tag == "t1" and reply.error is None
+        assert [eid for eid, _f in reply.result[0][1]] == ids[:2]
+        assert read.in_flight() == {} and not read.has_ready()
+        read.issue("lane", [stream], tag="t2")
+        (reply,) = read.collect(1.0)
+        assert [eid for eid, _f in reply.result[0][1]] == ids[2:]
+    finally:
+        read.close()
+
+
+def test_cancel_ends_a_blocked_read_at_once_and_keeps_its_reply(
+        r: redis.Redis, prefix: str) -> None:
+    stream = f"{prefix}:raw"
+    r.xgroup_create(stream, "g", id="0", mkstream=True)
+    read = InlineRead(r, "g", "w1", count=2, block_ms=10_000)
+    try:
+        read.issue("lane", [stream], tag="t")
+        wait_for(lambda: blocked_on(r) == 1, timeout=5, message="the read blocked")
+        began = time.monotonic()
+        read.cancel("lane")
+        assert time.monotonic() - began < 2.0, "cancel waited for the block to run out"
+        assert read.in_flight() == {} and read.has_ready()
+        (reply,) = read.collect(0)
+        assert reply.tag == "t" and reply.error is None and not reply.result
+        r.xadd(stream, {"n": "1"})
+        assert r.xpending(stream, "g")["pending"] == 0, "a cancelled read took an entry"
+    finally:
+        read.close()
+
+
+def test_reset_cuts_the_read_and_a_broken_connection_gives_an_error_reply(
+        r: redis.Redis, prefix: str) -> None:
+    stream = f"{prefix}:raw"
+    r.xgroup_create(stream, "g", id="0", mkstream=True)
+    read = InlineRead(r, "g", "w1", count=2, block_ms=10_000)
+    try:
+        read.issue("lane", [stream], tag="t")
+        wait_for(lambda: blocked_on(r) == 1, timeout=5, message="the read blocked")
+        read.reset()
+        wait_for(lambda: blocked_on(r) == 0, timeout=3, message="the reset read cut")
+        assert read.collect(0) == []
+        read.issue("lane", [stream], tag="t2")
+        wait_for(lambda: blocked_on(r) == 1, timeout=5, message="a new read blocked")
+        r.client_kill_filter(_type="normal", skipme=True)  # the server drops every client
+        (reply,) = read.collect(1.0)
+        assert reply.tag == "t2" and isinstance(reply.error, redis.exceptions.ConnectionError)
+        read.issue("lane", [stream], tag="t3")  # a fresh connection
+        r.xadd(stream, {"n": "1"})
+        (reply,) = read.collect(1.0)
+        assert reply.error is None and len(reply.result[0][1]) == 1
+    finally:
+        read.close()
