@@ -17,6 +17,7 @@ is consumed.
 from __future__ import annotations
 
 import calendar
+import re
 from collections.abc import Callable
 from itertools import accumulate, repeat
 from operator import add
@@ -84,15 +85,12 @@ _time_cache: dict[bytes, int] = {}
 _STREAMS = {b"stdout": "stdout", b"stderr": "stderr"}  # decoded once, not per line
 
 
-def parse_rfc3339(ts: bytes) -> float:
-    """``2024-05-01T12:00:00.123456789Z`` (or ``+02:00``) -> epoch seconds.
-
-    The whole-seconds part is cached: container runtimes write many lines per second.
+def _seconds(head: bytes) -> int:
+    """``2024-05-01T12:00:00`` -> epoch seconds, cached (runtimes write many lines a second).
 
     Raises:
-        ValueError, IndexError: not such a timestamp.
+        ValueError, IndexError: not such a time.
     """
-    head = ts[:19]
     secs = _time_cache.get(head)
     if secs is None:
         t = head.decode()
@@ -103,6 +101,18 @@ def parse_rfc3339(ts: bytes) -> float:
         if len(_time_cache) > 4096:
             _time_cache.clear()
         _time_cache[head] = secs
+    return secs
+
+
+def parse_rfc3339(ts: bytes) -> float:
+    """``2024-05-01T12:00:00.123456789Z`` (or ``+02:00``) -> epoch seconds.
+
+    The whole-seconds part is cached: container runtimes write many lines per second.
+
+    Raises:
+        ValueError, IndexError: not such a timestamp.
+    """
+    secs = _seconds(ts[:19])
     rest = ts[19:]
     # The runtimes' own shape (RFC3339Nano: a fraction, then Z) in one float(): the digit
     # loop below costs ~0.5 µs for nine digits; same string, same float.
@@ -122,6 +132,37 @@ def parse_rfc3339(ts: bytes) -> float:
     return secs + frac
 
 
+#: The runtimes' own line (RFC3339Nano in UTC, stdout or stderr, a whole message): nearly
+#: every line of a container log. The groups are what parse_rfc3339 reads of the time.
+_CRI_FULL = re.compile(
+    rb"(?m)^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z (stdout|stderr) F ([^\n]*)\n")
+
+
+def _cri_whole(chunk: bytes, end: int, base: int, limit: MessageLimit | None
+               ) -> Decoded | None:
+    """The chunk decoded at C speed when every line is such a whole message (None when
+    not: a partial, another shape, a message over the limit; the line loop then runs).
+
+    Same messages, offsets, times and streams as the loop: one regex pass over the chunk
+    and a few maps, instead of a split, a time parse and a Joiner call per line."""
+    body = chunk[: end + 1]
+    found = _CRI_FULL.findall(body)
+    if not found or len(found) != body.count(b"\n"):
+        return None
+    heads, fracs, names, msgs = map(list, zip(*found, strict=True))
+    if limit is not None and max(map(len, msgs)) > limit.max_bytes:
+        return None
+    try:
+        secs = {head: _seconds(head) for head in set(heads)}
+    except (ValueError, IndexError, OverflowError):
+        return None  # a time the loop reads as 0.0
+    if b"" in fracs:  # a whole second: Go's RFC3339Nano drops a zero fraction
+        fracs = [f or b".0" for f in fracs]
+    times = list(map(add, map(secs.__getitem__, heads), map(float, fracs)))
+    return Decoded(msgs, line_offsets(base, body[:-1].split(b"\n")), times,
+                   list(map(_STREAMS.__getitem__, names)), end + 1)
+
+
 def _decode_cri(chunk: bytes, base: int, final: bool, rule: MultilineRule | None,
                 limit: MessageLimit | None = None) -> Decoded:
     """CRI log lines ``<time> <stream> <P|F> <message>``; ``P`` partials are joined.
@@ -130,6 +171,16 @@ def _decode_cri(chunk: bytes, base: int, final: bool, rule: MultilineRule | None
     stream ``unknown``), so nothing is dropped.
     """
     end = chunk.rfind(b"\n")
+    if end >= 0 and rule is None:
+        whole = _cri_whole(chunk, end, base, limit)
+        if whole is not None:
+            return whole
+    return _decode_cri_lines(chunk, end, base, final, rule, limit)
+
+
+def _decode_cri_lines(chunk: bytes, end: int, base: int, final: bool,
+                      rule: MultilineRule | None, limit: MessageLimit | None) -> Decoded:
+    """:func:`_decode_cri` line by line, through the Joiner (``end``: the last newline)."""
     j = Joiner(rule, True, base, limit)
     if end < 0:
         return j.done(base, False, base)

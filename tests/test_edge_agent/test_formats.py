@@ -8,7 +8,9 @@ import random
 import orjson
 import pytest
 
-from edge_agent.formats import decode_plain, make_decoder, parse_rfc3339
+from edge_agent.formats import (_cri_whole, _decode_cri, _decode_cri_lines, decode_plain,
+                                make_decoder, parse_rfc3339)
+from edge_agent.joiner import MessageLimit
 from edge_agent.multiline import MultilineRule
 from edge_agent.options import MultilineOptions
 
@@ -113,6 +115,62 @@ def test_cri_other_stream_waits_behind_an_open_partial_then_keeps_start_order() 
     assert d.lines == [b"long-line", b"err"]
     assert d.offsets == [0, len(a)]
     assert d.consumed == len(a + b + c)
+
+
+def _random_cri_line(rng: random.Random, odd: bool) -> bytes:
+    """A runtime's whole line; with ``odd``, maybe one the C-speed path must leave alone."""
+    head = (f"{rng.randint(1970, 2100):04d}-{rng.randint(1, 12):02d}-"
+            f"{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:"
+            f"{rng.randint(0, 59):02d}")
+    digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 9)))
+    frac = "" if rng.random() < 0.05 else "." + digits
+    stream, flag, zone = rng.choice(["stdout", "stderr"]), "F", "Z"
+    msg = bytes(rng.choice(b"ab {}\"\r\t:=F P\xc3\xa9\xff") for _ in range(rng.randint(0, 40)))
+    if odd:
+        kind = rng.randrange(9)
+        if kind == 0:
+            flag = "P"
+        elif kind == 1:
+            zone = rng.choice(["+02:00", "-05:30", "z", ""])
+        elif kind == 2:
+            stream = rng.choice(["custom", "stdout ", "", "STDOUT"])
+        elif kind == 3:
+            head = head[:5] + "13" + head[7:]  # no such month: the loop reads time 0.0
+        elif kind == 4:
+            frac = "."
+        elif kind == 5:
+            return rng.choice([b"", b"not cri", b"2024-05-01T12:00:00Z stdout F"])
+        elif kind == 6:
+            msg = b"x" * 300  # over the limit below
+        elif kind == 7:
+            head = rng.choice(["x ", " ", "1"]) + head  # a valid line after other bytes
+    return f"{head}{frac}{zone} {stream} {flag} ".encode() + msg
+
+
+def test_cri_whole_lines_at_c_speed_give_what_the_line_loop_gives() -> None:
+    """The regex pass over whole-message chunks (_cri_whole) and the line loop agree on
+    messages, offsets, times (bit for bit), streams and what is consumed; chunks with any
+    other line take the loop."""
+    rng = random.Random(11)
+    taken = 0
+    for n in range(3000):
+        odd = n % 3 == 0
+        lines = [_random_cri_line(rng, odd and rng.random() < 0.2)
+                 for _ in range(rng.randint(1, 30))]
+        chunk = b"\n".join(lines) + rng.choice([b"\n", b"\n", b"\n2024-05-01T12:00:00.1Z std"])
+        base = rng.randint(0, 10**6)
+        limit = rng.choice([None, MessageLimit(200, "split")])
+        final = rng.random() < 0.5
+        loop = _decode_cri_lines(chunk, chunk.rfind(b"\n"), base, final, None, limit)
+        assert _decode_cri(chunk, base, final, None, limit) == loop, chunk
+        whole = _cri_whole(chunk, chunk.rfind(b"\n"), base, limit)
+        if whole is not None:
+            taken += 1
+            assert whole == loop, chunk
+            assert [t.hex() for t in whole.times or []] == [t.hex() for t in loop.times or []]
+        else:
+            assert odd, f"a chunk of whole lines took the loop: {chunk!r}"
+    assert taken > 1500, f"the C-speed path took only {taken} of 3000 chunks"
 
 
 def test_cri_malformed_line_passes_through_whole() -> None:
