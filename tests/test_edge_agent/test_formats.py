@@ -8,8 +8,14 @@ import random
 import orjson
 import pytest
 
-from edge_agent.formats import (_cri_whole, _decode_cri, _decode_cri_lines, decode_plain,
-                                make_decoder, parse_rfc3339)
+from edge_agent.formats import (
+    _cri_whole,
+    _decode_cri,
+    _decode_cri_lines,
+    decode_plain,
+    make_decoder,
+    parse_rfc3339,
+)
 from edge_agent.joiner import MessageLimit
 from edge_agent.multiline import MultilineRule
 from edge_agent.options import MultilineOptions
