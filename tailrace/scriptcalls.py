@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Required, TypedDict, Unpack
 
 import redis
 from redis.commands.core import Script
@@ -30,6 +30,18 @@ from .wire import FORMAT_VERSION, RECORDS_VERSION
 
 __all__ = ["DeadLetter", "DlqSummary", "ProduceResult", "ReplayResult", "ScriptBatch",
            "Scripts", "WaitPolicy"]
+
+
+class CommitCall(TypedDict, total=False):
+    """What a COMMIT carries besides its partition, group and owner (:meth:`Scripts.commit`)."""
+
+    stage_in: Required[str]
+    ids: Required[Sequence[bytes | str]]
+    outputs: Sequence[bytes]
+    stage_out: str
+    dead_letters: Sequence[DeadLetter]
+    checkpoint: dict[str, str | int] | None
+    dlq_maxlen: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,20 +242,7 @@ class Scripts:
         return self._run(self._release, [key], [owner], client)
 
     # -- commits ----------------------------------------------------------------------
-    def commit(
-        self,
-        partition: int,
-        group: str,
-        owner: str,
-        *,
-        stage_in: str,
-        ids: Sequence[bytes | str],
-        outputs: Sequence[bytes] = (),
-        stage_out: str = "out",
-        dead_letters: Sequence[DeadLetter] = (),
-        checkpoint: dict[str, str | int] | None = None,
-        dlq_maxlen: int = 0,
-    ) -> int:
+    def commit(self, partition: int, group: str, owner: str, **call: Unpack[CommitCall]) -> int:
         """Fenced commit: append outputs and dead letters, save checkpoint, ack ``ids``.
 
         Returns:
@@ -255,10 +254,7 @@ class Scripts:
             NotReplicated: committed on the master, not confirmed by the replicas asked
                 for (:class:`WaitPolicy`); retry (a retried COMMIT is a no-op).
         """
-        return self.send_commit(
-            partition, group, owner, stage_in=stage_in, ids=ids, outputs=outputs,
-            stage_out=stage_out, dead_letters=dead_letters, checkpoint=checkpoint,
-            dlq_maxlen=dlq_maxlen, in_flight=False)()
+        return self.send_commit(partition, group, owner, **call, in_flight=False)()
 
     def send_commit(
         self,

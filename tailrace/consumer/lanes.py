@@ -29,11 +29,53 @@ import redis
 
 from ..topology import node_client, node_of
 
-__all__ = ["LaneReply", "LaneReads"]
+__all__ = ["LaneReads", "LaneReply", "ReadSpec"]
 
 log = logging.getLogger(__name__)
 
 _CANCEL_POLL_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class ReadSpec:
+    """Who reads new entries, how many, and how long a read may block server-side."""
+
+    group: str
+    consumer: str
+    count: int  # entries per stream per read
+    block_ms: int
+
+    def command(self, streams: list[str]) -> list[Any]:
+        """The blocking ``XREADGROUP … >`` of ``streams``."""
+        return ["XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.count,
+                "BLOCK", self.block_ms, "STREAMS", *streams, *([">"] * len(streams))]
+
+    @property
+    def cancel_deadline_s(self) -> float:
+        """How long a cancelled read may take to come back before its connection is cut."""
+        return self.block_ms / 1000 + 1.0
+
+
+def open_read_connection(client: Any) -> tuple[Any, int]:
+    """A connection of its own out of ``client``'s pool, and its ``CLIENT ID`` (what
+    ``CLIENT UNBLOCK`` from another connection names to end a read blocked on it)."""
+    conn: Any = client.connection_pool.get_connection()
+    try:
+        conn.send_command("CLIENT", "ID")
+        return conn, int(conn.read_response())
+    except BaseException:
+        close_read_connection(client, conn)
+        raise
+
+
+def close_read_connection(client: Any, conn: Any) -> None:
+    """Close a connection of :func:`open_read_connection` (a read blocked on it is cut:
+    the server drops it) and hand it back to its pool."""
+    conn.disconnect()
+    try:
+        client.connection_pool.release(conn)
+    except (redis.exceptions.RedisError, OSError, ValueError):
+        pass  # a pool that was reset meanwhile: the connection is closed anyway
 
 
 @dataclass
@@ -88,10 +130,7 @@ class _Lane(threading.Thread):
         self.drop()
 
     def _open(self) -> None:
-        conn: Any = self.client.connection_pool.get_connection()
-        conn.send_command("CLIENT", "ID")
-        self.client_id = int(conn.read_response())
-        self.conn = conn
+        self.conn, self.client_id = open_read_connection(self.client)
 
     def retire(self) -> None:
         """Close the connection and send no read any more (a read already sent is cut: the
@@ -105,11 +144,7 @@ class _Lane(threading.Thread):
         with self._lock:
             conn, self.conn, self.client_id = self.conn, None, None
         if conn is not None:
-            conn.disconnect()
-            try:
-                self.client.connection_pool.release(conn)
-            except (redis.exceptions.RedisError, OSError, ValueError):
-                pass  # a pool that was reset meanwhile: the connection is closed anyway
+            close_read_connection(self.client, conn)
 
 
 class LaneReads:
@@ -127,10 +162,7 @@ class LaneReads:
     def __init__(self, client: redis.Redis, group: str, consumer: str, *, count: int,
                  block_ms: int) -> None:
         self.client = client
-        self.group = group
-        self.consumer = consumer
-        self.count = count
-        self.block_ms = block_ms
+        self.spec = ReadSpec(group, consumer, count, block_ms)
         self.replies: queue.SimpleQueue[tuple[_Lane, LaneReply]] = queue.SimpleQueue()
         self._lanes: dict[str, _Lane] = {}
         self._in_flight: dict[str, frozenset[str]] = {}  # lane -> streams being read
@@ -157,9 +189,7 @@ class LaneReads:
             node = node_client(self.client, node_of(self.client, streams[0]))
             worker = self._lanes[lane] = _Lane(self, lane, node)
             worker.start()
-        args: list[Any] = ["XREADGROUP", "GROUP", self.group, self.consumer,
-                           "COUNT", self.count, "BLOCK", self.block_ms, "STREAMS", *streams,
-                           *([">"] * len(streams))]
+        args = self.spec.command(streams)
         self._in_flight[lane] = frozenset(streams)
         worker.jobs.put((args, tag))
 
@@ -206,7 +236,7 @@ class LaneReads:
         if lane not in self._in_flight:
             return
         worker = self._lanes[lane]
-        deadline = time.monotonic() + self.block_ms / 1000 + 1.0
+        deadline = time.monotonic() + self.spec.cancel_deadline_s
         while lane in self._in_flight:
             cid = worker.client_id
             if time.monotonic() > deadline:

@@ -25,7 +25,7 @@ from typing import Any
 import redis
 
 from ..errors import BrokerUnavailable
-from .lanes import LaneReply
+from .lanes import LaneReply, ReadSpec, close_read_connection, open_read_connection
 
 __all__ = ["InlineRead"]
 
@@ -47,10 +47,7 @@ class InlineRead:
     def __init__(self, client: redis.Redis, group: str, consumer: str, *, count: int,
                  block_ms: int) -> None:
         self.client = client
-        self.group = group
-        self.consumer = consumer
-        self.count = count
-        self.block_ms = block_ms
+        self.spec = ReadSpec(group, consumer, count, block_ms)
         self._conn: Any = None
         self._client_id: int | None = None
         self._lane: str | None = None  # the lane of the read in flight
@@ -79,9 +76,7 @@ class InlineRead:
         try:
             if self._conn is None:
                 self._open()
-            self._conn.send_command(
-                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.count,
-                "BLOCK", self.block_ms, "STREAMS", *streams, *([">"] * len(streams)))
+            self._conn.send_command(*self.spec.command(streams))
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the worker loop
             self._fail(exc)
 
@@ -108,7 +103,7 @@ class InlineRead:
         """
         if self._lane is None:
             return
-        deadline = time.monotonic() + self.block_ms / 1000 + 1.0
+        deadline = time.monotonic() + self.spec.cancel_deadline_s
         while self._lane is not None:
             try:
                 if self._conn.can_read(timeout=0):
@@ -142,14 +137,7 @@ class InlineRead:
 
     # -- plumbing -------------------------------------------------------------------------
     def _open(self) -> None:
-        conn: Any = self.client.connection_pool.get_connection()
-        try:
-            conn.send_command("CLIENT", "ID")
-            self._client_id = int(conn.read_response())
-        except BaseException:
-            self.client.connection_pool.release(conn)
-            raise
-        self._conn = conn
+        self._conn, self._client_id = open_read_connection(self.client)
 
     def _read(self) -> None:
         """Read the reply of the read in flight into the ready list."""
@@ -171,8 +159,4 @@ class InlineRead:
     def _drop(self) -> None:
         conn, self._conn, self._client_id = self._conn, None, None
         if conn is not None:
-            conn.disconnect()
-            try:
-                self.client.connection_pool.release(conn)
-            except (redis.exceptions.RedisError, OSError, ValueError):
-                pass  # a pool that was reset meanwhile: the connection is closed anyway
+            close_read_connection(self.client, conn)

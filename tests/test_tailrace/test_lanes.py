@@ -65,12 +65,17 @@ def blocked_on(r: redis.Redis) -> int:
                for c in r.client_list())
 
 
-def test_a_read_sent_ahead_is_served_meanwhile_and_collected_later(
-        r: redis.Redis, prefix: str) -> None:
+def inline_read(r: redis.Redis, prefix: str, block_ms: int) -> tuple[str, InlineRead]:
+    """A stream with group ``g`` (from id 0) and an InlineRead of it as ``w1``."""
     stream = f"{prefix}:raw"
     r.xgroup_create(stream, "g", id="0", mkstream=True)
+    return stream, InlineRead(r, "g", "w1", count=2, block_ms=block_ms)
+
+
+def test_a_read_sent_ahead_is_served_meanwhile_and_collected_later(
+        r: redis.Redis, prefix: str) -> None:
+    stream, read = inline_read(r, prefix, 5_000)
     ids = [r.xadd(stream, {"n": str(i)}) for i in range(3)]
-    read = InlineRead(r, "g", "w1", count=2, block_ms=5_000)
     try:
         read.issue("lane", [stream], tag="t1")
         assert read.in_flight() == {"lane": frozenset([stream])}
@@ -90,9 +95,7 @@ def test_a_read_sent_ahead_is_served_meanwhile_and_collected_later(
 
 def test_cancel_ends_a_blocked_read_at_once_and_keeps_its_reply(
         r: redis.Redis, prefix: str) -> None:
-    stream = f"{prefix}:raw"
-    r.xgroup_create(stream, "g", id="0", mkstream=True)
-    read = InlineRead(r, "g", "w1", count=2, block_ms=10_000)
+    stream, read = inline_read(r, prefix, 10_000)
     try:
         read.issue("lane", [stream], tag="t")
         wait_for(lambda: blocked_on(r) == 1, timeout=5, message="the read blocked")
@@ -110,9 +113,7 @@ def test_cancel_ends_a_blocked_read_at_once_and_keeps_its_reply(
 
 def test_reset_cuts_the_read_and_a_broken_connection_gives_an_error_reply(
         r: redis.Redis, prefix: str) -> None:
-    stream = f"{prefix}:raw"
-    r.xgroup_create(stream, "g", id="0", mkstream=True)
-    read = InlineRead(r, "g", "w1", count=2, block_ms=10_000)
+    stream, read = inline_read(r, prefix, 10_000)
     try:
         read.issue("lane", [stream], tag="t")
         wait_for(lambda: blocked_on(r) == 1, timeout=5, message="the read blocked")
