@@ -78,6 +78,9 @@ def load_journal(path: Path) -> tuple[dict[str, int], dict[str, int]]:
 
 
 def save_journal(path: Path, files: Mapping[str, Any], rotations: Mapping[str, Any]) -> None:
+    """Replace the journal atomically; durable when this returns (the new content fsynced,
+    then the folder, so that a power cut cannot bring back the old journal: a size taken
+    before a first write, or a rotation, must be there after it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as f:
@@ -85,3 +88,4 @@ def save_journal(path: Path, files: Mapping[str, Any], rotations: Mapping[str, A
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(str(path))

@@ -8,6 +8,7 @@ not in the checkpoint. The last test kills a real ``tailrace sink`` process.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from sinkdata import BASE_TIME, group_done, make_records, preload, running, sink
 
 from sinks.context import OutputContext
 from sinks.file import FileOutput, FileOutputOptions
+from sinks.journal import load_journal, save_journal
 from tailrace.jsonbatch import JsonBatch
 from tailrace.keys import Keys
 from tailrace.wire import decode_processed, encode_processed
@@ -479,3 +481,21 @@ def test_several_v2_entries_in_one_batch_keep_each_records_tag_time_and_raw_byte
     assert names == sorted(p.name for p in (tmp_path / "v2").glob("*.log")) and len(names) == 3
     for name in names:
         assert (tmp_path / "v2" / name).read_bytes() == (tmp_path / "maps" / name).read_bytes()
+
+
+def test_the_journal_is_durable_when_saved_its_folder_fsynced_after_the_rename(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power cut right after save_journal must not bring the old journal back: the
+    rename is made durable by an fsync of the folder, after the file's own fsync."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "state" / "files.json"
+    save_journal(path, {"/out/a.log": 12}, {"/out/b.log": 3})
+    assert synced == [str(path.with_suffix(".tmp")), str(path.parent)]
+    assert load_journal(path) == ({"/out/a.log": 12}, {"/out/b.log": 3})
