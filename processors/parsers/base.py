@@ -12,7 +12,16 @@ from typing import Any
 from tailrace.config import ParserConfig
 
 from ..timefmt import TimeFormat, TimeFormatError, parse_offset
-from .compiled import ParseFailure, RecordsFn, RegexSpec, Shape, compile_parse, compile_records
+from .compiled import (
+    JsonSpec,
+    ParseFailure,
+    RecordsFn,
+    RegexSpec,
+    Shape,
+    compile_parse,
+    compile_records,
+)
+from .json_parser import JsonParser
 from .regex import RegexParser
 
 __all__ = ["CONVERTERS", "TIME_ERROR_KEY", "BoundParser", "ParseFailure"]
@@ -58,7 +67,7 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 class BoundParser:
     """A configured parser: ``parse(text) -> (fields, time or None)``."""
 
-    __slots__ = ("_conv", "_impl", "_regex", "_time", "_types", "may_set_reserved", "name",
+    __slots__ = ("_conv", "_impl", "_json", "_regex", "_time", "_types", "may_set_reserved", "name",
                  "parse", "time_errors", "time_keep", "time_key")
 
     def __init__(self, pc: ParserConfig) -> None:
@@ -128,6 +137,9 @@ class BoundParser:
         if not isinstance(impl, RegexParser):
             self.may_set_reserved = True  # fields of a json line may carry anything
             self._regex = None
+            # The json parser's batch function runs it inline (compiled.JsonSpec).
+            self._json = JsonSpec(name, convs, _convert, tk, keep, tparse, finish_time,
+                                  bad_time) if type(impl) is JsonParser else None
             extract = impl.parse
 
             def parse(text: str) -> tuple[dict[str, Any], float | None]:
@@ -143,6 +155,7 @@ class BoundParser:
         # The regex parser, compiled into one function (processors.parsers.compiled). A
         # group's value is text, so `integer` and `float` are the builtins themselves.
         pattern = impl.pattern
+        self._json = None
         self.may_set_reserved = bool({"_id", "_tag"} & set(pattern.regex.groupindex))
         fmt = self._time.fmt if self._time is not None else ""
         self._regex = RegexSpec(
@@ -157,4 +170,6 @@ class BoundParser:
         """The parser filter's batch function for this parser alone (see compiled.py)."""
         if self._regex is not None:
             return compile_records(shape, regex=self._regex)
+        if self._json is not None:
+            return compile_records(shape, json=self._json)
         return compile_records(shape, parse=self.parse, name=self.name)

@@ -14,6 +14,7 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 from pconf import batch, config
 
@@ -91,6 +92,64 @@ CASES: dict[str, str] = {
     "a json parser": ("pipeline:\n  filters:\n    - {name: parser, key: log, parser: json, "
                       "reserve_data: true}\n"),
 }
+JSON_PARSER = ("parsers:\n  - {{name: j, format: json{extra}}}\npipeline:\n  filters:\n"
+               "    - {{name: parser, key: log, parser: j{filt}}}\n")
+ISO = "'%Y-%m-%dT%H:%M:%S.%L%z'"
+#: The json parser compiled inline (compiled.JsonSpec), against its general path.
+JSON_CASES: dict[str, str] = {
+    "time and types": JSON_PARSER.format(
+        extra=f", time_key: ts, time_format: {ISO}, types: {{n: integer, f: float}}",
+        filt=", reserve_data: true"),
+    "time kept": JSON_PARSER.format(extra=f", time_key: ts, time_format: {ISO}, time_keep: true",
+                                    filt=", reserve_data: true, preserve_key: true"),
+    "time key without a format": JSON_PARSER.format(extra=", time_key: ts", filt=""),
+    "time key named time": JSON_PARSER.format(
+        extra=f", time_key: time, time_format: {ISO}", filt=", reserve_data: true"),
+    "types only": JSON_PARSER.format(extra=", types: {n: string, b: bool}",
+                                     filt=", reserve_data: true, unmatched: dead_letter"),
+}
+
+
+def _json_lines(seed: int, n: int = 600) -> list[bytes]:
+    rng = random.Random(seed)
+    out: list[bytes] = []
+    for i in range(n):
+        ts = rng.choice([
+            f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:"
+            f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.{rng.randint(0, 999):03d}"
+            f"{rng.choice(['Z', '+02:00', '-0530', '+0000'])}",
+            "2024-13-01T00:00:00.000Z", "yesterday", 1700000000, 1700000000.5, None, True,
+            [1], {"a": 1}])
+        doc: dict[str, Any] = {"msg": f"m{i}", "n": rng.choice(["7", 7, "x", None]),
+                               "f": rng.choice(["1.5", 2, "nan?"]),
+                               "b": rng.choice(["true", "no", 0]),
+                               "nested": {"k": [1, 2, {"z": None}]}}
+        key = rng.choice(["ts", "time", "ts", None])
+        if key:
+            doc[key] = ts
+        if rng.random() < 0.05:
+            doc["_id"] = "from-the-line"
+        line = orjson.dumps(doc)
+        kind = rng.random()
+        if kind < 0.04:
+            line = rng.choice([b"[1, 2]", b"42", b'"text"', b"null", b"{not json", b""])
+        elif kind < 0.07:
+            cut = rng.randrange(1, len(line))
+            line = line[:cut] + b"\xff" + line[cut:]  # not valid UTF-8
+        out.append(line)
+    return out
+
+
+@pytest.mark.parametrize("case", list(JSON_CASES))
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_compiled_json_parser_equals_its_general_path(case: str, seed: int) -> None:
+    lines = _json_lines(seed)
+    raw = batch(lines, meta={"host": "edge-1", "kubernetes.pod": "p-1"}, offset=seed * 1000)
+    res_fast, res_general = _run_both(JSON_CASES[case], raw)
+    _same(res_fast, res_general)
+    assert len(res_fast.records) > len(lines) // 2
+    if "time_format" in JSON_CASES[case]:
+        assert res_fast.counters["time_errors"] > 0  # bad times were there to compare
 
 
 @pytest.fixture(autouse=True)
