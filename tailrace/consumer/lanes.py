@@ -33,7 +33,8 @@ __all__ = ["LaneReads", "LaneReply", "ReadSpec"]
 
 log = logging.getLogger(__name__)
 
-_CANCEL_POLL_S = 0.05
+#: How often a cancel asks again while a read it unblocked has not answered yet.
+CANCEL_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +247,7 @@ class LaneReads:
                     worker.client.client_unblock(cid)
                 except (redis.exceptions.RedisError, OSError):
                     worker.drop()  # the node is unreachable: cut the read instead
-            self._wait_for(lane, _CANCEL_POLL_S)
+            self._wait_for(lane, CANCEL_POLL_S)
 
     def _wait_for(self, lane: str, timeout_s: float) -> None:
         end = time.monotonic() + timeout_s

@@ -18,20 +18,23 @@ read, a failed read sends its partitions back to their pending entries) apply un
 
 from __future__ import annotations
 
-import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
 from ..errors import BrokerUnavailable
-from .lanes import LaneReply, ReadSpec, close_read_connection, open_read_connection
+from .lanes import CANCEL_POLL_S, LaneReply, ReadSpec, close_read_connection, open_read_connection
 
 __all__ = ["InlineRead"]
 
-log = logging.getLogger(__name__)
 
-_CANCEL_POLL_S = 0.05
+class _Flight(NamedTuple):
+    """The read in flight: its lane, the streams it covers, the tag its reply carries."""
+
+    lane: str
+    streams: frozenset[str]
+    tag: Any
 
 
 class InlineRead:
@@ -48,17 +51,16 @@ class InlineRead:
                  block_ms: int) -> None:
         self.client = client
         self.spec = ReadSpec(group, consumer, count, block_ms)
-        self._conn: Any = None
-        self._client_id: int | None = None
-        self._lane: str | None = None  # the lane of the read in flight
-        self._streams: frozenset[str] = frozenset()
-        self._tag: Any = None
+        self._conn: Any = None  # with its CLIENT ID while open
+        self._client_id = 0
+        self._flight: _Flight | None = None
         self._ready: list[LaneReply] = []
 
     # -- state ----------------------------------------------------------------------------
     def in_flight(self) -> dict[str, frozenset[str]]:
         """Lane -> the streams the read in flight covers (empty: none)."""
-        return {self._lane: self._streams} if self._lane is not None else {}
+        f = self._flight
+        return {f.lane: f.streams} if f is not None else {}
 
     def has_ready(self) -> bool:
         return bool(self._ready)
@@ -70,9 +72,9 @@ class InlineRead:
         ``tag`` comes back with the reply. A send that fails gives an error reply (the
         read may have reached the server: its partitions re-read their pending entries).
         """
-        if self._lane is not None:
+        if self._flight is not None:
             raise RuntimeError(f"lane {lane} already has a read in flight")
-        self._lane, self._streams, self._tag = lane, frozenset(streams), tag
+        self._flight = _Flight(lane, frozenset(streams), tag)
         try:
             if self._conn is None:
                 self._open()
@@ -86,10 +88,8 @@ class InlineRead:
         The read blocks on the server for at most ``block_ms``; ``timeout_s`` is not needed
         for that, and the connection's socket timeout bounds a server that stops answering.
         """
-        if self._ready or self._lane is None:
-            out, self._ready = self._ready, []
-            return out
-        self._read()
+        if not self._ready and self._flight is not None:
+            self._read()
         out, self._ready = self._ready, []
         return out
 
@@ -101,10 +101,8 @@ class InlineRead:
         is unblocked again shortly after; past a block's time, its connection is cut (the
         read's partitions then re-read their pending entries). Returns once the reply is in.
         """
-        if self._lane is None:
-            return
         deadline = time.monotonic() + self.spec.cancel_deadline_s
-        while self._lane is not None:
+        while self._flight is not None:
             try:
                 if self._conn.can_read(timeout=0):
                     self._read()
@@ -112,9 +110,8 @@ class InlineRead:
                 if time.monotonic() > deadline:
                     raise BrokerUnavailable("a cancelled read did not return within its "
                                             "block time; its connection was cut")
-                if self._client_id is not None:
-                    self.client.client_unblock(self._client_id)
-                if self._conn.can_read(timeout=_CANCEL_POLL_S):
+                self.client.client_unblock(self._client_id)
+                if self._conn.can_read(timeout=CANCEL_POLL_S):
                     self._read()
                     return
             except Exception as exc:  # noqa: BLE001 - the read is cut; the loop re-reads pending
@@ -123,14 +120,14 @@ class InlineRead:
     def reset(self) -> None:
         """Drop the connection (after a broker error): a read in flight is cut and its reply
         ignored; the next :meth:`issue` opens a new connection."""
-        self._lane, self._streams, self._tag = None, frozenset(), None
+        self._flight = None
         self._ready.clear()
         self._drop()
 
     def close(self) -> None:
         """Cancel the read in flight (its entries stay pending here), then drop it all."""
         try:
-            self.cancel(self._lane or "")
+            self.cancel(self._flight.lane if self._flight else "")
         except (redis.exceptions.RedisError, OSError):
             pass  # closing anyway
         self.reset()
@@ -147,16 +144,18 @@ class InlineRead:
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the worker loop
             self._fail(exc)
             return
-        self._ready.append(LaneReply(self._lane or "", self._tag, result=result or []))
-        self._lane, self._streams, self._tag = None, frozenset(), None
+        assert self._flight is not None
+        self._ready.append(LaneReply(self._flight.lane, self._flight.tag, result=result or []))
+        self._flight = None
 
     def _fail(self, exc: BaseException) -> None:
         """The read in flight failed or was cut: an error reply, and a fresh connection next."""
-        self._ready.append(LaneReply(self._lane or "", self._tag, error=exc))
-        self._lane, self._streams, self._tag = None, frozenset(), None
+        assert self._flight is not None
+        self._ready.append(LaneReply(self._flight.lane, self._flight.tag, error=exc))
+        self._flight = None
         self._drop()
 
     def _drop(self) -> None:
-        conn, self._conn, self._client_id = self._conn, None, None
+        conn, self._conn, self._client_id = self._conn, None, 0
         if conn is not None:
             close_read_connection(self.client, conn)

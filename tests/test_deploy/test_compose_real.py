@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from deploy_model import COMPOSE_FILE, LOCAL_OVERRIDE, load_compose
+from helpers import wait_for
 from podman_stack import (
     IMAGE,
     PROJECT_PREFIX,
@@ -127,7 +128,10 @@ def assert_exactly_once(out_dir: Path, logs: CriLogs, stack: Stack, when: str,
         if set(tokens) >= logs.written or time.monotonic() - started > timeout:
             break
         time.sleep(0.5)
-    time.sleep(0.5)  # a write that raced the last read (a line twice, say) lands meanwhile
+    # A write the last read raced ends at a line boundary: then every line is counted.
+    wait_for(lambda: all(p.read_bytes().endswith(b"\n") or not p.stat().st_size
+                         for p in out_dir.rglob("*.log")),
+             timeout=30, message="the file sink's last write complete")
     tokens, ids = delivered(out_dir, complete=True)
     missing = logs.written - set(tokens)
     doubled = {t: c for t, c in tokens.items() if c > 1}

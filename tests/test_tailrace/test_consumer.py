@@ -449,7 +449,6 @@ class Watching(Recorder):
 
     def handle(self, partition: int, entries: list[Entry], guard: LeaseGuard) -> HandleResult:
         self.ahead.append(bool(self.consumer.reads.lanes.in_flight()))
-        time.sleep(0.05)  # long enough for Redis to serve the read sent ahead
         return super().handle(partition, entries, guard)
 
 

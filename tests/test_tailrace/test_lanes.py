@@ -72,6 +72,12 @@ def inline_read(r: redis.Redis, prefix: str, block_ms: int) -> tuple[str, Inline
     return stream, InlineRead(r, "g", "w1", count=2, block_ms=block_ms)
 
 
+def issue_blocked(r: redis.Redis, read: InlineRead, stream: str, tag: str) -> None:
+    """Send a read of ``stream`` and wait until the server has it blocked."""
+    read.issue("lane", [stream], tag=tag)
+    wait_for(lambda: blocked_on(r) == 1, timeout=5, message=f"read {tag} blocked")
+
+
 def test_a_read_sent_ahead_is_served_meanwhile_and_collected_later(
         r: redis.Redis, prefix: str) -> None:
     stream, read = inline_read(r, prefix, 5_000)
@@ -97,8 +103,7 @@ def test_cancel_ends_a_blocked_read_at_once_and_keeps_its_reply(
         r: redis.Redis, prefix: str) -> None:
     stream, read = inline_read(r, prefix, 10_000)
     try:
-        read.issue("lane", [stream], tag="t")
-        wait_for(lambda: blocked_on(r) == 1, timeout=5, message="the read blocked")
+        issue_blocked(r, read, stream, "t")
         began = time.monotonic()
         read.cancel("lane")
         assert time.monotonic() - began < 2.0, "cancel waited for the block to run out"
@@ -115,13 +120,11 @@ def test_reset_cuts_the_read_and_a_broken_connection_gives_an_error_reply(
         r: redis.Redis, prefix: str) -> None:
     stream, read = inline_read(r, prefix, 10_000)
     try:
-        read.issue("lane", [stream], tag="t")
-        wait_for(lambda: blocked_on(r) == 1, timeout=5, message="the read blocked")
+        issue_blocked(r, read, stream, "t")
         read.reset()
         wait_for(lambda: blocked_on(r) == 0, timeout=3, message="the reset read cut")
         assert read.collect(0) == []
-        read.issue("lane", [stream], tag="t2")
-        wait_for(lambda: blocked_on(r) == 1, timeout=5, message="a new read blocked")
+        issue_blocked(r, read, stream, "t2")
         r.client_kill_filter(_type="normal", skipme=True)  # the server drops every client
         (reply,) = read.collect(1.0)
         assert reply.tag == "t2" and isinstance(reply.error, redis.exceptions.ConnectionError)
