@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -65,11 +66,14 @@ def blocked_on(r: redis.Redis) -> int:
                for c in r.client_list())
 
 
-def inline_read(r: redis.Redis, prefix: str, block_ms: int) -> tuple[str, InlineRead]:
-    """A stream with group ``g`` (from id 0) and an InlineRead of it as ``w1``."""
+@pytest.fixture
+def inline(r: redis.Redis, prefix: str) -> Iterator[tuple[str, InlineRead]]:
+    """A stream with group ``g`` (from id 0) and an InlineRead of it as ``w1``, closed after."""
     stream = f"{prefix}:raw"
     r.xgroup_create(stream, "g", id="0", mkstream=True)
-    return stream, InlineRead(r, "g", "w1", count=2, block_ms=block_ms)
+    read = InlineRead(r, "g", "w1", count=2, block_ms=10_000)
+    yield stream, read
+    read.close()
 
 
 def issue_blocked(r: redis.Redis, read: InlineRead, stream: str, tag: str) -> None:
@@ -79,58 +83,49 @@ def issue_blocked(r: redis.Redis, read: InlineRead, stream: str, tag: str) -> No
 
 
 def test_a_read_sent_ahead_is_served_meanwhile_and_collected_later(
-        r: redis.Redis, prefix: str) -> None:
-    stream, read = inline_read(r, prefix, 5_000)
+        r: redis.Redis, inline: tuple[str, InlineRead]) -> None:
+    stream, read = inline
     ids = [r.xadd(stream, {"n": str(i)}) for i in range(3)]
-    try:
-        read.issue("lane", [stream], tag="t1")
-        assert read.in_flight() == {"lane": frozenset([stream])}
-        # served while the caller does something else: pending on w1 before any collect
-        wait_for(lambda: r.xpending(stream, "g")["pending"] == 2, timeout=5,
-                 message="the read served without being collected")
-        (reply,) = read.collect(1.0)
-        assert reply.tag == "t1" and reply.error is None
-        assert [eid for eid, _f in reply.result[0][1]] == ids[:2]
-        assert read.in_flight() == {} and not read.has_ready()
-        read.issue("lane", [stream], tag="t2")
-        (reply,) = read.collect(1.0)
-        assert [eid for eid, _f in reply.result[0][1]] == ids[2:]
-    finally:
-        read.close()
+    read.issue("lane", [stream], tag="t1")
+    assert read.in_flight() == {"lane": frozenset([stream])}
+    # served while the caller does something else: pending on w1 before any collect
+    wait_for(lambda: r.xpending(stream, "g")["pending"] == 2, timeout=5,
+             message="the read served without being collected")
+    (reply,) = read.collect(1.0)
+    assert reply.tag == "t1" and reply.error is None
+    assert [eid for eid, _f in reply.result[0][1]] == ids[:2]
+    assert read.in_flight() == {} and not read.has_ready()
+    read.issue("lane", [stream], tag="t2")
+    (reply,) = read.collect(1.0)
+    assert [eid for eid, _f in reply.result[0][1]] == ids[2:]
 
 
 def test_cancel_ends_a_blocked_read_at_once_and_keeps_its_reply(
-        r: redis.Redis, prefix: str) -> None:
-    stream, read = inline_read(r, prefix, 10_000)
-    try:
-        issue_blocked(r, read, stream, "t")
-        began = time.monotonic()
-        read.cancel("lane")
-        assert time.monotonic() - began < 2.0, "cancel waited for the block to run out"
-        assert read.in_flight() == {} and read.has_ready()
-        (reply,) = read.collect(0)
-        assert reply.tag == "t" and reply.error is None and not reply.result
-        r.xadd(stream, {"n": "1"})
-        assert r.xpending(stream, "g")["pending"] == 0, "a cancelled read took an entry"
-    finally:
-        read.close()
+        r: redis.Redis, inline: tuple[str, InlineRead]) -> None:
+    stream, read = inline
+    issue_blocked(r, read, stream, "t")
+    began = time.monotonic()
+    read.cancel("lane")
+    assert time.monotonic() - began < 2.0, "cancel waited for the block to run out"
+    assert read.in_flight() == {} and read.has_ready()
+    (reply,) = read.collect(0)
+    assert reply.tag == "t" and reply.error is None and not reply.result
+    r.xadd(stream, {"n": "1"})
+    assert r.xpending(stream, "g")["pending"] == 0, "a cancelled read took an entry"
 
 
 def test_reset_cuts_the_read_and_a_broken_connection_gives_an_error_reply(
-        r: redis.Redis, prefix: str) -> None:
-    stream, read = inline_read(r, prefix, 10_000)
-    try:
-        issue_blocked(r, read, stream, "t")
-        read.reset()
-        wait_for(lambda: blocked_on(r) == 0, timeout=3, message="the reset read cut")
-        assert read.collect(0) == []
-        issue_blocked(r, read, stream, "t2")
-        r.client_kill_filter(_type="normal", skipme=True)  # the server drops every client
-        (reply,) = read.collect(1.0)
-        assert reply.tag == "t2" and isinstance(reply.error, redis.exceptions.ConnectionError)
-        read.issue("lane", [stream], tag="t3")  # a fresh connection
-        r.xadd(stream, {"n": "1"})
-        (reply,) = read.collect(1.0)
-        assert reply.error is None and len(reply.result[0][1]) == 1
-    finally:
-        read.close()
+        r: redis.Redis, inline: tuple[str, InlineRead]) -> None:
+    stream, read = inline
+    issue_blocked(r, read, stream, "t")
+    read.reset()
+    wait_for(lambda: blocked_on(r) == 0, timeout=3, message="the reset read cut")
+    assert read.collect(0) == []
+    issue_blocked(r, read, stream, "t2")
+    r.client_kill_filter(_type="normal", skipme=True)  # the server drops every client
+    (reply,) = read.collect(1.0)
+    assert reply.tag == "t2" and isinstance(reply.error, redis.exceptions.ConnectionError)
+    read.issue("lane", [stream], tag="t3")  # a fresh connection
+    r.xadd(stream, {"n": "1"})
+    (reply,) = read.collect(1.0)
+    assert reply.error is None and len(reply.result[0][1]) == 1
