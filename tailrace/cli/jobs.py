@@ -124,6 +124,14 @@ def _worker_class(base: type[Any], jobs: ThreadRecord) -> type[Any]:
             except StopRequested:
                 self._stop_requested = True  # out of work()'s loop at its first check
 
+        def _shutdown(self) -> None:
+            # RQ raises StopRequested from its signal handler when idle. Landing inside a
+            # log call (its maintenance logs), that exception is caught by logging's
+            # handleError and the stop was lost (seen in CI). The flag makes work()'s loop
+            # stop at its next check whichever way the raise goes.
+            self._stop_requested = True
+            super()._shutdown()
+
         def execute_job(self, job: Any, queue: Any) -> Any:
             # Runs in this process (the job itself may run in a forked work horse).
             jobs.set_state(State.ACTIVE, f"job {job.id}: {job.description or job.func_name}"[:200])

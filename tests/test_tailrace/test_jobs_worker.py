@@ -63,3 +63,29 @@ def test_an_rq_worker_shows_its_role_state_and_jobs_everywhere(
     finally:
         code = worker.stop()
     assert code == 0, worker.output()[-3000:]
+
+
+def test_a_stop_signal_while_idle_sets_the_stop_flag_even_if_its_raise_is_swallowed(
+        r: redis.Redis) -> None:
+    """RQ's handler raises StopRequested when the worker is idle; inside a log call that
+    raise is caught by logging (seen in CI: the worker never stopped). The flag must be set
+    too, so work()'s loop stops at its next check."""
+    import signal
+
+    from rq import Queue, Worker
+    from rq.exceptions import StopRequested
+
+    from tailrace.cli.jobs import _worker_class
+    from tailrace.lifecycle import ThreadRecord
+
+    w = _worker_class(Worker, ThreadRecord("jobs", "worker"))([Queue("q", connection=r)],
+                                                                connection=r)
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        w.request_stop(signal.SIGTERM, None)  # (it installs RQ's force-stop handlers)
+    except StopRequested:
+        pass  # what logging's handleError swallows when it lands in a log call
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    assert w._stop_requested
